@@ -1,0 +1,98 @@
+//! [`ActivationKind`] and the [`Activation`] layer.
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+use burn::tensor::activation as act;
+
+use crate::error::Result;
+use crate::layer::{Layer, Spec};
+use crate::value::Value;
+
+/// An element-wise (or last-axis, for softmax) activation function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivationKind {
+    /// Identity.
+    #[default]
+    Linear,
+    /// `max(x, 0)`.
+    Relu,
+    /// `tanh(x)`.
+    Tanh,
+    /// The logistic function `1 / (1 + e^-x)`.
+    Sigmoid,
+    /// Softmax over the last axis.
+    Softmax,
+    /// Exact GELU.
+    Gelu,
+}
+
+impl ActivationKind {
+    /// Applies the function to a tensor of any rank (softmax over the last axis).
+    pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            ActivationKind::Linear => x,
+            ActivationKind::Relu => act::relu(x),
+            ActivationKind::Tanh => x.tanh(),
+            ActivationKind::Sigmoid => act::sigmoid(x),
+            ActivationKind::Softmax => act::softmax(x, D - 1),
+            ActivationKind::Gelu => act::gelu(x),
+        }
+    }
+}
+
+/// Applies an [`ActivationKind`].
+///
+/// # Shapes
+/// Any sequence or vector; the output has the input's shape.
+///
+/// # Masking
+/// Passes the mask unchanged.
+#[derive(Module, Debug)]
+pub struct Activation {
+    /// The function.
+    #[module(skip)]
+    pub kind: ActivationKind,
+}
+
+impl Activation {
+    /// An activation layer.
+    pub fn new(kind: ActivationKind) -> Self {
+        Activation { kind }
+    }
+}
+
+impl Layer for Activation {
+    fn type_name(&self) -> &'static str {
+        "Activation"
+    }
+
+    fn forward_value(&self, input: Value) -> Result<Value> {
+        Ok(match input {
+            Value::Sequence { values, mask } => Value::sequence(self.kind.apply(values), mask),
+            Value::Vector(values) => Value::Vector(self.kind.apply(values)),
+            tokens @ Value::Tokens { .. } => {
+                return Err(crate::error::Error::InputKind {
+                    layer: "Activation".into(),
+                    expected: "sequence or vector".into(),
+                    found: tokens.kind().into(),
+                });
+            }
+        })
+    }
+
+    fn output_spec(&self, input: &Spec) -> Result<Spec> {
+        match input {
+            Spec::Tokens { .. } => Err(crate::layer::kind_error(
+                "Activation",
+                "sequence or vector",
+                input,
+            )),
+            _ => Ok(*input),
+        }
+    }
+
+    fn supports_mask(&self) -> bool {
+        true
+    }
+}

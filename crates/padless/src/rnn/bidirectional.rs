@@ -1,0 +1,212 @@
+//! [`Bidirectional`]: a forward and a backward recurrent layer whose backward half reads each
+//! row's valid steps reversed.
+
+use burn::module::Module;
+use burn::tensor::{Int, Tensor};
+
+use super::cell::Cell;
+use super::recurrent::{Recurrent, RecurrentOutput};
+use crate::error::Result;
+use crate::layer::{Layer, Spec};
+use crate::mask::{Mask, check_mask_for};
+use crate::tensor_util::int_tensor_from;
+use crate::value::Value;
+use crate::weights::{NamedWeight, strip_prefix};
+
+/// How the two directions' outputs are merged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MergeMode {
+    /// Forward then backward on the feature axis (`2 d_hidden` features).
+    #[default]
+    Concat,
+    /// Element-wise sum.
+    Sum,
+    /// Element-wise product.
+    Mul,
+    /// Element-wise mean.
+    Ave,
+}
+
+impl MergeMode {
+    fn merge<const D: usize>(self, forward: Tensor<D>, backward: Tensor<D>) -> Tensor<D> {
+        match self {
+            MergeMode::Concat => Tensor::cat(vec![forward, backward], D - 1),
+            MergeMode::Sum => forward + backward,
+            MergeMode::Mul => forward * backward,
+            MergeMode::Ave => (forward + backward) / 2.0,
+        }
+    }
+
+    fn width(self, d_hidden: usize) -> usize {
+        match self {
+            MergeMode::Concat => 2 * d_hidden,
+            _ => d_hidden,
+        }
+    }
+}
+
+/// Runs one recurrent layer forward and another over each row's **valid part reversed**, so
+/// the backward half equals running it on the unpadded sequence, whatever the padding side
+/// (holes stay in place and carry state).
+///
+/// # Shapes
+/// Input `[batch, time, d_input]`; output `[batch, time, w]` with `return_sequences`, else
+/// `[batch, w]`, where `w = 2 d_hidden` for [`MergeMode::Concat`] and `d_hidden` otherwise.
+/// States: the forward layer's, then the backward layer's.
+///
+/// # Masking
+/// With `return_sequences` both halves are in input time order, masked positions are 0 and
+/// the mask passes on. Without it, the output merges the forward final `h` with the backward
+/// final `h` (after the row's first valid step) and has no mask.
+#[derive(Module, Debug)]
+pub struct Bidirectional<C> {
+    /// The forward layer.
+    pub forward: Recurrent<C>,
+    /// The backward layer (run over reversed valid parts).
+    pub backward: Recurrent<C>,
+    /// How outputs are merged.
+    #[module(skip)]
+    pub merge_mode: MergeMode,
+}
+
+impl<C: Cell> Bidirectional<C> {
+    /// Wraps two layers; `return_sequences` is read from the forward layer.
+    pub fn new(forward: Recurrent<C>, backward: Recurrent<C>, merge_mode: MergeMode) -> Self {
+        Bidirectional {
+            forward,
+            backward,
+            merge_mode,
+        }
+    }
+
+    /// Runs both directions; `sequence` and `last` are merged, `states` are the forward
+    /// layer's then the backward layer's.
+    ///
+    /// # Errors
+    /// As [`Recurrent::forward`].
+    pub fn forward(&self, x: Tensor<3>, mask: Option<&Mask>) -> Result<RecurrentOutput> {
+        let [batch, time, features] = x.dims();
+        check_mask_for(mask, &[batch, time], "Bidirectional")?;
+        let (seq_f, states_f) = self.forward.run(x.clone(), mask, None)?;
+        let order = reversal_order(mask, batch, time, &x.device());
+        let gather = |t: Tensor<3>, width: usize| {
+            t.gather(1, order.clone().unsqueeze_dim::<3>(2).expand([batch, time, width]))
+        };
+        let (seq_b, states_b) = self.backward.run(gather(x, features), mask, None)?;
+        let seq_b = gather(seq_b, self.backward.d_hidden());
+        let mut sequence = self.merge_mode.merge(seq_f, seq_b);
+        if let Some(mask) = mask {
+            let width = self.merge_mode.width(self.forward.d_hidden());
+            sequence = sequence.mask_fill(mask.valid_expanded(width).bool_not(), 0.0);
+        }
+        let last = self
+            .merge_mode
+            .merge(states_f[0].clone(), states_b[0].clone());
+        Ok(RecurrentOutput {
+            sequence,
+            last,
+            states: states_f.into_iter().chain(states_b).collect(),
+            mask: mask.cloned(),
+        })
+    }
+
+    /// Forgets the carried states of both directions.
+    pub fn reset_states(&self) {
+        self.forward.reset_states();
+        self.backward.reset_states();
+    }
+}
+
+/// Per row, the time index each step reads from so that the valid steps come in reverse
+/// order and masked steps stay in place: `[batch, time]`. It is its own inverse, so it also
+/// puts the backward outputs back in input order.
+fn reversal_order(
+    mask: Option<&Mask>,
+    batch: usize,
+    time: usize,
+    device: &burn::tensor::Device,
+) -> Tensor<2, Int> {
+    let valid = mask.map_or_else(|| vec![true; batch * time], Mask::to_vec);
+    let mut order = Vec::with_capacity(batch * time);
+    for row in valid.chunks(time) {
+        let positions: Vec<usize> = (0..time).filter(|&t| row[t]).collect();
+        let mut row_order: Vec<i64> = (0..time as i64).collect();
+        for (j, &p) in positions.iter().enumerate() {
+            row_order[p] = positions[positions.len() - 1 - j] as i64;
+        }
+        order.extend(row_order);
+    }
+    int_tensor_from(&order, [batch, time], device)
+}
+
+impl<C: Cell> Layer for Bidirectional<C> {
+    fn type_name(&self) -> &'static str {
+        "Bidirectional"
+    }
+
+    fn forward_value(&self, input: Value) -> Result<Value> {
+        let (x, mask) = input.into_sequence("Bidirectional")?;
+        let out = self.forward(x, mask.as_ref())?;
+        Ok(if self.forward.options.return_sequences {
+            Value::sequence(out.sequence, out.mask)
+        } else {
+            Value::Vector(out.last)
+        })
+    }
+
+    fn output_spec(&self, input: &Spec) -> Result<Spec> {
+        let width = self.merge_mode.width(self.forward.d_hidden());
+        Ok(match self.forward.output_spec(input)? {
+            Spec::Sequence { time, masked, .. } => Spec::Sequence {
+                time,
+                features: width,
+                masked,
+            },
+            _ => Spec::Vector { features: width },
+        })
+    }
+
+    fn supports_mask(&self) -> bool {
+        true
+    }
+
+    fn weights(&self) -> Vec<NamedWeight> {
+        let prefixed = |layer: &Recurrent<C>, prefix: &str| {
+            layer
+                .weights()
+                .into_iter()
+                .map(|w| w.prefixed(prefix))
+                .collect::<Vec<_>>()
+        };
+        let mut weights = prefixed(&self.forward, "forward");
+        weights.extend(prefixed(&self.backward, "backward"));
+        weights
+    }
+
+    fn set_weights(&mut self, weights: &[NamedWeight]) -> Result<()> {
+        self.forward.set_weights(&strip_prefix(weights, "forward"))?;
+        self.backward.set_weights(&strip_prefix(weights, "backward"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::default_device;
+    use crate::tensor_util::i64_vec;
+
+    #[test]
+    fn reversal_order_reverses_valid_steps_and_keeps_holes() {
+        let device = default_device();
+        let mask = Mask::from_bools(
+            &[true, false, true, true, false, false, true, true],
+            2,
+            4,
+            &device,
+        )
+        .unwrap();
+        let order = i64_vec(reversal_order(Some(&mask), 2, 4, &device));
+        assert_eq!(order, vec![3, 1, 2, 0, 0, 1, 3, 2]);
+    }
+}

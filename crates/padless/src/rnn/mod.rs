@@ -1,0 +1,22 @@
+//! Mask-aware recurrent layers: [`Lstm`], [`Gru`], [`SimpleRnn`] and [`Bidirectional`].
+//!
+//! Each is a [`Recurrent`] layer over a [`Cell`]; the masked time loop is written once in
+//! [`recurrent`] and follows `SEMANTICS.md`: states carried over masked steps, the last
+//! *valid* output for `return_sequences = false`, `go_backwards` reversing the mask with the
+//! outputs, and a backward direction that reads each row's valid part reversed.
+
+mod bidirectional;
+mod cell;
+mod config;
+mod gru;
+mod lstm;
+pub mod recurrent;
+mod simple_rnn;
+
+pub use bidirectional::{Bidirectional, MergeMode};
+pub use cell::Cell;
+pub use config::{Gru, GruConfig, Lstm, LstmConfig, SimpleRnn, SimpleRnnConfig};
+pub use gru::GruCell;
+pub use lstm::LstmCell;
+pub use recurrent::{Recurrent, RecurrentOptions, RecurrentOutput};
+pub use simple_rnn::SimpleRnnCell;

@@ -1,0 +1,362 @@
+//! [`Recurrent`]: the mask-aware recurrent layer over any [`Cell`], and the masked time loop
+//! written once for all of them.
+
+use std::sync::{Arc, Mutex};
+
+use burn::module::{Module, Param};
+use burn::tensor::{Bool, Tensor};
+
+use super::cell::Cell;
+use crate::error::{Error, Result};
+use crate::layer::{Layer, Spec};
+use crate::mask::{Mask, check_mask_for};
+use crate::value::Value;
+use crate::weights::{NamedWeight, load_param};
+
+/// Options shared by every recurrent layer (Keras names and defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct RecurrentOptions {
+    /// Return the output of every step (`[batch, time, d_hidden]`) rather than the last
+    /// valid one (`[batch, d_hidden]`).
+    pub return_sequences: bool,
+    /// Also return the final states. The typed API always returns them in
+    /// [`RecurrentOutput::states`]; models that wire states (encoder-decoders) read this flag.
+    pub return_state: bool,
+    /// Process the steps from `time - 1` down to 0; outputs (and their mask) come in
+    /// processing order.
+    pub go_backwards: bool,
+    /// Output 0 at masked steps instead of the carried output.
+    pub zero_output_for_mask: bool,
+    /// Keep the final states as the next call's initial states until
+    /// [`Recurrent::reset_states`].
+    pub stateful: bool,
+    /// Learn the initial states (parameters `[d_hidden]` per state, broadcast over the batch)
+    /// instead of starting from zeros.
+    pub learn_initial_state: bool,
+}
+
+/// What a recurrent layer returns.
+#[derive(Debug, Clone)]
+pub struct RecurrentOutput {
+    /// The output of every step in processing order, `[batch, time, d_hidden]`: the new `h` at
+    /// a valid step; at a masked step the carried `h` (the initial `h` before the first valid
+    /// step), or 0 with `zero_output_for_mask`.
+    pub sequence: Tensor<3>,
+    /// The output of each row's last valid step (its final `h`; the initial `h` for a row
+    /// with no valid step), `[batch, d_hidden]`.
+    pub last: Tensor<2>,
+    /// The final states (`[h]` or `[h, c]`, `[batch, d_hidden]` each); masked steps never
+    /// change them.
+    pub states: Vec<Tensor<2>>,
+    /// The mask of `sequence` (reversed with it for `go_backwards`).
+    pub mask: Option<Mask>,
+}
+
+/// The states a stateful layer carries between calls. Clones of a layer share them, as one
+/// Keras layer object does.
+#[derive(Debug, Clone, Default)]
+pub struct CarriedState(Arc<Mutex<Option<Vec<Tensor<2>>>>>);
+
+impl CarriedState {
+    fn get(&self) -> Option<Vec<Tensor<2>>> {
+        self.0.lock().expect("carried state lock").clone()
+    }
+
+    fn set(&self, states: Option<Vec<Tensor<2>>>) {
+        *self.0.lock().expect("carried state lock") = states;
+    }
+}
+
+/// A mask-aware recurrent layer: [`Lstm`](super::Lstm), [`Gru`](super::Gru) or
+/// [`SimpleRnn`](super::SimpleRnn).
+///
+/// # Shapes
+/// Input `[batch, time, d_input]`; output `[batch, time, d_hidden]` with `return_sequences`,
+/// else `[batch, d_hidden]`; states `[batch, d_hidden]` each.
+///
+/// # Masking
+/// At a masked step the states are carried over unchanged, for any mask pattern (post- or
+/// pre-padding, holes, rows with no valid step); the inputs of masked steps are selected out,
+/// so they influence nothing and get a gradient of exactly 0. The mask passes on with
+/// `return_sequences` (reversed for `go_backwards`); without it the output has no time axis
+/// and no mask.
+///
+/// # Errors
+/// Input features other than `d_input`, a mask that is not `[batch, time]`, an empty batch or
+/// time axis, initial states of the wrong number or shape, or a stateful layer called with a
+/// new batch size before `reset_states`.
+#[derive(Module, Debug)]
+pub struct Recurrent<C> {
+    /// The cell.
+    pub cell: C,
+    /// The learned initial states (`[d_hidden]` each), when `learn_initial_state` is set.
+    pub learned_initial_state: Option<Vec<Param<Tensor<1>>>>,
+    /// The options.
+    #[module(skip)]
+    pub options: RecurrentOptions,
+    #[module(skip)]
+    carried: CarriedState,
+}
+
+impl<C: Cell> Recurrent<C> {
+    /// A layer around `cell`.
+    pub fn new(cell: C, options: RecurrentOptions, device: &burn::tensor::Device) -> Self {
+        let learned_initial_state = options.learn_initial_state.then(|| {
+            (0..C::N_STATES)
+                .map(|_| Param::from_tensor(Tensor::zeros([cell.d_hidden()], device)))
+                .collect()
+        });
+        Recurrent {
+            cell,
+            learned_initial_state,
+            options,
+            carried: CarriedState::default(),
+        }
+    }
+
+    /// Hidden units.
+    pub fn d_hidden(&self) -> usize {
+        self.cell.d_hidden()
+    }
+
+    /// Runs the layer over `x` with an optional mask and initial states (which take precedence
+    /// over carried and learned ones).
+    ///
+    /// # Errors
+    /// See the type's `# Errors`.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        mask: Option<&Mask>,
+        initial_state: Option<Vec<Tensor<2>>>,
+    ) -> Result<RecurrentOutput> {
+        let (x, mask) = if self.options.go_backwards {
+            (x.flip([1]), mask.map(Mask::reverse_time))
+        } else {
+            (x, mask.cloned())
+        };
+        let (sequence, states) = self.run(x, mask.as_ref(), initial_state)?;
+        Ok(RecurrentOutput {
+            sequence,
+            last: states[0].clone(),
+            states,
+            mask,
+        })
+    }
+
+    /// The loop in input order (no `go_backwards`): checks, initial states, stateful update.
+    pub(crate) fn run(
+        &self,
+        x: Tensor<3>,
+        mask: Option<&Mask>,
+        initial_state: Option<Vec<Tensor<2>>>,
+    ) -> Result<(Tensor<3>, Vec<Tensor<2>>)> {
+        let [batch, time, features] = x.dims();
+        let name = C::TYPE_NAME;
+        if features != self.cell.d_input() {
+            return Err(Error::shape(
+                name,
+                format!("[batch, time, {}]", self.cell.d_input()),
+                &x.dims(),
+            ));
+        }
+        if batch == 0 || time == 0 {
+            return Err(Error::shape(name, "a non-empty [batch, time, features]", &x.dims()));
+        }
+        check_mask_for(mask, &[batch, time], name)?;
+        let initial = self.initial_states(batch, initial_state, &x.device())?;
+        let (sequence, states) = masked_loop(
+            &self.cell,
+            x,
+            mask,
+            initial,
+            self.options.zero_output_for_mask,
+        );
+        if self.options.stateful {
+            self.carried
+                .set(Some(states.iter().map(|s| s.clone().detach()).collect()));
+        }
+        Ok((sequence, states))
+    }
+
+    fn initial_states(
+        &self,
+        batch: usize,
+        given: Option<Vec<Tensor<2>>>,
+        device: &burn::tensor::Device,
+    ) -> Result<Vec<Tensor<2>>> {
+        let d_hidden = self.d_hidden();
+        if let Some(given) = given {
+            if given.len() != C::N_STATES {
+                return Err(Error::config(
+                    C::TYPE_NAME,
+                    format!("expected {} initial states, found {}", C::N_STATES, given.len()),
+                ));
+            }
+            for state in &given {
+                if state.dims() != [batch, d_hidden] {
+                    return Err(Error::shape(
+                        format!("{} initial state", C::TYPE_NAME),
+                        format!("[{batch}, {d_hidden}]"),
+                        &state.dims(),
+                    ));
+                }
+            }
+            return Ok(given);
+        }
+        if self.options.stateful
+            && let Some(carried) = self.carried.get()
+        {
+            let carried_batch = carried[0].dims()[0];
+            if carried_batch != batch {
+                return Err(Error::config(
+                    C::TYPE_NAME,
+                    format!(
+                        "stateful layer carries states for batch {carried_batch}, got batch {batch}; call reset_states first"
+                    ),
+                ));
+            }
+            return Ok(carried);
+        }
+        Ok(self.start_states(batch, device))
+    }
+
+    /// The states a sequence starts from without given or carried ones: the learned initial
+    /// states broadcast over the batch, or zeros.
+    pub fn start_states(&self, batch: usize, device: &burn::tensor::Device) -> Vec<Tensor<2>> {
+        let d_hidden = self.d_hidden();
+        match &self.learned_initial_state {
+            Some(learned) => learned
+                .iter()
+                .map(|p| p.val().unsqueeze_dim::<2>(0).expand([batch, d_hidden]))
+                .collect(),
+            None => (0..C::N_STATES)
+                .map(|_| Tensor::zeros([batch, d_hidden], device))
+                .collect(),
+        }
+    }
+
+    /// The states a stateful layer carries into its next call, if any.
+    pub fn carried_states(&self) -> Option<Vec<Tensor<2>>> {
+        self.carried.get()
+    }
+
+    /// Forgets the carried states: the next call starts from the learned initial states or
+    /// zeros.
+    pub fn reset_states(&self) {
+        self.carried.set(None);
+    }
+}
+
+/// The masked time loop, in input order: one input projection for all steps, then per step
+/// the cell and a selection between new and carried states by the mask.
+pub(crate) fn masked_loop<C: Cell>(
+    cell: &C,
+    x: Tensor<3>,
+    mask: Option<&Mask>,
+    initial: Vec<Tensor<2>>,
+    zero_output_for_mask: bool,
+) -> (Tensor<3>, Vec<Tensor<2>>) {
+    let [batch, time, d_input] = x.dims();
+    let d_hidden = cell.d_hidden();
+    // Masked inputs are selected out before the projection, so NaN or inf there cannot reach
+    // the weight gradients.
+    let x = match mask {
+        Some(mask) => x.mask_fill(mask.valid_expanded(d_input).bool_not(), 0.0),
+        None => x,
+    };
+    let projected = cell.project_input(x);
+    let step_masks: Option<Vec<Tensor<2, Bool>>> = mask.map(|mask| {
+        mask.valid()
+            .chunk(time, 1)
+            .into_iter()
+            .map(|m| m.expand([batch, d_hidden]))
+            .collect()
+    });
+    let mut states = initial;
+    let mut outputs = Vec::with_capacity(time);
+    for (step_idx, input) in projected.chunk(time, 1).into_iter().enumerate() {
+        let new_states = cell.step(input.squeeze_dim::<2>(1), &states);
+        let output = match &step_masks {
+            Some(step_masks) => {
+                let valid = &step_masks[step_idx];
+                states = states
+                    .into_iter()
+                    .zip(new_states)
+                    .map(|(old, new)| old.mask_where(valid.clone(), new))
+                    .collect();
+                if zero_output_for_mask {
+                    states[0].clone().mask_fill(valid.clone().bool_not(), 0.0)
+                } else {
+                    states[0].clone()
+                }
+            }
+            None => {
+                states = new_states;
+                states[0].clone()
+            }
+        };
+        outputs.push(output);
+    }
+    (Tensor::stack(outputs, 1), states)
+}
+
+impl<C: Cell> Layer for Recurrent<C> {
+    fn type_name(&self) -> &'static str {
+        C::TYPE_NAME
+    }
+
+    fn forward_value(&self, input: Value) -> Result<Value> {
+        let (x, mask) = input.into_sequence(C::TYPE_NAME)?;
+        let out = self.forward(x, mask.as_ref(), None)?;
+        Ok(if self.options.return_sequences {
+            Value::sequence(out.sequence, out.mask)
+        } else {
+            Value::Vector(out.last)
+        })
+    }
+
+    fn output_spec(&self, input: &Spec) -> Result<Spec> {
+        let (time, features, masked) = input.sequence_features(C::TYPE_NAME)?;
+        if features != self.cell.d_input() {
+            return Err(crate::layer::features_error(C::TYPE_NAME, self.cell.d_input(), features));
+        }
+        Ok(if self.options.return_sequences {
+            Spec::Sequence {
+                time,
+                features: self.d_hidden(),
+                masked,
+            }
+        } else {
+            Spec::Vector {
+                features: self.d_hidden(),
+            }
+        })
+    }
+
+    fn supports_mask(&self) -> bool {
+        true
+    }
+
+    fn weights(&self) -> Vec<NamedWeight> {
+        let mut weights = self.cell.weights();
+        if let Some(learned) = &self.learned_initial_state {
+            for (i, p) in learned.iter().enumerate() {
+                weights.push(NamedWeight::from_param(INITIAL_NAMES[i], p));
+            }
+        }
+        weights
+    }
+
+    fn set_weights(&mut self, weights: &[NamedWeight]) -> Result<()> {
+        self.cell.set_weights(weights)?;
+        if let Some(learned) = &mut self.learned_initial_state {
+            for (i, p) in learned.iter_mut().enumerate() {
+                load_param(p, weights, INITIAL_NAMES[i])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+const INITIAL_NAMES: [&str; 2] = ["initial_h", "initial_c"];

@@ -1,0 +1,281 @@
+//! Weights in Keras layout ([`NamedWeight`]) and their safetensors files.
+//!
+//! Every layer lists its weights under Keras names and shapes (`kernel [d_input, n_gates *
+//! d_hidden]`, `recurrent_kernel [d_hidden, n_gates * d_hidden]`, `bias`), so weights can be
+//! moved to and from Keras (`layer.get_weights()` / `set_weights()` in the same order).
+//! A stack saves them as `"{layer_name}/{weight_name}"` tensors of one safetensors file,
+//! written to a temporary file and renamed, so an interrupted save never leaves half a file.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use burn::module::Param;
+use burn::tensor::Tensor;
+
+use crate::error::{Error, Result};
+use crate::tensor_util::{f32_vec, tensor_from};
+
+/// One weight: its Keras name, shape and row-major `f32` values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedWeight {
+    /// Keras name (`kernel`, `recurrent_kernel`, `bias`, `gamma`…), or `"{layer}/{name}"` in a
+    /// stack.
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Row-major values.
+    pub values: Vec<f32>,
+}
+
+impl NamedWeight {
+    /// Reads a parameter.
+    pub fn from_param<const D: usize>(name: &str, param: &Param<Tensor<D>>) -> Self {
+        let value = param.val();
+        NamedWeight {
+            name: name.to_string(),
+            shape: value.dims().to_vec(),
+            values: f32_vec(value),
+        }
+    }
+
+    /// This weight under `"{prefix}/{name}"`.
+    pub fn prefixed(mut self, prefix: &str) -> Self {
+        self.name = format!("{prefix}/{}", self.name);
+        self
+    }
+}
+
+/// Finds `name` among `weights` and checks its shape.
+///
+/// # Errors
+/// [`Error::Weight`] when it is missing or its shape differs.
+pub fn find_weight<'a>(
+    weights: &'a [NamedWeight],
+    name: &str,
+    shape: &[usize],
+) -> Result<&'a NamedWeight> {
+    let weight = weights
+        .iter()
+        .find(|w| w.name == name)
+        .ok_or_else(|| Error::Weight {
+            name: name.to_string(),
+            message: format!(
+                "missing (given: {})",
+                weights.iter().map(|w| w.name.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        })?;
+    if weight.shape != shape || weight.values.len() != shape.iter().product::<usize>() {
+        return Err(Error::Weight {
+            name: name.to_string(),
+            message: format!(
+                "expected shape {shape:?}, found {:?} with {} values",
+                weight.shape,
+                weight.values.len()
+            ),
+        });
+    }
+    Ok(weight)
+}
+
+/// Replaces `param` by the weight `name` of `weights` (same shape, same parameter id).
+///
+/// # Errors
+/// [`Error::Weight`] when it is missing or its shape differs.
+pub fn load_param<const D: usize>(
+    param: &mut Param<Tensor<D>>,
+    weights: &[NamedWeight],
+    name: &str,
+) -> Result<()> {
+    let current = param.val();
+    let dims = current.dims();
+    let weight = find_weight(weights, name, &dims)?;
+    let mut replaced = Param::from_tensor(tensor_from(&weight.values, dims, &current.device()));
+    replaced.id = param.id;
+    *param = replaced;
+    Ok(())
+}
+
+/// Checks that no weights were given to a layer that has none.
+///
+/// # Errors
+/// [`Error::Weight`] naming the first unexpected weight.
+pub fn expect_no_weights(layer: &str, weights: &[NamedWeight]) -> Result<()> {
+    match weights.first() {
+        None => Ok(()),
+        Some(w) => Err(Error::Weight {
+            name: w.name.clone(),
+            message: format!("{layer} has no weights"),
+        }),
+    }
+}
+
+/// The weights whose name starts with `"{prefix}/"`, with the prefix removed.
+pub fn strip_prefix(weights: &[NamedWeight], prefix: &str) -> Vec<NamedWeight> {
+    let start = format!("{prefix}/");
+    weights
+        .iter()
+        .filter_map(|w| {
+            w.name.strip_prefix(&start).map(|rest| NamedWeight {
+                name: rest.to_string(),
+                shape: w.shape.clone(),
+                values: w.values.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Writes weights to a safetensors file atomically (temporary file in the same folder, then
+/// rename), with `metadata` stored in the header.
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be written.
+pub fn save_safetensors(
+    path: &Path,
+    weights: &[NamedWeight],
+    metadata: &HashMap<String, String>,
+) -> Result<()> {
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = weights
+        .iter()
+        .map(|w| {
+            let data = w.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (w.name.clone(), data, w.shape.clone())
+        })
+        .collect();
+    let mut views = BTreeMap::new();
+    for (name, data, shape) in &bytes {
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+            .map_err(|e| Error::WeightFile {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        views.insert(name.clone(), view);
+    }
+    let serialized = safetensors::serialize(views, Some(metadata.clone())).map_err(|e| {
+        Error::WeightFile {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    })?;
+    write_atomically(path, &serialized)
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+///
+/// # Errors
+/// [`Error::Io`] naming the path.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&tmp).map_err(io)?;
+        file.write_all(bytes).map_err(io)?;
+        file.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Reads every tensor of a safetensors file as `f32` weights, with the header's metadata.
+///
+/// # Errors
+/// [`Error::Io`] or [`Error::WeightFile`] for a missing, truncated or non-`f32` file.
+pub fn load_safetensors(path: &Path) -> Result<(Vec<NamedWeight>, HashMap<String, String>)> {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bad = |message: String| Error::WeightFile {
+        path: path.to_path_buf(),
+        message,
+    };
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    let tensors =
+        safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("unreadable ({e})")))?;
+    let mut weights = Vec::new();
+    for (name, view) in tensors.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(bad(format!("tensor {name}: expected F32, found {:?}", view.dtype())));
+        }
+        let values = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        weights.push(NamedWeight {
+            name,
+            shape: view.shape().to_vec(),
+            values,
+        });
+    }
+    weights.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((weights, metadata))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<NamedWeight> {
+        vec![
+            NamedWeight {
+                name: "a/kernel".into(),
+                shape: vec![2, 3],
+                values: vec![1.0, -2.0, 3.5, 0.0, 1e-8, 7.0],
+            },
+            NamedWeight {
+                name: "a/bias".into(),
+                shape: vec![3],
+                values: vec![0.5, 0.25, -0.125],
+            },
+        ]
+    }
+
+    #[test]
+    fn safetensors_round_trip_keeps_names_shapes_values_and_metadata() {
+        let dir = std::env::temp_dir().join(format!("padless-w-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("w.safetensors");
+        let meta = HashMap::from([("format".to_string(), "padless".to_string())]);
+        save_safetensors(&path, &sample(), &meta).unwrap();
+        let (loaded, loaded_meta) = load_safetensors(&path).unwrap();
+        let mut expected = sample();
+        expected.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(loaded, expected);
+        assert_eq!(loaded_meta.get("format").map(String::as_str), Some("padless"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn truncated_file_is_a_clear_error() {
+        let dir = std::env::temp_dir().join(format!("padless-t-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("w.safetensors");
+        save_safetensors(&path, &sample(), &HashMap::new()).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
+        let err = load_safetensors(&path).unwrap_err().to_string();
+        assert!(err.contains("w.safetensors"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn find_weight_names_both_shapes() {
+        let weights = sample();
+        let err = find_weight(&weights, "a/kernel", &[3, 2]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "weight a/kernel: expected shape [3, 2], found [2, 3] with 6 values"
+        );
+        let err = find_weight(&weights, "a/gamma", &[3]).unwrap_err().to_string();
+        assert!(err.contains("missing"), "{err}");
+    }
+}
