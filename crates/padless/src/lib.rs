@@ -36,8 +36,11 @@
 pub mod error;
 pub mod layer;
 pub mod layers;
+pub mod losses;
 pub mod mask;
+pub mod metrics;
 pub mod rnn;
+pub mod sequence;
 pub mod sequential;
 pub mod tensor_util;
 pub mod value;
@@ -73,6 +76,7 @@ pub fn cuda_training_device() -> burn::tensor::Device {
 pub mod prelude {
     pub use crate::layer::{Layer, Spec};
     pub use crate::layers::*;
+    pub use crate::losses::*;
     pub use crate::rnn::*;
     pub use crate::sequential::{AnyLayer, Sequential};
     pub use crate::tensor_util::{f32_vec, tensor_from};

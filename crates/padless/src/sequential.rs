@@ -142,6 +142,23 @@ impl Sequential {
         check_stack(self.named(), input)
     }
 
+    /// The layer that consumed the inputs' mask when the stack's output has none (the name a
+    /// loss warning cites, see [`LossInputs::with_mask_dropped_by`](crate::losses::LossInputs::with_mask_dropped_by)).
+    ///
+    /// # Errors
+    /// As [`Sequential::check`].
+    pub fn mask_dropped_by(&self, input: Spec) -> Result<Option<String>> {
+        let rows = self.check(input)?;
+        if rows.last().is_some_and(|row| row.output.masked()) {
+            return Ok(None);
+        }
+        Ok(rows
+            .iter()
+            .rev()
+            .find(|row| row.input.masked() && !row.output.masked())
+            .map(|row| row.name.clone()))
+    }
+
     /// Runs every layer.
     ///
     /// # Errors

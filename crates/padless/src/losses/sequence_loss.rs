@@ -1,0 +1,306 @@
+//! [`SequenceLoss`]: a loss with masks, weights and a reduction that never counts padding.
+
+use burn::tensor::{Bool, Tensor};
+
+use super::kind::LossKind;
+use super::sample_weight::SampleWeight;
+use super::targets::{TargetMask, Targets, check_finite_targets};
+use crate::error::{Error, Result};
+use crate::mask::{Mask, and_masks};
+use crate::tensor_util::{i64_vec, tensor_from};
+
+/// How per-step losses become one number. Masked steps are **selected out**, never multiplied
+/// by 0, so NaN, inf or huge values there cannot leak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reduction {
+    /// `Σ_valid w L`.
+    Sum,
+    /// `Σ_valid w L / (number of valid steps)`; 0 for an all-masked batch (Keras
+    /// `sum_over_batch_size`, without counting padding).
+    #[default]
+    Mean,
+    /// `Σ_valid w L / Σ_valid w`; 0 when the weights sum to 0.
+    WeightedMean,
+    /// No reduction: [`LossOutput::per_step`] with its mask.
+    None,
+}
+
+/// What a loss is computed from.
+#[derive(Debug, Clone)]
+pub struct LossInputs {
+    /// The targets.
+    pub y_true: Targets,
+    /// The predictions `[batch, time, C]`.
+    pub y_pred: Tensor<3>,
+    /// The mask carried on the model output, if any.
+    pub output_mask: Option<Mask>,
+    /// The mask given with the targets, if any; ANDed with `output_mask`.
+    pub target_mask: Option<TargetMask>,
+    /// Sample weights, if any.
+    pub sample_weight: Option<SampleWeight>,
+    /// The layer that consumed the inputs' mask on the way to this output, if known: a loss
+    /// computed with no mask then warns, naming it.
+    pub mask_dropped_by: Option<String>,
+}
+
+impl LossInputs {
+    /// Targets and predictions, with no mask and no weights.
+    pub fn new(y_true: Targets, y_pred: Tensor<3>) -> Self {
+        LossInputs {
+            y_true,
+            y_pred,
+            output_mask: None,
+            target_mask: None,
+            sample_weight: None,
+            mask_dropped_by: None,
+        }
+    }
+
+    /// With the mask carried on the model output.
+    pub fn with_output_mask(mut self, mask: Option<Mask>) -> Self {
+        self.output_mask = mask;
+        self
+    }
+
+    /// With a target mask.
+    pub fn with_target_mask(mut self, mask: TargetMask) -> Self {
+        self.target_mask = Some(mask);
+        self
+    }
+
+    /// With sample weights.
+    pub fn with_sample_weight(mut self, weight: SampleWeight) -> Self {
+        self.sample_weight = Some(weight);
+        self
+    }
+
+    /// Records the layer that consumed the inputs' mask.
+    pub fn with_mask_dropped_by(mut self, layer: impl Into<String>) -> Self {
+        self.mask_dropped_by = Some(layer.into());
+        self
+    }
+}
+
+/// The result of a loss.
+#[derive(Debug, Clone)]
+pub struct LossOutput {
+    /// The reduced loss (a one-element tensor), `None` for [`Reduction::None`].
+    pub value: Option<Tensor<1>>,
+    /// `w L` per step `[batch, time]`, 0 at masked steps.
+    pub per_step: Tensor<2>,
+    /// The mask the loss used (output mask AND target mask; all-valid when neither).
+    pub mask: Mask,
+    /// Warnings, also printed to stderr (a lost mask).
+    pub warnings: Vec<String>,
+}
+
+/// A sequence loss: element terms ([`LossKind`]), class weights and a [`Reduction`].
+///
+/// # Shapes
+/// `y_pred [batch, time, C]`; targets `[batch, time, C]` or labels `[batch, time]`; sample
+/// weights `[batch]`, `[batch, time]` or `[batch, time, C]`; class weights `[C]`.
+///
+/// # Masking
+/// The mask is the model output's AND the target mask. Masked steps are selected out before
+/// the loss sees them: their predictions, targets, labels and weights are never read, and
+/// their gradient is exactly 0. A loss computed without any mask while the inputs had one
+/// (`mask_dropped_by` set) warns, naming the layer.
+///
+/// # Example
+/// ```
+/// use padless::losses::{LossInputs, LossKind, Reduction, SequenceLoss, TargetMask, Targets};
+/// use padless::{default_device, tensor_util::{tensor_from, f32_vec}};
+/// let device = default_device();
+/// // One row, 3 steps; the last step is the padding one-hot [0, 1].
+/// let y_true = tensor_from(&[1.0, 0.0, 1.0, 0.0, 0.0, 1.0], [1, 3, 2], &device);
+/// let y_pred = tensor_from(&[0.5, 0.5, 0.25, 0.75, 0.9, 0.1], [1, 3, 2], &device);
+/// let loss = SequenceLoss::new(LossKind::CategoricalCrossentropy { from_logits: false });
+/// let out = loss
+///     .compute(LossInputs::new(Targets::Dense(y_true), y_pred)
+///         .with_target_mask(TargetMask::PaddingVector(vec![0.0, 1.0])))
+///     .unwrap();
+/// let want = -(0.5f32.ln() + 0.25f32.ln()) / 2.0;
+/// assert!((f32_vec(out.value.unwrap())[0] - want).abs() < 1e-6);
+/// ```
+#[derive(Debug, Clone)]
+pub struct SequenceLoss {
+    /// The element terms.
+    pub kind: LossKind,
+    /// The reduction (default [`Reduction::Mean`]).
+    pub reduction: Reduction,
+    /// Weights per target class, applied per step.
+    pub class_weight: Option<Vec<f32>>,
+    /// Reject NaN or inf in the targets at valid steps (default true).
+    pub check_targets: bool,
+}
+
+impl SequenceLoss {
+    /// A loss with the mean reduction and no class weights.
+    pub fn new(kind: LossKind) -> Self {
+        SequenceLoss {
+            kind,
+            reduction: Reduction::Mean,
+            class_weight: None,
+            check_targets: true,
+        }
+    }
+
+    /// With a reduction.
+    pub fn with_reduction(mut self, reduction: Reduction) -> Self {
+        self.reduction = reduction;
+        self
+    }
+
+    /// With class weights `[C]`.
+    pub fn with_class_weight(mut self, class_weight: Vec<f32>) -> Self {
+        self.class_weight = Some(class_weight);
+        self
+    }
+
+    /// Computes the loss.
+    ///
+    /// # Errors
+    /// Mismatched shapes (both named), weights that do not broadcast, labels out of range at
+    /// valid steps, non-finite targets at valid steps, or targets of the wrong kind.
+    pub fn compute(&self, inputs: LossInputs) -> Result<LossOutput> {
+        let [batch, time, classes] = inputs.y_pred.dims();
+        self.check_shapes(&inputs, batch, time, classes)?;
+        let device = inputs.y_pred.device();
+        let target_mask = inputs.target_mask.as_ref().map(|m| m.resolve(&inputs.y_true)).transpose()?;
+        let mut warnings = Vec::new();
+        let mask = match and_masks(inputs.output_mask.as_ref(), target_mask.as_ref())? {
+            Some(mask) => mask,
+            None => {
+                if let Some(layer) = &inputs.mask_dropped_by {
+                    let warning = format!(
+                        "loss computed over every step, padding included: the inputs' mask was consumed by {layer} and no target mask was given (pass one with the targets)"
+                    );
+                    eprintln!("padless warning: {warning}");
+                    warnings.push(warning);
+                }
+                Mask::all_valid(batch, time, &device)
+            }
+        };
+        if self.check_targets {
+            check_finite_targets(&inputs.y_true, &mask)?;
+        }
+        let padding = mask.padding();
+        self.check_labels(&inputs.y_true, &mask, classes)?;
+        let y_true = select_targets(inputs.y_true, &padding);
+        let y_pred = inputs
+            .y_pred
+            .mask_fill(expand(&padding, classes), self.kind.safe_prediction());
+        let element_weight = match &inputs.sample_weight {
+            Some(SampleWeight::PerElement(w)) => Some(w.clone().mask_fill(expand(&padding, classes), 0.0)),
+            _ => None,
+        };
+        let losses = self.kind.per_step(&y_true, y_pred, element_weight)?.mask_fill(padding.clone(), 0.0);
+        let class_weight = self.step_class_weight(&y_true, &device);
+        let denominator_weight = match (&inputs.sample_weight, &class_weight) {
+            (Some(w), Some(c)) => w.per_step(time) * c.clone(),
+            (Some(w), None) => w.per_step(time),
+            (None, Some(c)) => c.clone(),
+            (None, None) => Tensor::ones([batch, time], &device),
+        }
+        .mask_fill(padding.clone(), 0.0);
+        let numerator_weight = match &inputs.sample_weight {
+            Some(SampleWeight::PerElement(_)) => class_weight.unwrap_or_else(|| Tensor::ones([batch, time], &device)),
+            _ => denominator_weight.clone(),
+        }
+        .mask_fill(padding, 0.0);
+        let per_step = losses * numerator_weight;
+        let total = per_step.clone().sum();
+        let value = match self.reduction {
+            Reduction::Sum => Some(total),
+            Reduction::Mean => Some(total / mask.to_float().sum().clamp_min(1.0)),
+            Reduction::WeightedMean => {
+                let denominator = denominator_weight.sum();
+                let zero = denominator.clone().equal_elem(0.0);
+                Some(total / denominator.mask_fill(zero, 1.0))
+            }
+            Reduction::None => None,
+        };
+        Ok(LossOutput {
+            value,
+            per_step,
+            mask,
+            warnings,
+        })
+    }
+
+    fn check_shapes(&self, inputs: &LossInputs, batch: usize, time: usize, classes: usize) -> Result<()> {
+        match &inputs.y_true {
+            Targets::Dense(y) if y.dims() != [batch, time, classes] => {
+                return Err(Error::shape("y_true", format!("{:?} as y_pred", [batch, time, classes]), &y.dims()));
+            }
+            Targets::Labels(y) if y.dims() != [batch, time] => {
+                return Err(Error::shape("labels", format!("[{batch}, {time}] of y_pred {:?}", [batch, time, classes]), &y.dims()));
+            }
+            _ => {}
+        }
+        if self.kind.is_sparse() != matches!(inputs.y_true, Targets::Labels(_)) {
+            return Err(Error::config("loss", format!("{:?} does not take {}", self.kind, inputs.y_true.kind())));
+        }
+        if let Some(w) = &inputs.sample_weight {
+            w.check(batch, time, classes)?;
+            if matches!(w, SampleWeight::PerElement(_)) && self.kind.is_sparse() {
+                return Err(Error::config("loss", "per-element sample weights need dense targets"));
+            }
+        }
+        if let Some(c) = &self.class_weight
+            && c.len() != classes
+        {
+            return Err(Error::shape("class weights", format!("[{classes}]"), &[c.len()]));
+        }
+        Ok(())
+    }
+
+    /// Labels at valid steps must be classes; labels at masked steps are not read.
+    fn check_labels(&self, y_true: &Targets, mask: &Mask, classes: usize) -> Result<()> {
+        if let Targets::Labels(labels) = y_true {
+            let [_, time] = labels.dims();
+            let valid = mask.to_vec();
+            if let Some((i, label)) = i64_vec(labels.clone())
+                .into_iter()
+                .enumerate()
+                .find(|&(i, l)| valid[i] && (l < 0 || l as usize >= classes))
+            {
+                return Err(Error::config(
+                    "loss",
+                    format!("label {label} at [row {}, step {}] is outside 0..{classes}", i / time, i % time),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The class weight of each step's target class, `[batch, time]`.
+    fn step_class_weight(&self, y_true: &Targets, device: &burn::tensor::Device) -> Option<Tensor<2>> {
+        let weights = self.class_weight.as_ref()?;
+        let classes = match y_true {
+            Targets::Labels(labels) => labels.clone(),
+            Targets::Dense(y) => y.clone().argmax(2).squeeze_dim(2),
+        };
+        let [batch, time] = classes.dims();
+        let table = tensor_from(weights, [weights.len()], device);
+        Some(table.select(0, classes.reshape([batch * time])).reshape([batch, time]))
+    }
+}
+
+fn expand(padding: &Tensor<2, Bool>, width: usize) -> Tensor<3, Bool> {
+    let [batch, time] = padding.dims();
+    padding.clone().unsqueeze_dim::<3>(2).expand([batch, time, width])
+}
+
+/// Targets with masked steps replaced (labels by 0, dense targets by 0), so they are never
+/// read.
+fn select_targets(y_true: Targets, padding: &Tensor<2, Bool>) -> Targets {
+    match y_true {
+        Targets::Labels(labels) => Targets::Labels(labels.mask_fill(padding.clone(), 0)),
+        Targets::Dense(y) => {
+            let width = y.dims()[2];
+            Targets::Dense(y.mask_fill(expand(padding, width), 0.0))
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! [`Targets`] and [`TargetMask`]: what a loss compares against, and which target steps are
+//! real.
+
+use burn::tensor::{Int, Tensor};
+
+use crate::error::{Error, Result};
+use crate::mask::{Mask, Padding};
+use crate::tensor_util::{bool_vec, f32_vec, tensor_from};
+
+/// The targets of a sequence loss.
+#[derive(Debug, Clone)]
+pub enum Targets {
+    /// One-hot, probability or regression targets `[batch, time, features]`.
+    Dense(Tensor<3>),
+    /// Integer class labels `[batch, time]` (sparse losses). Labels at masked steps are never
+    /// read: they may hold any value.
+    Labels(Tensor<2, Int>),
+}
+
+impl Targets {
+    /// `[batch, time]`.
+    pub fn batch_time(&self) -> [usize; 2] {
+        match self {
+            Targets::Dense(y) => {
+                let [b, t, _] = y.dims();
+                [b, t]
+            }
+            Targets::Labels(y) => y.dims(),
+        }
+    }
+
+    /// The kind, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Targets::Dense(_) => "dense targets [batch, time, features]",
+            Targets::Labels(_) => "integer labels [batch, time]",
+        }
+    }
+}
+
+/// A mask that comes with the targets, for outputs whose length differs from the inputs'
+/// (translation, G2P) or whose mask was consumed on the way (an encoder, RepeatVector).
+#[derive(Debug, Clone)]
+pub enum TargetMask {
+    /// Post-padded target lengths, one per row.
+    Lengths(Vec<usize>),
+    /// Valid where the label is not this padding label ([`Targets::Labels`]).
+    PaddingLabel(i64),
+    /// Valid where the target step is not exactly this vector, e.g. the one-hot `[0, 0, 1]`
+    /// of a padding symbol ([`Targets::Dense`]).
+    PaddingVector(Vec<f32>),
+    /// An explicit mask.
+    Explicit(Mask),
+}
+
+impl TargetMask {
+    /// The mask for `targets`.
+    ///
+    /// # Errors
+    /// A length over `time`, a padding kind that does not fit the targets, a padding vector
+    /// of the wrong size, or an explicit mask of another shape.
+    pub fn resolve(&self, targets: &Targets) -> Result<Mask> {
+        let [batch, time] = targets.batch_time();
+        let device = match targets {
+            Targets::Dense(y) => y.device(),
+            Targets::Labels(y) => y.device(),
+        };
+        match (self, targets) {
+            (TargetMask::Lengths(lengths), _) => {
+                if lengths.len() != batch {
+                    return Err(Error::shape("target lengths", format!("[{batch}]"), &[lengths.len()]));
+                }
+                Mask::from_lengths(lengths, time, Padding::Post, &device)
+            }
+            (TargetMask::PaddingLabel(label), Targets::Labels(y)) => Ok(Mask::from_padding_id(y, *label)),
+            (TargetMask::PaddingVector(vector), Targets::Dense(y)) => {
+                let features = y.dims()[2];
+                if vector.len() != features {
+                    return Err(Error::shape("padding vector", format!("[{features}]"), &[vector.len()]));
+                }
+                let pattern = tensor_from(vector, [1, 1, features], &device).expand([batch, time, features]);
+                let is_padding = y.clone().equal(pattern).all_dim(2).squeeze_dim::<2>(2);
+                Ok(Mask::from_valid(is_padding.bool_not()))
+            }
+            (TargetMask::Explicit(mask), _) => {
+                mask.check(batch, time, "target mask")?;
+                Ok(mask.clone())
+            }
+            (kind, targets) => Err(Error::config(
+                "TargetMask",
+                format!("{kind:?} does not apply to {}", targets.kind()),
+            )),
+        }
+    }
+}
+
+/// Checks that targets hold no NaN or inf at valid steps.
+///
+/// # Errors
+/// Names the first offending `[row, step]`.
+pub(crate) fn check_finite_targets(targets: &Targets, mask: &Mask) -> Result<()> {
+    let Targets::Dense(y) = targets else {
+        return Ok(());
+    };
+    let [batch, time, features] = y.dims();
+    let valid = mask.to_vec();
+    let finite = bool_vec(y.clone().is_finite());
+    let values = f32_vec(y.clone());
+    for b in 0..batch {
+        for t in 0..time {
+            let step = b * time + t;
+            if valid[step] && (0..features).any(|f| !finite[step * features + f]) {
+                let bad = (0..features).map(|f| values[step * features + f]).find(|v| !v.is_finite());
+                return Err(Error::config(
+                    "loss",
+                    format!("target at [row {b}, step {t}] is {bad:?}, expected a finite value at a valid step"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
