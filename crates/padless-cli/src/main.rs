@@ -16,21 +16,45 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Build the seed question's model (Masking, LSTM encoder, RepeatVector, LSTM decoder,
-    /// TimeDistributed softmax), print its summary with the mask columns, run it on a
-    /// pre-padded batch and check that the padding is invisible to the encoder.
+    /// Train the seed question's model (Masking, LSTM encoder, RepeatVector, LSTM decoder,
+    /// TimeDistributed softmax) on a generated word-reversal task, with progress, then print
+    /// the masked and unmasked losses side by side and a few predictions.
     Demo {
-        /// Seed for the weights.
+        /// Seed for the weights, the data and the shuffling.
         #[arg(long, default_value_t = 123)]
         seed: u64,
+        /// Training epochs.
+        #[arg(long, default_value_t = 12)]
+        epochs: usize,
+    },
+    /// Print a model config's layers, output shapes, parameters and where masks go.
+    Summary {
+        /// A model config (JSON or TOML).
+        config: std::path::PathBuf,
     },
 }
 
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.command {
-        Command::Demo { seed } => demo::run(seed),
+        Command::Demo { seed, epochs } => demo::run(seed, epochs),
+        Command::Summary { config } => summary(&config),
     }
+}
+
+fn summary(path: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let config: padless::model_config::ModelConfig = if path.extension().is_some_and(|e| e == "toml") {
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+    } else {
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+    };
+    let model = config
+        .build(&padless::default_device())
+        .with_context(|| format!("building the model of {}", path.display()))?;
+    print!("{}", model.summary(config.input.spec(false))?);
+    Ok(())
 }
 
 fn main() -> ExitCode {

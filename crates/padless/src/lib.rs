@@ -39,10 +39,12 @@ pub mod layers;
 pub mod losses;
 pub mod mask;
 pub mod metrics;
+pub mod model_config;
 pub mod rnn;
 pub mod sequence;
 pub mod sequential;
 pub mod tensor_util;
+pub mod train;
 pub mod value;
 pub mod weights;
 
@@ -71,6 +73,10 @@ pub fn wgpu_training_device() -> burn::tensor::Device {
 pub fn cuda_training_device() -> burn::tensor::Device {
     burn::tensor::Device::cuda(0).autodiff()
 }
+
+/// The masking guide (`docs/masking.md`); its snippets run as tests.
+#[doc = include_str!("../../../docs/masking.md")]
+pub mod guide {}
 
 /// The names most programs need.
 pub mod prelude {

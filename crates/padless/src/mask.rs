@@ -110,6 +110,13 @@ impl Mask {
         }
     }
 
+    /// This mask on `device`.
+    pub fn to_device(&self, device: &Device) -> Self {
+        Mask {
+            valid: self.valid.clone().to_device(device),
+        }
+    }
+
     /// `[batch, time]`.
     pub fn dims(&self) -> [usize; 2] {
         self.valid.dims()

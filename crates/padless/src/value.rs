@@ -79,6 +79,21 @@ impl Value {
         }
     }
 
+    /// This value on `device` (detached from any graph).
+    pub fn to_device(self, device: &burn::tensor::Device) -> Self {
+        match self {
+            Value::Tokens { ids, mask } => Value::Tokens {
+                ids: ids.to_device(device),
+                mask: mask.map(|m| m.to_device(device)),
+            },
+            Value::Sequence { values, mask } => Value::Sequence {
+                values: values.detach().to_device(device),
+                mask: mask.map(|m| m.to_device(device)),
+            },
+            Value::Vector(values) => Value::Vector(values.detach().to_device(device)),
+        }
+    }
+
     /// The dims of the underlying tensor.
     pub fn dims(&self) -> Vec<usize> {
         match self {

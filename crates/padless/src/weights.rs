@@ -164,6 +164,22 @@ pub fn save_safetensors(
 /// # Errors
 /// [`Error::Io`] naming the path.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomically_with(path, |file| {
+        use std::io::Write;
+        file.write_all(bytes)
+    })
+}
+
+/// Writes `path` through a temporary file in the same folder that `write` fills, then a
+/// rename: until the rename, the previous file is untouched; if `write` fails, the temporary
+/// file is removed and the previous file stays as it was.
+///
+/// # Errors
+/// [`Error::Io`] naming the path.
+pub fn write_atomically_with(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<()> {
     let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
@@ -173,11 +189,13 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
-    {
-        use std::io::Write;
-        let mut file = std::fs::File::create(&tmp).map_err(io)?;
-        file.write_all(bytes).map_err(io)?;
-        file.sync_all().map_err(io)?;
+    let written = std::fs::File::create(&tmp).and_then(|mut file| {
+        write(&mut file)?;
+        file.sync_all()
+    });
+    if let Err(source) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(source));
     }
     std::fs::rename(&tmp, path).map_err(io)
 }
@@ -264,6 +282,24 @@ mod tests {
         std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
         let err = load_safetensors(&path).unwrap_err().to_string();
         assert!(err.contains("w.safetensors"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_interrupted_write_leaves_the_previous_file_intact() {
+        let dir = std::env::temp_dir().join(format!("padless-a-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ckpt");
+        write_atomically(&path, b"previous").unwrap();
+        let err = write_atomically_with(&path, |file| {
+            use std::io::Write;
+            file.write_all(b"half of the n")?;
+            Err(std::io::Error::other("interrupted"))
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("interrupted"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"previous");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

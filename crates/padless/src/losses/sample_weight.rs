@@ -43,6 +43,15 @@ impl SampleWeight {
         })
     }
 
+    /// These weights on `device`.
+    pub fn to_device(self, device: &Device) -> Self {
+        match self {
+            SampleWeight::PerSequence(w) => SampleWeight::PerSequence(w.to_device(device)),
+            SampleWeight::PerStep(w) => SampleWeight::PerStep(w.to_device(device)),
+            SampleWeight::PerElement(w) => SampleWeight::PerElement(w.to_device(device)),
+        }
+    }
+
     /// Checks that these weights broadcast to `[batch, time, features]`.
     ///
     /// # Errors

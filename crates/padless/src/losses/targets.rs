@@ -29,6 +29,22 @@ impl Targets {
         }
     }
 
+    /// The device the targets are on.
+    pub fn device(&self) -> burn::tensor::Device {
+        match self {
+            Targets::Dense(y) => y.device(),
+            Targets::Labels(y) => y.device(),
+        }
+    }
+
+    /// These targets on `device`.
+    pub fn to_device(self, device: &burn::tensor::Device) -> Self {
+        match self {
+            Targets::Dense(y) => Targets::Dense(y.to_device(device)),
+            Targets::Labels(y) => Targets::Labels(y.to_device(device)),
+        }
+    }
+
     /// The kind, for error messages.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -61,10 +77,7 @@ impl TargetMask {
     /// of the wrong size, or an explicit mask of another shape.
     pub fn resolve(&self, targets: &Targets) -> Result<Mask> {
         let [batch, time] = targets.batch_time();
-        let device = match targets {
-            Targets::Dense(y) => y.device(),
-            Targets::Labels(y) => y.device(),
-        };
+        let device = targets.device();
         match (self, targets) {
             (TargetMask::Lengths(lengths), _) => {
                 if lengths.len() != batch {

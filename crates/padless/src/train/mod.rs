@@ -1,0 +1,21 @@
+//! Training: [`Trainer`] (`compile`, `fit`, `evaluate`, `predict`, `train_on_batch`,
+//! `test_on_batch`), padded batches from variable-length [`Example`]s, optimizers and
+//! schedules, callbacks and checkpoints.
+//!
+//! The loss of a batch uses the model output's mask AND the batch's target lengths, so a
+//! model whose mask was consumed (an encoder, RepeatVector) still never scores padding.
+
+mod callbacks;
+mod checkpoint;
+mod data;
+mod optimizer;
+mod trainer;
+
+pub use callbacks::{
+    Callback, Control, CsvLogger, EarlyStopping, ModelCheckpoint, Progress, ReduceLrOnPlateau, StatefulReset,
+    format_logs,
+};
+pub use checkpoint::{CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint};
+pub use data::{Batch, BatchOptions, Example, InputSeq, TargetSeq, make_batches, split_validation};
+pub use optimizer::{LrSchedule, OptimizerConfig};
+pub use trainer::{CompileConfig, FitConfig, Logs, MetricKind, Trainer};

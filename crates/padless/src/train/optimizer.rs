@@ -1,0 +1,151 @@
+//! [`OptimizerConfig`] (burn's Adam, AdamW, SGD with momentum, RMSprop with Keras defaults)
+//! and [`LrSchedule`].
+
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer, RmsPropConfig, SgdConfig};
+use serde::{Deserialize, Serialize};
+
+/// An optimizer and its settings. Epsilons default to Keras' 1e-7 (burn's own default is
+/// 1e-5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case")]
+pub enum OptimizerConfig {
+    /// Adam.
+    Adam {
+        /// β₁ (0.9).
+        #[serde(default = "beta_1")]
+        beta_1: f32,
+        /// β₂ (0.999).
+        #[serde(default = "beta_2")]
+        beta_2: f32,
+        /// ε (1e-7).
+        #[serde(default = "epsilon")]
+        epsilon: f32,
+    },
+    /// Adam with decoupled weight decay.
+    AdamW {
+        /// Weight decay (0.004, as Keras).
+        #[serde(default = "weight_decay")]
+        weight_decay: f32,
+    },
+    /// Stochastic gradient descent with optional momentum.
+    Sgd {
+        /// Momentum (0 = none).
+        #[serde(default)]
+        momentum: f64,
+        /// Nesterov momentum.
+        #[serde(default)]
+        nesterov: bool,
+    },
+    /// RMSprop.
+    RmsProp {
+        /// Decay of the squared-gradient average (0.9, as Keras `rho`).
+        #[serde(default = "rho")]
+        rho: f32,
+    },
+}
+
+fn beta_1() -> f32 {
+    0.9
+}
+fn beta_2() -> f32 {
+    0.999
+}
+fn epsilon() -> f32 {
+    1e-7
+}
+fn weight_decay() -> f32 {
+    0.004
+}
+fn rho() -> f32 {
+    0.9
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        OptimizerConfig::Adam {
+            beta_1: beta_1(),
+            beta_2: beta_2(),
+            epsilon: epsilon(),
+        }
+    }
+}
+
+impl OptimizerConfig {
+    /// The burn optimizer, clipping each parameter's gradient to `clip_norm` when given.
+    pub fn init(&self, clip_norm: Option<f32>) -> ModuleOptimizer {
+        let clip = clip_norm.map(GradientClippingConfig::Norm);
+        match *self {
+            OptimizerConfig::Adam { beta_1, beta_2, epsilon } => AdamConfig::new()
+                .with_beta_1(beta_1)
+                .with_beta_2(beta_2)
+                .with_epsilon(epsilon)
+                .with_grad_clipping(clip)
+                .init(),
+            OptimizerConfig::AdamW { weight_decay } => AdamWConfig::new()
+                .with_epsilon(epsilon())
+                .with_weight_decay(weight_decay)
+                .with_grad_clipping(clip)
+                .init(),
+            OptimizerConfig::Sgd { momentum, nesterov } => SgdConfig::new()
+                .with_momentum((momentum > 0.0).then(|| {
+                    MomentumConfig::new().with_momentum(momentum).with_dampening(0.0).with_nesterov(nesterov)
+                }))
+                .with_gradient_clipping(clip)
+                .init(),
+            OptimizerConfig::RmsProp { rho } => RmsPropConfig::new()
+                .with_alpha(rho)
+                .with_momentum(0.0)
+                .with_epsilon(epsilon())
+                .with_grad_clipping(clip)
+                .init(),
+        }
+    }
+}
+
+/// The learning rate as a function of the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LrSchedule {
+    /// The same rate every epoch.
+    Constant,
+    /// `lr · rate^epoch`.
+    Exponential {
+        /// Factor per epoch.
+        rate: f64,
+    },
+    /// `lr · factor^(epoch / every)`.
+    Step {
+        /// Epochs per step.
+        every: usize,
+        /// Factor per step.
+        factor: f64,
+    },
+}
+
+impl LrSchedule {
+    /// The rate of `epoch` (from 0) for a base rate `lr`.
+    pub fn rate(&self, lr: f64, epoch: usize) -> f64 {
+        match *self {
+            LrSchedule::Constant => lr,
+            LrSchedule::Exponential { rate } => lr * rate.powi(epoch as i32),
+            LrSchedule::Step { every, factor } => lr * factor.powi((epoch / every.max(1)) as i32),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules() {
+        assert_eq!(LrSchedule::Constant.rate(0.1, 7), 0.1);
+        assert!((LrSchedule::Exponential { rate: 0.5 }.rate(0.1, 2) - 0.025).abs() < 1e-15);
+        assert!((LrSchedule::Step { every: 3, factor: 0.1 }.rate(1.0, 7) - 0.01).abs() < 1e-15);
+        let json = r#"{"name": "sgd", "momentum": 0.9}"#;
+        let sgd: OptimizerConfig = serde_json::from_str(json).unwrap();
+        assert_eq!(sgd, OptimizerConfig::Sgd { momentum: 0.9, nesterov: false });
+    }
+}
