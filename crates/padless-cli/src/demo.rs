@@ -3,7 +3,9 @@
 
 use anyhow::{Context, ensure};
 use burn::tensor::{Int, Tensor, TensorData};
-use padless::model_config::{CellConfig, InputConfig, LayerConfig, ModelConfig, RecurrentLayerConfig};
+use padless::model_config::{
+    CellConfig, InputConfig, LayerConfig, ModelConfig, RecurrentLayerConfig,
+};
 use padless::prelude::*;
 use padless::train::*;
 
@@ -40,7 +42,11 @@ fn words(n: usize, seed: u64) -> Vec<Vec<i64>> {
 }
 
 fn example(word: &[i64]) -> Example {
-    let one_hot = |l: i64| (0..LETTERS.len()).map(|i| if i as i64 == l { 1.0 } else { 0.0 }).collect();
+    let one_hot = |l: i64| {
+        (0..LETTERS.len())
+            .map(|i| if i as i64 == l { 1.0 } else { 0.0 })
+            .collect()
+    };
     let mut target: Vec<i64> = word.iter().rev().copied().collect();
     target.push(END);
     Example {
@@ -53,16 +59,26 @@ fn example(word: &[i64]) -> Example {
 fn model_config() -> ModelConfig {
     let lstm = |return_sequences| LayerConfig::Recurrent {
         cell: CellConfig::Lstm,
-        options: RecurrentLayerConfig { units: 64, return_sequences, ..Default::default() },
+        options: RecurrentLayerConfig {
+            units: 64,
+            return_sequences,
+            ..Default::default()
+        },
     };
     ModelConfig {
-        input: InputConfig::Sequence { time: None, features: LETTERS.len() },
+        input: InputConfig::Sequence {
+            time: None,
+            features: LETTERS.len(),
+        },
         layers: vec![
             LayerConfig::Masking { mask_value: 0.0 },
             lstm(false),
             LayerConfig::RepeatVector { n_steps: OUT_STEPS },
             lstm(true),
-            LayerConfig::TimeDistributedDense { units: 7, activation: ActivationKind::Softmax },
+            LayerConfig::TimeDistributedDense {
+                units: 7,
+                activation: ActivationKind::Softmax,
+            },
         ],
     }
 }
@@ -71,12 +87,18 @@ pub fn run(seed: u64, epochs: usize) -> anyhow::Result<()> {
     let device = training_device();
     device.seed(seed);
     let config = model_config();
-    let mut compile = CompileConfig::new(SequenceLoss::new(LossKind::SparseCategoricalCrossentropy { from_logits: false }));
+    let mut compile =
+        CompileConfig::new(SequenceLoss::new(LossKind::SparseCategoricalCrossentropy {
+            from_logits: false,
+        }));
     compile.learning_rate = 0.01;
     compile.clip_norm = Some(5.0);
     compile.metrics = vec![MetricKind::TokenAccuracy, MetricKind::SequenceAccuracy];
-    let mut trainer = Trainer::from_config(&config, compile, &device).context("building the model")?;
-    println!("The seed question's model (Masking, LSTM encoder, RepeatVector, LSTM decoder, TimeDistributed softmax):\n");
+    let mut trainer =
+        Trainer::from_config(&config, compile, &device).context("building the model")?;
+    println!(
+        "The seed question's model (Masking, LSTM encoder, RepeatVector, LSTM decoder, TimeDistributed softmax):\n"
+    );
     print!("{}", trainer.model.summary(config.input.spec(false))?);
     println!(
         "\nTask: reverse words of a-e (1 to {MAX_LEN} letters, pre-padded with all-zero steps), then '$'.\n\
@@ -89,7 +111,11 @@ pub fn run(seed: u64, epochs: usize) -> anyhow::Result<()> {
     let mut batches = BatchOptions::new(64);
     batches.input_padding = Padding::Pre;
     batches.shuffle_seed = Some(seed);
-    let fit = FitConfig { epochs, batches, validation_split: 0.1 };
+    let fit = FitConfig {
+        epochs,
+        batches,
+        validation_split: 0.1,
+    };
     let mut progress = Progress::new(epochs);
     trainer.fit(&train, None, &fit, &mut [&mut progress])?;
 
@@ -101,10 +127,19 @@ pub fn run(seed: u64, epochs: usize) -> anyhow::Result<()> {
     let (probabilities, _) = predicted.into_sequence("demo")?;
     let unmasked = unmasked_loss(batch, probabilities.clone())?;
     println!("\nHeld-out words ({}):", held_out.len());
-    println!("  masked loss (padless, target lengths):        {:.4}", test["loss"]);
+    println!(
+        "  masked loss (padless, target lengths):        {:.4}",
+        test["loss"]
+    );
     println!("  unmasked loss (every step, '#' as a target):  {unmasked:.4}");
-    println!("  token accuracy {:.3} · word accuracy {:.3}", test["accuracy"], test["sequence_accuracy"]);
-    ensure!((test["loss"] - unmasked).abs() > 1e-6, "the masked and unmasked losses should differ");
+    println!(
+        "  token accuracy {:.3} · word accuracy {:.3}",
+        test["accuracy"], test["sequence_accuracy"]
+    );
+    ensure!(
+        (test["loss"] - unmasked).abs() > 1e-6,
+        "the masked and unmasked losses should differ"
+    );
 
     let classes = padless::metrics::predicted_classes(probabilities);
     let rows = padless::tensor_util::i64_vec(classes);
@@ -126,7 +161,9 @@ pub fn run(seed: u64, epochs: usize) -> anyhow::Result<()> {
 /// The loss a framework that lost the mask reports: every one of the 7 output steps scored,
 /// the padding symbol `#` as the target of padded steps.
 fn unmasked_loss(batch: &Batch, probabilities: Tensor<3>) -> anyhow::Result<f64> {
-    let (Targets::Labels(labels), TargetMask::Lengths(lengths)) = (&batch.targets, &batch.target_mask) else {
+    let (Targets::Labels(labels), TargetMask::Lengths(lengths)) =
+        (&batch.targets, &batch.target_mask)
+    else {
         anyhow::bail!("the demo's batches have labels and lengths");
     };
     let mut padded = padless::tensor_util::i64_vec(labels.clone());
@@ -134,7 +171,8 @@ fn unmasked_loss(batch: &Batch, probabilities: Tensor<3>) -> anyhow::Result<f64>
         padded[b * OUT_STEPS + len..(b + 1) * OUT_STEPS].fill(PAD);
     }
     let device = probabilities.device();
-    let labels = Tensor::<2, Int>::from_data(TensorData::new(padded, [lengths.len(), OUT_STEPS]), &device);
+    let labels =
+        Tensor::<2, Int>::from_data(TensorData::new(padded, [lengths.len(), OUT_STEPS]), &device);
     let loss = SequenceLoss::new(LossKind::SparseCategoricalCrossentropy { from_logits: false });
     let out = loss.compute(LossInputs::new(Targets::Labels(labels), probabilities))?;
     let value = out.value.context("mean reduction")?;

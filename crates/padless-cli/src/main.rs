@@ -44,12 +44,14 @@ fn run() -> anyhow::Result<()> {
 
 fn summary(path: &std::path::Path) -> anyhow::Result<()> {
     use anyhow::Context;
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let config: padless::model_config::ModelConfig = if path.extension().is_some_and(|e| e == "toml") {
-        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
-    } else {
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
-    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let config: padless::model_config::ModelConfig =
+        if path.extension().is_some_and(|e| e == "toml") {
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+        } else {
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+        };
     let model = config
         .build(&padless::default_device())
         .with_context(|| format!("building the model of {}", path.display()))?;

@@ -15,7 +15,10 @@ fn padless(args: &[&str]) -> (bool, String, String) {
 }
 
 fn number_after(text: &str, label: &str) -> f64 {
-    let line = text.lines().find(|l| l.contains(label)).unwrap_or_else(|| panic!("no {label} in {text}"));
+    let line = text
+        .lines()
+        .find(|l| l.contains(label))
+        .unwrap_or_else(|| panic!("no {label} in {text}"));
     line.split_whitespace().last().unwrap().parse().unwrap()
 }
 
@@ -25,12 +28,23 @@ fn demo_trains_and_reports_masked_and_unmasked_losses() {
     assert!(ok, "{stderr}");
     let masking_row = stdout.lines().find(|l| l.starts_with("masking")).unwrap();
     let columns: Vec<&str> = masking_row.split_whitespace().collect();
-    assert_eq!(columns[columns.len() - 2..], ["no", "yes"], "mask in, mask out: {masking_row}");
+    assert_eq!(
+        columns[columns.len() - 2..],
+        ["no", "yes"],
+        "mask in, mask out: {masking_row}"
+    );
     assert!(stderr.contains("epoch 2/2: accuracy"), "{stderr}");
     let masked = number_after(&stdout, "masked loss (padless");
     let unmasked = number_after(&stdout, "unmasked loss");
-    assert!(masked.is_finite() && unmasked.is_finite() && masked != unmasked, "{stdout}");
-    assert_eq!(stdout.lines().filter(|l| l.contains(" -> ")).count(), 6, "{stdout}");
+    assert!(
+        masked.is_finite() && unmasked.is_finite() && masked != unmasked,
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.contains(" -> ")).count(),
+        6,
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -48,7 +62,10 @@ fn summary_reads_a_json_or_toml_config_and_reports_errors_with_the_path() {
     .unwrap();
     let (ok, stdout, stderr) = padless(&["summary", json.to_str().unwrap()]);
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("(None, None, 6)") && stdout.contains("Total params"), "{stdout}");
+    assert!(
+        stdout.contains("(None, None, 6)") && stdout.contains("Total params"),
+        "{stdout}"
+    );
     let toml = dir.join("model.toml");
     std::fs::write(
         &toml,
@@ -59,13 +76,23 @@ fn summary_reads_a_json_or_toml_config_and_reports_errors_with_the_path() {
     assert!(ok, "{stderr}");
     assert!(stdout.contains("lstm (Lstm)"), "{stdout}");
     let bad = dir.join("bad.json");
-    std::fs::write(&bad, r#"{"input": {"kind": "tokens"}, "layers": [{"type": "lstm"}]}"#).unwrap();
+    std::fs::write(
+        &bad,
+        r#"{"input": {"kind": "tokens"}, "layers": [{"type": "lstm"}]}"#,
+    )
+    .unwrap();
     let (ok, _, stderr) = padless(&["summary", bad.to_str().unwrap()]);
     assert!(!ok);
-    assert!(stderr.contains("parsing") && stderr.contains("bad.json"), "{stderr}");
+    assert!(
+        stderr.contains("parsing") && stderr.contains("bad.json"),
+        "{stderr}"
+    );
     let (ok, _, stderr) = padless(&["summary", dir.join("missing.json").to_str().unwrap()]);
     assert!(!ok);
-    assert!(stderr.contains("reading") && stderr.contains("missing.json"), "{stderr}");
+    assert!(
+        stderr.contains("reading") && stderr.contains("missing.json"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -73,7 +100,10 @@ fn summary_reads_a_json_or_toml_config_and_reports_errors_with_the_path() {
 fn help_lists_the_commands_and_bad_flags_fail_clearly() {
     let (ok, stdout, _) = padless(&["--help"]);
     assert!(ok);
-    assert!(stdout.contains("demo") && stdout.contains("summary"), "{stdout}");
+    assert!(
+        stdout.contains("demo") && stdout.contains("summary"),
+        "{stdout}"
+    );
     let (ok, _, stderr) = padless(&["demo", "--seed", "x"]);
     assert!(!ok);
     assert!(stderr.contains("invalid value 'x'"), "{stderr}");

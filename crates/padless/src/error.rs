@@ -93,7 +93,11 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub(crate) fn shape(what: impl Into<String>, expected: impl Into<String>, found: &[usize]) -> Self {
+    pub(crate) fn shape(
+        what: impl Into<String>,
+        expected: impl Into<String>,
+        found: &[usize],
+    ) -> Self {
         Error::Shape {
             what: what.into(),
             expected: expected.into(),

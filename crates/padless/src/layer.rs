@@ -46,7 +46,9 @@ impl Spec {
         let time = |t: Option<usize>| t.map_or("None".to_string(), |t| t.to_string());
         match *self {
             Spec::Tokens { time: t, .. } => format!("(None, {})", time(t)),
-            Spec::Sequence { time: t, features, .. } => {
+            Spec::Sequence {
+                time: t, features, ..
+            } => {
                 format!("(None, {}, {features})", time(t))
             }
             Spec::Vector { features } => format!("(None, {features})"),
@@ -64,7 +66,11 @@ impl Spec {
                 features,
                 masked,
             } => Ok((time, features, masked)),
-            other => Err(kind_error(layer, "sequence [batch, time, features]", &other)),
+            other => Err(kind_error(
+                layer,
+                "sequence [batch, time, features]",
+                &other,
+            )),
         }
     }
 }

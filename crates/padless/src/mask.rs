@@ -89,7 +89,11 @@ impl Mask {
     /// The Keras `Masking` rule: a step of `x [batch, time, features]` is masked iff **every**
     /// feature equals `padding_value` (so `-0.0` equals `0.0`; NaN never equals anything).
     pub fn from_padding_value(x: &Tensor<3>, padding_value: f32) -> Self {
-        let is_padding = x.clone().equal_elem(padding_value).all_dim(2).squeeze_dim::<2>(2);
+        let is_padding = x
+            .clone()
+            .equal_elem(padding_value)
+            .all_dim(2)
+            .squeeze_dim::<2>(2);
         Mask {
             valid: is_padding.bool_not(),
         }
@@ -147,7 +151,12 @@ impl Mask {
         let [batch, time] = self.dims();
         let values = self.to_vec();
         (0..batch)
-            .map(|b| values[b * time..(b + 1) * time].iter().filter(|&&v| v).count())
+            .map(|b| {
+                values[b * time..(b + 1) * time]
+                    .iter()
+                    .filter(|&&v| v)
+                    .count()
+            })
             .collect()
     }
 
@@ -259,7 +268,10 @@ mod tests {
     #[test]
     fn length_longer_than_time_is_an_error() {
         let err = Mask::from_lengths(&[2, 5], 4, Padding::Post, &default_device()).unwrap_err();
-        assert_eq!(err.to_string(), "length 5 of row 1 does not fit in 4 time steps");
+        assert_eq!(
+            err.to_string(),
+            "length 5 of row 1 does not fit in 4 time steps"
+        );
     }
 
     #[test]
@@ -279,7 +291,8 @@ mod tests {
     #[test]
     fn padding_id_masks_only_that_id() {
         let device = default_device();
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![3i64, 0, 1, 0], [2, 2]), &device);
+        let ids =
+            Tensor::<2, Int>::from_data(TensorData::new(vec![3i64, 0, 1, 0], [2, 2]), &device);
         assert_eq!(
             Mask::from_padding_id(&ids, 0).to_vec(),
             vec![true, false, true, false]
@@ -297,7 +310,10 @@ mod tests {
         let c = Mask::all_valid(2, 4, &device);
         assert!(c.is_all_valid());
         let err = a.and(&c).unwrap_err();
-        assert!(err.to_string().contains("[1, 4]") && err.to_string().contains("[2, 4]"), "{err}");
+        assert!(
+            err.to_string().contains("[1, 4]") && err.to_string().contains("[2, 4]"),
+            "{err}"
+        );
         assert_eq!(
             and_masks(Some(&a), None).unwrap().unwrap().to_vec(),
             a.to_vec()

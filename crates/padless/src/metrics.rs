@@ -46,7 +46,11 @@ pub fn token_accuracy(
 ///
 /// # Errors
 /// When shapes differ.
-pub fn sequence_accuracy(predicted: &Tensor<2, Int>, labels: &Tensor<2, Int>, mask: Option<&Mask>) -> Result<f64> {
+pub fn sequence_accuracy(
+    predicted: &Tensor<2, Int>,
+    labels: &Tensor<2, Int>,
+    mask: Option<&Mask>,
+) -> Result<f64> {
     let [batch, time] = labels.dims();
     check("predictions", &predicted.dims(), &[batch, time])?;
     let valid = valid_bits(mask, [batch, time])?;
@@ -89,7 +93,11 @@ pub fn edit_distance<T: PartialEq>(a: &[T], b: &[T]) -> usize {
 /// When the number of inputs differs, or an input has no reference.
 pub fn error_rate<T: PartialEq>(predictions: &[Vec<T>], references: &[Vec<Vec<T>>]) -> Result<f64> {
     if predictions.len() != references.len() {
-        return Err(Error::shape("references", format!("[{}] (one list per prediction)", predictions.len()), &[references.len()]));
+        return Err(Error::shape(
+            "references",
+            format!("[{}] (one list per prediction)", predictions.len()),
+            &[references.len()],
+        ));
     }
     let (mut errors, mut length) = (0usize, 0usize);
     for (i, (prediction, refs)) in predictions.iter().zip(references).enumerate() {
@@ -101,7 +109,11 @@ pub fn error_rate<T: PartialEq>(predictions: &[Vec<T>], references: &[Vec<Vec<T>
         errors += distance;
         length += len;
     }
-    Ok(if length == 0 { 0.0 } else { errors as f64 / length as f64 })
+    Ok(if length == 0 {
+        0.0
+    } else {
+        errors as f64 / length as f64
+    })
 }
 
 /// The fraction of inputs whose prediction equals none of its references (sequence error
@@ -109,9 +121,16 @@ pub fn error_rate<T: PartialEq>(predictions: &[Vec<T>], references: &[Vec<Vec<T>
 ///
 /// # Errors
 /// When the number of inputs differs.
-pub fn sequence_error_rate<T: PartialEq>(predictions: &[Vec<T>], references: &[Vec<Vec<T>>]) -> Result<f64> {
+pub fn sequence_error_rate<T: PartialEq>(
+    predictions: &[Vec<T>],
+    references: &[Vec<Vec<T>>],
+) -> Result<f64> {
     if predictions.len() != references.len() {
-        return Err(Error::shape("references", format!("[{}] (one list per prediction)", predictions.len()), &[references.len()]));
+        return Err(Error::shape(
+            "references",
+            format!("[{}] (one list per prediction)", predictions.len()),
+            &[references.len()],
+        ));
     }
     if predictions.is_empty() {
         return Ok(0.0);
@@ -131,7 +150,12 @@ pub fn valid_steps(values: &Tensor<2, Int>, mask: Option<&Mask>) -> Result<Vec<V
     let valid = valid_bits(mask, [batch, time])?;
     let v = i64_vec(values.clone());
     Ok((0..batch)
-        .map(|b| (0..time).filter(|t| valid[b * time + t]).map(|t| v[b * time + t]).collect())
+        .map(|b| {
+            (0..time)
+                .filter(|t| valid[b * time + t])
+                .map(|t| v[b * time + t])
+                .collect()
+        })
         .collect())
 }
 
@@ -183,23 +207,40 @@ mod tests {
         let device = default_device();
         let labels = int_tensor_from(&[1, 2, 3, 4, 5, 6], [2, 3], &device);
         let scores = crate::tensor_util::tensor_from(
-            &[0., 1., 0., 0., 0., 0., 0., 0., 2., 1., 0., 0., 0., 0., 0., 0., 1., 0.,
-              0., 0., 0., 0., 5., 0., 1., 0., 0., 0., 0., 0., 0., 0., 0., 0., 0., 1.],
+            &[
+                0., 1., 0., 0., 0., 0., 0., 0., 2., 1., 0., 0., 0., 0., 0., 0., 1., 0., 0., 0., 0.,
+                0., 5., 0., 1., 0., 0., 0., 0., 0., 0., 0., 0., 0., 0., 1.,
+            ],
             [2, 3, 6],
             &device,
         );
         let predicted = predicted_classes(scores);
         assert_eq!(i64_vec(predicted), vec![1, 2, 4, 4, 0, 5]);
         let predicted = int_tensor_from(&[1, 2, 0, 4, 0, 6], [2, 3], &device);
-        let mask = Mask::from_bools(&[true, true, false, true, false, true], 2, 3, &device).unwrap();
-        assert_eq!(token_accuracy(&predicted, &labels, Some(&mask), None).unwrap(), 1.0);
-        assert!((token_accuracy(&predicted, &labels, None, None).unwrap() - 4.0 / 6.0).abs() < 1e-12);
+        let mask =
+            Mask::from_bools(&[true, true, false, true, false, true], 2, 3, &device).unwrap();
+        assert_eq!(
+            token_accuracy(&predicted, &labels, Some(&mask), None).unwrap(),
+            1.0
+        );
+        assert!(
+            (token_accuracy(&predicted, &labels, None, None).unwrap() - 4.0 / 6.0).abs() < 1e-12
+        );
         let w = crate::tensor_util::tensor_from(&[1.0, 1.0, 9.0, 2.0, 9.0, 0.0], [2, 3], &device);
         let all = Mask::all_valid(2, 3, &device);
         // Σ w·correct = 1 + 1 + 2 + 0 = 4 over Σ w = 22.
-        assert!((token_accuracy(&predicted, &labels, Some(&all), Some(&w)).unwrap() - 4.0 / 22.0).abs() < 1e-12);
-        assert_eq!(sequence_accuracy(&predicted, &labels, Some(&mask)).unwrap(), 1.0);
+        assert!(
+            (token_accuracy(&predicted, &labels, Some(&all), Some(&w)).unwrap() - 4.0 / 22.0).abs()
+                < 1e-12
+        );
+        assert_eq!(
+            sequence_accuracy(&predicted, &labels, Some(&mask)).unwrap(),
+            1.0
+        );
         assert_eq!(sequence_accuracy(&predicted, &labels, None).unwrap(), 0.0);
-        assert_eq!(valid_steps(&predicted, Some(&mask)).unwrap(), vec![vec![1, 2], vec![4, 6]]);
+        assert_eq!(
+            valid_steps(&predicted, Some(&mask)).unwrap(),
+            vec![vec![1, 2], vec![4, 6]]
+        );
     }
 }

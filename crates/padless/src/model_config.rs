@@ -39,7 +39,11 @@ impl InputConfig {
     pub fn spec(&self, masked: bool) -> Spec {
         match *self {
             InputConfig::Tokens { time } => Spec::Tokens { time, masked },
-            InputConfig::Sequence { time, features } => Spec::Sequence { time, features, masked },
+            InputConfig::Sequence { time, features } => Spec::Sequence {
+                time,
+                features,
+                masked,
+            },
         }
     }
 }
@@ -81,19 +85,50 @@ pub enum CellConfig {
 #[serde(tag = "type", rename_all = "snake_case")]
 #[allow(missing_docs)]
 pub enum LayerConfig {
-    Masking { mask_value: f32 },
-    Embedding { n_tokens: usize, d_model: usize, #[serde(default)] mask_zero: bool },
-    Dense { units: usize, #[serde(default)] activation: ActivationKind },
-    TimeDistributedDense { units: usize, #[serde(default)] activation: ActivationKind },
-    RepeatVector { n_steps: usize },
-    Dropout { rate: f64 },
-    Activation { activation: ActivationKind },
+    Masking {
+        mask_value: f32,
+    },
+    Embedding {
+        n_tokens: usize,
+        d_model: usize,
+        #[serde(default)]
+        mask_zero: bool,
+    },
+    Dense {
+        units: usize,
+        #[serde(default)]
+        activation: ActivationKind,
+    },
+    TimeDistributedDense {
+        units: usize,
+        #[serde(default)]
+        activation: ActivationKind,
+    },
+    RepeatVector {
+        n_steps: usize,
+    },
+    Dropout {
+        rate: f64,
+    },
+    Activation {
+        activation: ActivationKind,
+    },
     LayerNormalization,
     GlobalAveragePooling1d,
     GlobalMaxPooling1d,
     DropMask,
-    Recurrent { cell: CellConfig, #[serde(flatten)] options: RecurrentLayerConfig },
-    Bidirectional { cell: CellConfig, #[serde(default)] merge_mode: MergeMode, #[serde(flatten)] options: RecurrentLayerConfig },
+    Recurrent {
+        cell: CellConfig,
+        #[serde(flatten)]
+        options: RecurrentLayerConfig,
+    },
+    Bidirectional {
+        cell: CellConfig,
+        #[serde(default)]
+        merge_mode: MergeMode,
+        #[serde(flatten)]
+        options: RecurrentLayerConfig,
+    },
 }
 
 /// A stack of layers as data.
@@ -147,18 +182,29 @@ impl ModelConfig {
 fn features(spec: &Spec, layer: &str) -> Result<usize> {
     match *spec {
         Spec::Sequence { features, .. } | Spec::Vector { features } => Ok(features),
-        Spec::Tokens { .. } => Err(Error::config(layer, "expected features, found token ids (add an embedding first)")),
+        Spec::Tokens { .. } => Err(Error::config(
+            layer,
+            "expected features, found token ids (add an embedding first)",
+        )),
     }
 }
 
 fn build_layer(config: &LayerConfig, spec: &Spec, device: &Device) -> Result<AnyLayer> {
     Ok(match config {
         LayerConfig::Masking { mask_value } => AnyLayer::Masking(Masking::new(*mask_value)),
-        LayerConfig::Embedding { n_tokens, d_model, mask_zero } => AnyLayer::Embedding(
-            EmbeddingConfig::new(*n_tokens, *d_model).with_mask_zero(*mask_zero).init(device),
+        LayerConfig::Embedding {
+            n_tokens,
+            d_model,
+            mask_zero,
+        } => AnyLayer::Embedding(
+            EmbeddingConfig::new(*n_tokens, *d_model)
+                .with_mask_zero(*mask_zero)
+                .init(device),
         ),
         LayerConfig::Dense { units, activation } => AnyLayer::Dense(
-            DenseConfig::new(features(spec, "dense")?, *units).with_activation(*activation).init(device),
+            DenseConfig::new(features(spec, "dense")?, *units)
+                .with_activation(*activation)
+                .init(device),
         ),
         LayerConfig::TimeDistributedDense { units, activation } => {
             AnyLayer::TimeDistributed(TimeDistributed::new(
@@ -167,24 +213,36 @@ fn build_layer(config: &LayerConfig, spec: &Spec, device: &Device) -> Result<Any
                     .init(device),
             ))
         }
-        LayerConfig::RepeatVector { n_steps } => AnyLayer::RepeatVector(RepeatVector::new(*n_steps)),
+        LayerConfig::RepeatVector { n_steps } => {
+            AnyLayer::RepeatVector(RepeatVector::new(*n_steps))
+        }
         LayerConfig::Dropout { rate } => {
             if !(0.0..1.0).contains(rate) {
-                return Err(Error::config("dropout", format!("rate {rate} is outside [0, 1)")));
+                return Err(Error::config(
+                    "dropout",
+                    format!("rate {rate} is outside [0, 1)"),
+                ));
             }
             AnyLayer::Dropout(Dropout::new(*rate))
         }
-        LayerConfig::Activation { activation } => AnyLayer::Activation(Activation::new(*activation)),
-        LayerConfig::LayerNormalization => {
-            AnyLayer::LayerNormalization(LayerNormalization::new(features(spec, "layer_normalization")?, device))
+        LayerConfig::Activation { activation } => {
+            AnyLayer::Activation(Activation::new(*activation))
         }
-        LayerConfig::GlobalAveragePooling1d => AnyLayer::GlobalAveragePooling1D(GlobalAveragePooling1D),
+        LayerConfig::LayerNormalization => AnyLayer::LayerNormalization(LayerNormalization::new(
+            features(spec, "layer_normalization")?,
+            device,
+        )),
+        LayerConfig::GlobalAveragePooling1d => {
+            AnyLayer::GlobalAveragePooling1D(GlobalAveragePooling1D)
+        }
         LayerConfig::GlobalMaxPooling1d => AnyLayer::GlobalMaxPooling1D(GlobalMaxPooling1D),
         LayerConfig::DropMask => AnyLayer::DropMask(DropMask),
         LayerConfig::Recurrent { cell, options } => recurrent(*cell, options, None, spec, device)?,
-        LayerConfig::Bidirectional { cell, merge_mode, options } => {
-            recurrent(*cell, options, Some(*merge_mode), spec, device)?
-        }
+        LayerConfig::Bidirectional {
+            cell,
+            merge_mode,
+            options,
+        } => recurrent(*cell, options, Some(*merge_mode), spec, device)?,
     })
 }
 
@@ -211,14 +269,20 @@ fn recurrent(
         };
     }
     Ok(match (cell, merge) {
-        (CellConfig::SimpleRnn, None) => AnyLayer::SimpleRnn(configure!(SimpleRnnConfig).init(device)),
+        (CellConfig::SimpleRnn, None) => {
+            AnyLayer::SimpleRnn(configure!(SimpleRnnConfig).init(device))
+        }
         (CellConfig::Lstm, None) => AnyLayer::Lstm(configure!(LstmConfig).init(device)),
         (CellConfig::Gru, None) => AnyLayer::Gru(configure!(GruConfig).init(device)),
-        (CellConfig::SimpleRnn, Some(m)) => {
-            AnyLayer::BidirectionalSimpleRnn(configure!(SimpleRnnConfig).init_bidirectional(m, device))
+        (CellConfig::SimpleRnn, Some(m)) => AnyLayer::BidirectionalSimpleRnn(
+            configure!(SimpleRnnConfig).init_bidirectional(m, device),
+        ),
+        (CellConfig::Lstm, Some(m)) => {
+            AnyLayer::BidirectionalLstm(configure!(LstmConfig).init_bidirectional(m, device))
         }
-        (CellConfig::Lstm, Some(m)) => AnyLayer::BidirectionalLstm(configure!(LstmConfig).init_bidirectional(m, device)),
-        (CellConfig::Gru, Some(m)) => AnyLayer::BidirectionalGru(configure!(GruConfig).init_bidirectional(m, device)),
+        (CellConfig::Gru, Some(m)) => {
+            AnyLayer::BidirectionalGru(configure!(GruConfig).init_bidirectional(m, device))
+        }
     })
 }
 
@@ -231,13 +295,24 @@ mod tests {
         let config = ModelConfig {
             input: InputConfig::Tokens { time: None },
             layers: vec![
-                LayerConfig::Embedding { n_tokens: 10, d_model: 4, mask_zero: true },
+                LayerConfig::Embedding {
+                    n_tokens: 10,
+                    d_model: 4,
+                    mask_zero: true,
+                },
                 LayerConfig::Bidirectional {
                     cell: CellConfig::Gru,
                     merge_mode: MergeMode::Concat,
-                    options: RecurrentLayerConfig { units: 3, return_sequences: true, ..Default::default() },
+                    options: RecurrentLayerConfig {
+                        units: 3,
+                        return_sequences: true,
+                        ..Default::default()
+                    },
                 },
-                LayerConfig::TimeDistributedDense { units: 2, activation: ActivationKind::Softmax },
+                LayerConfig::TimeDistributedDense {
+                    units: 2,
+                    activation: ActivationKind::Softmax,
+                },
             ],
         };
         let model = config.build(&crate::default_device()).unwrap();
@@ -251,10 +326,20 @@ mod tests {
     #[test]
     fn a_config_that_does_not_fit_names_the_layer() {
         let config = ModelConfig {
-            input: InputConfig::Sequence { time: None, features: 3 },
-            layers: vec![LayerConfig::Embedding { n_tokens: 5, d_model: 2, mask_zero: false }],
+            input: InputConfig::Sequence {
+                time: None,
+                features: 3,
+            },
+            layers: vec![LayerConfig::Embedding {
+                n_tokens: 5,
+                d_model: 2,
+                mask_zero: false,
+            }],
         };
-        let err = config.build(&crate::default_device()).unwrap_err().to_string();
+        let err = config
+            .build(&crate::default_device())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("Embedding: expected tokens"), "{err}");
     }
 }

@@ -93,7 +93,10 @@ pub fn one_hot(labels: &Tensor<2, Int>, n_classes: usize) -> Result<Tensor<3>> {
         .into_iter()
         .find(|&l| l < 0 || l as usize >= n_classes)
     {
-        return Err(Error::config("one_hot", format!("label {bad} is outside 0..{n_classes}")));
+        return Err(Error::config(
+            "one_hot",
+            format!("label {bad} is outside 0..{n_classes}"),
+        ));
     }
     Ok(labels.clone().one_hot::<3>(n_classes).float())
 }
@@ -112,7 +115,10 @@ mod tests {
         assert_eq!(p.lengths, vec![3, 1]);
         let p = pad_sequences(&seqs, Some(3), 0, Padding::Pre, Truncating::Post);
         assert_eq!(p.values, vec![1, 2, 3, 0, 0, 5]);
-        assert_eq!(p.mask(&default_device()).unwrap().to_vec(), vec![true, true, true, false, false, true]);
+        assert_eq!(
+            p.mask(&default_device()).unwrap().to_vec(),
+            vec![true, true, true, false, false, true]
+        );
         let p = pad_sequences(&seqs, None, -1, Padding::Post, Truncating::Post);
         assert_eq!((p.batch, p.time), (2, 4));
         assert_eq!(p.values, vec![1, 2, 3, 4, 5, -1, -1, -1]);
@@ -130,7 +136,10 @@ mod tests {
     #[test]
     fn one_hot_and_its_range_check() {
         let labels = int_tensor_from(&[2, 0], [1, 2], &default_device());
-        assert_eq!(f32_vec(one_hot(&labels, 3).unwrap()), vec![0.0, 0.0, 1.0, 1.0, 0.0, 0.0]);
+        assert_eq!(
+            f32_vec(one_hot(&labels, 3).unwrap()),
+            vec![0.0, 0.0, 1.0, 1.0, 0.0, 0.0]
+        );
         let err = one_hot(&labels, 2).unwrap_err().to_string();
         assert_eq!(err, "one_hot: label 2 is outside 0..2");
     }

@@ -114,7 +114,11 @@ impl Sequential {
             .map(|layer| {
                 let base = snake_case(layer.as_layer().type_name());
                 let count = counts.entry(base.clone()).or_insert(0);
-                let name = if *count == 0 { base.clone() } else { format!("{base}_{count}") };
+                let name = if *count == 0 {
+                    base.clone()
+                } else {
+                    format!("{base}_{count}")
+                };
                 *count += 1;
                 name
             })
@@ -203,7 +207,12 @@ impl Sequential {
         let width = |f: fn(&(String, String, String, String, String)) -> &String| {
             lines.iter().map(|l| f(l).len()).max().unwrap_or(0)
         };
-        let widths = [width(|l| &l.0), width(|l| &l.1), width(|l| &l.2), width(|l| &l.3)];
+        let widths = [
+            width(|l| &l.0),
+            width(|l| &l.1),
+            width(|l| &l.2),
+            width(|l| &l.3),
+        ];
         let mut out = String::new();
         for (i, l) in lines.iter().enumerate() {
             out.push_str(&format!(
@@ -249,7 +258,9 @@ impl Sequential {
             }
         }
         for (name, layer) in self.names.iter().zip(&mut self.layers) {
-            layer.as_layer_mut().set_weights(&strip_prefix(weights, name))?;
+            layer
+                .as_layer_mut()
+                .set_weights(&strip_prefix(weights, name))?;
         }
         Ok(())
     }
@@ -261,7 +272,10 @@ impl Sequential {
     pub fn save_weights(&self, path: &Path) -> Result<()> {
         let metadata = HashMap::from([
             ("format".to_string(), "padless".to_string()),
-            ("padless_version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+            (
+                "padless_version".to_string(),
+                env!("CARGO_PKG_VERSION").to_string(),
+            ),
             ("layers".to_string(), self.names.join(",")),
         ]);
         save_safetensors(path, &self.weights(), &metadata)

@@ -37,7 +37,11 @@ pub fn i64_vec<const D: usize>(tensor: Tensor<D, Int>) -> Vec<i64> {
 ///
 /// # Panics
 /// When `values.len()` is not the product of `shape`.
-pub fn tensor_from<const D: usize>(values: &[f32], shape: [usize; D], device: &Device) -> Tensor<D> {
+pub fn tensor_from<const D: usize>(
+    values: &[f32],
+    shape: [usize; D],
+    device: &Device,
+) -> Tensor<D> {
     Tensor::from_data(TensorData::new(values.to_vec(), shape), device)
 }
 

@@ -61,7 +61,11 @@ pub fn find_weight<'a>(
             name: name.to_string(),
             message: format!(
                 "missing (given: {})",
-                weights.iter().map(|w| w.name.as_str()).collect::<Vec<_>>().join(", ")
+                weights
+                    .iter()
+                    .map(|w| w.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         })?;
     if weight.shape != shape || weight.values.len() != shape.iter().product::<usize>() {
@@ -143,19 +147,19 @@ pub fn save_safetensors(
         .collect();
     let mut views = BTreeMap::new();
     for (name, data, shape) in &bytes {
-        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
-            .map_err(|e| Error::WeightFile {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
+        let view =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                .map_err(|e| Error::WeightFile {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
         views.insert(name.clone(), view);
     }
-    let serialized = safetensors::serialize(views, Some(metadata.clone())).map_err(|e| {
-        Error::WeightFile {
+    let serialized =
+        safetensors::serialize(views, Some(metadata.clone())).map_err(|e| Error::WeightFile {
             path: path.to_path_buf(),
             message: e.to_string(),
-        }
-    })?;
+        })?;
     write_atomically(path, &serialized)
 }
 
@@ -216,12 +220,15 @@ pub fn load_safetensors(path: &Path) -> Result<(Vec<NamedWeight>, HashMap<String
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
     let metadata = header.metadata().clone().unwrap_or_default();
-    let tensors =
-        safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("unreadable ({e})")))?;
+    let tensors = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| bad(format!("unreadable ({e})")))?;
     let mut weights = Vec::new();
     for (name, view) in tensors.tensors() {
         if view.dtype() != safetensors::Dtype::F32 {
-            return Err(bad(format!("tensor {name}: expected F32, found {:?}", view.dtype())));
+            return Err(bad(format!(
+                "tensor {name}: expected F32, found {:?}",
+                view.dtype()
+            )));
         }
         let values = view
             .data()
@@ -268,7 +275,10 @@ mod tests {
         let mut expected = sample();
         expected.sort_by(|a, b| a.name.cmp(&b.name));
         assert_eq!(loaded, expected);
-        assert_eq!(loaded_meta.get("format").map(String::as_str), Some("padless"));
+        assert_eq!(
+            loaded_meta.get("format").map(String::as_str),
+            Some("padless")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -299,19 +309,27 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("interrupted"), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), b"previous");
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary file left");
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "no temporary file left"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn find_weight_names_both_shapes() {
         let weights = sample();
-        let err = find_weight(&weights, "a/kernel", &[3, 2]).unwrap_err().to_string();
+        let err = find_weight(&weights, "a/kernel", &[3, 2])
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "weight a/kernel: expected shape [3, 2], found [2, 3] with 6 values"
         );
-        let err = find_weight(&weights, "a/gamma", &[3]).unwrap_err().to_string();
+        let err = find_weight(&weights, "a/gamma", &[3])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("missing"), "{err}");
     }
 }

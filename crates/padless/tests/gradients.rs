@@ -14,17 +14,23 @@ fn device() -> Device {
     static CONFIGURED: OnceLock<()> = OnceLock::new();
     CONFIGURED.get_or_init(|| {
         let mut device = Device::flex();
-        device.configure(FloatDType::F64).expect("f64 before any tensor");
+        device
+            .configure(FloatDType::F64)
+            .expect("f64 before any tensor");
     });
     Device::flex().autodiff()
 }
 
 /// Deterministic values in [-scale, scale].
 fn values(n: usize, seed: u64, scale: f64) -> Vec<f64> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * scale
         })
         .collect()
@@ -35,7 +41,10 @@ fn tensor<const D: usize>(v: &[f64], shape: [usize; D]) -> Tensor<D> {
 }
 
 fn f64s<const D: usize>(t: Tensor<D>) -> Vec<f64> {
-    t.into_data().convert::<f64>().try_into_vec::<f64>().unwrap()
+    t.into_data()
+        .convert::<f64>()
+        .try_into_vec::<f64>()
+        .unwrap()
 }
 
 /// Inputs of one check: x, kernel, recurrent kernel, bias, then the initial states.
@@ -53,8 +62,18 @@ struct Problem {
 
 impl Problem {
     fn shapes(&self) -> Vec<Vec<usize>> {
-        let (b, t, d, h, n) = (self.batch, self.time, self.d_input, self.d_hidden, self.n_gates);
-        let bias = if self.gru_bias { vec![2, n * h] } else { vec![n * h] };
+        let (b, t, d, h, n) = (
+            self.batch,
+            self.time,
+            self.d_input,
+            self.d_hidden,
+            self.n_gates,
+        );
+        let bias = if self.gru_bias {
+            vec![2, n * h]
+        } else {
+            vec![n * h]
+        };
         let mut shapes = vec![vec![b, t, d], vec![d, n * h], vec![h, n * h], bias];
         shapes.extend((0..self.n_states).map(|_| vec![b, h]));
         shapes
@@ -64,7 +83,13 @@ impl Problem {
         self.shapes()
             .iter()
             .enumerate()
-            .map(|(i, s)| values(s.iter().product(), 100 + i as u64, if i == 0 { 1.0 } else { 0.6 }))
+            .map(|(i, s)| {
+                values(
+                    s.iter().product(),
+                    100 + i as u64,
+                    if i == 0 { 1.0 } else { 0.6 },
+                )
+            })
             .collect()
     }
 }
@@ -80,7 +105,8 @@ macro_rules! eval_for {
             let x = tensor(&inputs[0], [p.batch, p.time, p.d_input]).require_grad();
             let kernel = tensor(&inputs[1], shape(1)).require_grad();
             let recurrent = tensor(&inputs[2], shape(2)).require_grad();
-            let bias = tensor::<$bias_rank>(&inputs[3], shapes[3].clone().try_into().unwrap()).require_grad();
+            let bias = tensor::<$bias_rank>(&inputs[3], shapes[3].clone().try_into().unwrap())
+                .require_grad();
             let states: Vec<Tensor<2>> = (0..p.n_states)
                 .map(|i| tensor(&inputs[4 + i], shape(4 + i)).require_grad())
                 .collect();
@@ -91,10 +117,13 @@ macro_rules! eval_for {
             };
             let layer = Recurrent::new(cell, p.options, &device());
             let mask = Mask::from_bools(&p.mask, p.batch, p.time, &device()).unwrap();
-            let out = layer.forward(x.clone(), Some(&mask), Some(states.clone())).unwrap();
+            let out = layer
+                .forward(x.clone(), Some(&mask), Some(states.clone()))
+                .unwrap();
             let loss = weighted_sum(out);
             let grads = loss.backward();
-            let grad = |t: &dyn Fn() -> Option<Vec<f64>>, n: usize| t().unwrap_or_else(|| vec![0.0; n]);
+            let grad =
+                |t: &dyn Fn() -> Option<Vec<f64>>, n: usize| t().unwrap_or_else(|| vec![0.0; n]);
             let mut all = vec![
                 grad(&|| x.grad(&grads).map(f64s), inputs[0].len()),
                 grad(&|| kernel.grad(&grads).map(f64s), inputs[1].len()),
@@ -141,7 +170,13 @@ fn check_finite_differences(name: &str, p: &Problem, eval: &Eval) {
     }
 }
 
-fn problem(n_gates: usize, gru_bias: bool, n_states: usize, mask: Vec<bool>, time: usize) -> Problem {
+fn problem(
+    n_gates: usize,
+    gru_bias: bool,
+    n_states: usize,
+    mask: Vec<bool>,
+    time: usize,
+) -> Problem {
     Problem {
         batch: mask.len() / time,
         time,
@@ -166,7 +201,13 @@ const HOLES_AND_EMPTY_ROW: [bool; 12] = [
 
 fn cells() -> Vec<(&'static str, usize, bool, usize, Box<Eval>)> {
     vec![
-        ("simple_rnn", 1, false, 1, Box::new(eval_for!(SimpleRnnCell, 1))),
+        (
+            "simple_rnn",
+            1,
+            false,
+            1,
+            Box::new(eval_for!(SimpleRnnCell, 1)),
+        ),
         ("lstm", 4, false, 2, Box::new(eval_for!(LstmCell, 1))),
         ("gru", 3, true, 1, Box::new(eval_for!(GruCell, 2))),
     ]
@@ -199,9 +240,15 @@ fn input_gradients_at_masked_steps_are_exactly_zero() {
         for (step, &valid) in p.mask.iter().enumerate() {
             let g = &grads[0][step * p.d_input..(step + 1) * p.d_input];
             if valid {
-                assert!(g.iter().any(|&v| v != 0.0), "{name}: valid step {step} has zero gradient");
+                assert!(
+                    g.iter().any(|&v| v != 0.0),
+                    "{name}: valid step {step} has zero gradient"
+                );
             } else {
-                assert!(g.iter().all(|&v| v == 0.0), "{name}: masked step {step} has gradient {g:?}");
+                assert!(
+                    g.iter().all(|&v| v == 0.0),
+                    "{name}: masked step {step} has gradient {g:?}"
+                );
             }
         }
     }
@@ -220,9 +267,13 @@ fn non_finite_inputs_at_masked_steps_change_no_output_or_gradient() {
             dirty[step * d + 1] = if step % 2 == 0 { f64::INFINITY } else { 1e20 };
         }
     }
-    let layer = LstmConfig::new(d, h).with_return_sequences(true).init(&device);
+    let layer = LstmConfig::new(d, h)
+        .with_return_sequences(true)
+        .init(&device);
     let run = |x: &[f64]| {
-        let out = layer.forward(tensor(x, [b, t, d]), Some(&mask), None).unwrap();
+        let out = layer
+            .forward(tensor(x, [b, t, d]), Some(&mask), None)
+            .unwrap();
         let seq = out.sequence.clone();
         let grads = weighted_sum(out).backward();
         let kernel_grad = f64s(layer.cell.kernel.val().grad(&grads).unwrap());

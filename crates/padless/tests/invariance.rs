@@ -12,18 +12,30 @@ use proptest::prelude::*;
 fn lcg(seed: u64) -> impl FnMut() -> f32 {
     let mut state = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
     move || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 }
 
 /// Rows of valid steps `[len, d]` placed in a `[batch, time, d]` tensor with garbage padding.
-fn pad(rows: &[Vec<f32>], d: usize, time: usize, padding: Padding, device: &Device) -> (Tensor<3>, Mask) {
+fn pad(
+    rows: &[Vec<f32>],
+    d: usize,
+    time: usize,
+    padding: Padding,
+    device: &Device,
+) -> (Tensor<3>, Mask) {
     let mut garbage = lcg(999);
     let mut values = Vec::new();
     let lengths: Vec<usize> = rows.iter().map(|r| r.len() / d).collect();
     for (row, &len) in rows.iter().zip(&lengths) {
-        let first = if padding == Padding::Pre { time - len } else { 0 };
+        let first = if padding == Padding::Pre {
+            time - len
+        } else {
+            0
+        };
         for t in 0..time {
             if t >= first && t < first + len {
                 values.extend_from_slice(&row[(t - first) * d..(t - first + 1) * d]);
@@ -66,7 +78,8 @@ fn observe(out: RecurrentOutput, weights: &[Tensor<2>], device: &Device) -> Vec<
     for b in 0..batch {
         for t in 0..time {
             if valid[b * time + t] {
-                observed[0].extend_from_slice(&seq[(b * time + t) * width..(b * time + t + 1) * width]);
+                observed[0]
+                    .extend_from_slice(&seq[(b * time + t) * width..(b * time + t + 1) * width]);
             }
         }
     }
@@ -90,7 +103,10 @@ fn assert_same(a: &[Vec<f32>], b: &[Vec<f32>], what: &str) {
     for (x, y) in a.iter().zip(b) {
         assert_eq!(x.len(), y.len(), "{what}");
         for (p, q) in x.iter().zip(y) {
-            assert!((p - q).abs() <= 1e-5 * (1.0 + p.abs()), "{what}: {p} vs {q}");
+            assert!(
+                (p - q).abs() <= 1e-5 * (1.0 + p.abs()),
+                "{what}: {p} vs {q}"
+            );
         }
     }
 }
@@ -104,19 +120,39 @@ macro_rules! check_invariance {
             observe($run(&$layer, x, &mask), &$weights(&$layer), &device)
         };
         let base = run(longest, Padding::Post);
-        assert_same(&base, &run(longest + $extra, Padding::Post), concat!($what, " padded further"));
-        assert_same(&base, &run(longest, Padding::Pre), concat!($what, " pre-padded"));
-        assert_same(&base, &run(longest + $extra, Padding::Pre), concat!($what, " pre-padded further"));
+        assert_same(
+            &base,
+            &run(longest + $extra, Padding::Post),
+            concat!($what, " padded further"),
+        );
+        assert_same(
+            &base,
+            &run(longest, Padding::Pre),
+            concat!($what, " pre-padded"),
+        );
+        assert_same(
+            &base,
+            &run(longest + $extra, Padding::Pre),
+            concat!($what, " pre-padded further"),
+        );
     }};
 }
 
 fn rows_strategy() -> impl Strategy<Value = (Vec<usize>, u64, usize, bool)> {
-    (prop::collection::vec(0usize..5, 1..4), any::<u64>(), 1usize..3, any::<bool>())
+    (
+        prop::collection::vec(0usize..5, 1..4),
+        any::<u64>(),
+        1usize..3,
+        any::<bool>(),
+    )
 }
 
 fn make_rows(lengths: &[usize], d: usize, seed: u64) -> Vec<Vec<f32>> {
     let mut r = lcg(seed);
-    lengths.iter().map(|&l| (0..l * d).map(|_| r()).collect()).collect()
+    lengths
+        .iter()
+        .map(|&l| (0..l * d).map(|_| r()).collect())
+        .collect()
 }
 
 proptest! {
@@ -165,20 +201,42 @@ fn bidirectional_halves_equal_runs_on_the_unpadded_row() {
     for (b, row) in rows.iter().enumerate() {
         let len = row.len() / d;
         let alone = tensor_from(row, [1, len, d], &device);
-        let forward = f32_vec(layer.forward.forward(alone.clone(), None, None).unwrap().sequence);
-        let backward = f32_vec(layer.backward.forward(alone.flip([1]), None, None).unwrap().sequence);
+        let forward = f32_vec(
+            layer
+                .forward
+                .forward(alone.clone(), None, None)
+                .unwrap()
+                .sequence,
+        );
+        let backward = f32_vec(
+            layer
+                .backward
+                .forward(alone.flip([1]), None, None)
+                .unwrap()
+                .sequence,
+        );
         for j in 0..len {
             let t = 5 - len + j;
             let got = &out[(b * 5 + t) * 2 * h..(b * 5 + t + 1) * 2 * h];
             let want_f = &forward[j * h..(j + 1) * h];
             let want_b = &backward[(len - 1 - j) * h..(len - j) * h];
             for k in 0..h {
-                assert!((got[k] - want_f[k]).abs() < 1e-6, "row {b} step {j} forward");
-                assert!((got[h + k] - want_b[k]).abs() < 1e-6, "row {b} step {j} backward");
+                assert!(
+                    (got[k] - want_f[k]).abs() < 1e-6,
+                    "row {b} step {j} forward"
+                );
+                assert!(
+                    (got[h + k] - want_b[k]).abs() < 1e-6,
+                    "row {b} step {j} backward"
+                );
             }
         }
         for t in 0..5 - len {
-            assert!(out[(b * 5 + t) * 2 * h..(b * 5 + t + 1) * 2 * h].iter().all(|&v| v == 0.0));
+            assert!(
+                out[(b * 5 + t) * 2 * h..(b * 5 + t + 1) * 2 * h]
+                    .iter()
+                    .all(|&v| v == 0.0)
+            );
         }
     }
 }
@@ -187,9 +245,15 @@ fn bidirectional_halves_equal_runs_on_the_unpadded_row() {
 fn stateful_layer_carries_state_from_each_rows_last_valid_step() {
     let device = default_device();
     let (d, h) = (2, 3);
-    let mut stateful = LstmConfig::new(d, h).with_stateful(true).with_return_sequences(true).init(&device);
-    let plain = LstmConfig::new(d, h).with_return_sequences(true).init(&device);
-    padless::layer::Layer::set_weights(&mut stateful, &padless::layer::Layer::weights(&plain)).unwrap();
+    let mut stateful = LstmConfig::new(d, h)
+        .with_stateful(true)
+        .with_return_sequences(true)
+        .init(&device);
+    let plain = LstmConfig::new(d, h)
+        .with_return_sequences(true)
+        .init(&device);
+    padless::layer::Layer::set_weights(&mut stateful, &padless::layer::Layer::weights(&plain))
+        .unwrap();
     // Row 0: 2 valid steps then padding, then 3 more steps; row 1: 3 steps, then 1 step.
     let rows_first = make_rows(&[2, 3], d, 1);
     let rows_second = make_rows(&[3, 1], d, 2);
@@ -199,7 +263,11 @@ fn stateful_layer_carries_state_from_each_rows_last_valid_step() {
     let carried = stateful.carried_states().expect("states carried");
     let second = stateful.forward(x2, Some(&m2), None).unwrap();
     for b in 0..2 {
-        let joined: Vec<f32> = rows_first[b].iter().chain(&rows_second[b]).copied().collect();
+        let joined: Vec<f32> = rows_first[b]
+            .iter()
+            .chain(&rows_second[b])
+            .copied()
+            .collect();
         let len = joined.len() / d;
         let alone = plain
             .forward(tensor_from(&joined, [1, len, d], &device), None, None)
@@ -216,12 +284,21 @@ fn stateful_layer_carries_state_from_each_rows_last_valid_step() {
         .unwrap();
     let got = f32_vec(carried[1].clone());
     let want = f32_vec(first_row0.states[1].clone());
-    assert!((0..h).all(|k| (got[k] - want[k]).abs() < 1e-6), "row 0 c after its last valid step");
+    assert!(
+        (0..h).all(|k| (got[k] - want[k]).abs() < 1e-6),
+        "row 0 c after its last valid step"
+    );
 
     stateful.reset_states();
     assert!(stateful.carried_states().is_none());
     let (x3, m3) = pad(&rows_second, d, 3, Padding::Pre, &device);
-    let after_reset = f32_vec(stateful.forward(x3.clone(), Some(&m3), None).unwrap().states[0].clone());
+    let after_reset = f32_vec(
+        stateful
+            .forward(x3.clone(), Some(&m3), None)
+            .unwrap()
+            .states[0]
+            .clone(),
+    );
     let fresh = f32_vec(plain.forward(x3, Some(&m3), None).unwrap().states[0].clone());
     assert_eq!(after_reset, fresh);
 }
@@ -251,12 +328,19 @@ fn reset_returns_to_the_learned_initial_state() {
 fn stateful_layer_rejects_a_new_batch_size_until_reset() {
     let device = default_device();
     let layer = GruConfig::new(2, 2).with_stateful(true).init(&device);
-    layer.forward(tensor_from(&[0.5; 8], [2, 2, 2], &device), None, None).unwrap();
+    layer
+        .forward(tensor_from(&[0.5; 8], [2, 2, 2], &device), None, None)
+        .unwrap();
     let err = layer
         .forward(tensor_from(&[0.5; 12], [3, 2, 2], &device), None, None)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("batch 2") && err.contains("batch 3") && err.contains("reset_states"), "{err}");
+    assert!(
+        err.contains("batch 2") && err.contains("batch 3") && err.contains("reset_states"),
+        "{err}"
+    );
     layer.reset_states();
-    layer.forward(tensor_from(&[0.5; 12], [3, 2, 2], &device), None, None).unwrap();
+    layer
+        .forward(tensor_from(&[0.5; 12], [3, 2, 2], &device), None, None)
+        .unwrap();
 }

@@ -31,9 +31,15 @@ fn masking_zeroes_masked_steps_and_keeps_partial_matches() {
 
 #[test]
 fn embedding_with_mask_zero_masks_id_zero_and_looks_up_rows() {
-    let mut layer = EmbeddingConfig::new(3, 2).with_mask_zero(true).init(&device());
+    let mut layer = EmbeddingConfig::new(3, 2)
+        .with_mask_zero(true)
+        .init(&device());
     layer
-        .set_weights(&[weight("embeddings", &[3, 2], &[0.0, 0.0, 1.0, 2.0, 3.0, 4.0])])
+        .set_weights(&[weight(
+            "embeddings",
+            &[3, 2],
+            &[0.0, 0.0, 1.0, 2.0, 3.0, 4.0],
+        )])
         .unwrap();
     let ids = Tensor::<2, Int>::from_data(TensorData::new(vec![2i64, 1, 0], [1, 3]), &device());
     let (y, mask) = layer.forward(ids.clone(), None).unwrap();
@@ -46,9 +52,14 @@ fn embedding_with_mask_zero_masks_id_zero_and_looks_up_rows() {
 
 #[test]
 fn dense_on_vectors_and_sequences_passes_the_mask() {
-    let mut dense = DenseConfig::new(2, 1).with_activation(ActivationKind::Relu).init(&device());
+    let mut dense = DenseConfig::new(2, 1)
+        .with_activation(ActivationKind::Relu)
+        .init(&device());
     dense
-        .set_weights(&[weight("kernel", &[2, 1], &[1.0, -1.0]), weight("bias", &[1], &[0.5])])
+        .set_weights(&[
+            weight("kernel", &[2, 1], &[1.0, -1.0]),
+            weight("bias", &[1], &[0.5]),
+        ])
         .unwrap();
     // [3, 1] -> 3 - 1 + 0.5 = 2.5; [0, 2] -> -1.5 -> relu 0.
     let v = dense.forward(tensor_from(&[3.0, 1.0, 0.0, 2.0], [2, 2], &device()));
@@ -56,7 +67,9 @@ fn dense_on_vectors_and_sequences_passes_the_mask() {
     let mask = Mask::from_bools(&[true, false], 1, 2, &device()).unwrap();
     let x = tensor_from(&[3.0, 1.0, 0.0, 2.0], [1, 2, 2], &device());
     let td = TimeDistributed::new(dense);
-    let out = td.forward_value(Value::sequence(x, Some(mask.clone()))).unwrap();
+    let out = td
+        .forward_value(Value::sequence(x, Some(mask.clone())))
+        .unwrap();
     assert_eq!(out.mask().unwrap().to_vec(), mask.to_vec());
     let (values, _) = out.into_sequence("test").unwrap();
     assert_eq!(f32_vec(values), vec![2.5, 0.0]);
@@ -76,12 +89,28 @@ fn repeat_vector_creates_steps_and_no_mask() {
 fn pooling_uses_valid_steps_only_and_gives_zero_for_empty_rows() {
     // Row 0: valid [1, 2] and [3, 6], masked [NaN, inf]; row 1: no valid step.
     let x = tensor_from(
-        &[1.0, 2.0, f32::NAN, f32::INFINITY, 3.0, 6.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0],
+        &[
+            1.0,
+            2.0,
+            f32::NAN,
+            f32::INFINITY,
+            3.0,
+            6.0,
+            9.0,
+            9.0,
+            9.0,
+            9.0,
+            9.0,
+            9.0,
+        ],
         [2, 3, 2],
         &device(),
     );
-    let mask = Mask::from_bools(&[true, false, true, false, false, false], 2, 3, &device()).unwrap();
-    let avg = GlobalAveragePooling1D.forward(x.clone(), Some(&mask)).unwrap();
+    let mask =
+        Mask::from_bools(&[true, false, true, false, false, false], 2, 3, &device()).unwrap();
+    let avg = GlobalAveragePooling1D
+        .forward(x.clone(), Some(&mask))
+        .unwrap();
     assert_eq!(f32_vec(avg), vec![2.0, 4.0, 0.0, 0.0]);
     let max = GlobalMaxPooling1D.forward(x, Some(&mask)).unwrap();
     assert_eq!(f32_vec(max), vec![3.0, 6.0, 0.0, 0.0]);
@@ -103,10 +132,16 @@ fn merges_combine_masks_with_or() {
     assert!(mask.is_none(), "an unmasked input counts as all-valid");
     let wrong = tensor_from(&[1.0; 3], [1, 3, 1], &device());
     let err = Add
-        .forward(vec![(wrong, None), (tensor_from(&[1.0; 2], [1, 2, 1], &device()), None)])
+        .forward(vec![
+            (wrong, None),
+            (tensor_from(&[1.0; 2], [1, 2, 1], &device()), None),
+        ])
         .unwrap_err()
         .to_string();
-    assert!(err.contains("[1, 3, features]") && err.contains("[1, 2, 1]"), "{err}");
+    assert!(
+        err.contains("[1, 3, features]") && err.contains("[1, 2, 1]"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -122,9 +157,14 @@ fn layer_normalization_normalises_each_step() {
 fn dropout_is_identity_at_inference_and_keeps_the_mask() {
     let x = tensor_from(&[1.0, 2.0, 3.0, 4.0], [1, 2, 2], &device());
     let mask = Mask::from_bools(&[true, false], 1, 2, &device()).unwrap();
-    let out = Dropout::new(0.5).forward_value(Value::sequence(x, Some(mask))).unwrap();
+    let out = Dropout::new(0.5)
+        .forward_value(Value::sequence(x, Some(mask)))
+        .unwrap();
     assert_eq!(out.mask().unwrap().to_vec(), vec![true, false]);
-    assert_eq!(f32_vec(out.into_sequence("t").unwrap().0), vec![1.0, 2.0, 3.0, 4.0]);
+    assert_eq!(
+        f32_vec(out.into_sequence("t").unwrap().0),
+        vec![1.0, 2.0, 3.0, 4.0]
+    );
 }
 
 #[test]
@@ -132,10 +172,15 @@ fn dropout_drops_and_rescales_while_training() {
     let device = training_device();
     let x = tensor_from(&[1.0; 400], [1, 100, 4], &device);
     let mask = Mask::from_lengths(&[60], 100, Padding::Post, &device).unwrap();
-    let out = Dropout::new(0.5).forward_value(Value::sequence(x, Some(mask.clone()))).unwrap();
+    let out = Dropout::new(0.5)
+        .forward_value(Value::sequence(x, Some(mask.clone())))
+        .unwrap();
     assert_eq!(out.mask().unwrap().to_vec(), mask.to_vec());
     let values = f32_vec(out.into_sequence("t").unwrap().0);
-    assert!(values.iter().all(|&v| v == 0.0 || v == 2.0), "kept values are scaled by 1 / (1 - 0.5)");
+    assert!(
+        values.iter().all(|&v| v == 0.0 || v == 2.0),
+        "kept values are scaled by 1 / (1 - 0.5)"
+    );
     let dropped = values.iter().filter(|&&v| v == 0.0).count();
     assert!((100..300).contains(&dropped), "{dropped} of 400 dropped");
 }
@@ -151,11 +196,22 @@ fn a_single_layer_saves_and_loads_its_weights() {
     let mut other = GruConfig::new(2, 3).init(&device);
     other.load_weights(&path).unwrap();
     assert_eq!(gru.weights(), other.weights());
-    let bias = other.weights().into_iter().find(|w| w.name == "bias").unwrap();
-    assert_eq!(bias.shape, vec![2, 9], "GRU reset_after bias is [2, 3 d_hidden]");
+    let bias = other
+        .weights()
+        .into_iter()
+        .find(|w| w.name == "bias")
+        .unwrap();
+    assert_eq!(
+        bias.shape,
+        vec![2, 9],
+        "GRU reset_after bias is [2, 3 d_hidden]"
+    );
     let mut wrong = GruConfig::new(3, 3).init(&device);
     let err = wrong.load_weights(&path).unwrap_err().to_string();
-    assert_eq!(err, "weight kernel: expected shape [3, 9], found [2, 9] with 18 values");
+    assert_eq!(
+        err,
+        "weight kernel: expected shape [3, 9], found [2, 9] with 18 values"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -165,9 +221,15 @@ fn seed_model() -> Sequential {
         AnyLayer::Masking(Masking::new(0.0)),
         AnyLayer::Lstm(LstmConfig::new(3, 10).init(&device)),
         AnyLayer::RepeatVector(RepeatVector::new(5)),
-        AnyLayer::Lstm(LstmConfig::new(10, 10).with_return_sequences(true).init(&device)),
+        AnyLayer::Lstm(
+            LstmConfig::new(10, 10)
+                .with_return_sequences(true)
+                .init(&device),
+        ),
         AnyLayer::TimeDistributed(TimeDistributed::new(
-            DenseConfig::new(10, 3).with_activation(ActivationKind::Softmax).init(&device),
+            DenseConfig::new(10, 3)
+                .with_activation(ActivationKind::Softmax)
+                .init(&device),
         )),
     ])
 }
@@ -185,10 +247,37 @@ fn summary_shows_shapes_params_and_where_the_mask_goes() {
     let columns = |i: usize| lines[i].split_whitespace().collect::<Vec<_>>();
     assert_eq!(columns(0)[..4], ["Layer", "(type)", "Output", "shape"]);
     // Masking creates the mask; the encoder consumes it; RepeatVector makes none.
-    assert_eq!(columns(2), ["masking", "(Masking)", "(None,", "5,", "3)", "0", "no", "yes"]);
+    assert_eq!(
+        columns(2),
+        [
+            "masking",
+            "(Masking)",
+            "(None,",
+            "5,",
+            "3)",
+            "0",
+            "no",
+            "yes"
+        ]
+    );
     // LSTM(3 -> 10): 4 * (3 * 10 + 10 * 10 + 10) = 560 parameters.
-    assert_eq!(columns(3), ["lstm", "(Lstm)", "(None,", "10)", "560", "yes", "no"]);
-    assert_eq!(columns(4), ["repeat_vector", "(RepeatVector)", "(None,", "5,", "10)", "0", "no", "no"]);
+    assert_eq!(
+        columns(3),
+        ["lstm", "(Lstm)", "(None,", "10)", "560", "yes", "no"]
+    );
+    assert_eq!(
+        columns(4),
+        [
+            "repeat_vector",
+            "(RepeatVector)",
+            "(None,",
+            "5,",
+            "10)",
+            "0",
+            "no",
+            "no"
+        ]
+    );
     // LSTM(10 -> 10): 4 * (100 + 100 + 10) = 840; Dense 10 * 3 + 3 = 33.
     assert_eq!(columns(5)[..2], ["lstm_1", "(Lstm)"]);
     assert_eq!(columns(5)[5], "840");
@@ -202,23 +291,44 @@ fn weights_round_trip_through_safetensors_in_keras_layout() {
     let weights = model.weights();
     let kernel = weights.iter().find(|w| w.name == "lstm/kernel").unwrap();
     assert_eq!(kernel.shape, vec![3, 40]);
-    let recurrent = weights.iter().find(|w| w.name == "lstm_1/recurrent_kernel").unwrap();
+    let recurrent = weights
+        .iter()
+        .find(|w| w.name == "lstm_1/recurrent_kernel")
+        .unwrap();
     assert_eq!(recurrent.shape, vec![10, 40]);
     let dir = std::env::temp_dir().join(format!("padless-layers-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("seed.safetensors");
     model.save_weights(&path).unwrap();
     let mut other = seed_model();
-    let x = tensor_from(&(0..30).map(|i| (i % 7) as f32 * 0.1).collect::<Vec<_>>(), [2, 5, 3], &device());
-    let predict = |m: &Sequential| f32_vec(m.forward(Value::sequence(x.clone(), None)).unwrap().into_sequence("t").unwrap().0);
+    let x = tensor_from(
+        &(0..30).map(|i| (i % 7) as f32 * 0.1).collect::<Vec<_>>(),
+        [2, 5, 3],
+        &device(),
+    );
+    let predict = |m: &Sequential| {
+        f32_vec(
+            m.forward(Value::sequence(x.clone(), None))
+                .unwrap()
+                .into_sequence("t")
+                .unwrap()
+                .0,
+        )
+    };
     assert_ne!(predict(&model), predict(&other));
     other.load_weights(&path).unwrap();
     assert_eq!(predict(&model), predict(&other));
 
     let mut smaller = Sequential::new(vec![AnyLayer::Lstm(LstmConfig::new(3, 4).init(&device()))]);
     let err = smaller.load_weights(&path).unwrap_err().to_string();
-    assert!(err.contains("lstm/kernel") || err.contains("no layer is named"), "{err}");
-    let err = smaller.load_weights(&dir.join("missing.safetensors")).unwrap_err().to_string();
+    assert!(
+        err.contains("lstm/kernel") || err.contains("no layer is named"),
+        "{err}"
+    );
+    let err = smaller
+        .load_weights(&dir.join("missing.safetensors"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("missing.safetensors"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -235,16 +345,28 @@ fn a_mask_reaching_a_layer_that_cannot_honour_it_is_a_build_error() {
         }
         fn output_spec(&self, input: &Spec) -> padless::Result<Spec> {
             let (time, features, _) = input.sequence_features("Flatten")?;
-            Ok(Spec::Vector { features: time.unwrap_or(1) * features })
+            Ok(Spec::Vector {
+                features: time.unwrap_or(1) * features,
+            })
         }
     }
     let masking = Masking::new(0.0);
-    let err = check_stack([("masking", &masking as &dyn Layer), ("flatten", &Flatten)], SEED_INPUT)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("flatten (Flatten) cannot honour the mask") && err.contains("DropMask"), "{err}");
+    let err = check_stack(
+        [("masking", &masking as &dyn Layer), ("flatten", &Flatten)],
+        SEED_INPUT,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("flatten (Flatten) cannot honour the mask") && err.contains("DropMask"),
+        "{err}"
+    );
     let rows = check_stack(
-        [("masking", &masking as &dyn Layer), ("drop_mask", &DropMask), ("flatten", &Flatten)],
+        [
+            ("masking", &masking as &dyn Layer),
+            ("drop_mask", &DropMask),
+            ("flatten", &Flatten),
+        ],
         SEED_INPUT,
     )
     .unwrap();
@@ -255,13 +377,29 @@ fn a_mask_reaching_a_layer_that_cannot_honour_it_is_a_build_error() {
 fn bad_input_gives_errors_naming_both_shapes() {
     let device = device();
     let lstm = LstmConfig::new(3, 2).init(&device);
-    let err = lstm.forward(Tensor::zeros([2, 5, 4], &device), None, None).unwrap_err().to_string();
-    assert_eq!(err, "Lstm: expected shape [batch, time, 3], found [2, 5, 4]");
-    let mask = Mask::all_valid(2, 4, &device);
-    let err = lstm.forward(Tensor::zeros([2, 5, 3], &device), Some(&mask), None).unwrap_err().to_string();
-    assert_eq!(err, "Lstm: mask has shape [2, 4], expected [batch, time] = [2, 5]");
     let err = lstm
-        .forward(Tensor::zeros([2, 5, 3], &device), None, Some(vec![Tensor::zeros([2, 2], &device)]))
+        .forward(Tensor::zeros([2, 5, 4], &device), None, None)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "Lstm: expected shape [batch, time, 3], found [2, 5, 4]"
+    );
+    let mask = Mask::all_valid(2, 4, &device);
+    let err = lstm
+        .forward(Tensor::zeros([2, 5, 3], &device), Some(&mask), None)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "Lstm: mask has shape [2, 4], expected [batch, time] = [2, 5]"
+    );
+    let err = lstm
+        .forward(
+            Tensor::zeros([2, 5, 3], &device),
+            None,
+            Some(vec![Tensor::zeros([2, 2], &device)]),
+        )
         .unwrap_err()
         .to_string();
     assert_eq!(err, "Lstm: expected 2 initial states, found 1");
@@ -269,15 +407,31 @@ fn bad_input_gives_errors_naming_both_shapes() {
         .forward(
             Tensor::zeros([2, 5, 3], &device),
             None,
-            Some(vec![Tensor::zeros([2, 3], &device), Tensor::zeros([2, 2], &device)]),
+            Some(vec![
+                Tensor::zeros([2, 3], &device),
+                Tensor::zeros([2, 2], &device),
+            ]),
         )
         .unwrap_err()
         .to_string();
-    assert_eq!(err, "Lstm initial state: expected shape [2, 2], found [2, 3]");
-    let err = lstm.forward(Tensor::zeros([0, 5, 3], &device), None, None).unwrap_err().to_string();
-    assert!(err.contains("non-empty") && err.contains("[0, 5, 3]"), "{err}");
+    assert_eq!(
+        err,
+        "Lstm initial state: expected shape [2, 2], found [2, 3]"
+    );
+    let err = lstm
+        .forward(Tensor::zeros([0, 5, 3], &device), None, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("non-empty") && err.contains("[0, 5, 3]"),
+        "{err}"
+    );
     let err = seed_model()
-        .check(Spec::Sequence { time: None, features: 4, masked: false })
+        .check(Spec::Sequence {
+            time: None,
+            features: 4,
+            masked: false,
+        })
         .unwrap_err()
         .to_string();
     assert_eq!(err, "Lstm: expected 3 input features, found 4");

@@ -14,7 +14,9 @@ use padless::prelude::*;
 fn device() -> Device {
     static CONFIGURED: OnceLock<()> = OnceLock::new();
     CONFIGURED.get_or_init(|| {
-        Device::flex().configure(FloatDType::F64).expect("f64 before any tensor");
+        Device::flex()
+            .configure(FloatDType::F64)
+            .expect("f64 before any tensor");
     });
     Device::flex().autodiff()
 }
@@ -24,7 +26,10 @@ fn tensor<const D: usize>(v: &[f64], shape: [usize; D]) -> Tensor<D> {
 }
 
 fn f64s<const D: usize>(t: Tensor<D>) -> Vec<f64> {
-    t.into_data().convert::<f64>().try_into_vec::<f64>().unwrap()
+    t.into_data()
+        .convert::<f64>()
+        .try_into_vec::<f64>()
+        .unwrap()
 }
 
 fn values(n: usize, seed: u64, low: f64, high: f64) -> Vec<f64> {
@@ -57,32 +62,86 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let case = |name, kind, sparse, pred| Case { name, kind, sparse, pred };
+    let case = |name, kind, sparse, pred| Case {
+        name,
+        kind,
+        sparse,
+        pred,
+    };
     let squared: Arc<dyn Fn(Tensor<3>, Tensor<3>) -> Tensor<3> + Send + Sync> =
         Arc::new(|y, p| (y - p).square());
     let per_step: Arc<dyn Fn(Tensor<3>, Tensor<3>) -> Tensor<2> + Send + Sync> =
         Arc::new(|y, p| (y - p).abs().sum_dim(2).squeeze_dim(2));
     vec![
-        case("cce", LossKind::CategoricalCrossentropy { from_logits: false }, false, (0.1, 1.0)),
-        case("cce_logits", LossKind::CategoricalCrossentropy { from_logits: true }, false, (-2.0, 2.0)),
-        case("scce", LossKind::SparseCategoricalCrossentropy { from_logits: false }, true, (0.1, 1.0)),
-        case("scce_logits", LossKind::SparseCategoricalCrossentropy { from_logits: true }, true, (-2.0, 2.0)),
-        case("bce", LossKind::BinaryCrossentropy { from_logits: false }, false, (0.05, 0.95)),
-        case("bce_logits", LossKind::BinaryCrossentropy { from_logits: true }, false, (-2.0, 2.0)),
+        case(
+            "cce",
+            LossKind::CategoricalCrossentropy { from_logits: false },
+            false,
+            (0.1, 1.0),
+        ),
+        case(
+            "cce_logits",
+            LossKind::CategoricalCrossentropy { from_logits: true },
+            false,
+            (-2.0, 2.0),
+        ),
+        case(
+            "scce",
+            LossKind::SparseCategoricalCrossentropy { from_logits: false },
+            true,
+            (0.1, 1.0),
+        ),
+        case(
+            "scce_logits",
+            LossKind::SparseCategoricalCrossentropy { from_logits: true },
+            true,
+            (-2.0, 2.0),
+        ),
+        case(
+            "bce",
+            LossKind::BinaryCrossentropy { from_logits: false },
+            false,
+            (0.05, 0.95),
+        ),
+        case(
+            "bce_logits",
+            LossKind::BinaryCrossentropy { from_logits: true },
+            false,
+            (-2.0, 2.0),
+        ),
         case("mse", LossKind::MeanSquaredError, false, (-1.0, 1.0)),
         case("mae", LossKind::MeanAbsoluteError, false, (-1.0, 1.0)),
         case("huber", LossKind::Huber { delta: 0.5 }, false, (-1.5, 1.5)),
-        case("custom_element", LossKind::Custom(CustomLoss::PerElement(squared, LastAxis::Mean)), false, (-1.0, 1.0)),
-        case("custom_step", LossKind::Custom(CustomLoss::PerStep(per_step)), false, (-1.0, 1.0)),
+        case(
+            "custom_element",
+            LossKind::Custom(CustomLoss::PerElement(squared, LastAxis::Mean)),
+            false,
+            (-1.0, 1.0),
+        ),
+        case(
+            "custom_step",
+            LossKind::Custom(CustomLoss::PerStep(per_step)),
+            false,
+            (-1.0, 1.0),
+        ),
     ]
 }
 
 fn targets(sparse: bool, dirty: bool) -> Targets {
     if sparse {
         let labels: Vec<i64> = (0..B * T)
-            .map(|i| if dirty && !VALID[i] { 99 } else { (i % C) as i64 })
+            .map(|i| {
+                if dirty && !VALID[i] {
+                    99
+                } else {
+                    (i % C) as i64
+                }
+            })
             .collect();
-        Targets::Labels(Tensor::<2, Int>::from_data(TensorData::new(labels, [B, T]), &device()))
+        Targets::Labels(Tensor::<2, Int>::from_data(
+            TensorData::new(labels, [B, T]),
+            &device(),
+        ))
     } else {
         let mut y = values(B * T * C, 3, 0.0, 1.0);
         for step in 0..B * T {
@@ -105,7 +164,12 @@ fn weights(dirty: bool) -> SampleWeight {
     SampleWeight::PerStep(tensor(&w, [B, T]))
 }
 
-fn loss_value(case: &Case, pred: &[f64], reduction: Reduction, dirty: bool) -> (Tensor<1>, Tensor<3>) {
+fn loss_value(
+    case: &Case,
+    pred: &[f64],
+    reduction: Reduction,
+    dirty: bool,
+) -> (Tensor<1>, Tensor<3>) {
     let y_pred = tensor(pred, [B, T, C]).require_grad();
     let loss = SequenceLoss::new(case.kind.clone()).with_reduction(reduction);
     let out = loss
@@ -121,7 +185,10 @@ fn loss_value(case: &Case, pred: &[f64], reduction: Reduction, dirty: bool) -> (
 fn prediction(case: &Case) -> Vec<f64> {
     let mut p = values(B * T * C, 11, case.pred.0, case.pred.1);
     // Keep MAE and Huber away from their kinks, where finite differences disagree.
-    if matches!(case.kind, LossKind::MeanAbsoluteError | LossKind::Huber { .. } | LossKind::Custom(_)) {
+    if matches!(
+        case.kind,
+        LossKind::MeanAbsoluteError | LossKind::Huber { .. } | LossKind::Custom(_)
+    ) {
         let y = match targets(false, false) {
             Targets::Dense(y) => f64s(y),
             Targets::Labels(_) => unreachable!(),
@@ -189,7 +256,11 @@ fn non_finite_values_at_masked_steps_change_neither_loss_nor_gradient() {
             let (dirty_value, dirty_grad) = run(&dirty, true);
             assert!(clean_value.is_finite(), "{}", case.name);
             assert_eq!(clean_value, dirty_value, "{} {reduction:?} loss", case.name);
-            assert_eq!(clean_grad, dirty_grad, "{} {reduction:?} gradient", case.name);
+            assert_eq!(
+                clean_grad, dirty_grad,
+                "{} {reduction:?} gradient",
+                case.name
+            );
         }
     }
 }
@@ -198,11 +269,15 @@ fn non_finite_values_at_masked_steps_change_neither_loss_nor_gradient() {
 fn an_all_masked_batch_gives_zero_not_nan() {
     let none = Mask::from_bools(&[false; B * T], B, T, &device()).unwrap();
     for reduction in [Reduction::Sum, Reduction::Mean, Reduction::WeightedMean] {
-        let loss = SequenceLoss::new(LossKind::CategoricalCrossentropy { from_logits: true }).with_reduction(reduction);
+        let loss = SequenceLoss::new(LossKind::CategoricalCrossentropy { from_logits: true })
+            .with_reduction(reduction);
         let out = loss
             .compute(
-                LossInputs::new(targets(false, true), tensor(&[f64::NAN; B * T * C], [B, T, C]))
-                    .with_output_mask(Some(none.clone())),
+                LossInputs::new(
+                    targets(false, true),
+                    tensor(&[f64::NAN; B * T * C], [B, T, C]),
+                )
+                .with_output_mask(Some(none.clone())),
             )
             .unwrap();
         assert_eq!(f64s(out.value.unwrap()), vec![0.0], "{reduction:?}");
@@ -217,7 +292,8 @@ fn a_custom_per_element_loss_equals_the_built_in_one_with_weights_and_masks() {
     for reduction in [Reduction::Sum, Reduction::Mean, Reduction::WeightedMean] {
         let run = |kind: LossKind| {
             let loss = SequenceLoss::new(kind).with_reduction(reduction);
-            let element_weight = SampleWeight::PerElement(tensor(&values(B * T * C, 17, 0.1, 2.0), [B, T, C]));
+            let element_weight =
+                SampleWeight::PerElement(tensor(&values(B * T * C, 17, 0.1, 2.0), [B, T, C]));
             let out = loss
                 .compute(
                     LossInputs::new(targets(false, false), tensor(&pred, [B, T, C]))
@@ -227,8 +303,14 @@ fn a_custom_per_element_loss_equals_the_built_in_one_with_weights_and_masks() {
                 .unwrap();
             f64s(out.value.unwrap())[0]
         };
-        let custom = run(LossKind::Custom(CustomLoss::PerElement(squared.clone(), LastAxis::Mean)));
+        let custom = run(LossKind::Custom(CustomLoss::PerElement(
+            squared.clone(),
+            LastAxis::Mean,
+        )));
         let built_in = run(LossKind::MeanSquaredError);
-        assert!((custom - built_in).abs() < 1e-12, "{reduction:?}: {custom} vs {built_in}");
+        assert!(
+            (custom - built_in).abs() < 1e-12,
+            "{reduction:?}: {custom} vs {built_in}"
+        );
     }
 }

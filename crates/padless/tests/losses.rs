@@ -9,11 +9,19 @@ use padless::prelude::*;
 use serde_json::Value as Json;
 
 fn floats(v: &Json) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
 
 fn ints(v: &Json) -> Vec<i64> {
-    v.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
 }
 
 fn close(got: f32, want: f32) -> bool {
@@ -23,14 +31,22 @@ fn close(got: f32, want: f32) -> bool {
 fn loss_kind(case: &Json) -> LossKind {
     match case["loss"].as_str().unwrap() {
         "categorical_crossentropy" => LossKind::CategoricalCrossentropy { from_logits: false },
-        "categorical_crossentropy_logits" => LossKind::CategoricalCrossentropy { from_logits: true },
-        "sparse_categorical_crossentropy" => LossKind::SparseCategoricalCrossentropy { from_logits: false },
-        "sparse_categorical_crossentropy_logits" => LossKind::SparseCategoricalCrossentropy { from_logits: true },
+        "categorical_crossentropy_logits" => {
+            LossKind::CategoricalCrossentropy { from_logits: true }
+        }
+        "sparse_categorical_crossentropy" => {
+            LossKind::SparseCategoricalCrossentropy { from_logits: false }
+        }
+        "sparse_categorical_crossentropy_logits" => {
+            LossKind::SparseCategoricalCrossentropy { from_logits: true }
+        }
         "binary_crossentropy" => LossKind::BinaryCrossentropy { from_logits: false },
         "binary_crossentropy_logits" => LossKind::BinaryCrossentropy { from_logits: true },
         "mse" => LossKind::MeanSquaredError,
         "mae" => LossKind::MeanAbsoluteError,
-        "huber" => LossKind::Huber { delta: case["huber_delta"].as_f64().unwrap() as f32 },
+        "huber" => LossKind::Huber {
+            delta: case["huber_delta"].as_f64().unwrap() as f32,
+        },
         other => panic!("unknown loss {other}"),
     }
 }
@@ -52,7 +68,10 @@ fn case_inputs(case: &Json, device: &Device) -> (SequenceLoss, LossInputs, [usiz
     let y_true = if case["labels"].is_null() {
         Targets::Dense(tensor_from(&floats(&case["y_true"]), [b, t, c], device))
     } else {
-        Targets::Labels(Tensor::<2, Int>::from_data(TensorData::new(ints(&case["labels"]), [b, t]), device))
+        Targets::Labels(Tensor::<2, Int>::from_data(
+            TensorData::new(ints(&case["labels"]), [b, t]),
+            device,
+        ))
     };
     let mut inputs = LossInputs::new(y_true, y_pred);
     if !case["output_mask"].is_null() {
@@ -62,7 +81,9 @@ fn case_inputs(case: &Json, device: &Device) -> (SequenceLoss, LossInputs, [usiz
     let tm = &case["target_mask"];
     if !tm.is_null() {
         let target_mask = match tm["kind"].as_str().unwrap() {
-            "lengths" => TargetMask::Lengths(ints(&tm["lengths"]).iter().map(|&l| l as usize).collect()),
+            "lengths" => {
+                TargetMask::Lengths(ints(&tm["lengths"]).iter().map(|&l| l as usize).collect())
+            }
             "padding_label" => TargetMask::PaddingLabel(tm["label"].as_i64().unwrap()),
             "padding_onehot" => TargetMask::PaddingVector(floats(&tm["vector"])),
             "bool" => {
@@ -76,9 +97,12 @@ fn case_inputs(case: &Json, device: &Device) -> (SequenceLoss, LossInputs, [usiz
     let sw = &case["sample_weight"];
     if !sw.is_null() {
         let shape: Vec<usize> = ints(&sw["shape"]).iter().map(|&v| v as usize).collect();
-        inputs = inputs.with_sample_weight(SampleWeight::from_values(&floats(&sw["values"]), &shape, device).unwrap());
+        inputs = inputs.with_sample_weight(
+            SampleWeight::from_values(&floats(&sw["values"]), &shape, device).unwrap(),
+        );
     }
-    let mut loss = SequenceLoss::new(loss_kind(case)).with_reduction(reduction(case["reduction"].as_str().unwrap()));
+    let mut loss = SequenceLoss::new(loss_kind(case))
+        .with_reduction(reduction(case["reduction"].as_str().unwrap()));
     if !case["class_weight"].is_null() {
         loss = loss.with_class_weight(floats(&case["class_weight"]));
     }
@@ -98,8 +122,13 @@ fn every_loss_weight_reduction_and_mask_source_matches_the_numpy_reference() {
     for case in cases {
         let name = case["name"].as_str().unwrap();
         let (loss, inputs, _) = case_inputs(case, &device);
-        let out = loss.compute(inputs).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let want_mask: Vec<bool> = ints(&case["expected_mask"]).iter().map(|&v| v != 0).collect();
+        let out = loss
+            .compute(inputs)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let want_mask: Vec<bool> = ints(&case["expected_mask"])
+            .iter()
+            .map(|&v| v != 0)
+            .collect();
         assert_eq!(out.mask.to_vec(), want_mask, "{name}: mask");
         if case["reduction"] == "none" {
             let want = floats(&case["expected"]);
@@ -129,7 +158,10 @@ fn the_seed_question_fixture_differs_from_the_unmasked_mean() {
     let masked = f32_vec(loss.compute(inputs).unwrap().value.unwrap())[0];
     assert!(close(masked, case["expected"].as_f64().unwrap() as f32));
     let unmasked = case["unmasked_expected"].as_f64().unwrap() as f32;
-    assert!((masked - unmasked).abs() > 1e-3, "masked {masked} vs unmasked {unmasked}");
+    assert!(
+        (masked - unmasked).abs() > 1e-3,
+        "masked {masked} vs unmasked {unmasked}"
+    );
 }
 
 /// The seed question's model: the encoder consumes the input mask, RepeatVector makes none,
@@ -142,25 +174,56 @@ fn seed_question_model_output_with_a_target_mask_from_the_padding_one_hot() {
         AnyLayer::Masking(Masking::new(0.0)),
         AnyLayer::Lstm(LstmConfig::new(3, 10).init(&device)),
         AnyLayer::RepeatVector(RepeatVector::new(5)),
-        AnyLayer::Lstm(LstmConfig::new(10, 10).with_return_sequences(true).init(&device)),
+        AnyLayer::Lstm(
+            LstmConfig::new(10, 10)
+                .with_return_sequences(true)
+                .init(&device),
+        ),
         AnyLayer::TimeDistributed(TimeDistributed::new(
-            DenseConfig::new(10, 3).with_activation(ActivationKind::Softmax).init(&device),
+            DenseConfig::new(10, 3)
+                .with_activation(ActivationKind::Softmax)
+                .init(&device),
         )),
     ]);
     let x: Vec<f32> = [
-        [0., 0., 0.], [0., 0., 0.], [1., 0., 0.], [0., 1., 0.], [0., 1., 0.],
-        [0., 0., 0.], [0., 1., 0.], [1., 0., 0.], [0., 1., 0.], [0., 1., 0.],
+        [0., 0., 0.],
+        [0., 0., 0.],
+        [1., 0., 0.],
+        [0., 1., 0.],
+        [0., 1., 0.],
+        [0., 0., 0.],
+        [0., 1., 0.],
+        [1., 0., 0.],
+        [0., 1., 0.],
+        [0., 1., 0.],
     ]
     .concat();
     let y: Vec<f32> = [
-        [0., 0., 1.], [0., 0., 1.], [1., 0., 0.], [0., 1., 0.], [0., 1., 0.],
-        [0., 0., 1.], [0., 1., 0.], [1., 0., 0.], [0., 1., 0.], [0., 1., 0.],
+        [0., 0., 1.],
+        [0., 0., 1.],
+        [1., 0., 0.],
+        [0., 1., 0.],
+        [0., 1., 0.],
+        [0., 0., 1.],
+        [0., 1., 0.],
+        [1., 0., 0.],
+        [0., 1., 0.],
+        [0., 1., 0.],
     ]
     .concat();
-    let spec = Spec::Sequence { time: Some(5), features: 3, masked: false };
-    let dropped_by = model.mask_dropped_by(spec).unwrap().expect("the encoder consumes the mask");
+    let spec = Spec::Sequence {
+        time: Some(5),
+        features: 3,
+        masked: false,
+    };
+    let dropped_by = model
+        .mask_dropped_by(spec)
+        .unwrap()
+        .expect("the encoder consumes the mask");
     assert_eq!(dropped_by, "lstm");
-    let out = model.forward(Value::sequence(tensor_from(&x, [2, 5, 3], &device), None)).unwrap();
+    let out = model
+        .forward(Value::sequence(tensor_from(&x, [2, 5, 3], &device), None))
+        .unwrap();
     assert!(out.mask().is_none(), "the mask was consumed by the encoder");
     let (probs, _) = out.into_sequence("seed").unwrap();
     let p = f32_vec(probs.clone());
@@ -195,23 +258,42 @@ fn seed_question_model_output_with_a_target_mask_from_the_padding_one_hot() {
         .unwrap();
     let got_all = f32_vec(unmasked.value.unwrap())[0];
     assert!((got_all - hand_all).abs() < 1e-6);
-    assert!((got - got_all).abs() > 1e-4, "masked and unmasked losses differ");
+    assert!(
+        (got - got_all).abs() > 1e-4,
+        "masked and unmasked losses differ"
+    );
     assert_eq!(unmasked.warnings.len(), 1);
-    assert!(unmasked.warnings[0].contains("consumed by lstm"), "{}", unmasked.warnings[0]);
+    assert!(
+        unmasked.warnings[0].contains("consumed by lstm"),
+        "{}",
+        unmasked.warnings[0]
+    );
 }
 
 #[test]
 fn bad_input_gives_clear_errors() {
     let device = default_device();
     let y_pred = tensor_from(&[0.5; 12], [2, 2, 3], &device);
-    let labels = |v: Vec<i64>| Targets::Labels(Tensor::<2, Int>::from_data(TensorData::new(v, [2, 2]), &device));
+    let labels = |v: Vec<i64>| {
+        Targets::Labels(Tensor::<2, Int>::from_data(
+            TensorData::new(v, [2, 2]),
+            &device,
+        ))
+    };
     let sparse = SequenceLoss::new(LossKind::SparseCategoricalCrossentropy { from_logits: false });
-    let err = sparse.compute(LossInputs::new(labels(vec![0, 1, 3, 2]), y_pred.clone())).unwrap_err();
-    assert_eq!(err.to_string(), "loss: label 3 at [row 1, step 0] is outside 0..3");
+    let err = sparse
+        .compute(LossInputs::new(labels(vec![0, 1, 3, 2]), y_pred.clone()))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "loss: label 3 at [row 1, step 0] is outside 0..3"
+    );
     // The same label at a masked step is never read.
     let mask = Mask::from_bools(&[true, true, false, true], 2, 2, &device).unwrap();
     sparse
-        .compute(LossInputs::new(labels(vec![0, 1, 3, 2]), y_pred.clone()).with_output_mask(Some(mask)))
+        .compute(
+            LossInputs::new(labels(vec![0, 1, 3, 2]), y_pred.clone()).with_output_mask(Some(mask)),
+        )
         .unwrap();
     let weights = SampleWeight::from_values(&[1.0; 3], &[3], &device).unwrap();
     let err = sparse
@@ -225,22 +307,45 @@ fn bad_input_gives_clear_errors() {
     assert!(err.to_string().contains("[batch, time, features]"), "{err}");
     let mse = SequenceLoss::new(LossKind::MeanSquaredError);
     let err = mse
-        .compute(LossInputs::new(Targets::Dense(tensor_from(&[0.0; 8], [2, 2, 2], &device)), y_pred.clone()))
+        .compute(LossInputs::new(
+            Targets::Dense(tensor_from(&[0.0; 8], [2, 2, 2], &device)),
+            y_pred.clone(),
+        ))
         .unwrap_err();
-    assert_eq!(err.to_string(), "y_true: expected shape [2, 2, 3] as y_pred, found [2, 2, 2]");
-    let err = mse.compute(LossInputs::new(labels(vec![0; 4]), y_pred.clone())).unwrap_err();
-    assert!(err.to_string().contains("does not take integer labels"), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "y_true: expected shape [2, 2, 3] as y_pred, found [2, 2, 2]"
+    );
+    let err = mse
+        .compute(LossInputs::new(labels(vec![0; 4]), y_pred.clone()))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("does not take integer labels"),
+        "{err}"
+    );
     let mut y = vec![0.0; 12];
     y[4] = f32::NAN;
     let err = mse
-        .compute(LossInputs::new(Targets::Dense(tensor_from(&y, [2, 2, 3], &device)), y_pred.clone()))
+        .compute(LossInputs::new(
+            Targets::Dense(tensor_from(&y, [2, 2, 3], &device)),
+            y_pred.clone(),
+        ))
         .unwrap_err();
-    assert!(err.to_string().contains("[row 0, step 1] is Some(NaN)"), "{err}");
+    assert!(
+        err.to_string().contains("[row 0, step 1] is Some(NaN)"),
+        "{err}"
+    );
     let err = mse
         .compute(
-            LossInputs::new(Targets::Dense(tensor_from(&[0.0; 12], [2, 2, 3], &device)), y_pred)
-                .with_target_mask(TargetMask::Lengths(vec![1, 3])),
+            LossInputs::new(
+                Targets::Dense(tensor_from(&[0.0; 12], [2, 2, 3], &device)),
+                y_pred,
+            )
+            .with_target_mask(TargetMask::Lengths(vec![1, 3])),
         )
         .unwrap_err();
-    assert_eq!(err.to_string(), "length 3 of row 1 does not fit in 2 time steps");
+    assert_eq!(
+        err.to_string(),
+        "length 3 of row 1 does not fit in 2 time steps"
+    );
 }

@@ -41,7 +41,11 @@ fn cell_weights(case: &Json, d: usize, h: usize, cell: &str) -> Vec<NamedWeight>
         "gru" => 3,
         _ => 1,
     };
-    let bias_shape = if cell == "gru" { vec![2, 3 * h] } else { vec![gates * h] };
+    let bias_shape = if cell == "gru" {
+        vec![2, 3 * h]
+    } else {
+        vec![gates * h]
+    };
     vec![
         NamedWeight {
             name: "kernel".into(),
@@ -61,7 +65,10 @@ fn cell_weights(case: &Json, d: usize, h: usize, cell: &str) -> Vec<NamedWeight>
     ]
 }
 
-fn inputs(case: &Json, device: &burn::tensor::Device) -> (burn::tensor::Tensor<3>, Mask, [usize; 4]) {
+fn inputs(
+    case: &Json,
+    device: &burn::tensor::Device,
+) -> (burn::tensor::Tensor<3>, Mask, [usize; 4]) {
     let dims = [
         usize_of(case, "batch"),
         usize_of(case, "time"),
@@ -76,10 +83,24 @@ fn inputs(case: &Json, device: &burn::tensor::Device) -> (burn::tensor::Tensor<3
 }
 
 fn check_output(name: &str, case: &Json, out: RecurrentOutput) {
-    assert_close(name, "outputs", &f32_vec(out.sequence), &floats(&case["outputs"]));
-    assert_close(name, "last_output", &f32_vec(out.last), &floats(&case["last_output"]));
+    assert_close(
+        name,
+        "outputs",
+        &f32_vec(out.sequence),
+        &floats(&case["outputs"]),
+    );
+    assert_close(
+        name,
+        "last_output",
+        &f32_vec(out.last),
+        &floats(&case["last_output"]),
+    );
     let want_states = case["final_states"].as_array().unwrap();
-    assert_eq!(out.states.len(), want_states.len(), "{name}: number of states");
+    assert_eq!(
+        out.states.len(),
+        want_states.len(),
+        "{name}: number of states"
+    );
     for (got, want) in out.states.into_iter().zip(want_states) {
         assert_close(name, "final_states", &f32_vec(got), &floats(want));
     }
@@ -98,7 +119,9 @@ macro_rules! unidirectional {
             .with_go_backwards($case["go_backwards"].as_bool().unwrap())
             .with_zero_output_for_mask($case["zero_output_for_mask"].as_bool().unwrap())
             .init($device);
-        layer.set_weights(&cell_weights($case, d, h, $case["cell"].as_str().unwrap())).unwrap();
+        layer
+            .set_weights(&cell_weights($case, d, h, $case["cell"].as_str().unwrap()))
+            .unwrap();
         layer
     }};
 }
@@ -120,17 +143,27 @@ fn unidirectional_layers_match_the_numpy_reference() {
                 .collect::<Vec<_>>()
         });
         let out = match case["cell"].as_str().unwrap() {
-            "lstm" => unidirectional!(LstmConfig, case, dims, &device).forward(x, Some(&mask), initial),
-            "gru" => unidirectional!(GruConfig, case, dims, &device).forward(x, Some(&mask), initial),
-            "simple_rnn" => {
-                unidirectional!(SimpleRnnConfig, case, dims, &device).forward(x, Some(&mask), initial)
+            "lstm" => {
+                unidirectional!(LstmConfig, case, dims, &device).forward(x, Some(&mask), initial)
             }
+            "gru" => {
+                unidirectional!(GruConfig, case, dims, &device).forward(x, Some(&mask), initial)
+            }
+            "simple_rnn" => unidirectional!(SimpleRnnConfig, case, dims, &device).forward(
+                x,
+                Some(&mask),
+                initial,
+            ),
             other => panic!("unknown cell {other}"),
         }
         .unwrap();
         if case["go_backwards"].as_bool().unwrap() {
             let reversed = mask.reverse_time().to_vec();
-            assert_eq!(out.mask.as_ref().unwrap().to_vec(), reversed, "{name}: reversed mask");
+            assert_eq!(
+                out.mask.as_ref().unwrap().to_vec(),
+                reversed,
+                "{name}: reversed mask"
+            );
         }
         check_output(name, case, out);
     }
@@ -178,7 +211,9 @@ fn bidirectional_layers_match_the_numpy_reference() {
         let out = match case["cell"].as_str().unwrap() {
             "lstm" => bidirectional!(LstmConfig, case, dims, &device).forward(x, Some(&mask)),
             "gru" => bidirectional!(GruConfig, case, dims, &device).forward(x, Some(&mask)),
-            "simple_rnn" => bidirectional!(SimpleRnnConfig, case, dims, &device).forward(x, Some(&mask)),
+            "simple_rnn" => {
+                bidirectional!(SimpleRnnConfig, case, dims, &device).forward(x, Some(&mask))
+            }
             other => panic!("unknown cell {other}"),
         }
         .unwrap();

@@ -3,7 +3,9 @@
 
 use std::sync::Mutex;
 
-use padless::model_config::{CellConfig, InputConfig, LayerConfig, ModelConfig, RecurrentLayerConfig};
+use padless::model_config::{
+    CellConfig, InputConfig, LayerConfig, ModelConfig, RecurrentLayerConfig,
+};
 use padless::prelude::*;
 use padless::train::*;
 
@@ -24,7 +26,11 @@ fn reverse_task(n: usize, seed: u64) -> Vec<Example> {
             let tokens: Vec<i64> = (0..len).map(|_| 1 + next(4) as i64).collect();
             let mut reversed = tokens.clone();
             reversed.reverse();
-            Example { input: InputSeq::Tokens(tokens), target: TargetSeq::Labels(reversed), weight: None }
+            Example {
+                input: InputSeq::Tokens(tokens),
+                target: TargetSeq::Labels(reversed),
+                weight: None,
+            }
         })
         .collect()
 }
@@ -32,22 +38,36 @@ fn reverse_task(n: usize, seed: u64) -> Vec<Example> {
 fn model_config() -> ModelConfig {
     let rnn = |units, return_sequences| LayerConfig::Recurrent {
         cell: CellConfig::Lstm,
-        options: RecurrentLayerConfig { units, return_sequences, ..Default::default() },
+        options: RecurrentLayerConfig {
+            units,
+            return_sequences,
+            ..Default::default()
+        },
     };
     ModelConfig {
         input: InputConfig::Tokens { time: None },
         layers: vec![
-            LayerConfig::Embedding { n_tokens: 6, d_model: 8, mask_zero: true },
+            LayerConfig::Embedding {
+                n_tokens: 6,
+                d_model: 8,
+                mask_zero: true,
+            },
             rnn(32, false),
             LayerConfig::RepeatVector { n_steps: 4 },
             rnn(32, true),
-            LayerConfig::TimeDistributedDense { units: 6, activation: ActivationKind::Linear },
+            LayerConfig::TimeDistributedDense {
+                units: 6,
+                activation: ActivationKind::Linear,
+            },
         ],
     }
 }
 
 fn compile() -> CompileConfig {
-    let mut config = CompileConfig::new(SequenceLoss::new(LossKind::SparseCategoricalCrossentropy { from_logits: true }));
+    let mut config =
+        CompileConfig::new(SequenceLoss::new(LossKind::SparseCategoricalCrossentropy {
+            from_logits: true,
+        }));
     config.learning_rate = 0.02;
     config.clip_norm = Some(5.0);
     config.metrics = vec![MetricKind::TokenAccuracy, MetricKind::SequenceAccuracy];
@@ -57,14 +77,20 @@ fn compile() -> CompileConfig {
 fn fit_config(epochs: usize) -> FitConfig {
     let mut batches = BatchOptions::new(32);
     batches.shuffle_seed = Some(1);
-    FitConfig { epochs, batches, validation_split: 0.2 }
+    FitConfig {
+        epochs,
+        batches,
+        validation_split: 0.2,
+    }
 }
 
 fn trained(epochs: usize, seed: u64) -> (Trainer, Vec<Logs>) {
     let device = training_device();
     device.seed(seed);
     let mut trainer = Trainer::from_config(&model_config(), compile(), &device).unwrap();
-    let history = trainer.fit(&reverse_task(600, 5), None, &fit_config(epochs), &mut []).unwrap();
+    let history = trainer
+        .fit(&reverse_task(600, 5), None, &fit_config(epochs), &mut [])
+        .unwrap();
     (trainer, history)
 }
 
@@ -74,10 +100,23 @@ fn a_toy_seq2seq_model_learns_to_reverse() {
     let (trainer, history) = trained(20, 42);
     let first = &history[0];
     let last = history.last().unwrap();
-    assert!(last["loss"] < first["loss"] * 0.3, "loss {} -> {}", first["loss"], last["loss"]);
-    assert!(last["val_accuracy"] > 0.9, "validation token accuracy {}", last["val_accuracy"]);
+    assert!(
+        last["loss"] < first["loss"] * 0.3,
+        "loss {} -> {}",
+        first["loss"],
+        last["loss"]
+    );
+    assert!(
+        last["val_accuracy"] > 0.9,
+        "validation token accuracy {}",
+        last["val_accuracy"]
+    );
     let test = trainer.evaluate(&reverse_task(100, 99), 50).unwrap();
-    assert!(test["accuracy"] > 0.9, "held-out token accuracy {}", test["accuracy"]);
+    assert!(
+        test["accuracy"] > 0.9,
+        "held-out token accuracy {}",
+        test["accuracy"]
+    );
 }
 
 #[test]
@@ -100,18 +139,43 @@ fn checkpoints_round_trip_and_fail_clearly_when_damaged() {
     save_checkpoint(&trainer, &path).unwrap();
     let loaded = load_checkpoint(&path, compile(), &training_device()).unwrap();
     assert_eq!(loaded.epoch, 1);
-    let batch = &make_batches(&reverse_task(8, 11), &trainer.batch_options(8), trainer.device()).unwrap()[0];
-    let predict = |t: &Trainer| f32_vec(t.predict(batch.inputs.clone()).unwrap().into_sequence("p").unwrap().0);
+    let batch = &make_batches(
+        &reverse_task(8, 11),
+        &trainer.batch_options(8),
+        trainer.device(),
+    )
+    .unwrap()[0];
+    let predict = |t: &Trainer| {
+        f32_vec(
+            t.predict(batch.inputs.clone())
+                .unwrap()
+                .into_sequence("p")
+                .unwrap()
+                .0,
+        )
+    };
     assert_eq!(predict(&trainer), predict(&loaded));
 
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    let err = load_checkpoint(&path, compile(), &training_device()).err().unwrap().to_string();
-    assert!(err.contains("model.safetensors") && err.contains("truncated"), "{err}");
+    let err = load_checkpoint(&path, compile(), &training_device())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("model.safetensors") && err.contains("truncated"),
+        "{err}"
+    );
     std::fs::write(&path, b"not a checkpoint").unwrap();
-    let err = load_checkpoint(&path, compile(), &training_device()).err().unwrap().to_string();
+    let err = load_checkpoint(&path, compile(), &training_device())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("not a padless file"), "{err}");
-    let err = load_checkpoint(&dir.join("missing"), compile(), &training_device()).err().unwrap().to_string();
+    let err = load_checkpoint(&dir.join("missing"), compile(), &training_device())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("missing"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

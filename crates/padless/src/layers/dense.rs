@@ -139,13 +139,23 @@ impl Layer for Dense {
 
     fn output_spec(&self, input: &Spec) -> Result<Spec> {
         match *input {
-            Spec::Sequence { time, features, masked } => {
+            Spec::Sequence {
+                time,
+                features,
+                masked,
+            } => {
                 self.check_features(features)?;
-                Ok(Spec::Sequence { time, features: self.d_output(), masked })
+                Ok(Spec::Sequence {
+                    time,
+                    features: self.d_output(),
+                    masked,
+                })
             }
             Spec::Vector { features } => {
                 self.check_features(features)?;
-                Ok(Spec::Vector { features: self.d_output() })
+                Ok(Spec::Vector {
+                    features: self.d_output(),
+                })
             }
             other => Err(kind_error("Dense", "sequence or vector", &other)),
         }
@@ -157,7 +167,11 @@ impl Layer for Dense {
 
     fn weights(&self) -> Vec<NamedWeight> {
         let mut weights = vec![NamedWeight::from_param("kernel", &self.kernel)];
-        weights.extend(self.bias.as_ref().map(|b| NamedWeight::from_param("bias", b)));
+        weights.extend(
+            self.bias
+                .as_ref()
+                .map(|b| NamedWeight::from_param("bias", b)),
+        );
         weights
     }
 

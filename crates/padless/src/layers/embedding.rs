@@ -71,7 +71,10 @@ impl Embedding {
         let [batch, time] = ids.dims();
         check_mask_for(mask, &[batch, time], "Embedding")?;
         let [n_tokens, d_model] = self.embeddings.val().dims();
-        if let Some(bad) = i64_vec(ids.clone()).into_iter().find(|&id| id < 0 || id as usize >= n_tokens) {
+        if let Some(bad) = i64_vec(ids.clone())
+            .into_iter()
+            .find(|&id| id < 0 || id as usize >= n_tokens)
+        {
             return Err(Error::config(
                 "Embedding",
                 format!("token id {bad} is outside 0..{n_tokens}"),
@@ -86,7 +89,11 @@ impl Embedding {
             });
         }
         let flat = ids.reshape([batch * time]);
-        let vectors = self.embeddings.val().select(0, flat).reshape([batch, time, d_model]);
+        let vectors = self
+            .embeddings
+            .val()
+            .select(0, flat)
+            .reshape([batch, time, d_model]);
         Ok((vectors, out_mask))
     }
 }

@@ -58,7 +58,11 @@ impl Layer for LayerNormalization {
     fn forward_value(&self, input: Value) -> Result<Value> {
         let spec_features = *input.dims().last().unwrap_or(&0);
         if spec_features != self.features() {
-            return Err(features_error("LayerNormalization", self.features(), spec_features));
+            return Err(features_error(
+                "LayerNormalization",
+                self.features(),
+                spec_features,
+            ));
         }
         Ok(match input {
             Value::Sequence { values, mask } => Value::sequence(self.forward(values), mask),
@@ -76,10 +80,20 @@ impl Layer for LayerNormalization {
     fn output_spec(&self, input: &Spec) -> Result<Spec> {
         let features = match *input {
             Spec::Sequence { features, .. } | Spec::Vector { features } => features,
-            other => return Err(crate::layer::kind_error("LayerNormalization", "sequence or vector", &other)),
+            other => {
+                return Err(crate::layer::kind_error(
+                    "LayerNormalization",
+                    "sequence or vector",
+                    &other,
+                ));
+            }
         };
         if features != self.features() {
-            return Err(features_error("LayerNormalization", self.features(), features));
+            return Err(features_error(
+                "LayerNormalization",
+                self.features(),
+                features,
+            ));
         }
         Ok(*input)
     }
@@ -123,8 +137,15 @@ impl Layer for DropMask {
 
     fn output_spec(&self, input: &Spec) -> Result<Spec> {
         Ok(match *input {
-            Spec::Sequence { time, features, .. } => Spec::Sequence { time, features, masked: false },
-            Spec::Tokens { time, .. } => Spec::Tokens { time, masked: false },
+            Spec::Sequence { time, features, .. } => Spec::Sequence {
+                time,
+                features,
+                masked: false,
+            },
+            Spec::Tokens { time, .. } => Spec::Tokens {
+                time,
+                masked: false,
+            },
             vector => vector,
         })
     }

@@ -34,7 +34,11 @@ fn check_inputs(layer: &str, inputs: &[(Tensor<3>, Option<Mask>)]) -> Result<[us
     for (values, mask) in inputs {
         let dims = values.dims();
         if dims[0] != batch || dims[1] != time {
-            return Err(Error::shape(layer, format!("[{batch}, {time}, features]"), &dims));
+            return Err(Error::shape(
+                layer,
+                format!("[{batch}, {time}, features]"),
+                &dims,
+            ));
         }
         check_mask_for(mask.as_ref(), &dims, layer)?;
     }
@@ -56,7 +60,10 @@ impl Concatenate {
     ///
     /// # Errors
     /// When batch or time differ, or a mask does not fit.
-    pub fn forward(&self, inputs: Vec<(Tensor<3>, Option<Mask>)>) -> Result<(Tensor<3>, Option<Mask>)> {
+    pub fn forward(
+        &self,
+        inputs: Vec<(Tensor<3>, Option<Mask>)>,
+    ) -> Result<(Tensor<3>, Option<Mask>)> {
         check_inputs("Concatenate", &inputs)?;
         let mask = merge_masks(&inputs.iter().map(|(_, m)| m.as_ref()).collect::<Vec<_>>())?;
         let values = Tensor::cat(inputs.into_iter().map(|(v, _)| v).collect(), 2);
@@ -79,7 +86,10 @@ impl Add {
     ///
     /// # Errors
     /// When shapes differ, or a mask does not fit.
-    pub fn forward(&self, inputs: Vec<(Tensor<3>, Option<Mask>)>) -> Result<(Tensor<3>, Option<Mask>)> {
+    pub fn forward(
+        &self,
+        inputs: Vec<(Tensor<3>, Option<Mask>)>,
+    ) -> Result<(Tensor<3>, Option<Mask>)> {
         check_inputs("Add", &inputs)?;
         let dims = inputs[0].0.dims();
         for (values, _) in &inputs {

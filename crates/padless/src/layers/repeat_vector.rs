@@ -30,7 +30,8 @@ impl RepeatVector {
     /// `[batch, features] -> [batch, n_steps, features]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<3> {
         let [batch, features] = x.dims();
-        x.unsqueeze_dim::<3>(1).expand([batch, self.n_steps, features])
+        x.unsqueeze_dim::<3>(1)
+            .expand([batch, self.n_steps, features])
     }
 }
 
@@ -40,7 +41,10 @@ impl Layer for RepeatVector {
     }
 
     fn forward_value(&self, input: Value) -> Result<Value> {
-        Ok(Value::sequence(self.forward(input.into_vector("RepeatVector")?), None))
+        Ok(Value::sequence(
+            self.forward(input.into_vector("RepeatVector")?),
+            None,
+        ))
     }
 
     fn output_spec(&self, input: &Spec) -> Result<Spec> {
@@ -50,7 +54,11 @@ impl Layer for RepeatVector {
                 features,
                 masked: false,
             }),
-            other => Err(kind_error("RepeatVector", "vector [batch, features]", &other)),
+            other => Err(kind_error(
+                "RepeatVector",
+                "vector [batch, features]",
+                &other,
+            )),
         }
     }
 }

@@ -28,7 +28,10 @@ pub enum LastAxis {
 #[derive(Clone)]
 pub enum CustomLoss {
     /// Per-element terms and their last-axis reduction.
-    PerElement(Arc<dyn Fn(Tensor<3>, Tensor<3>) -> Tensor<3> + Send + Sync>, LastAxis),
+    PerElement(
+        Arc<dyn Fn(Tensor<3>, Tensor<3>) -> Tensor<3> + Send + Sync>,
+        LastAxis,
+    ),
     /// Per-step loss.
     PerStep(Arc<dyn Fn(Tensor<3>, Tensor<3>) -> Tensor<2> + Send + Sync>),
 }
@@ -110,7 +113,9 @@ impl LossKind {
         };
         let sum_c = |e: Tensor<3>| weigh(e).sum_dim(2).squeeze_dim::<2>(2);
         let mean_c = |e: Tensor<3>| weigh(e).mean_dim(2).squeeze_dim::<2>(2);
-        if let (LossKind::SparseCategoricalCrossentropy { from_logits }, Targets::Labels(labels)) = (self, y_true) {
+        if let (LossKind::SparseCategoricalCrossentropy { from_logits }, Targets::Labels(labels)) =
+            (self, y_true)
+        {
             let log_p = log_probabilities(y_pred, *from_logits);
             let picked = log_p.gather(2, labels.clone().unsqueeze_dim::<3>(2));
             return Ok(picked.squeeze_dim::<2>(2).neg());
@@ -118,7 +123,9 @@ impl LossKind {
         let Targets::Dense(y) = y_true else {
             return Err(Error::config(
                 "loss",
-                format!("{self:?} needs dense targets [batch, time, features], found integer labels"),
+                format!(
+                    "{self:?} needs dense targets [batch, time, features], found integer labels"
+                ),
             ));
         };
         let y = y.clone();
@@ -157,7 +164,10 @@ impl LossKind {
             LossKind::Custom(CustomLoss::PerElement(f, LastAxis::Mean)) => mean_c(f(y, y_pred)),
             LossKind::Custom(CustomLoss::PerStep(f)) => {
                 if element_weight.is_some() {
-                    return Err(Error::config("loss", "a per-step custom loss cannot take per-element weights"));
+                    return Err(Error::config(
+                        "loss",
+                        "a per-step custom loss cannot take per-element weights",
+                    ));
                 }
                 f(y, y_pred)
             }

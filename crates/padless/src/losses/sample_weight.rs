@@ -26,7 +26,11 @@ impl SampleWeight {
     pub fn from_values(values: &[f32], shape: &[usize], device: &Device) -> Result<Self> {
         let expected: usize = shape.iter().product();
         if values.len() != expected {
-            return Err(Error::shape("sample weight", format!("{expected} values for {shape:?}"), &[values.len()]));
+            return Err(Error::shape(
+                "sample weight",
+                format!("{expected} values for {shape:?}"),
+                &[values.len()],
+            ));
         }
         Ok(match *shape {
             [b] => SampleWeight::PerSequence(tensor_from(values, [b], device)),
@@ -67,7 +71,9 @@ impl SampleWeight {
         } else {
             Err(Error::shape(
                 "sample weight",
-                format!("[{batch}], [{batch}, 1], [{batch}, {time}] or [{batch}, {time}, {features}]"),
+                format!(
+                    "[{batch}], [{batch}, 1], [{batch}, {time}] or [{batch}, {time}, {features}]"
+                ),
                 &found,
             ))
         }

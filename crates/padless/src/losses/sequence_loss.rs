@@ -167,7 +167,11 @@ impl SequenceLoss {
         let [batch, time, classes] = inputs.y_pred.dims();
         self.check_shapes(&inputs, batch, time, classes)?;
         let device = inputs.y_pred.device();
-        let target_mask = inputs.target_mask.as_ref().map(|m| m.resolve(&inputs.y_true)).transpose()?;
+        let target_mask = inputs
+            .target_mask
+            .as_ref()
+            .map(|m| m.resolve(&inputs.y_true))
+            .transpose()?;
         let mut warnings = Vec::new();
         let mask = match and_masks(inputs.output_mask.as_ref(), target_mask.as_ref())? {
             Some(mask) => mask,
@@ -192,10 +196,15 @@ impl SequenceLoss {
             .y_pred
             .mask_fill(expand(&padding, classes), self.kind.safe_prediction());
         let element_weight = match &inputs.sample_weight {
-            Some(SampleWeight::PerElement(w)) => Some(w.clone().mask_fill(expand(&padding, classes), 0.0)),
+            Some(SampleWeight::PerElement(w)) => {
+                Some(w.clone().mask_fill(expand(&padding, classes), 0.0))
+            }
             _ => None,
         };
-        let losses = self.kind.per_step(&y_true, y_pred, element_weight)?.mask_fill(padding.clone(), 0.0);
+        let losses = self
+            .kind
+            .per_step(&y_true, y_pred, element_weight)?
+            .mask_fill(padding.clone(), 0.0);
         let class_weight = self.step_class_weight(&y_true, &device);
         let denominator_weight = match (&inputs.sample_weight, &class_weight) {
             (Some(w), Some(c)) => w.per_step(time) * c.clone(),
@@ -205,7 +214,9 @@ impl SequenceLoss {
         }
         .mask_fill(padding.clone(), 0.0);
         let numerator_weight = match &inputs.sample_weight {
-            Some(SampleWeight::PerElement(_)) => class_weight.unwrap_or_else(|| Tensor::ones([batch, time], &device)),
+            Some(SampleWeight::PerElement(_)) => {
+                class_weight.unwrap_or_else(|| Tensor::ones([batch, time], &device))
+            }
             _ => denominator_weight.clone(),
         }
         .mask_fill(padding, 0.0);
@@ -229,29 +240,53 @@ impl SequenceLoss {
         })
     }
 
-    fn check_shapes(&self, inputs: &LossInputs, batch: usize, time: usize, classes: usize) -> Result<()> {
+    fn check_shapes(
+        &self,
+        inputs: &LossInputs,
+        batch: usize,
+        time: usize,
+        classes: usize,
+    ) -> Result<()> {
         match &inputs.y_true {
             Targets::Dense(y) if y.dims() != [batch, time, classes] => {
-                return Err(Error::shape("y_true", format!("{:?} as y_pred", [batch, time, classes]), &y.dims()));
+                return Err(Error::shape(
+                    "y_true",
+                    format!("{:?} as y_pred", [batch, time, classes]),
+                    &y.dims(),
+                ));
             }
             Targets::Labels(y) if y.dims() != [batch, time] => {
-                return Err(Error::shape("labels", format!("[{batch}, {time}] of y_pred {:?}", [batch, time, classes]), &y.dims()));
+                return Err(Error::shape(
+                    "labels",
+                    format!("[{batch}, {time}] of y_pred {:?}", [batch, time, classes]),
+                    &y.dims(),
+                ));
             }
             _ => {}
         }
         if self.kind.is_sparse() != matches!(inputs.y_true, Targets::Labels(_)) {
-            return Err(Error::config("loss", format!("{:?} does not take {}", self.kind, inputs.y_true.kind())));
+            return Err(Error::config(
+                "loss",
+                format!("{:?} does not take {}", self.kind, inputs.y_true.kind()),
+            ));
         }
         if let Some(w) = &inputs.sample_weight {
             w.check(batch, time, classes)?;
             if matches!(w, SampleWeight::PerElement(_)) && self.kind.is_sparse() {
-                return Err(Error::config("loss", "per-element sample weights need dense targets"));
+                return Err(Error::config(
+                    "loss",
+                    "per-element sample weights need dense targets",
+                ));
             }
         }
         if let Some(c) = &self.class_weight
             && c.len() != classes
         {
-            return Err(Error::shape("class weights", format!("[{classes}]"), &[c.len()]));
+            return Err(Error::shape(
+                "class weights",
+                format!("[{classes}]"),
+                &[c.len()],
+            ));
         }
         Ok(())
     }
@@ -268,7 +303,11 @@ impl SequenceLoss {
             {
                 return Err(Error::config(
                     "loss",
-                    format!("label {label} at [row {}, step {}] is outside 0..{classes}", i / time, i % time),
+                    format!(
+                        "label {label} at [row {}, step {}] is outside 0..{classes}",
+                        i / time,
+                        i % time
+                    ),
                 ));
             }
         }
@@ -276,7 +315,11 @@ impl SequenceLoss {
     }
 
     /// The class weight of each step's target class, `[batch, time]`.
-    fn step_class_weight(&self, y_true: &Targets, device: &burn::tensor::Device) -> Option<Tensor<2>> {
+    fn step_class_weight(
+        &self,
+        y_true: &Targets,
+        device: &burn::tensor::Device,
+    ) -> Option<Tensor<2>> {
         let weights = self.class_weight.as_ref()?;
         let classes = match y_true {
             Targets::Labels(labels) => labels.clone(),
@@ -284,13 +327,20 @@ impl SequenceLoss {
         };
         let [batch, time] = classes.dims();
         let table = tensor_from(weights, [weights.len()], device);
-        Some(table.select(0, classes.reshape([batch * time])).reshape([batch, time]))
+        Some(
+            table
+                .select(0, classes.reshape([batch * time]))
+                .reshape([batch, time]),
+        )
     }
 }
 
 fn expand(padding: &Tensor<2, Bool>, width: usize) -> Tensor<3, Bool> {
     let [batch, time] = padding.dims();
-    padding.clone().unsqueeze_dim::<3>(2).expand([batch, time, width])
+    padding
+        .clone()
+        .unsqueeze_dim::<3>(2)
+        .expand([batch, time, width])
 }
 
 /// Targets with masked steps replaced (labels by 0, dense targets by 0), so they are never

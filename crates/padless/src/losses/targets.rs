@@ -81,17 +81,28 @@ impl TargetMask {
         match (self, targets) {
             (TargetMask::Lengths(lengths), _) => {
                 if lengths.len() != batch {
-                    return Err(Error::shape("target lengths", format!("[{batch}]"), &[lengths.len()]));
+                    return Err(Error::shape(
+                        "target lengths",
+                        format!("[{batch}]"),
+                        &[lengths.len()],
+                    ));
                 }
                 Mask::from_lengths(lengths, time, Padding::Post, &device)
             }
-            (TargetMask::PaddingLabel(label), Targets::Labels(y)) => Ok(Mask::from_padding_id(y, *label)),
+            (TargetMask::PaddingLabel(label), Targets::Labels(y)) => {
+                Ok(Mask::from_padding_id(y, *label))
+            }
             (TargetMask::PaddingVector(vector), Targets::Dense(y)) => {
                 let features = y.dims()[2];
                 if vector.len() != features {
-                    return Err(Error::shape("padding vector", format!("[{features}]"), &[vector.len()]));
+                    return Err(Error::shape(
+                        "padding vector",
+                        format!("[{features}]"),
+                        &[vector.len()],
+                    ));
                 }
-                let pattern = tensor_from(vector, [1, 1, features], &device).expand([batch, time, features]);
+                let pattern =
+                    tensor_from(vector, [1, 1, features], &device).expand([batch, time, features]);
                 let is_padding = y.clone().equal(pattern).all_dim(2).squeeze_dim::<2>(2);
                 Ok(Mask::from_valid(is_padding.bool_not()))
             }
@@ -123,10 +134,14 @@ pub(crate) fn check_finite_targets(targets: &Targets, mask: &Mask) -> Result<()>
         for t in 0..time {
             let step = b * time + t;
             if valid[step] && (0..features).any(|f| !finite[step * features + f]) {
-                let bad = (0..features).map(|f| values[step * features + f]).find(|v| !v.is_finite());
+                let bad = (0..features)
+                    .map(|f| values[step * features + f])
+                    .find(|v| !v.is_finite());
                 return Err(Error::config(
                     "loss",
-                    format!("target at [row {b}, step {t}] is {bad:?}, expected a finite value at a valid step"),
+                    format!(
+                        "target at [row {b}, step {t}] is {bad:?}, expected a finite value at a valid step"
+                    ),
                 ));
             }
         }

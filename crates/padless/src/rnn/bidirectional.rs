@@ -91,7 +91,13 @@ impl<C: Cell> Bidirectional<C> {
         let (seq_f, states_f) = self.forward.run(x.clone(), mask, None)?;
         let order = reversal_order(mask, batch, time, &x.device());
         let gather = |t: Tensor<3>, width: usize| {
-            t.gather(1, order.clone().unsqueeze_dim::<3>(2).expand([batch, time, width]))
+            t.gather(
+                1,
+                order
+                    .clone()
+                    .unsqueeze_dim::<3>(2)
+                    .expand([batch, time, width]),
+            )
         };
         let (seq_b, states_b) = self.backward.run(gather(x, features), mask, None)?;
         let seq_b = gather(seq_b, self.backward.d_hidden());
@@ -185,8 +191,10 @@ impl<C: Cell> Layer for Bidirectional<C> {
     }
 
     fn set_weights(&mut self, weights: &[NamedWeight]) -> Result<()> {
-        self.forward.set_weights(&strip_prefix(weights, "forward"))?;
-        self.backward.set_weights(&strip_prefix(weights, "backward"))
+        self.forward
+            .set_weights(&strip_prefix(weights, "forward"))?;
+        self.backward
+            .set_weights(&strip_prefix(weights, "backward"))
     }
 }
 

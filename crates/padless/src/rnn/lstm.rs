@@ -61,7 +61,12 @@ impl Cell for LstmCell {
         let z = projected + h.matmul(self.recurrent_kernel.val());
         let mut gates = z.chunk(4, 1).into_iter();
         let mut next = || gates.next().expect("four gate blocks");
-        let (i, f, g, o) = (sigmoid(next()), sigmoid(next()), next().tanh(), sigmoid(next()));
+        let (i, f, g, o) = (
+            sigmoid(next()),
+            sigmoid(next()),
+            next().tanh(),
+            sigmoid(next()),
+        );
         let c_next = f * c + i * g;
         let h_next = o * c_next.clone().tanh();
         vec![h_next, c_next]
@@ -72,6 +77,11 @@ impl Cell for LstmCell {
     }
 
     fn set_weights(&mut self, weights: &[NamedWeight]) -> Result<()> {
-        load_cell_weights(&mut self.kernel, &mut self.recurrent_kernel, self.bias.as_mut(), weights)
+        load_cell_weights(
+            &mut self.kernel,
+            &mut self.recurrent_kernel,
+            self.bias.as_mut(),
+            weights,
+        )
     }
 }

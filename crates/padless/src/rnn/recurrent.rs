@@ -161,7 +161,11 @@ impl<C: Cell> Recurrent<C> {
             ));
         }
         if batch == 0 || time == 0 {
-            return Err(Error::shape(name, "a non-empty [batch, time, features]", &x.dims()));
+            return Err(Error::shape(
+                name,
+                "a non-empty [batch, time, features]",
+                &x.dims(),
+            ));
         }
         check_mask_for(mask, &[batch, time], name)?;
         let initial = self.initial_states(batch, initial_state, &x.device())?;
@@ -190,7 +194,11 @@ impl<C: Cell> Recurrent<C> {
             if given.len() != C::N_STATES {
                 return Err(Error::config(
                     C::TYPE_NAME,
-                    format!("expected {} initial states, found {}", C::N_STATES, given.len()),
+                    format!(
+                        "expected {} initial states, found {}",
+                        C::N_STATES,
+                        given.len()
+                    ),
                 ));
             }
             for state in &given {
@@ -319,7 +327,11 @@ impl<C: Cell> Layer for Recurrent<C> {
     fn output_spec(&self, input: &Spec) -> Result<Spec> {
         let (time, features, masked) = input.sequence_features(C::TYPE_NAME)?;
         if features != self.cell.d_input() {
-            return Err(crate::layer::features_error(C::TYPE_NAME, self.cell.d_input(), features));
+            return Err(crate::layer::features_error(
+                C::TYPE_NAME,
+                self.cell.d_input(),
+                features,
+            ));
         }
         Ok(if self.options.return_sequences {
             Spec::Sequence {

@@ -58,6 +58,11 @@ impl Cell for SimpleRnnCell {
     }
 
     fn set_weights(&mut self, weights: &[NamedWeight]) -> Result<()> {
-        load_cell_weights(&mut self.kernel, &mut self.recurrent_kernel, self.bias.as_mut(), weights)
+        load_cell_weights(
+            &mut self.kernel,
+            &mut self.recurrent_kernel,
+            self.bias.as_mut(),
+            weights,
+        )
     }
 }

@@ -26,15 +26,31 @@ pub trait Callback {
         Ok(())
     }
     /// Before an epoch of `n_batches` batches.
-    fn on_epoch_begin(&mut self, _epoch: usize, _n_batches: usize, _trainer: &mut Trainer) -> Result<()> {
+    fn on_epoch_begin(
+        &mut self,
+        _epoch: usize,
+        _n_batches: usize,
+        _trainer: &mut Trainer,
+    ) -> Result<()> {
         Ok(())
     }
     /// After each optimizer step.
-    fn on_batch_end(&mut self, _epoch: usize, _batch: usize, _logs: &Logs, _trainer: &mut Trainer) -> Result<()> {
+    fn on_batch_end(
+        &mut self,
+        _epoch: usize,
+        _batch: usize,
+        _logs: &Logs,
+        _trainer: &mut Trainer,
+    ) -> Result<()> {
         Ok(())
     }
     /// After an epoch, with its logs (training averages, `val_*`, `lr`).
-    fn on_epoch_end(&mut self, _epoch: usize, _logs: &Logs, _trainer: &mut Trainer) -> Result<Control> {
+    fn on_epoch_end(
+        &mut self,
+        _epoch: usize,
+        _logs: &Logs,
+        _trainer: &mut Trainer,
+    ) -> Result<Control> {
         Ok(Control::Continue)
     }
     /// After the last epoch.
@@ -56,7 +72,10 @@ fn monitored(monitor: &str, logs: &Logs) -> Result<f64> {
     logs.get(monitor).copied().ok_or_else(|| {
         Error::config(
             "callback",
-            format!("monitors {monitor}, but the logs have {}", logs.keys().cloned().collect::<Vec<_>>().join(", ")),
+            format!(
+                "monitors {monitor}, but the logs have {}",
+                logs.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
         )
     })
 }
@@ -64,7 +83,13 @@ fn monitored(monitor: &str, logs: &Logs) -> Result<f64> {
 /// Formats logs as `loss 0.1234 · accuracy 0.9500`.
 pub fn format_logs(logs: &Logs) -> String {
     logs.iter()
-        .map(|(k, v)| if k == "lr" { format!("{k} {v:.2e}") } else { format!("{k} {v:.4}") })
+        .map(|(k, v)| {
+            if k == "lr" {
+                format!("{k} {v:.2e}")
+            } else {
+                format!("{k} {v:.4}")
+            }
+        })
         .collect::<Vec<_>>()
         .join(" · ")
 }
@@ -91,8 +116,14 @@ impl Progress {
 }
 
 impl Callback for Progress {
-    fn on_epoch_begin(&mut self, epoch: usize, n_batches: usize, _trainer: &mut Trainer) -> Result<()> {
-        let bar = ProgressBar::with_draw_target(Some(n_batches as u64), ProgressDrawTarget::stderr());
+    fn on_epoch_begin(
+        &mut self,
+        epoch: usize,
+        n_batches: usize,
+        _trainer: &mut Trainer,
+    ) -> Result<()> {
+        let bar =
+            ProgressBar::with_draw_target(Some(n_batches as u64), ProgressDrawTarget::stderr());
         bar.set_style(
             ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
                 .expect("valid template")
@@ -105,20 +136,35 @@ impl Callback for Progress {
         Ok(())
     }
 
-    fn on_batch_end(&mut self, _epoch: usize, _batch: usize, logs: &Logs, _trainer: &mut Trainer) -> Result<()> {
+    fn on_batch_end(
+        &mut self,
+        _epoch: usize,
+        _batch: usize,
+        logs: &Logs,
+        _trainer: &mut Trainer,
+    ) -> Result<()> {
         self.seen += 1;
         for (k, v) in logs {
             *self.sums.entry(k.clone()).or_insert(0.0) += v;
         }
         if let Some(bar) = &self.bar {
-            let running: Logs = self.sums.iter().map(|(k, v)| (k.clone(), v / self.seen as f64)).collect();
+            let running: Logs = self
+                .sums
+                .iter()
+                .map(|(k, v)| (k.clone(), v / self.seen as f64))
+                .collect();
             bar.set_message(format_logs(&running));
             bar.inc(1);
         }
         Ok(())
     }
 
-    fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, _trainer: &mut Trainer) -> Result<Control> {
+    fn on_epoch_end(
+        &mut self,
+        epoch: usize,
+        logs: &Logs,
+        _trainer: &mut Trainer,
+    ) -> Result<Control> {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
@@ -142,12 +188,23 @@ pub struct EarlyStopping {
 impl EarlyStopping {
     /// Watches `monitor` with `patience`.
     pub fn new(monitor: impl Into<String>, patience: usize) -> Self {
-        EarlyStopping { monitor: monitor.into(), patience, min_delta: 0.0, best: None, wait: 0 }
+        EarlyStopping {
+            monitor: monitor.into(),
+            patience,
+            min_delta: 0.0,
+            best: None,
+            wait: 0,
+        }
     }
 }
 
 impl Callback for EarlyStopping {
-    fn on_epoch_end(&mut self, _epoch: usize, logs: &Logs, _trainer: &mut Trainer) -> Result<Control> {
+    fn on_epoch_end(
+        &mut self,
+        _epoch: usize,
+        logs: &Logs,
+        _trainer: &mut Trainer,
+    ) -> Result<Control> {
         let value = monitored(&self.monitor, logs)?;
         if improved(&self.monitor, value, self.best, self.min_delta) {
             self.best = Some(value);
@@ -155,7 +212,11 @@ impl Callback for EarlyStopping {
         } else {
             self.wait += 1;
         }
-        Ok(if self.wait >= self.patience { Control::Stop } else { Control::Continue })
+        Ok(if self.wait >= self.patience {
+            Control::Stop
+        } else {
+            Control::Continue
+        })
     }
 }
 
@@ -173,12 +234,22 @@ pub struct ModelCheckpoint {
 impl ModelCheckpoint {
     /// Best by `monitor` to `best`, every epoch to `last`.
     pub fn new(best: Option<PathBuf>, last: Option<PathBuf>, monitor: impl Into<String>) -> Self {
-        ModelCheckpoint { best, last, monitor: monitor.into(), best_value: None }
+        ModelCheckpoint {
+            best,
+            last,
+            monitor: monitor.into(),
+            best_value: None,
+        }
     }
 }
 
 impl Callback for ModelCheckpoint {
-    fn on_epoch_end(&mut self, _epoch: usize, logs: &Logs, trainer: &mut Trainer) -> Result<Control> {
+    fn on_epoch_end(
+        &mut self,
+        _epoch: usize,
+        logs: &Logs,
+        trainer: &mut Trainer,
+    ) -> Result<Control> {
         if let Some(path) = &self.last {
             save_checkpoint(trainer, path)?;
         }
@@ -202,13 +273,24 @@ pub struct CsvLogger {
 impl CsvLogger {
     /// Logs to `path` (replaced at the start of training).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        CsvLogger { path: path.into(), header: None }
+        CsvLogger {
+            path: path.into(),
+            header: None,
+        }
     }
 }
 
 impl Callback for CsvLogger {
-    fn on_epoch_end(&mut self, epoch: usize, logs: &Logs, _trainer: &mut Trainer) -> Result<Control> {
-        let io = |source| Error::Io { path: self.path.clone(), source };
+    fn on_epoch_end(
+        &mut self,
+        epoch: usize,
+        logs: &Logs,
+        _trainer: &mut Trainer,
+    ) -> Result<Control> {
+        let io = |source| Error::Io {
+            path: self.path.clone(),
+            source,
+        };
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(self.header.is_some())
@@ -222,7 +304,10 @@ impl Callback for CsvLogger {
             self.header = Some(keys.clone());
         }
         let header = self.header.as_ref().expect("set above");
-        let row: Vec<String> = header.iter().map(|k| logs.get(k).map_or(String::new(), |v| v.to_string())).collect();
+        let row: Vec<String> = header
+            .iter()
+            .map(|k| logs.get(k).map_or(String::new(), |v| v.to_string()))
+            .collect();
         writeln!(file, "{},{}", epoch + 1, row.join(",")).map_err(io)?;
         Ok(Control::Continue)
     }
@@ -246,12 +331,24 @@ pub struct ReduceLrOnPlateau {
 impl ReduceLrOnPlateau {
     /// Watches `monitor`.
     pub fn new(monitor: impl Into<String>, factor: f64, patience: usize) -> Self {
-        ReduceLrOnPlateau { monitor: monitor.into(), factor, patience, min_lr: 0.0, best: None, wait: 0 }
+        ReduceLrOnPlateau {
+            monitor: monitor.into(),
+            factor,
+            patience,
+            min_lr: 0.0,
+            best: None,
+            wait: 0,
+        }
     }
 }
 
 impl Callback for ReduceLrOnPlateau {
-    fn on_epoch_end(&mut self, _epoch: usize, logs: &Logs, trainer: &mut Trainer) -> Result<Control> {
+    fn on_epoch_end(
+        &mut self,
+        _epoch: usize,
+        logs: &Logs,
+        trainer: &mut Trainer,
+    ) -> Result<Control> {
         let value = monitored(&self.monitor, logs)?;
         if improved(&self.monitor, value, self.best, 0.0) {
             self.best = Some(value);
@@ -279,7 +376,10 @@ pub struct StatefulReset {
 impl StatefulReset {
     /// Resets after batch `b` of epoch `e` when `predicate(e, b)`.
     pub fn new(predicate: impl FnMut(usize, usize) -> bool + 'static) -> Self {
-        StatefulReset { predicate: Box::new(predicate), resets: 0 }
+        StatefulReset {
+            predicate: Box::new(predicate),
+            resets: 0,
+        }
     }
 
     /// Resets after every `n` batches.
@@ -289,7 +389,13 @@ impl StatefulReset {
 }
 
 impl Callback for StatefulReset {
-    fn on_batch_end(&mut self, epoch: usize, batch: usize, _logs: &Logs, trainer: &mut Trainer) -> Result<()> {
+    fn on_batch_end(
+        &mut self,
+        epoch: usize,
+        batch: usize,
+        _logs: &Logs,
+        trainer: &mut Trainer,
+    ) -> Result<()> {
         if (self.predicate)(epoch, batch) {
             trainer.model.reset_states();
             self.resets += 1;
@@ -297,7 +403,12 @@ impl Callback for StatefulReset {
         Ok(())
     }
 
-    fn on_epoch_end(&mut self, _epoch: usize, _logs: &Logs, trainer: &mut Trainer) -> Result<Control> {
+    fn on_epoch_end(
+        &mut self,
+        _epoch: usize,
+        _logs: &Logs,
+        trainer: &mut Trainer,
+    ) -> Result<Control> {
         trainer.model.reset_states();
         Ok(Control::Continue)
     }

@@ -20,7 +20,10 @@ pub const CHECKPOINT_FORMAT: &str = "padless-checkpoint-1";
 const OPTIMIZER: &str = "__optimizer__";
 
 fn bad(path: &Path, message: impl Into<String>) -> Error {
-    Error::WeightFile { path: path.to_path_buf(), message: message.into() }
+    Error::WeightFile {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
 }
 
 /// Saves the model, its config (when the trainer has one), the optimizer state, the epoch and
@@ -35,28 +38,40 @@ pub fn save_checkpoint(trainer: &Trainer, path: &Path) -> Result<()> {
         .into_bytes()
         .map_err(|e| bad(path, format!("optimizer state: {e:?}")))?;
     let optimizer: Vec<u8> = optimizer.to_vec();
-    let data: Vec<Vec<u8>> = weights.iter().map(|w| w.values.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
+    let data: Vec<Vec<u8>> = weights
+        .iter()
+        .map(|w| w.values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        .collect();
     let mut views = BTreeMap::new();
     for (w, bytes) in weights.iter().zip(&data) {
-        let view = TensorView::new(Dtype::F32, w.shape.clone(), bytes).map_err(|e| bad(path, e.to_string()))?;
+        let view = TensorView::new(Dtype::F32, w.shape.clone(), bytes)
+            .map_err(|e| bad(path, e.to_string()))?;
         views.insert(w.name.clone(), view);
     }
     views.insert(
         OPTIMIZER.to_string(),
-        TensorView::new(Dtype::U8, vec![optimizer.len()], &optimizer).map_err(|e| bad(path, e.to_string()))?,
+        TensorView::new(Dtype::U8, vec![optimizer.len()], &optimizer)
+            .map_err(|e| bad(path, e.to_string()))?,
     );
     let mut metadata = HashMap::from([
         ("format".to_string(), CHECKPOINT_FORMAT.to_string()),
-        ("padless_version".to_string(), env!("CARGO_PKG_VERSION").to_string()),
+        (
+            "padless_version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
         ("epoch".to_string(), trainer.epoch.to_string()),
-        ("learning_rate".to_string(), trainer.learning_rate.to_string()),
+        (
+            "learning_rate".to_string(),
+            trainer.learning_rate.to_string(),
+        ),
         ("lr_factor".to_string(), trainer.lr_factor.to_string()),
     ]);
     if let Some(config) = &trainer.model_config {
         let json = serde_json::to_string(config).map_err(|e| bad(path, e.to_string()))?;
         metadata.insert("model_config".to_string(), json);
     }
-    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| bad(path, e.to_string()))?;
+    let bytes =
+        safetensors::serialize(views, Some(metadata)).map_err(|e| bad(path, e.to_string()))?;
     write_atomically(path, &bytes)
 }
 
@@ -67,17 +82,33 @@ pub fn save_checkpoint(trainer: &Trainer, path: &Path) -> Result<()> {
 /// A missing, truncated or foreign file, another format version, a checkpoint without a
 /// model config, or weights that do not match the config, each said exactly.
 pub fn load_checkpoint(path: &Path, compile: CompileConfig, device: &Device) -> Result<Trainer> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(path, format!("not a readable checkpoint: truncated, corrupt or not a padless file ({e})")))?;
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+        bad(
+            path,
+            format!("not a readable checkpoint: truncated, corrupt or not a padless file ({e})"),
+        )
+    })?;
     let metadata = header.metadata().clone().unwrap_or_default();
-    let get = |key: &str| metadata.get(key).ok_or_else(|| bad(path, format!("header has no {key}")));
+    let get = |key: &str| {
+        metadata
+            .get(key)
+            .ok_or_else(|| bad(path, format!("header has no {key}")))
+    };
     let format = get("format")?;
     if format != CHECKPOINT_FORMAT {
-        return Err(bad(path, format!("format {format}, expected {CHECKPOINT_FORMAT}")));
+        return Err(bad(
+            path,
+            format!("format {format}, expected {CHECKPOINT_FORMAT}"),
+        ));
     }
-    let config: ModelConfig =
-        serde_json::from_str(get("model_config")?).map_err(|e| bad(path, format!("model config: {e}")))?;
-    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| bad(path, format!("truncated or corrupt ({e})")))?;
+    let config: ModelConfig = serde_json::from_str(get("model_config")?)
+        .map_err(|e| bad(path, format!("model config: {e}")))?;
+    let tensors = SafeTensors::deserialize(&bytes)
+        .map_err(|e| bad(path, format!("truncated or corrupt ({e})")))?;
     let mut weights = Vec::new();
     let mut optimizer = None;
     for (name, view) in tensors.tensors() {
@@ -86,19 +117,38 @@ pub fn load_checkpoint(path: &Path, compile: CompileConfig, device: &Device) -> 
             continue;
         }
         if view.dtype() != Dtype::F32 {
-            return Err(bad(path, format!("tensor {name}: expected F32, found {:?}", view.dtype())));
+            return Err(bad(
+                path,
+                format!("tensor {name}: expected F32, found {:?}", view.dtype()),
+            ));
         }
-        let values = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        weights.push(NamedWeight { name, shape: view.shape().to_vec(), values });
+        let values = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        weights.push(NamedWeight {
+            name,
+            shape: view.shape().to_vec(),
+            values,
+        });
     }
     let mut trainer = Trainer::from_config(&config, compile, device)?;
-    trainer.model.set_weights(&weights).map_err(|e| bad(path, e.to_string()))?;
+    trainer
+        .model
+        .set_weights(&weights)
+        .map_err(|e| bad(path, e.to_string()))?;
     if let Some(state) = optimizer {
-        let restored = trainer.optimizer.clone().from_bytes(Bytes::from_bytes_vec(state));
+        let restored = trainer
+            .optimizer
+            .clone()
+            .from_bytes(Bytes::from_bytes_vec(state));
         trainer.optimizer = restored.map_err(|e| bad(path, format!("optimizer state: {e:?}")))?;
     }
     let number = |key: &str| -> Result<f64> {
-        get(key)?.parse().map_err(|_| bad(path, format!("{key} is not a number")))
+        get(key)?
+            .parse()
+            .map_err(|_| bad(path, format!("{key} is not a number")))
     };
     trainer.epoch = number("epoch")? as usize;
     trainer.learning_rate = number("learning_rate")?;

@@ -125,7 +125,11 @@ pub fn split_validation(examples: &[Example], fraction: f64) -> (Vec<Example>, V
 /// # Errors
 /// An empty example, mixed kinds of inputs or targets, vectors of different sizes, or a
 /// target longer than `target_time`, each naming the example.
-pub fn make_batches(examples: &[Example], options: &BatchOptions, device: &Device) -> Result<Vec<Batch>> {
+pub fn make_batches(
+    examples: &[Example],
+    options: &BatchOptions,
+    device: &Device,
+) -> Result<Vec<Batch>> {
     if options.batch_size == 0 {
         return Err(Error::config("batches", "batch_size must be at least 1"));
     }
@@ -136,9 +140,15 @@ pub fn make_batches(examples: &[Example], options: &BatchOptions, device: &Devic
     let mut chunks: Vec<Vec<usize>> = if options.bucket_by_length {
         let mut sorted = order.clone();
         sorted.sort_by_key(|&i| examples[i].input.len());
-        sorted.chunks(options.batch_size).map(<[usize]>::to_vec).collect()
+        sorted
+            .chunks(options.batch_size)
+            .map(<[usize]>::to_vec)
+            .collect()
     } else {
-        order.chunks(options.batch_size).map(<[usize]>::to_vec).collect()
+        order
+            .chunks(options.batch_size)
+            .map(<[usize]>::to_vec)
+            .collect()
     };
     if options.bucket_by_length
         && let Some(seed) = options.shuffle_seed
@@ -158,7 +168,10 @@ fn make_batch(rows: &[&Example], options: &BatchOptions, device: &Device) -> Res
     let batch = rows.len();
     for (i, row) in rows.iter().enumerate() {
         if row.input.is_empty() || row.target.is_empty() {
-            return Err(Error::config("batches", format!("example {i} of a batch has an empty input or target")));
+            return Err(Error::config(
+                "batches",
+                format!("example {i} of a batch has an empty input or target"),
+            ));
         }
     }
     let lengths: Vec<usize> = rows.iter().map(|r| r.input.len()).collect();
@@ -176,7 +189,10 @@ fn make_batch(rows: &[&Example], options: &BatchOptions, device: &Device) -> Res
             let mut ids = vec![0i64; batch * time];
             for (b, row) in rows.iter().enumerate() {
                 let InputSeq::Tokens(tokens) = &row.input else {
-                    return Err(Error::config("batches", "inputs mix tokens and feature vectors"));
+                    return Err(Error::config(
+                        "batches",
+                        "inputs mix tokens and feature vectors",
+                    ));
                 };
                 for t in 0..time {
                     if let Some(j) = place(tokens.len(), t) {
@@ -185,26 +201,38 @@ fn make_batch(rows: &[&Example], options: &BatchOptions, device: &Device) -> Res
                 }
             }
             let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [batch, time]), device);
-            Value::Tokens { ids, mask: Some(mask) }
+            Value::Tokens {
+                ids,
+                mask: Some(mask),
+            }
         }
         InputSeq::Features(first) => {
             let features = first[0].len();
             let mut values = vec![0f32; batch * time * features];
             for (b, row) in rows.iter().enumerate() {
                 let InputSeq::Features(steps) = &row.input else {
-                    return Err(Error::config("batches", "inputs mix tokens and feature vectors"));
+                    return Err(Error::config(
+                        "batches",
+                        "inputs mix tokens and feature vectors",
+                    ));
                 };
                 for t in 0..time {
                     if let Some(j) = place(steps.len(), t) {
                         let step = &steps[j];
                         if step.len() != features {
-                            return Err(Error::shape("input step", format!("[{features}]"), &[step.len()]));
+                            return Err(Error::shape(
+                                "input step",
+                                format!("[{features}]"),
+                                &[step.len()],
+                            ));
                         }
-                        values[(b * time + t) * features..(b * time + t + 1) * features].copy_from_slice(step);
+                        values[(b * time + t) * features..(b * time + t + 1) * features]
+                            .copy_from_slice(step);
                     }
                 }
             }
-            let values = Tensor::from_data(TensorData::new(values, [batch, time, features]), device);
+            let values =
+                Tensor::from_data(TensorData::new(values, [batch, time, features]), device);
             Value::sequence(values, Some(mask))
         }
     };
@@ -214,7 +242,9 @@ fn make_batch(rows: &[&Example], options: &BatchOptions, device: &Device) -> Res
     if longest > target_time {
         return Err(Error::config(
             "batches",
-            format!("a target has {longest} steps, more than the model's {target_time} output steps"),
+            format!(
+                "a target has {longest} steps, more than the model's {target_time} output steps"
+            ),
         ));
     }
     let targets = match &rows[0].target {
@@ -226,7 +256,10 @@ fn make_batch(rows: &[&Example], options: &BatchOptions, device: &Device) -> Res
                 };
                 labels[b * target_time..b * target_time + l.len()].copy_from_slice(l);
             }
-            Targets::Labels(Tensor::from_data(TensorData::new(labels, [batch, target_time]), device))
+            Targets::Labels(Tensor::from_data(
+                TensorData::new(labels, [batch, target_time]),
+                device,
+            ))
         }
         TargetSeq::Dense(first) => {
             let width = first[0].len();
@@ -237,12 +270,20 @@ fn make_batch(rows: &[&Example], options: &BatchOptions, device: &Device) -> Res
                 };
                 for (t, step) in steps.iter().enumerate() {
                     if step.len() != width {
-                        return Err(Error::shape("target step", format!("[{width}]"), &[step.len()]));
+                        return Err(Error::shape(
+                            "target step",
+                            format!("[{width}]"),
+                            &[step.len()],
+                        ));
                     }
-                    values[(b * target_time + t) * width..(b * target_time + t + 1) * width].copy_from_slice(step);
+                    values[(b * target_time + t) * width..(b * target_time + t + 1) * width]
+                        .copy_from_slice(step);
                 }
             }
-            Targets::Dense(Tensor::from_data(TensorData::new(values, [batch, target_time, width]), device))
+            Targets::Dense(Tensor::from_data(
+                TensorData::new(values, [batch, target_time, width]),
+                device,
+            ))
         }
     };
     let sample_weight = rows
@@ -279,12 +320,21 @@ mod tests {
         let mut options = BatchOptions::new(2);
         options.input_padding = Padding::Pre;
         let batches = make_batches(&examples, &options, &device).unwrap();
-        let Value::Tokens { ids, mask } = &batches[0].inputs else { panic!() };
+        let Value::Tokens { ids, mask } = &batches[0].inputs else {
+            panic!()
+        };
         assert_eq!(i64_vec(ids.clone()), vec![3, 4, 5, 0, 0, 6]);
-        assert_eq!(mask.as_ref().unwrap().to_vec(), vec![true, true, true, false, false, true]);
-        let Targets::Labels(labels) = &batches[0].targets else { panic!() };
+        assert_eq!(
+            mask.as_ref().unwrap().to_vec(),
+            vec![true, true, true, false, false, true]
+        );
+        let Targets::Labels(labels) = &batches[0].targets else {
+            panic!()
+        };
         assert_eq!(i64_vec(labels.clone()), vec![1, 0, 0, 2, 2, 2]);
-        let TargetMask::Lengths(l) = &batches[0].target_mask else { panic!() };
+        let TargetMask::Lengths(l) = &batches[0].target_mask else {
+            panic!()
+        };
         assert_eq!(l, &vec![1, 3]);
     }
 
@@ -295,7 +345,11 @@ mod tests {
         let mut options = BatchOptions::new(2);
         options.shuffle_seed = Some(3);
         let order = |o: &BatchOptions| -> Vec<usize> {
-            make_batches(&examples, o, &device).unwrap().iter().flat_map(|b| b.inputs.mask().unwrap().lengths()).collect()
+            make_batches(&examples, o, &device)
+                .unwrap()
+                .iter()
+                .flat_map(|b| b.inputs.mask().unwrap().lengths())
+                .collect()
         };
         assert_eq!(order(&options), order(&options));
         assert_ne!(order(&options), (1..=8).collect::<Vec<_>>());
@@ -312,10 +366,14 @@ mod tests {
         let mut fixed = BatchOptions::new(4);
         fixed.target_time = Some(3);
         let batch = &make_batches(&[features.clone()], &fixed, &device).unwrap()[0];
-        let Targets::Dense(y) = &batch.targets else { panic!() };
+        let Targets::Dense(y) = &batch.targets else {
+            panic!()
+        };
         assert_eq!(f32_vec(y.clone()), vec![0.5, 0.25, 0.0]);
         fixed.target_time = Some(1);
-        let err = make_batches(&[features], &fixed, &device).unwrap_err().to_string();
+        let err = make_batches(&[features], &fixed, &device)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("2 steps, more than the model's 1"), "{err}");
     }
 }

@@ -12,8 +12,8 @@ mod optimizer;
 mod trainer;
 
 pub use callbacks::{
-    Callback, Control, CsvLogger, EarlyStopping, ModelCheckpoint, Progress, ReduceLrOnPlateau, StatefulReset,
-    format_logs,
+    Callback, Control, CsvLogger, EarlyStopping, ModelCheckpoint, Progress, ReduceLrOnPlateau,
+    StatefulReset, format_logs,
 };
 pub use checkpoint::{CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint};
 pub use data::{Batch, BatchOptions, Example, InputSeq, TargetSeq, make_batches, split_validation};

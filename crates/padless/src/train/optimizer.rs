@@ -77,7 +77,11 @@ impl OptimizerConfig {
     pub fn init(&self, clip_norm: Option<f32>) -> ModuleOptimizer {
         let clip = clip_norm.map(GradientClippingConfig::Norm);
         match *self {
-            OptimizerConfig::Adam { beta_1, beta_2, epsilon } => AdamConfig::new()
+            OptimizerConfig::Adam {
+                beta_1,
+                beta_2,
+                epsilon,
+            } => AdamConfig::new()
                 .with_beta_1(beta_1)
                 .with_beta_2(beta_2)
                 .with_epsilon(epsilon)
@@ -90,7 +94,10 @@ impl OptimizerConfig {
                 .init(),
             OptimizerConfig::Sgd { momentum, nesterov } => SgdConfig::new()
                 .with_momentum((momentum > 0.0).then(|| {
-                    MomentumConfig::new().with_momentum(momentum).with_dampening(0.0).with_nesterov(nesterov)
+                    MomentumConfig::new()
+                        .with_momentum(momentum)
+                        .with_dampening(0.0)
+                        .with_nesterov(nesterov)
                 }))
                 .with_gradient_clipping(clip)
                 .init(),
@@ -143,9 +150,24 @@ mod tests {
     fn schedules() {
         assert_eq!(LrSchedule::Constant.rate(0.1, 7), 0.1);
         assert!((LrSchedule::Exponential { rate: 0.5 }.rate(0.1, 2) - 0.025).abs() < 1e-15);
-        assert!((LrSchedule::Step { every: 3, factor: 0.1 }.rate(1.0, 7) - 0.01).abs() < 1e-15);
+        assert!(
+            (LrSchedule::Step {
+                every: 3,
+                factor: 0.1
+            }
+            .rate(1.0, 7)
+                - 0.01)
+                .abs()
+                < 1e-15
+        );
         let json = r#"{"name": "sgd", "momentum": 0.9}"#;
         let sgd: OptimizerConfig = serde_json::from_str(json).unwrap();
-        assert_eq!(sgd, OptimizerConfig::Sgd { momentum: 0.9, nesterov: false });
+        assert_eq!(
+            sgd,
+            OptimizerConfig::Sgd {
+                momentum: 0.9,
+                nesterov: false
+            }
+        );
     }
 }

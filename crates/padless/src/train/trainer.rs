@@ -99,7 +99,12 @@ impl Trainer {
     ///
     /// # Errors
     /// When the stack does not fit `input`.
-    pub fn compile(model: Sequential, input: Spec, config: CompileConfig, device: &Device) -> Result<Self> {
+    pub fn compile(
+        model: Sequential,
+        input: Spec,
+        config: CompileConfig,
+        device: &Device,
+    ) -> Result<Self> {
         let rows = model.check(input)?;
         let output_time = match rows.last().map(|r| r.output) {
             Some(Spec::Sequence { time, .. }) => time,
@@ -125,7 +130,11 @@ impl Trainer {
     ///
     /// # Errors
     /// When the config does not build.
-    pub fn from_config(model_config: &ModelConfig, config: CompileConfig, device: &Device) -> Result<Self> {
+    pub fn from_config(
+        model_config: &ModelConfig,
+        config: CompileConfig,
+        device: &Device,
+    ) -> Result<Self> {
         let model = model_config.build(device)?;
         let mut trainer = Self::compile(model, model_config.input.spec(false), config, device)?;
         trainer.model_config = Some(model_config.clone());
@@ -154,7 +163,9 @@ impl Trainer {
         let (y_pred, mask) = match output {
             Value::Sequence { values, mask } => (values, mask),
             Value::Vector(values) => (values.unsqueeze_dim::<3>(1), None),
-            Value::Tokens { .. } => return Err(Error::config("model", "the model's output is token ids")),
+            Value::Tokens { .. } => {
+                return Err(Error::config("model", "the model's output is token ids"));
+            }
         };
         let mut inputs = LossInputs::new(batch.targets.clone(), y_pred.clone())
             .with_output_mask(mask)
@@ -170,7 +181,10 @@ impl Trainer {
 
     fn logs(&self, out: &LossOutput, y_pred: Tensor<3>, targets: &Targets) -> Result<Logs> {
         let mut logs = Logs::new();
-        let value = out.value.clone().map_or_else(|| out.per_step.clone().sum(), |v| v);
+        let value = out
+            .value
+            .clone()
+            .map_or_else(|| out.per_step.clone().sum(), |v| v);
         logs.insert("loss".into(), f64::from(f32_vec(value)[0]));
         if self.config.metrics.is_empty() {
             return Ok(logs);
@@ -182,10 +196,14 @@ impl Trainer {
         };
         for metric in &self.config.metrics {
             let (name, value) = match metric {
-                MetricKind::TokenAccuracy => ("accuracy", token_accuracy(&predicted, &labels, Some(&out.mask), None)?),
-                MetricKind::SequenceAccuracy => {
-                    ("sequence_accuracy", sequence_accuracy(&predicted, &labels, Some(&out.mask))?)
-                }
+                MetricKind::TokenAccuracy => (
+                    "accuracy",
+                    token_accuracy(&predicted, &labels, Some(&out.mask), None)?,
+                ),
+                MetricKind::SequenceAccuracy => (
+                    "sequence_accuracy",
+                    sequence_accuracy(&predicted, &labels, Some(&out.mask))?,
+                ),
             };
             logs.insert(name.into(), value);
         }
@@ -201,7 +219,9 @@ impl Trainer {
         let logs = self.logs(&out, y_pred.detach(), &batch.targets)?;
         let value = out.value.unwrap_or_else(|| out.per_step.sum());
         let grads = GradientsParams::from_grads(value.backward(), &self.model);
-        self.model = self.optimizer.step(self.learning_rate, self.model.clone(), grads);
+        self.model = self
+            .optimizer
+            .step(self.learning_rate, self.model.clone(), grads);
         Ok(logs)
     }
 
@@ -245,7 +265,9 @@ impl Trainer {
         callbacks: &mut [&mut dyn Callback],
     ) -> Result<Vec<Logs>> {
         let (train, split) = split_validation(examples, fit.validation_split);
-        let validation = validation.map(<[Example]>::to_vec).or((!split.is_empty()).then_some(split));
+        let validation = validation
+            .map(<[Example]>::to_vec)
+            .or((!split.is_empty()).then_some(split));
         let mut options = fit.batches.clone();
         options.target_time = self.output_time;
         let mut history = Vec::new();
@@ -257,7 +279,8 @@ impl Trainer {
             if let Some(seed) = fit.batches.shuffle_seed {
                 options.shuffle_seed = Some(seed.wrapping_add(epoch as u64));
             }
-            self.learning_rate = self.config.schedule.rate(self.config.learning_rate, epoch) * self.lr_factor;
+            self.learning_rate =
+                self.config.schedule.rate(self.config.learning_rate, epoch) * self.lr_factor;
             let batches = make_batches(&train, &options, &self.device)?;
             for callback in callbacks.iter_mut() {
                 callback.on_epoch_begin(epoch, batches.len(), self)?;
@@ -305,7 +328,10 @@ fn average(items: impl Iterator<Item = Result<(Logs, usize)>>) -> Result<Logs> {
             *sums.entry(k).or_insert(0.0) += v * size as f64;
         }
     }
-    Ok(sums.into_iter().map(|(k, v)| (k, v / rows.max(1) as f64)).collect())
+    Ok(sums
+        .into_iter()
+        .map(|(k, v)| (k, v / rows.max(1) as f64))
+        .collect())
 }
 
 /// The batch on the plain (non-autodiff) device, for the inference model.
