@@ -11,6 +11,8 @@ use std::path::Path;
 
 use burn::module::Param;
 use burn::tensor::Tensor;
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
 use crate::tensor_util::{f32_vec, tensor_from};
@@ -138,29 +140,81 @@ pub fn save_safetensors(
     weights: &[NamedWeight],
     metadata: &HashMap<String, String>,
 ) -> Result<()> {
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = weights
+    let bytes = serialize_safetensors(path, weights, &[], metadata.clone())?;
+    write_atomically(path, &bytes)
+}
+
+/// The bytes of a safetensors file holding `weights` as f32 tensors and each `raw` entry as a
+/// one-dimensional u8 tensor, with `metadata` in the header.
+///
+/// # Errors
+/// [`Error::WeightFile`] when a shape does not match its values.
+pub(crate) fn serialize_safetensors(
+    path: &Path,
+    weights: &[NamedWeight],
+    raw: &[(&str, &[u8])],
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>> {
+    let bad = |e: safetensors::SafeTensorError| Error::WeightFile {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let data: Vec<Vec<u8>> = weights
         .iter()
-        .map(|w| {
-            let data = w.values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            (w.name.clone(), data, w.shape.clone())
-        })
+        .map(|w| w.values.iter().flat_map(|v| v.to_le_bytes()).collect())
         .collect();
     let mut views = BTreeMap::new();
-    for (name, data, shape) in &bytes {
-        let view =
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
-                .map_err(|e| Error::WeightFile {
-                    path: path.to_path_buf(),
-                    message: e.to_string(),
-                })?;
-        views.insert(name.clone(), view);
+    for (w, bytes) in weights.iter().zip(&data) {
+        let view = TensorView::new(Dtype::F32, w.shape.clone(), bytes).map_err(bad)?;
+        views.insert(w.name.clone(), view);
     }
-    let serialized =
-        safetensors::serialize(views, Some(metadata.clone())).map_err(|e| Error::WeightFile {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-    write_atomically(path, &serialized)
+    for (name, bytes) in raw {
+        let view = TensorView::new(Dtype::U8, vec![bytes.len()], bytes).map_err(bad)?;
+        views.insert(name.to_string(), view);
+    }
+    safetensors::serialize(views, Some(metadata)).map_err(bad)
+}
+
+/// The tensors of a safetensors file: f32 weights, and the u8 tensors named in `raw_names`
+/// as bytes. Any other dtype is an error naming the tensor.
+///
+/// # Errors
+/// [`Error::WeightFile`] for a truncated or corrupt file or an unexpected dtype.
+pub(crate) fn parse_tensors(
+    path: &Path,
+    bytes: &[u8],
+    raw_names: &[&str],
+) -> Result<(Vec<NamedWeight>, Vec<(String, Vec<u8>)>)> {
+    let bad = |message: String| Error::WeightFile {
+        path: path.to_path_buf(),
+        message,
+    };
+    let tensors =
+        SafeTensors::deserialize(bytes).map_err(|e| bad(format!("truncated or corrupt ({e})")))?;
+    let mut weights = Vec::new();
+    let mut raw = Vec::new();
+    for (name, view) in tensors.tensors() {
+        match view.dtype() {
+            Dtype::U8 if raw_names.contains(&name.as_str()) => {
+                raw.push((name, view.data().to_vec()))
+            }
+            Dtype::F32 => {
+                let values = view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                weights.push(NamedWeight {
+                    name,
+                    shape: view.shape().to_vec(),
+                    values,
+                });
+            }
+            other => return Err(bad(format!("tensor {name}: expected F32, found {other:?}"))),
+        }
+    }
+    weights.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((weights, raw))
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename.
@@ -213,35 +267,12 @@ pub fn load_safetensors(path: &Path) -> Result<(Vec<NamedWeight>, HashMap<String
         path: path.to_path_buf(),
         source,
     })?;
-    let bad = |message: String| Error::WeightFile {
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| Error::WeightFile {
         path: path.to_path_buf(),
-        message,
-    };
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| bad(format!("not a safetensors file ({e})")))?;
+        message: format!("not a safetensors file ({e})"),
+    })?;
     let metadata = header.metadata().clone().unwrap_or_default();
-    let tensors = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| bad(format!("unreadable ({e})")))?;
-    let mut weights = Vec::new();
-    for (name, view) in tensors.tensors() {
-        if view.dtype() != safetensors::Dtype::F32 {
-            return Err(bad(format!(
-                "tensor {name}: expected F32, found {:?}",
-                view.dtype()
-            )));
-        }
-        let values = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        weights.push(NamedWeight {
-            name,
-            shape: view.shape().to_vec(),
-            values,
-        });
-    }
-    weights.sort_by(|a, b| a.name.cmp(&b.name));
+    let (weights, _) = parse_tensors(path, &bytes, &[])?;
     Ok((weights, metadata))
 }
 

@@ -3,17 +3,16 @@
 //! and the learning rate. Written to a temporary file and renamed, so an interrupted save
 //! leaves the previous checkpoint intact.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 
 use burn::tensor::{Bytes, Device};
-use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::SafeTensors;
 
 use super::trainer::{CompileConfig, Trainer};
 use crate::error::{Error, Result};
 use crate::model_config::ModelConfig;
-use crate::weights::{NamedWeight, write_atomically};
+use crate::weights::{parse_tensors, serialize_safetensors, write_atomically};
 
 /// The checkpoint format this version writes and reads.
 pub const CHECKPOINT_FORMAT: &str = "padless-checkpoint-1";
@@ -37,22 +36,6 @@ pub fn save_checkpoint(trainer: &Trainer, path: &Path) -> Result<()> {
         .optimizer
         .into_bytes()
         .map_err(|e| bad(path, format!("optimizer state: {e:?}")))?;
-    let optimizer: Vec<u8> = optimizer.to_vec();
-    let data: Vec<Vec<u8>> = weights
-        .iter()
-        .map(|w| w.values.iter().flat_map(|v| v.to_le_bytes()).collect())
-        .collect();
-    let mut views = BTreeMap::new();
-    for (w, bytes) in weights.iter().zip(&data) {
-        let view = TensorView::new(Dtype::F32, w.shape.clone(), bytes)
-            .map_err(|e| bad(path, e.to_string()))?;
-        views.insert(w.name.clone(), view);
-    }
-    views.insert(
-        OPTIMIZER.to_string(),
-        TensorView::new(Dtype::U8, vec![optimizer.len()], &optimizer)
-            .map_err(|e| bad(path, e.to_string()))?,
-    );
     let mut metadata = HashMap::from([
         ("format".to_string(), CHECKPOINT_FORMAT.to_string()),
         (
@@ -70,8 +53,7 @@ pub fn save_checkpoint(trainer: &Trainer, path: &Path) -> Result<()> {
         let json = serde_json::to_string(config).map_err(|e| bad(path, e.to_string()))?;
         metadata.insert("model_config".to_string(), json);
     }
-    let bytes =
-        safetensors::serialize(views, Some(metadata)).map_err(|e| bad(path, e.to_string()))?;
+    let bytes = serialize_safetensors(path, &weights, &[(OPTIMIZER, &optimizer)], metadata)?;
     write_atomically(path, &bytes)
 }
 
@@ -107,32 +89,8 @@ pub fn load_checkpoint(path: &Path, compile: CompileConfig, device: &Device) -> 
     }
     let config: ModelConfig = serde_json::from_str(get("model_config")?)
         .map_err(|e| bad(path, format!("model config: {e}")))?;
-    let tensors = SafeTensors::deserialize(&bytes)
-        .map_err(|e| bad(path, format!("truncated or corrupt ({e})")))?;
-    let mut weights = Vec::new();
-    let mut optimizer = None;
-    for (name, view) in tensors.tensors() {
-        if name == OPTIMIZER {
-            optimizer = Some(view.data().to_vec());
-            continue;
-        }
-        if view.dtype() != Dtype::F32 {
-            return Err(bad(
-                path,
-                format!("tensor {name}: expected F32, found {:?}", view.dtype()),
-            ));
-        }
-        let values = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        weights.push(NamedWeight {
-            name,
-            shape: view.shape().to_vec(),
-            values,
-        });
-    }
+    let (weights, raw) = parse_tensors(path, &bytes, &[OPTIMIZER])?;
+    let optimizer = raw.into_iter().next().map(|(_, state)| state);
     let mut trainer = Trainer::from_config(&config, compile, device)?;
     trainer
         .model
