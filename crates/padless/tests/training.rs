@@ -179,3 +179,108 @@ fn checkpoints_round_trip_and_fail_clearly_when_damaged() {
     assert!(err.contains("missing"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn callbacks_follow_their_monitor() {
+    let _guard = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
+    let device = training_device();
+    let mut trainer = Trainer::from_config(&model_config(), compile(), &device).unwrap();
+    let logs = |loss: f64, accuracy: f64| {
+        Logs::from([
+            ("val_loss".to_string(), loss),
+            ("accuracy".to_string(), accuracy),
+        ])
+    };
+    // Early stopping: losses 1.0, 0.9 (better), 0.95, 0.92 (two epochs without improvement).
+    let mut stop = EarlyStopping::new("val_loss", 2);
+    let seen: Vec<Control> = [1.0, 0.9, 0.95, 0.92]
+        .iter()
+        .map(|&l| stop.on_epoch_end(0, &logs(l, 0.0), &mut trainer).unwrap())
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            Control::Continue,
+            Control::Continue,
+            Control::Continue,
+            Control::Stop
+        ]
+    );
+    // min_delta: 0.9 after 1.0 is not an improvement of more than 0.2.
+    let mut strict = EarlyStopping::new("val_loss", 1).with_min_delta(0.2);
+    strict
+        .on_epoch_end(0, &logs(1.0, 0.0), &mut trainer)
+        .unwrap();
+    assert_eq!(
+        strict
+            .on_epoch_end(1, &logs(0.9, 0.0), &mut trainer)
+            .unwrap(),
+        Control::Stop
+    );
+    // Accuracy improves upwards.
+    let mut by_accuracy = EarlyStopping::new("accuracy", 1);
+    by_accuracy
+        .on_epoch_end(0, &logs(0.0, 0.5), &mut trainer)
+        .unwrap();
+    assert_eq!(
+        by_accuracy
+            .on_epoch_end(1, &logs(0.0, 0.6), &mut trainer)
+            .unwrap(),
+        Control::Continue
+    );
+    assert_eq!(
+        by_accuracy
+            .on_epoch_end(2, &logs(0.0, 0.55), &mut trainer)
+            .unwrap(),
+        Control::Stop
+    );
+    let err = EarlyStopping::new("val_f1", 1)
+        .on_epoch_end(0, &logs(1.0, 0.0), &mut trainer)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("monitors val_f1, but the logs have accuracy, val_loss"),
+        "{err}"
+    );
+
+    // Reduce on plateau: after two flat epochs the rate is multiplied by 0.5.
+    let start = trainer.learning_rate;
+    let mut reduce = ReduceLrOnPlateau::new("val_loss", 0.5, 2);
+    for l in [1.0, 1.0, 1.0] {
+        reduce.on_epoch_end(0, &logs(l, 0.0), &mut trainer).unwrap();
+    }
+    assert_eq!(trainer.learning_rate, start * 0.5);
+    assert_eq!(trainer.lr_factor, 0.5);
+
+    // Best checkpoint written only on improvement; CSV log with a header and one row per epoch.
+    let dir = std::env::temp_dir().join(format!("padless-cb-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let best = dir.join("best.safetensors");
+    let mut checkpoint = ModelCheckpoint::new(Some(best.clone()), None, "val_loss");
+    checkpoint
+        .on_epoch_end(0, &logs(1.0, 0.0), &mut trainer)
+        .unwrap();
+    let written = std::fs::metadata(&best).unwrap().modified().unwrap();
+    std::fs::remove_file(&best).unwrap();
+    checkpoint
+        .on_epoch_end(1, &logs(1.5, 0.0), &mut trainer)
+        .unwrap();
+    assert!(!best.exists(), "a worse epoch writes no best checkpoint");
+    checkpoint
+        .on_epoch_end(2, &logs(0.5, 0.0), &mut trainer)
+        .unwrap();
+    assert!(best.exists() && std::fs::metadata(&best).unwrap().modified().unwrap() >= written);
+    let csv = dir.join("log.csv");
+    let mut logger = CsvLogger::new(&csv);
+    logger
+        .on_epoch_end(0, &logs(1.0, 0.25), &mut trainer)
+        .unwrap();
+    logger
+        .on_epoch_end(1, &logs(0.5, 0.75), &mut trainer)
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&csv).unwrap(),
+        "epoch,accuracy,val_loss\n1,0.25,1\n2,0.75,0.5\n"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -59,25 +59,52 @@ pub trait Callback {
     }
 }
 
+/// A monitored log value: its best so far and the epochs since it last improved.
 /// `loss`-like values improve downwards, `*accuracy` upwards.
-fn improved(monitor: &str, value: f64, best: Option<f64>, min_delta: f64) -> bool {
-    match best {
-        None => true,
-        Some(best) if monitor.contains("acc") => value > best + min_delta,
-        Some(best) => value < best - min_delta,
-    }
+#[derive(Debug, Clone)]
+struct Watch {
+    monitor: String,
+    min_delta: f64,
+    best: Option<f64>,
+    wait: usize,
 }
 
-fn monitored(monitor: &str, logs: &Logs) -> Result<f64> {
-    logs.get(monitor).copied().ok_or_else(|| {
-        Error::config(
-            "callback",
-            format!(
-                "monitors {monitor}, but the logs have {}",
-                logs.keys().cloned().collect::<Vec<_>>().join(", ")
-            ),
-        )
-    })
+impl Watch {
+    fn new(monitor: String, min_delta: f64) -> Self {
+        Watch {
+            monitor,
+            min_delta,
+            best: None,
+            wait: 0,
+        }
+    }
+
+    /// Records this epoch's value; true when it improved on the best by more than
+    /// `min_delta` (then `wait` restarts at 0, else it grows by 1).
+    fn observe(&mut self, logs: &Logs) -> Result<bool> {
+        let value = logs.get(&self.monitor).copied().ok_or_else(|| {
+            Error::config(
+                "callback",
+                format!(
+                    "monitors {}, but the logs have {}",
+                    self.monitor,
+                    logs.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })?;
+        let improved = match self.best {
+            None => true,
+            Some(best) if self.monitor.contains("acc") => value > best + self.min_delta,
+            Some(best) => value < best - self.min_delta,
+        };
+        if improved {
+            self.best = Some(value);
+            self.wait = 0;
+        } else {
+            self.wait += 1;
+        }
+        Ok(improved)
+    }
 }
 
 /// Formats logs as `loss 0.1234 · accuracy 0.9500`.
@@ -175,26 +202,24 @@ impl Callback for Progress {
 
 /// Stops when `monitor` has not improved by `min_delta` for `patience` epochs.
 pub struct EarlyStopping {
-    /// The value watched (`val_loss`).
-    pub monitor: String,
     /// Epochs without improvement before stopping.
     pub patience: usize,
-    /// The smallest change that counts.
-    pub min_delta: f64,
-    best: Option<f64>,
-    wait: usize,
+    watch: Watch,
 }
 
 impl EarlyStopping {
     /// Watches `monitor` with `patience`.
     pub fn new(monitor: impl Into<String>, patience: usize) -> Self {
         EarlyStopping {
-            monitor: monitor.into(),
             patience,
-            min_delta: 0.0,
-            best: None,
-            wait: 0,
+            watch: Watch::new(monitor.into(), 0.0),
         }
+    }
+
+    /// The smallest change that counts as an improvement (default 0).
+    pub fn with_min_delta(mut self, min_delta: f64) -> Self {
+        self.watch.min_delta = min_delta;
+        self
     }
 }
 
@@ -205,14 +230,8 @@ impl Callback for EarlyStopping {
         logs: &Logs,
         _trainer: &mut Trainer,
     ) -> Result<Control> {
-        let value = monitored(&self.monitor, logs)?;
-        if improved(&self.monitor, value, self.best, self.min_delta) {
-            self.best = Some(value);
-            self.wait = 0;
-        } else {
-            self.wait += 1;
-        }
-        Ok(if self.wait >= self.patience {
+        self.watch.observe(logs)?;
+        Ok(if self.watch.wait >= self.patience {
             Control::Stop
         } else {
             Control::Continue
@@ -226,9 +245,7 @@ pub struct ModelCheckpoint {
     pub best: Option<PathBuf>,
     /// Where the last checkpoint goes.
     pub last: Option<PathBuf>,
-    /// The value that picks the best epoch.
-    pub monitor: String,
-    best_value: Option<f64>,
+    watch: Watch,
 }
 
 impl ModelCheckpoint {
@@ -237,8 +254,7 @@ impl ModelCheckpoint {
         ModelCheckpoint {
             best,
             last,
-            monitor: monitor.into(),
-            best_value: None,
+            watch: Watch::new(monitor.into(), 0.0),
         }
     }
 }
@@ -254,9 +270,7 @@ impl Callback for ModelCheckpoint {
             save_checkpoint(trainer, path)?;
         }
         if let Some(path) = &self.best {
-            let value = monitored(&self.monitor, logs)?;
-            if improved(&self.monitor, value, self.best_value, 0.0) {
-                self.best_value = Some(value);
+            if self.watch.observe(logs)? {
                 save_checkpoint(trainer, path)?;
             }
         }
@@ -316,28 +330,23 @@ impl Callback for CsvLogger {
 /// Multiplies the learning rate by `factor` when `monitor` has not improved for `patience`
 /// epochs, down to `min_lr`.
 pub struct ReduceLrOnPlateau {
-    /// The value watched.
-    pub monitor: String,
     /// The factor (0.1 in Keras).
     pub factor: f64,
     /// Epochs without improvement before reducing.
     pub patience: usize,
     /// The floor.
     pub min_lr: f64,
-    best: Option<f64>,
-    wait: usize,
+    watch: Watch,
 }
 
 impl ReduceLrOnPlateau {
     /// Watches `monitor`.
     pub fn new(monitor: impl Into<String>, factor: f64, patience: usize) -> Self {
         ReduceLrOnPlateau {
-            monitor: monitor.into(),
             factor,
             patience,
             min_lr: 0.0,
-            best: None,
-            wait: 0,
+            watch: Watch::new(monitor.into(), 0.0),
         }
     }
 }
@@ -349,17 +358,14 @@ impl Callback for ReduceLrOnPlateau {
         logs: &Logs,
         trainer: &mut Trainer,
     ) -> Result<Control> {
-        let value = monitored(&self.monitor, logs)?;
-        if improved(&self.monitor, value, self.best, 0.0) {
-            self.best = Some(value);
-            self.wait = 0;
-        } else {
-            self.wait += 1;
-            if self.wait >= self.patience && trainer.learning_rate * self.factor >= self.min_lr {
-                trainer.lr_factor *= self.factor;
-                trainer.learning_rate *= self.factor;
-                self.wait = 0;
-            }
+        let improved = self.watch.observe(logs)?;
+        if !improved
+            && self.watch.wait >= self.patience
+            && trainer.learning_rate * self.factor >= self.min_lr
+        {
+            trainer.lr_factor *= self.factor;
+            trainer.learning_rate *= self.factor;
+            self.watch.wait = 0;
         }
         Ok(Control::Continue)
     }
