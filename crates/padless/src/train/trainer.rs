@@ -230,8 +230,12 @@ impl Trainer {
     /// # Errors
     /// As the model and the loss.
     pub fn test_on_batch(&self, batch: &Batch) -> Result<Logs> {
-        let model = self.model.valid();
-        let (out, y_pred) = self.loss_of(&model, &valid_batch(batch))?;
+        self.test_with(&self.model.valid(), &valid_batch(batch))
+    }
+
+    /// Loss and metrics of a batch already on the inference model's device.
+    fn test_with(&self, model: &Sequential, batch: &Batch) -> Result<Logs> {
+        let (out, y_pred) = self.loss_of(model, batch)?;
         self.logs(&out, y_pred, &batch.targets)
     }
 
@@ -240,8 +244,14 @@ impl Trainer {
     /// # Errors
     /// As [`Trainer::test_on_batch`].
     pub fn evaluate(&self, examples: &[Example], batch_size: usize) -> Result<Logs> {
-        let batches = make_batches(examples, &self.batch_options(batch_size), &self.device)?;
-        average(batches.iter().map(|b| Ok((self.test_on_batch(b)?, b.size))))
+        let model = self.model.valid();
+        let device = self.device.clone().without_autodiff();
+        let batches = make_batches(examples, &self.batch_options(batch_size), &device)?;
+        average(
+            batches
+                .iter()
+                .map(|b| Ok((self.test_with(&model, b)?, b.size))),
+        )
     }
 
     /// The model's output for `inputs` (with its mask), from the inference model.
