@@ -215,11 +215,11 @@ impl Mask {
         other.check(batch, time, what)
     }
 
-    /// The mask as `[batch, time, width]` booleans, true = valid (for `mask_where` on features).
-    pub(crate) fn valid_expanded(&self, width: usize) -> Tensor<3, Bool> {
+    /// The padding as `[batch, time, width]` booleans, true = padding: what `mask_fill`
+    /// selects out of a `[batch, time, width]` tensor.
+    pub(crate) fn padding_expanded(&self, width: usize) -> Tensor<3, Bool> {
         let [batch, time] = self.dims();
-        self.valid
-            .clone()
+        self.padding()
             .unsqueeze_dim::<3>(2)
             .expand([batch, time, width])
     }

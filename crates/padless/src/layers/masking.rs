@@ -50,7 +50,7 @@ impl Masking {
             created = created.and(mask)?;
         }
         let features = x.dims()[2];
-        let zeroed = x.mask_fill(created.valid_expanded(features).bool_not(), 0.0);
+        let zeroed = x.mask_fill(created.padding_expanded(features), 0.0);
         Ok((zeroed, created))
     }
 }

@@ -30,7 +30,7 @@ impl GlobalAveragePooling1D {
         let Some(mask) = mask else {
             return Ok(x.mean_dim(1).squeeze_dim(1));
         };
-        let kept = x.mask_fill(mask.valid_expanded(features).bool_not(), 0.0);
+        let kept = x.mask_fill(mask.padding_expanded(features), 0.0);
         let counts = mask.to_float().sum_dim(1).clamp_min(1.0);
         Ok(kept.sum_dim(1).squeeze_dim::<2>(1) / counts)
     }
@@ -58,7 +58,7 @@ impl GlobalMaxPooling1D {
         let Some(mask) = mask else {
             return Ok(x.max_dim(1).squeeze_dim(1));
         };
-        let kept = x.mask_fill(mask.valid_expanded(features).bool_not(), f32::NEG_INFINITY);
+        let kept = x.mask_fill(mask.padding_expanded(features), f32::NEG_INFINITY);
         let max = kept.max_dim(1).squeeze_dim::<2>(1);
         let empty_rows = mask
             .valid()

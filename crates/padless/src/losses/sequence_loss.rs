@@ -1,6 +1,6 @@
 //! [`SequenceLoss`]: a loss with masks, weights and a reduction that never counts padding.
 
-use burn::tensor::{Bool, Tensor};
+use burn::tensor::Tensor;
 
 use super::kind::LossKind;
 use super::sample_weight::SampleWeight;
@@ -191,13 +191,13 @@ impl SequenceLoss {
         }
         let padding = mask.padding();
         self.check_labels(&inputs.y_true, &mask, classes)?;
-        let y_true = select_targets(inputs.y_true, &padding);
+        let y_true = select_targets(inputs.y_true, &mask);
         let y_pred = inputs
             .y_pred
-            .mask_fill(expand(&padding, classes), self.kind.safe_prediction());
+            .mask_fill(mask.padding_expanded(classes), self.kind.safe_prediction());
         let element_weight = match &inputs.sample_weight {
             Some(SampleWeight::PerElement(w)) => {
-                Some(w.clone().mask_fill(expand(&padding, classes), 0.0))
+                Some(w.clone().mask_fill(mask.padding_expanded(classes), 0.0))
             }
             _ => None,
         };
@@ -335,22 +335,14 @@ impl SequenceLoss {
     }
 }
 
-fn expand(padding: &Tensor<2, Bool>, width: usize) -> Tensor<3, Bool> {
-    let [batch, time] = padding.dims();
-    padding
-        .clone()
-        .unsqueeze_dim::<3>(2)
-        .expand([batch, time, width])
-}
-
 /// Targets with masked steps replaced (labels by 0, dense targets by 0), so they are never
 /// read.
-fn select_targets(y_true: Targets, padding: &Tensor<2, Bool>) -> Targets {
+fn select_targets(y_true: Targets, mask: &Mask) -> Targets {
     match y_true {
-        Targets::Labels(labels) => Targets::Labels(labels.mask_fill(padding.clone(), 0)),
+        Targets::Labels(labels) => Targets::Labels(labels.mask_fill(mask.padding(), 0)),
         Targets::Dense(y) => {
             let width = y.dims()[2];
-            Targets::Dense(y.mask_fill(expand(padding, width), 0.0))
+            Targets::Dense(y.mask_fill(mask.padding_expanded(width), 0.0))
         }
     }
 }

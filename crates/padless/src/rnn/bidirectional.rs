@@ -104,7 +104,7 @@ impl<C: Cell> Bidirectional<C> {
         let mut sequence = self.merge_mode.merge(seq_f, seq_b);
         if let Some(mask) = mask {
             let width = self.merge_mode.width(self.forward.d_hidden());
-            sequence = sequence.mask_fill(mask.valid_expanded(width).bool_not(), 0.0);
+            sequence = sequence.mask_fill(mask.padding_expanded(width), 0.0);
         }
         let last = self
             .merge_mode

@@ -270,7 +270,7 @@ pub(crate) fn masked_loop<C: Cell>(
     // Masked inputs are selected out before the projection, so NaN or inf there cannot reach
     // the weight gradients.
     let x = match mask {
-        Some(mask) => x.mask_fill(mask.valid_expanded(d_input).bool_not(), 0.0),
+        Some(mask) => x.mask_fill(mask.padding_expanded(d_input), 0.0),
         None => x,
     };
     let projected = cell.project_input(x);
