@@ -4,22 +4,12 @@
 //!
 //! This binary configures the flex device for f64 once, before any tensor is made.
 
-use std::sync::OnceLock;
-
 use burn::module::Param;
-use burn::tensor::{Device, FloatDType, Tensor, TensorData};
+use burn::tensor::Tensor;
 use padless::prelude::*;
 
-fn device() -> Device {
-    static CONFIGURED: OnceLock<()> = OnceLock::new();
-    CONFIGURED.get_or_init(|| {
-        let mut device = Device::flex();
-        device
-            .configure(FloatDType::F64)
-            .expect("f64 before any tensor");
-    });
-    Device::flex().autodiff()
-}
+mod common;
+use common::{device, f64s, tensor};
 
 /// Deterministic values in [-scale, scale].
 fn values(n: usize, seed: u64, scale: f64) -> Vec<f64> {
@@ -34,17 +24,6 @@ fn values(n: usize, seed: u64, scale: f64) -> Vec<f64> {
             ((state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * scale
         })
         .collect()
-}
-
-fn tensor<const D: usize>(v: &[f64], shape: [usize; D]) -> Tensor<D> {
-    Tensor::from_data(TensorData::new(v.to_vec(), shape), &device())
-}
-
-fn f64s<const D: usize>(t: Tensor<D>) -> Vec<f64> {
-    t.into_data()
-        .convert::<f64>()
-        .try_into_vec::<f64>()
-        .unwrap()
 }
 
 /// Inputs of one check: x, kernel, recurrent kernel, bias, then the initial states.

@@ -5,32 +5,14 @@
 //!
 //! This binary configures the flex device for f64 once, before any tensor is made.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 use padless::losses::*;
 use padless::prelude::*;
 
-fn device() -> Device {
-    static CONFIGURED: OnceLock<()> = OnceLock::new();
-    CONFIGURED.get_or_init(|| {
-        Device::flex()
-            .configure(FloatDType::F64)
-            .expect("f64 before any tensor");
-    });
-    Device::flex().autodiff()
-}
-
-fn tensor<const D: usize>(v: &[f64], shape: [usize; D]) -> Tensor<D> {
-    Tensor::from_data(TensorData::new(v.to_vec(), shape), &device())
-}
-
-fn f64s<const D: usize>(t: Tensor<D>) -> Vec<f64> {
-    t.into_data()
-        .convert::<f64>()
-        .try_into_vec::<f64>()
-        .unwrap()
-}
+mod common;
+use common::{device, f64s, tensor};
 
 fn values(n: usize, seed: u64, low: f64, high: f64) -> Vec<f64> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
