@@ -154,6 +154,43 @@ fn layer_normalization_normalises_each_step() {
 }
 
 #[test]
+fn per_step_layers_pass_the_mask_unchanged() {
+    let device = device();
+    let mask = Mask::from_bools(&[true, false, true], 1, 3, &device).unwrap();
+    let x = || {
+        Value::sequence(
+            tensor_from(&[1.0, 2.0, 3.0, 4.0, 5.0, 7.0], [1, 3, 2], &device),
+            Some(mask.clone()),
+        )
+    };
+    let activation = Activation::new(ActivationKind::Tanh)
+        .forward_value(x())
+        .unwrap();
+    assert_eq!(activation.mask().unwrap().to_vec(), mask.to_vec());
+    let norm = LayerNormalization::new(2, &device)
+        .forward_value(x())
+        .unwrap();
+    assert_eq!(norm.mask().unwrap().to_vec(), mask.to_vec());
+    let spec = Spec::Sequence {
+        time: Some(3),
+        features: 2,
+        masked: true,
+    };
+    assert_eq!(
+        Activation::new(ActivationKind::Relu)
+            .output_spec(&spec)
+            .unwrap(),
+        spec
+    );
+    assert_eq!(
+        LayerNormalization::new(2, &device)
+            .output_spec(&spec)
+            .unwrap(),
+        spec
+    );
+}
+
+#[test]
 fn dropout_is_identity_at_inference_and_keeps_the_mask() {
     let x = tensor_from(&[1.0, 2.0, 3.0, 4.0], [1, 2, 2], &device());
     let mask = Mask::from_bools(&[true, false], 1, 2, &device()).unwrap();

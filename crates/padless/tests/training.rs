@@ -172,6 +172,19 @@ fn checkpoints_round_trip_and_fail_clearly_when_damaged() {
         .unwrap()
         .to_string();
     assert!(err.contains("not a padless file"), "{err}");
+    let foreign = std::collections::HashMap::from([(
+        "format".to_string(),
+        "padless-checkpoint-0".to_string(),
+    )]);
+    padless::weights::save_safetensors(&path, &trainer.model.weights(), &foreign).unwrap();
+    let err = load_checkpoint(&path, compile(), &training_device())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("format padless-checkpoint-0, expected padless-checkpoint-1"),
+        "{err}"
+    );
     let err = load_checkpoint(&dir.join("missing"), compile(), &training_device())
         .err()
         .unwrap()
