@@ -41,6 +41,7 @@ pub mod mask;
 pub mod metrics;
 pub mod model_config;
 pub mod rnn;
+pub mod seq2seq;
 pub mod sequence;
 pub mod sequential;
 pub mod tensor_util;

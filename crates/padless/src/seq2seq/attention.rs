@@ -1,0 +1,303 @@
+//! [`Attention`] over a masked sequence of keys (dot-product, Luong's general, and additive),
+//! and the [`masked_softmax`] it rests on.
+
+use burn::module::{Module, Param};
+use burn::nn::Initializer;
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::mask::Mask;
+use crate::weights::{NamedWeight, load_param};
+
+/// How a query is scored against a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AttentionKind {
+    /// `q · k` (Luong's dot; `d_query` must equal `d_key`), divided by `sqrt(d_key)` when
+    /// `scaled` (Transformer-style).
+    Dot {
+        /// Divide the scores by `sqrt(d_key)`.
+        #[serde(default)]
+        scaled: bool,
+    },
+    /// `q W · k` with a learned `W [d_query, d_key]` (Luong's general).
+    General,
+    /// `v · tanh(q W_q + k W_k)` with `W_q [d_query, d_attention]`, `W_k [d_key,
+    /// d_attention]` and `v [d_attention]` (Bahdanau's additive).
+    Additive {
+        /// Width of the hidden layer of the score.
+        d_attention: usize,
+    },
+}
+
+/// Attention of each query step over the valid steps of a key sequence.
+///
+/// # Shapes
+/// query `[batch, t_query, d_query]`, keys `[batch, t_key, d_key]`, values `[batch, t_key,
+/// d_value]` in; context `[batch, t_query, d_value]` and weights `[batch, t_query, t_key]` out.
+///
+/// # Masking
+/// The key mask `[batch, t_key]` removes masked keys from the softmax: their weights are
+/// exactly 0, their values and scores (even NaN or inf) never reach the context, and they get
+/// a gradient of exactly 0. A row whose keys are all masked gets all-zero weights and a zero
+/// context, never NaN. The query's own mask is the caller's to pass on: every query step is
+/// computed, and masked query steps are the caller's to ignore.
+#[derive(Module, Debug)]
+pub struct Attention {
+    /// `[d_query, d_key]` (General) or `[d_query, d_attention]` (Additive).
+    pub query_kernel: Option<Param<Tensor<2>>>,
+    /// `[d_key, d_attention]` (Additive).
+    pub key_kernel: Option<Param<Tensor<2>>>,
+    /// `[d_attention]` (Additive).
+    pub score_vector: Option<Param<Tensor<1>>>,
+    /// The score function.
+    #[module(skip)]
+    pub kind: AttentionKind,
+}
+
+/// What [`Attention::forward`] returns.
+#[derive(Debug, Clone)]
+pub struct AttentionOutput {
+    /// The weighted sum of the values, `[batch, t_query, d_value]`.
+    pub context: Tensor<3>,
+    /// The attention weights, `[batch, t_query, t_key]`; each row sums to 1 over its valid
+    /// keys, or is all 0 when none is valid.
+    pub weights: Tensor<3>,
+}
+
+impl Attention {
+    /// A new attention with Glorot-uniform kernels.
+    ///
+    /// # Errors
+    /// `Dot` with `d_query != d_key`, or `Additive` with `d_attention == 0`.
+    pub fn new(kind: AttentionKind, d_query: usize, d_key: usize, device: &Device) -> Result<Self> {
+        let glorot = |rows: usize, cols: usize| {
+            Initializer::XavierUniform { gain: 1.0 }.init_with(
+                [rows, cols],
+                Some(rows),
+                Some(cols),
+                device,
+            )
+        };
+        let mut attention = Attention {
+            query_kernel: None,
+            key_kernel: None,
+            score_vector: None,
+            kind,
+        };
+        match kind {
+            AttentionKind::Dot { .. } if d_query != d_key => {
+                return Err(Error::config(
+                    "Attention",
+                    format!(
+                        "dot-product attention needs d_query == d_key, found {d_query} and {d_key}"
+                    ),
+                ));
+            }
+            AttentionKind::Dot { .. } => {}
+            AttentionKind::General => attention.query_kernel = Some(glorot(d_query, d_key)),
+            AttentionKind::Additive { d_attention: 0 } => {
+                return Err(Error::config("Attention", "d_attention must be at least 1"));
+            }
+            AttentionKind::Additive { d_attention } => {
+                attention.query_kernel = Some(glorot(d_query, d_attention));
+                attention.key_kernel = Some(glorot(d_key, d_attention));
+                attention.score_vector = Some(
+                    Initializer::Uniform {
+                        min: -0.05,
+                        max: 0.05,
+                    }
+                    .init([d_attention], device),
+                );
+            }
+        }
+        Ok(attention)
+    }
+
+    /// The scores `[batch, t_query, t_key]` before the softmax.
+    pub fn scores(&self, query: Tensor<3>, keys: Tensor<3>) -> Tensor<3> {
+        let [batch, t_query, d_query] = query.dims();
+        let [_, t_key, d_key] = keys.dims();
+        let flat = |t: Tensor<3>, rows: usize, cols: usize| t.reshape([rows, cols]);
+        match self.kind {
+            AttentionKind::Dot { scaled } => {
+                let scores = query.matmul(keys.swap_dims(1, 2));
+                if scaled {
+                    scores / (d_key as f64).sqrt()
+                } else {
+                    scores
+                }
+            }
+            AttentionKind::General => {
+                let w = self.query_kernel.as_ref().expect("general kernel").val();
+                let projected = flat(query, batch * t_query, d_query)
+                    .matmul(w)
+                    .reshape([batch, t_query, d_key]);
+                projected.matmul(keys.swap_dims(1, 2))
+            }
+            AttentionKind::Additive { d_attention } => {
+                let wq = self.query_kernel.as_ref().expect("query kernel").val();
+                let wk = self.key_kernel.as_ref().expect("key kernel").val();
+                let v = self.score_vector.as_ref().expect("score vector").val();
+                let q = flat(query, batch * t_query, d_query).matmul(wq).reshape([
+                    batch,
+                    t_query,
+                    1,
+                    d_attention,
+                ]);
+                let k = flat(keys, batch * t_key, d_key).matmul(wk).reshape([
+                    batch,
+                    1,
+                    t_key,
+                    d_attention,
+                ]);
+                let hidden = (q + k)
+                    .tanh()
+                    .reshape([batch * t_query * t_key, d_attention]);
+                hidden
+                    .matmul(v.reshape([d_attention, 1]))
+                    .reshape([batch, t_query, t_key])
+            }
+        }
+    }
+
+    /// Attends from every query step over the valid keys.
+    ///
+    /// # Errors
+    /// Batch or length mismatches between query, keys, values and mask, or feature sizes the
+    /// score function does not accept.
+    pub fn forward(
+        &self,
+        query: Tensor<3>,
+        keys: Tensor<3>,
+        values: Tensor<3>,
+        key_mask: Option<&Mask>,
+    ) -> Result<AttentionOutput> {
+        let [batch, _, d_query] = query.dims();
+        let [kb, t_key, d_key] = keys.dims();
+        let [vb, vt, _] = values.dims();
+        if kb != batch || vb != batch || vt != t_key {
+            return Err(Error::config(
+                "Attention",
+                format!(
+                    "query batch {batch}, keys [{kb}, {t_key}, _] and values [{vb}, {vt}, _] must agree"
+                ),
+            ));
+        }
+        self.check_sizes(d_query, d_key)?;
+        if let Some(mask) = key_mask {
+            mask.check(batch, t_key, "Attention key mask")?;
+        }
+        let weights = masked_softmax(self.scores(query, keys), key_mask);
+        let values = match key_mask {
+            // Masked values are selected out, so that NaN or inf there cannot reach the
+            // context through 0 * NaN.
+            Some(mask) => values
+                .clone()
+                .mask_fill(mask.padding_expanded(values.dims()[2]), 0.0),
+            None => values,
+        };
+        Ok(AttentionOutput {
+            context: weights.clone().matmul(values),
+            weights,
+        })
+    }
+
+    fn check_sizes(&self, d_query: usize, d_key: usize) -> Result<()> {
+        let expected = match self.kind {
+            AttentionKind::Dot { .. } => (d_key, d_key),
+            _ => {
+                let q = self
+                    .query_kernel
+                    .as_ref()
+                    .expect("query kernel")
+                    .val()
+                    .dims();
+                let k = match &self.key_kernel {
+                    Some(k) => k.val().dims()[0],
+                    None => q[1],
+                };
+                (q[0], k)
+            }
+        };
+        if (d_query, d_key) != expected {
+            return Err(Error::config(
+                "Attention",
+                format!(
+                    "expected query features {} and key features {}, found {d_query} and {d_key}",
+                    expected.0, expected.1
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Weights in a flat list (`query_kernel`, `key_kernel`, `score_vector`, those present).
+    pub fn weights(&self) -> Vec<NamedWeight> {
+        let mut out = Vec::new();
+        out.extend(
+            self.query_kernel
+                .as_ref()
+                .map(|p| NamedWeight::from_param("query_kernel", p)),
+        );
+        out.extend(
+            self.key_kernel
+                .as_ref()
+                .map(|p| NamedWeight::from_param("key_kernel", p)),
+        );
+        out.extend(
+            self.score_vector
+                .as_ref()
+                .map(|p| NamedWeight::from_param("score_vector", p)),
+        );
+        out
+    }
+
+    /// Loads what [`Attention::weights`] lists.
+    ///
+    /// # Errors
+    /// A missing weight or a shape mismatch.
+    pub fn set_weights(&mut self, weights: &[NamedWeight]) -> Result<()> {
+        if let Some(p) = self.query_kernel.as_mut() {
+            load_param(p, weights, "query_kernel")?;
+        }
+        if let Some(p) = self.key_kernel.as_mut() {
+            load_param(p, weights, "key_kernel")?;
+        }
+        if let Some(p) = self.score_vector.as_mut() {
+            load_param(p, weights, "score_vector")?;
+        }
+        Ok(())
+    }
+}
+
+/// A softmax over the last axis of `scores [batch, t_query, t_key]` restricted to the valid
+/// keys of `key_mask [batch, t_key]`.
+///
+/// Masked keys get weight exactly 0 and gradient exactly 0, whatever their score (NaN and inf
+/// included); a row with no valid key gets all zeros (a plain softmax over `-inf` scores would
+/// give NaN, and one over a large negative fill would spread the weight uniformly over
+/// padding).
+pub fn masked_softmax(scores: Tensor<3>, key_mask: Option<&Mask>) -> Tensor<3> {
+    let Some(mask) = key_mask else {
+        return softmax(scores, 2);
+    };
+    let [batch, t_query, t_key] = scores.dims();
+    let padding = mask
+        .padding()
+        .unsqueeze_dim::<3>(1)
+        .expand([batch, t_query, t_key]);
+    let valid = mask
+        .to_float()
+        .unsqueeze_dim::<3>(1)
+        .expand([batch, t_query, t_key]);
+    // Masked scores are replaced (not added to), so NaN there cannot leak; the row maximum
+    // over valid scores keeps exp from overflowing.
+    let filled = scores.mask_fill(padding, -1e30);
+    let shifted = filled.clone() - filled.max_dim(2).detach();
+    let exp = shifted.exp() * valid;
+    let total = exp.clone().sum_dim(2).clamp_min(1e-30);
+    exp / total
+}

@@ -1,0 +1,199 @@
+//! Batched greedy and beam-search decoding for an [`EncoderDecoder`].
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Int, Tensor};
+
+use super::model::{BOS, EOS, Encoded, EncoderDecoder};
+use crate::error::{Error, Result};
+use crate::mask::Mask;
+use crate::tensor_util::{f32_vec, i64_vec, int_tensor_from};
+
+/// Decodes each row of `source [batch, t_source]` by taking the most likely token at every
+/// step, until it emits [`EOS`] or reaches `max_len` tokens. Returns the tokens of each row
+/// without the start and end symbols.
+///
+/// # Masking
+/// Padded source letters are invisible to the encoder and to attention, so a row decodes to
+/// the same tokens in any batch, whatever padding it carries.
+///
+/// # Errors
+/// Source ids out of range.
+pub fn greedy_decode(
+    model: &EncoderDecoder,
+    source: Tensor<2, Int>,
+    max_len: usize,
+) -> Result<Vec<Vec<i64>>> {
+    let [batch, _] = source.dims();
+    let device = source.device();
+    let encoded = model.encode(source)?;
+    let mut states = encoded.states.clone();
+    let mut previous = vec![BOS; batch];
+    let mut outputs = vec![Vec::new(); batch];
+    let mut finished = vec![false; batch];
+    for _ in 0..max_len {
+        let tokens = int_tensor_from(&previous, [batch], &device);
+        let (logits, next) = model.step(tokens, &states, &encoded)?;
+        states = next;
+        let best = i64_vec(logits.argmax(1).reshape([batch]));
+        for (row, &token) in best.iter().enumerate() {
+            if finished[row] {
+                continue;
+            }
+            if token == EOS {
+                finished[row] = true;
+            } else {
+                outputs[row].push(token);
+            }
+        }
+        previous = best;
+        if finished.iter().all(|&f| f) {
+            break;
+        }
+    }
+    Ok(outputs)
+}
+
+/// Beam search with `width` hypotheses per row, batched over rows and beams. A hypothesis
+/// ends when it emits [`EOS`]; a row stops when it holds `width` ended hypotheses or when its
+/// best ended hypothesis beats every open one (scores only fall). The score is the sum of
+/// log-probabilities; a row with no ended hypothesis after `max_len` steps returns its best
+/// open one. Width 1 equals [`greedy_decode`].
+///
+/// # Errors
+/// `width == 0`, or source ids out of range.
+pub fn beam_decode(
+    model: &EncoderDecoder,
+    source: Tensor<2, Int>,
+    width: usize,
+    max_len: usize,
+) -> Result<Vec<Vec<i64>>> {
+    if width == 0 {
+        return Err(Error::config(
+            "beam_decode",
+            "the beam width must be at least 1",
+        ));
+    }
+    let [batch, _] = source.dims();
+    let device = source.device();
+    let n_tokens = model.config.n_target_tokens;
+    let encoded = expand(model.encode(source)?, width);
+    let rows = batch * width;
+    let mut states = encoded.states.clone();
+    let mut scores: Vec<f32> = (0..rows)
+        .map(|r| {
+            if r % width == 0 {
+                0.0
+            } else {
+                f32::NEG_INFINITY
+            }
+        })
+        .collect();
+    let mut hypotheses: Vec<Vec<i64>> = vec![Vec::new(); rows];
+    let mut previous = vec![BOS; rows];
+    let mut ended: Vec<Vec<(f32, Vec<i64>)>> = vec![Vec::new(); batch];
+    let mut done = vec![false; batch];
+    for _ in 0..max_len {
+        let tokens = int_tensor_from(&previous, [rows], &device);
+        let (logits, next) = model.step(tokens, &states, &encoded)?;
+        let log_probs = f32_vec(log_softmax(logits, 1));
+        let mut origin: Vec<i64> = (0..rows as i64).collect();
+        for b in 0..batch {
+            if done[b] {
+                continue;
+            }
+            let mut candidates: Vec<(f32, usize, i64)> = Vec::with_capacity(width * n_tokens);
+            for k in 0..width {
+                let r = b * width + k;
+                if scores[r].is_finite() {
+                    for token in (EOS as usize)..n_tokens {
+                        let lp = log_probs[r * n_tokens + token];
+                        candidates.push((scores[r] + lp, r, token as i64));
+                    }
+                }
+            }
+            candidates.sort_by(|a, c| c.0.total_cmp(&a.0));
+            let mut open = Vec::with_capacity(width);
+            for (score, r, token) in candidates {
+                if open.len() == width {
+                    break;
+                }
+                if token == EOS {
+                    if ended[b].len() < width {
+                        ended[b].push((score, hypotheses[r].clone()));
+                    }
+                } else {
+                    open.push((score, r, token));
+                }
+            }
+            let best_open = open.first().map_or(f32::NEG_INFINITY, |o| o.0);
+            let best_ended = ended[b]
+                .iter()
+                .map(|e| e.0)
+                .fold(f32::NEG_INFINITY, f32::max);
+            done[b] = ended[b].len() >= width || best_ended >= best_open;
+            let old: Vec<Vec<i64>> = (0..width)
+                .map(|k| hypotheses[b * width + k].clone())
+                .collect();
+            for k in 0..width {
+                let r = b * width + k;
+                match open.get(k) {
+                    Some(&(score, from, token)) => {
+                        let mut h = old[from - b * width].clone();
+                        h.push(token);
+                        hypotheses[r] = h;
+                        scores[r] = score;
+                        origin[r] = from as i64;
+                        previous[r] = token;
+                    }
+                    None => {
+                        scores[r] = f32::NEG_INFINITY;
+                        previous[r] = EOS;
+                    }
+                }
+            }
+        }
+        let order = int_tensor_from(&origin, [rows], &device);
+        states = next
+            .into_iter()
+            .map(|s| s.select(0, order.clone()))
+            .collect();
+        if done.iter().all(|&d| d) {
+            break;
+        }
+    }
+    Ok((0..batch)
+        .map(|b| {
+            let best_ended = ended[b]
+                .iter()
+                .max_by(|x, y| x.0.total_cmp(&y.0))
+                .map(|e| e.1.clone());
+            best_ended.unwrap_or_else(|| {
+                (0..width)
+                    .map(|k| b * width + k)
+                    .max_by(|&x, &y| scores[x].total_cmp(&scores[y]))
+                    .map(|r| hypotheses[r].clone())
+                    .unwrap_or_default()
+            })
+        })
+        .collect())
+}
+
+/// Repeats each row of the encoder's result `width` times (row `b` becomes rows `b * width ..
+/// (b + 1) * width`).
+fn expand(encoded: Encoded, width: usize) -> Encoded {
+    let [batch, _, _] = encoded.keys.dims();
+    let device = encoded.keys.device();
+    let index: Vec<i64> = (0..batch * width).map(|r| (r / width) as i64).collect();
+    let index = int_tensor_from(&index, [batch * width], &device);
+    Encoded {
+        keys: encoded.keys.select(0, index.clone()),
+        mask: encoded
+            .mask
+            .map(|m| Mask::from_valid(m.valid().int().select(0, index.clone()).equal_elem(1))),
+        states: encoded
+            .states
+            .into_iter()
+            .map(|s| s.select(0, index.clone()))
+            .collect(),
+    }
+}

@@ -1,0 +1,312 @@
+//! [`EncoderDecoder`]: a bidirectional LSTM encoder, an LSTM decoder started from the
+//! encoder's final states, and attention over the encoder outputs that respects the source
+//! mask (Luong-style: the decoder output attends, then `tanh(W [h; context])` predicts).
+
+use burn::module::Module;
+use burn::nn::{Dropout as BurnDropout, DropoutConfig};
+use burn::tensor::{Device, Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::attention::{Attention, AttentionKind};
+use crate::error::{Error, Result};
+use crate::layer::Layer;
+use crate::layers::{ActivationKind, Dense, DenseConfig, Embedding, EmbeddingConfig};
+use crate::losses::{LossInputs, LossKind, LossOutput, SequenceLoss, TargetMask, Targets};
+use crate::mask::Mask;
+use crate::rnn::{Bidirectional, Cell, Lstm, LstmCell, LstmConfig, MergeMode};
+use crate::weights::{NamedWeight, strip_prefix};
+
+/// The padding id of both vocabularies.
+pub const PAD: i64 = 0;
+/// The start symbol fed to the decoder's first step.
+pub const BOS: i64 = 1;
+/// The end symbol the decoder emits last.
+pub const EOS: i64 = 2;
+
+/// Sizes and options of an [`EncoderDecoder`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EncoderDecoderConfig {
+    /// Source token ids `0..n_source_tokens`; 0 is padding.
+    pub n_source_tokens: usize,
+    /// Target token ids `0..n_target_tokens`; 0 is padding, 1 [`BOS`], 2 [`EOS`].
+    pub n_target_tokens: usize,
+    /// Embedding width of both vocabularies.
+    pub d_embedding: usize,
+    /// Hidden units of each encoder direction; the decoder has twice as many.
+    pub d_encoder: usize,
+    /// Stacked bidirectional encoder layers (at least 1).
+    #[serde(default = "one")]
+    pub encoder_layers: usize,
+    /// The attention score.
+    pub attention: AttentionKind,
+    /// Dropout on embeddings and on the layer before the output (training only).
+    #[serde(default)]
+    pub dropout: f64,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl EncoderDecoderConfig {
+    /// The decoder's hidden units (`2 d_encoder`).
+    pub fn d_decoder(&self) -> usize {
+        2 * self.d_encoder
+    }
+
+    /// Builds the model with Keras-style initialisation.
+    ///
+    /// # Errors
+    /// Zero sizes, fewer than 3 target tokens, or an attention that does not fit.
+    pub fn init(&self, device: &Device) -> Result<EncoderDecoder> {
+        if self.n_source_tokens < 2
+            || self.n_target_tokens < 3
+            || self.d_embedding == 0
+            || self.d_encoder == 0
+            || self.encoder_layers == 0
+        {
+            return Err(Error::config(
+                "EncoderDecoder",
+                format!(
+                    "sizes must be positive (with at least 2 source and 3 target tokens), found {self:?}"
+                ),
+            ));
+        }
+        let d = self.d_decoder();
+        let encoder = (0..self.encoder_layers)
+            .map(|layer| {
+                let d_input = if layer == 0 { self.d_embedding } else { d };
+                LstmConfig::new(d_input, self.d_encoder)
+                    .with_return_sequences(true)
+                    .init_bidirectional(MergeMode::Concat, device)
+            })
+            .collect();
+        let embedding = |n| {
+            EmbeddingConfig::new(n, self.d_embedding)
+                .with_mask_zero(true)
+                .init(device)
+        };
+        Ok(EncoderDecoder {
+            source_embedding: embedding(self.n_source_tokens),
+            encoder,
+            target_embedding: embedding(self.n_target_tokens),
+            decoder: LstmConfig::new(self.d_embedding, d)
+                .with_return_sequences(true)
+                .init(device),
+            attention: Attention::new(self.attention, d, d, device)?,
+            combine: DenseConfig::new(2 * d, d)
+                .with_activation(ActivationKind::Tanh)
+                .init(device),
+            output: DenseConfig::new(d, self.n_target_tokens).init(device),
+            dropout: DropoutConfig::new(self.dropout).init(),
+            config: self.clone(),
+        })
+    }
+}
+
+/// An encoder-decoder for sequence pairs whose lengths differ (grapheme to phoneme,
+/// translation).
+///
+/// # Shapes
+/// Source ids `[batch, t_source]` and decoder input ids `[batch, t_target]` (teacher forcing:
+/// `BOS y_1 .. y_n`, then padding) in; logits `[batch, t_target, n_target_tokens]` out.
+///
+/// # Masking
+/// Source id 0 is padding: padded letters never reach the encoder's states (the
+/// bidirectional encoder reads each row's valid part in both directions), and attention gives
+/// them weight exactly 0. Target id 0 is padding: the decoder carries its state over it and
+/// the loss counts only the target mask's steps.
+#[derive(Module, Debug)]
+pub struct EncoderDecoder {
+    /// Source embedding (mask_zero).
+    pub source_embedding: Embedding,
+    /// Bidirectional LSTM layers, outputs concatenated.
+    pub encoder: Vec<Bidirectional<LstmCell>>,
+    /// Target embedding (mask_zero).
+    pub target_embedding: Embedding,
+    /// The decoder, `2 d_encoder` units.
+    pub decoder: Lstm,
+    /// Attention from decoder outputs over encoder outputs.
+    pub attention: Attention,
+    /// `tanh(W [h; context] + b)`.
+    pub combine: Dense,
+    /// Logits over the target tokens.
+    pub output: Dense,
+    dropout: BurnDropout,
+    /// The configuration it was built from.
+    #[module(skip)]
+    pub config: EncoderDecoderConfig,
+}
+
+/// The encoder's result, what every decoder step reads.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// Encoder outputs `[batch, t_source, d_decoder]` (0 at padded steps).
+    pub keys: Tensor<3>,
+    /// The source mask `[batch, t_source]`.
+    pub mask: Option<Mask>,
+    /// The decoder's initial states `[h, c]`, `[batch, d_decoder]` each: both directions'
+    /// final states concatenated.
+    pub states: Vec<Tensor<2>>,
+}
+
+impl EncoderDecoder {
+    /// Runs the encoder over `source [batch, t_source]`.
+    ///
+    /// # Errors
+    /// Ids out of range.
+    pub fn encode(&self, source: Tensor<2, Int>) -> Result<Encoded> {
+        let (mut x, mask) = self.source_embedding.forward(source, None)?;
+        x = self.dropout.forward(x);
+        let mut states = Vec::new();
+        for layer in &self.encoder {
+            let out = layer.forward(x, mask.as_ref())?;
+            x = out.sequence;
+            states = out.states;
+        }
+        // states = [h_forward, c_forward, h_backward, c_backward]
+        let h = Tensor::cat(vec![states[0].clone(), states[2].clone()], 1);
+        let c = Tensor::cat(vec![states[1].clone(), states[3].clone()], 1);
+        Ok(Encoded {
+            keys: x,
+            mask,
+            states: vec![h, c],
+        })
+    }
+
+    /// Teacher-forced logits `[batch, t_target, n_target_tokens]` and the decoder input's
+    /// mask.
+    ///
+    /// # Errors
+    /// Ids out of range or batch sizes that differ.
+    pub fn forward(
+        &self,
+        source: Tensor<2, Int>,
+        decoder_input: Tensor<2, Int>,
+    ) -> Result<(Tensor<3>, Option<Mask>)> {
+        let [batch, _] = source.dims();
+        if decoder_input.dims()[0] != batch {
+            return Err(Error::shape(
+                "EncoderDecoder decoder input",
+                format!("[{batch}, t_target]"),
+                &decoder_input.dims(),
+            ));
+        }
+        let encoded = self.encode(source)?;
+        let (y, mask) = self.target_embedding.forward(decoder_input, None)?;
+        let out =
+            self.decoder
+                .forward(self.dropout.forward(y), mask.as_ref(), Some(encoded.states))?;
+        let logits = self.predict_from(out.sequence, &encoded.keys, encoded.mask.as_ref())?;
+        Ok((logits, mask))
+    }
+
+    /// Attention, combination and output layer for decoder outputs `[batch, t, d_decoder]`.
+    fn predict_from(
+        &self,
+        h: Tensor<3>,
+        keys: &Tensor<3>,
+        mask: Option<&Mask>,
+    ) -> Result<Tensor<3>> {
+        let [batch, time, d] = h.dims();
+        let attended = self
+            .attention
+            .forward(h.clone(), keys.clone(), keys.clone(), mask)?;
+        let joined = Tensor::cat(vec![h, attended.context], 2).reshape([batch * time, 2 * d]);
+        let combined = self.dropout.forward(self.combine.forward(joined));
+        Ok(self
+            .output
+            .forward(combined)
+            .reshape([batch, time, self.config.n_target_tokens]))
+    }
+
+    /// The masked sparse cross-entropy (mean over valid target steps) of `targets [batch,
+    /// t_target]` (`y_1 .. y_n EOS`, then padding 0) under teacher forcing with
+    /// `decoder_input`.
+    ///
+    /// # Errors
+    /// As [`EncoderDecoder::forward`] and the loss.
+    pub fn loss(
+        &self,
+        source: Tensor<2, Int>,
+        decoder_input: Tensor<2, Int>,
+        targets: Tensor<2, Int>,
+    ) -> Result<LossOutput> {
+        let (logits, mask) = self.forward(source, decoder_input)?;
+        SequenceLoss::new(LossKind::SparseCategoricalCrossentropy { from_logits: true }).compute(
+            LossInputs::new(Targets::Labels(targets), logits)
+                .with_output_mask(mask)
+                .with_target_mask(TargetMask::PaddingLabel(PAD)),
+        )
+    }
+
+    /// One decoder step from the previous tokens `[batch]` and states: the logits `[batch,
+    /// n_target_tokens]` and the new states.
+    ///
+    /// # Errors
+    /// As [`Attention::forward`].
+    pub fn step(
+        &self,
+        previous: Tensor<1, Int>,
+        states: &[Tensor<2>],
+        encoded: &Encoded,
+    ) -> Result<(Tensor<2>, Vec<Tensor<2>>)> {
+        let [batch] = previous.dims();
+        let y = self
+            .target_embedding
+            .embeddings
+            .val()
+            .select(0, previous)
+            .unsqueeze_dim::<3>(1);
+        let cell = &self.decoder.cell;
+        let projected = cell.project_input(y).reshape([batch, 4 * cell.d_hidden()]);
+        let next = cell.step(projected, states);
+        let h = next[0].clone().unsqueeze_dim::<3>(1);
+        let logits = self.predict_from(h, &encoded.keys, encoded.mask.as_ref())?;
+        Ok((logits.reshape([batch, self.config.n_target_tokens]), next))
+    }
+
+    /// All weights, named `{part}/{weight}`.
+    pub fn weights(&self) -> Vec<NamedWeight> {
+        let mut out = Vec::new();
+        let mut add = |prefix: &str, weights: Vec<NamedWeight>| {
+            out.extend(weights.into_iter().map(|w| w.prefixed(prefix)));
+        };
+        add("source_embedding", self.source_embedding.weights());
+        for (i, layer) in self.encoder.iter().enumerate() {
+            add(&format!("encoder_{i}"), layer.weights());
+        }
+        add("target_embedding", self.target_embedding.weights());
+        add("decoder", self.decoder.weights());
+        add("attention", self.attention.weights());
+        add("combine", self.combine.weights());
+        add("output", self.output.weights());
+        out
+    }
+
+    /// Loads what [`EncoderDecoder::weights`] lists.
+    ///
+    /// # Errors
+    /// A missing weight or a shape mismatch, naming it.
+    pub fn set_weights(&mut self, weights: &[NamedWeight]) -> Result<()> {
+        self.source_embedding
+            .set_weights(&strip_prefix(weights, "source_embedding"))?;
+        for (i, layer) in self.encoder.iter_mut().enumerate() {
+            layer.set_weights(&strip_prefix(weights, &format!("encoder_{i}")))?;
+        }
+        self.target_embedding
+            .set_weights(&strip_prefix(weights, "target_embedding"))?;
+        self.decoder
+            .set_weights(&strip_prefix(weights, "decoder"))?;
+        self.attention
+            .set_weights(&strip_prefix(weights, "attention"))?;
+        self.combine
+            .set_weights(&strip_prefix(weights, "combine"))?;
+        self.output.set_weights(&strip_prefix(weights, "output"))
+    }
+
+    /// The number of scalar parameters.
+    pub fn n_parameters(&self) -> usize {
+        self.weights().iter().map(|w| w.values.len()).sum()
+    }
+}

@@ -1,0 +1,234 @@
+//! Attention against float64 numpy references (`fixtures/make_attention_reference.py`), the
+//! safe softmax, and the encoder-decoder's masking and decoding.
+
+use burn::tensor::{Int, Tensor, TensorData};
+use padless::Mask;
+use padless::seq2seq::{
+    Attention, AttentionKind, EncoderDecoderConfig, beam_decode, greedy_decode, masked_softmax,
+};
+use padless::tensor_util::{f32_vec, int_tensor_from, tensor_from};
+use padless::weights::NamedWeight;
+use serde_json::Value as Json;
+
+fn floats(v: &Json) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= tol * (1.0 + w.abs()),
+            "{what}[{i}]: got {g}, want {w}"
+        );
+    }
+}
+
+#[test]
+fn attention_matches_numpy_for_every_kind_and_mask() {
+    let text = include_str!("fixtures/attention_reference.json");
+    let fixture: Json = serde_json::from_str(text).unwrap();
+    let device = padless::default_device();
+    let cases = fixture["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 12);
+    for case in cases {
+        let name = format!("{} / {}", case["kind"], case["mask_name"]);
+        let s: Vec<usize> = case["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as usize)
+            .collect();
+        let (b, tq, tk, dq, dk, dv, da) = (s[0], s[1], s[2], s[3], s[4], s[5], s[6]);
+        let kind = match case["kind"].as_str().unwrap() {
+            "dot" => AttentionKind::Dot { scaled: false },
+            "scaled_dot" => AttentionKind::Dot { scaled: true },
+            "general" => AttentionKind::General,
+            _ => AttentionKind::Additive { d_attention: da },
+        };
+        let mut attention = Attention::new(kind, dq, dk, &device).unwrap();
+        let params: Vec<NamedWeight> = case["params"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(name, values)| NamedWeight {
+                name: name.clone(),
+                shape: match name.as_str() {
+                    "query_kernel" if da > 0 && matches!(kind, AttentionKind::Additive { .. }) => {
+                        vec![dq, da]
+                    }
+                    "query_kernel" => vec![dq, dk],
+                    "key_kernel" => vec![dk, da],
+                    _ => vec![da],
+                },
+                values: floats(values),
+            })
+            .collect();
+        attention.set_weights(&params).unwrap();
+        let mask = case["mask"].as_array().map(|m| {
+            let bools: Vec<bool> = m.iter().map(|x| x.as_i64().unwrap() == 1).collect();
+            Mask::from_bools(&bools, b, tk, &device).unwrap()
+        });
+        let out = attention
+            .forward(
+                tensor_from(&floats(&case["query"]), [b, tq, dq], &device),
+                tensor_from(&floats(&case["keys"]), [b, tk, dk], &device),
+                tensor_from(&floats(&case["values"]), [b, tk, dv], &device),
+                mask.as_ref(),
+            )
+            .unwrap();
+        assert_close(
+            &format!("{name} weights"),
+            &f32_vec(out.weights),
+            &floats(&case["weights"]),
+            1e-5,
+        );
+        assert_close(
+            &format!("{name} context"),
+            &f32_vec(out.context),
+            &floats(&case["context"]),
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn masked_softmax_gives_zeros_for_a_fully_masked_row_and_ignores_nan_at_masked_keys() {
+    let device = padless::training_device();
+    let scores = tensor_from(
+        &[1.0, f32::NAN, 3.0, f32::INFINITY, -2.0, f32::NAN],
+        [2, 1, 3],
+        &device,
+    )
+    .require_grad();
+    let mask = Mask::from_bools(&[true, false, true, false, false, false], 2, 3, &device).unwrap();
+    let weights = masked_softmax(scores.clone(), Some(&mask));
+    let got = f32_vec(weights.clone());
+    let e = (-2.0f32).exp();
+    assert_close(
+        "row 0",
+        &got[..3],
+        &[e / (1.0 + e), 0.0, 1.0 / (1.0 + e)],
+        1e-6,
+    );
+    assert_eq!(&got[3..], &[0.0, 0.0, 0.0], "a fully masked row is all 0");
+    let grads = (weights * tensor_from(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 1, 3], &device))
+        .sum()
+        .backward();
+    let g = f32_vec(scores.grad(&grads).unwrap());
+    assert!(g.iter().all(|x| x.is_finite()), "gradient {g:?}");
+    assert_eq!((g[1], g[3], g[4], g[5]), (0.0, 0.0, 0.0, 0.0));
+    // d/ds0 of (w0 * 1 + w2 * 3) = w0 (1 - (w0 + 3 w2)).
+    let (w0, w2) = (got[0], got[2]);
+    assert_close("d s0", &[g[0]], &[w0 * (1.0 - (w0 + 3.0 * w2))], 1e-5);
+}
+
+#[test]
+fn dot_attention_rejects_sizes_that_do_not_fit() {
+    let device = padless::default_device();
+    let err = Attention::new(AttentionKind::Dot { scaled: false }, 4, 6, &device).unwrap_err();
+    assert!(err.to_string().contains("4 and 6"), "{err}");
+    let general = Attention::new(AttentionKind::General, 4, 6, &device).unwrap();
+    let err = general
+        .forward(
+            Tensor::zeros([1, 2, 5], &device),
+            Tensor::zeros([1, 3, 6], &device),
+            Tensor::zeros([1, 3, 2], &device),
+            None,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("query features 4"), "{err}");
+}
+
+fn ids(rows: &[&[i64]], time: usize) -> Tensor<2, Int> {
+    let mut values = Vec::new();
+    for row in rows {
+        values.extend_from_slice(row);
+        values.extend(std::iter::repeat_n(0, time - row.len()));
+    }
+    int_tensor_from(&values, [rows.len(), time], &padless::default_device())
+}
+
+fn small_config(attention: AttentionKind) -> EncoderDecoderConfig {
+    EncoderDecoderConfig {
+        n_source_tokens: 7,
+        n_target_tokens: 8,
+        d_embedding: 5,
+        d_encoder: 3,
+        encoder_layers: 2,
+        attention,
+        dropout: 0.0,
+    }
+}
+
+#[test]
+fn encoder_decoder_logits_do_not_depend_on_padding() {
+    let device = padless::default_device();
+    for kind in [
+        AttentionKind::Dot { scaled: false },
+        AttentionKind::Additive { d_attention: 4 },
+    ] {
+        let model = small_config(kind).init(&device).unwrap();
+        let source: [&[i64]; 2] = [&[3, 4, 5], &[6]];
+        let decoder_input: [&[i64]; 2] = [&[1, 3, 4, 7], &[1, 5]];
+        let (short, _) = model
+            .forward(ids(&source, 3), ids(&decoder_input, 4))
+            .unwrap();
+        let (long, mask) = model
+            .forward(ids(&source, 7), ids(&decoder_input, 6))
+            .unwrap();
+        let short = f32_vec(short);
+        let long = f32_vec(long);
+        let mask = mask.unwrap().to_vec();
+        for (row, length) in [(0, 4), (1, 2)] {
+            for t in 0..length {
+                assert!(mask[row * 6 + t]);
+                let a = &short[(row * 4 + t) * 8..][..8];
+                let b = &long[(row * 6 + t) * 8..][..8];
+                assert_close(&format!("{kind:?} row {row} step {t}"), a, b, 1e-5);
+            }
+            assert!(!mask[row * 6 + length]);
+        }
+    }
+}
+
+#[test]
+fn decoding_is_the_same_alone_and_in_a_padded_batch_and_beam_1_is_greedy() {
+    let device = padless::default_device();
+    let model = small_config(AttentionKind::General).init(&device).unwrap();
+    let batch = ids(&[&[3, 4, 5, 6, 2], &[6, 1]], 5);
+    let greedy = greedy_decode(&model, batch.clone(), 6).unwrap();
+    let alone = greedy_decode(&model, ids(&[&[6, 1]], 2), 6).unwrap();
+    assert_eq!(greedy[1], alone[0]);
+    assert_eq!(beam_decode(&model, batch.clone(), 1, 6).unwrap(), greedy);
+    let beam = beam_decode(&model, batch, 3, 6).unwrap();
+    assert!(
+        beam.iter()
+            .all(|h| h.len() <= 6 && h.iter().all(|&t| t >= 3))
+    );
+}
+
+#[test]
+fn a_masked_source_row_with_nan_features_cannot_reach_attention() {
+    let device = padless::default_device();
+    let attention = Attention::new(AttentionKind::Dot { scaled: true }, 2, 2, &device).unwrap();
+    let keys = Tensor::<3>::from_data(
+        TensorData::new(vec![1.0f32, 0.0, f32::NAN, f32::NAN], [1, 2, 2]),
+        &device,
+    );
+    let mask = Mask::from_lengths(&[1], 2, padless::Padding::Post, &device).unwrap();
+    let out = attention
+        .forward(
+            tensor_from(&[0.5, 0.5], [1, 1, 2], &device),
+            keys.clone(),
+            keys,
+            Some(&mask),
+        )
+        .unwrap();
+    assert_eq!(f32_vec(out.weights), vec![1.0, 0.0]);
+    assert_eq!(f32_vec(out.context), vec![1.0, 0.0]);
+}
