@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod g2p;
 
 /// Mask-aware sequence models: padding never leaks into states, losses or gradients.
 #[derive(Parser, Debug)]
@@ -27,6 +28,9 @@ enum Command {
         #[arg(long, default_value_t = 12)]
         epochs: usize,
     },
+    /// Grapheme-to-phoneme conversion on the CMU Pronouncing Dictionary in data/cmudict.
+    #[command(subcommand)]
+    G2p(g2p::G2pCommand),
     /// Print a model config's layers, output shapes, parameters and where masks go.
     Summary {
         /// A model config (JSON or TOML).
@@ -39,6 +43,7 @@ fn run() -> anyhow::Result<()> {
     match args.command {
         Command::Demo { seed, epochs } => demo::run(seed, epochs),
         Command::Summary { config } => summary(&config),
+        Command::G2p(command) => g2p::run(command),
     }
 }
 

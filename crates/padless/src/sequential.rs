@@ -296,7 +296,7 @@ impl Sequential {
 
 fn snake_case(name: &str) -> String {
     let mut out = String::new();
-    for (i, ch) in name.chars().enumerate() {
+    for (i, ch) in name.char_indices() {
         if ch.is_uppercase() && i > 0 && !name[..i].ends_with(|c: char| c.is_ascii_digit()) {
             out.push('_');
         }

@@ -1,0 +1,281 @@
+//! `padless g2p`: train, evaluate and use a grapheme-to-phoneme model on the CMU Pronouncing
+//! Dictionary shipped in `data/cmudict/`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use padless_g2p::G2p;
+use padless_g2p::cmudict::{Dictionary, Malformed, parse};
+use padless_g2p::eval::evaluate;
+use padless_g2p::split::{Split, split_by_word};
+use padless_g2p::train::{TrainConfig, train};
+
+/// The G2P subcommands.
+#[derive(Subcommand, Debug)]
+pub enum G2pCommand {
+    /// Train on the dictionary's train split (90% of the words), keep the best model on the
+    /// validation split, then report the test split and pronounce a few unseen words.
+    Train(TrainArgs),
+    /// Word and phoneme error rates of a saved model on a split.
+    Eval(EvalArgs),
+    /// Print the ARPAbet pronunciation of each word.
+    Pronounce(PronounceArgs),
+}
+
+/// Where the data is and how to read it.
+#[derive(Args, Debug)]
+pub struct DataArgs {
+    /// The dictionary (default: data/cmudict/cmudict.dict of this repository).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Seed of the split by word (90/5/5).
+    #[arg(long, default_value_t = 1)]
+    split_seed: u64,
+    /// Malformed dictionary lines: stop with an error, or skip and count them.
+    #[arg(long, value_enum, default_value_t = MalformedArg::Error)]
+    malformed: MalformedArg,
+    /// Use only every k-th word so that about this many words remain (quick experiments).
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum MalformedArg {
+    Error,
+    Skip,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum Preset {
+    /// A few minutes on 2 cores.
+    Quick,
+    /// The README's results model (up to an hour on 2 cores).
+    Full,
+}
+
+/// `g2p train` options.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Model size and budget.
+    #[arg(long, value_enum, default_value_t = Preset::Quick)]
+    preset: Preset,
+    /// At most this many epochs (overrides the preset).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Stop after this many minutes (overrides the preset).
+    #[arg(long)]
+    minutes: Option<f64>,
+    /// Units per encoder direction (overrides the preset).
+    #[arg(long)]
+    hidden: Option<usize>,
+    /// Seed of the weights and batches.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Where the best model goes.
+    #[arg(long, default_value = "g2p-model.safetensors")]
+    out: PathBuf,
+    /// Beam width of the final test report (1 = greedy).
+    #[arg(long, default_value_t = 1)]
+    beam: usize,
+}
+
+/// `g2p eval` options.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// A model written by `g2p train`.
+    #[arg(long, default_value = "g2p-model.safetensors")]
+    model: PathBuf,
+    /// Beam width (1 = greedy).
+    #[arg(long, default_value_t = 1)]
+    beam: usize,
+    /// Which split.
+    #[arg(long, value_enum, default_value_t = SplitArg::Test)]
+    split: SplitArg,
+    /// Words decoded at once.
+    #[arg(long, default_value_t = 512)]
+    batch_size: usize,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum SplitArg {
+    Train,
+    Validation,
+    Test,
+}
+
+/// `g2p pronounce` options.
+#[derive(Args, Debug)]
+pub struct PronounceArgs {
+    /// Words to pronounce.
+    #[arg(required = true)]
+    words: Vec<String>,
+    /// A model written by `g2p train`.
+    #[arg(long, default_value = "g2p-model.safetensors")]
+    model: PathBuf,
+    /// Beam width (1 = greedy).
+    #[arg(long, default_value_t = 4)]
+    beam: usize,
+}
+
+/// Runs a G2P subcommand.
+pub fn run(command: G2pCommand) -> Result<()> {
+    match command {
+        G2pCommand::Train(args) => train_command(args),
+        G2pCommand::Eval(args) => eval_command(args),
+        G2pCommand::Pronounce(args) => pronounce_command(args),
+    }
+}
+
+fn default_data() -> PathBuf {
+    let local = PathBuf::from("data/cmudict/cmudict.dict");
+    if local.exists() {
+        local
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/cmudict/cmudict.dict")
+    }
+}
+
+fn load_split(args: &DataArgs) -> Result<(Dictionary, Split)> {
+    let path = args.data.clone().unwrap_or_else(default_data);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the dictionary {}", path.display()))?;
+    let policy = match args.malformed {
+        MalformedArg::Error => Malformed::Error,
+        MalformedArg::Skip => Malformed::Skip,
+    };
+    let mut dict = parse(&text, policy).with_context(|| format!("parsing {}", path.display()))?;
+    if !dict.skipped.is_empty() {
+        eprintln!(
+            "skipped {} malformed lines of {} (first: line {}: {})",
+            dict.skipped.len(),
+            path.display(),
+            dict.skipped[0].0,
+            dict.skipped[0].1
+        );
+    }
+    if let Some(limit) = args.limit {
+        if limit == 0 {
+            bail!("--limit must be at least 1");
+        }
+        let step = dict.entries.len().div_ceil(limit).max(1);
+        dict.entries = dict.entries.into_iter().step_by(step).collect();
+    }
+    let split = split_by_word(&dict.entries, args.split_seed);
+    Ok((dict, split))
+}
+
+fn train_command(args: TrainArgs) -> Result<()> {
+    let (dict, split) = load_split(&args.data)?;
+    let mut config = match args.preset {
+        Preset::Quick => TrainConfig::quick(),
+        Preset::Full => TrainConfig::full(),
+    };
+    config.max_epochs = args.epochs.unwrap_or(config.max_epochs);
+    config.max_minutes = args.minutes.unwrap_or(config.max_minutes);
+    config.d_encoder = args.hidden.unwrap_or(config.d_encoder);
+    config.seed = args.seed.unwrap_or(config.seed);
+    println!(
+        "CMUdict: {} words ({} pronunciations); split by word: {} train, {} validation, {} test",
+        dict.entries.len(),
+        dict.n_pronunciations(),
+        split.train.len(),
+        split.validation.len(),
+        split.test.len()
+    );
+    println!(
+        "model: embedding {}, BiLSTM 2x{} x{} encoder, LSTM {} decoder, {:?} attention; up to {} epochs or {} min",
+        config.d_embedding,
+        config.d_encoder,
+        config.encoder_layers,
+        2 * config.d_encoder,
+        config.attention,
+        config.max_epochs,
+        config.max_minutes
+    );
+    let device = padless::training_device();
+    let report = train(&split, &config, &args.out, &device, |log| {
+        println!(
+            "epoch {:>2}: loss {:.4}, validation WER {:.2}% PER {:.2}% (lr {:.1e}, {:.0} s)",
+            log.epoch,
+            log.train_loss,
+            100.0 * log.validation_wer,
+            100.0 * log.validation_per,
+            log.learning_rate,
+            log.seconds
+        );
+    })
+    .context("training")?;
+    println!(
+        "trained {} parameters in {:.0} s ({} steps); best validation WER {:.2}%; saved {}",
+        report.parameters,
+        report.seconds,
+        report.steps,
+        100.0 * report.best_validation_wer,
+        args.out.display()
+    );
+    let inference = padless::default_device();
+    let (model, _) = G2p::load(&args.out, &inference)?;
+    let test = evaluate(&model, &split.test, args.beam, 512, &inference)?;
+    println!("test split: {test}");
+    let unseen: Vec<String> = split
+        .test
+        .iter()
+        .step_by((split.test.len() / 6).max(1))
+        .take(6)
+        .map(|e| e.word.clone())
+        .collect();
+    println!("unseen words (test split), greedy:");
+    for (word, phonemes) in unseen
+        .iter()
+        .zip(model.pronounce(&unseen, 1, 64, &inference)?)
+    {
+        let entry = split
+            .test
+            .iter()
+            .find(|e| &e.word == word)
+            .expect("from test");
+        println!(
+            "  {word:<14} {:<28} reference: {}",
+            phonemes.join(" "),
+            entry.pronunciations[0].join(" ")
+        );
+    }
+    Ok(())
+}
+
+fn eval_command(args: EvalArgs) -> Result<()> {
+    let (_, split) = load_split(&args.data)?;
+    let device = padless::default_device();
+    let (model, header) = G2p::load(&args.model, &device)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let entries = match args.split {
+        SplitArg::Train => &split.train,
+        SplitArg::Validation => &split.validation,
+        SplitArg::Test => &split.test,
+    };
+    let report = evaluate(&model, entries, args.beam, args.batch_size, &device)?;
+    println!(
+        "{} ({} parameters, trained {} epochs): {:?} split: {report}",
+        args.model.display(),
+        model.network.n_parameters(),
+        header.get("epoch").map_or("?", String::as_str),
+        args.split
+    );
+    Ok(())
+}
+
+fn pronounce_command(args: PronounceArgs) -> Result<()> {
+    let device = padless::default_device();
+    let (model, _) = G2p::load(&args.model, &device)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let outputs = model.pronounce(&args.words, args.beam, 64, &device)?;
+    for (word, phonemes) in args.words.iter().zip(outputs) {
+        println!("{word}\t{}", phonemes.join(" "));
+    }
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! `padless g2p` as a user runs it, on a slice of the shipped dictionary.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn padless(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_padless"))
+        .args(args)
+        .output()
+        .expect("padless runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("padless-g2p-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn train_eval_and_pronounce_work_on_the_shipped_dictionary() {
+    let dir = temp_dir("run");
+    let model = dir.join("m.safetensors");
+    let model = model.to_str().unwrap();
+    let (ok, stdout, stderr) = padless(&[
+        "g2p", "train", "--limit", "600", "--epochs", "1", "--hidden", "16", "--out", model,
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("split by word:"), "{stdout}");
+    assert!(stdout.contains("epoch  1: loss"), "{stdout}");
+    assert!(
+        stdout.contains("test split:") && stdout.contains("WER"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("unseen words"), "{stdout}");
+    let (ok, stdout, stderr) = padless(&[
+        "g2p",
+        "eval",
+        "--limit",
+        "600",
+        "--model",
+        model,
+        "--split",
+        "validation",
+        "--beam",
+        "2",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("beam 2: WER"), "{stdout}");
+    let (ok, stdout, stderr) = padless(&["g2p", "pronounce", "--model", model, "cat", "Zebra"]);
+    assert!(ok, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with("cat\t") && lines[1].starts_with("Zebra\t"),
+        "{stdout}"
+    );
+    // Every printed symbol is an ARPAbet phoneme.
+    for symbol in lines
+        .iter()
+        .flat_map(|l| l.split('\t').nth(1).unwrap().split_whitespace())
+    {
+        assert!(
+            symbol
+                .trim_end_matches(['0', '1', '2'])
+                .chars()
+                .all(|c| c.is_ascii_uppercase()),
+            "{symbol}"
+        );
+    }
+    let (ok, _, stderr) = padless(&["g2p", "pronounce", "--model", model, "héllo"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("`é`") && stderr.contains("not in the model's alphabet"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn missing_files_and_malformed_lines_are_clear_errors() {
+    let (ok, _, stderr) = padless(&[
+        "g2p",
+        "pronounce",
+        "--model",
+        "no/such/model.safetensors",
+        "cat",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("no/such/model.safetensors"), "{stderr}");
+    let dir = temp_dir("bad");
+    let data = dir.join("bad.dict");
+    std::fs::write(&data, "cat K AE1 T\ndog\n").unwrap();
+    let data = data.to_str().unwrap();
+    let (ok, _, stderr) = padless(&["g2p", "train", "--data", data, "--epochs", "1"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("line 2") && stderr.contains("expected phonemes"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = padless(&[
+        "g2p",
+        "eval",
+        "--data",
+        data,
+        "--malformed",
+        "skip",
+        "--model",
+        "x.safetensors",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("skipped 1 malformed lines"), "{stderr}");
+    let (ok, _, stderr) = padless(&["g2p", "train", "--data", "/no/such.dict"]);
+    assert!(!ok);
+    assert!(stderr.contains("/no/such.dict"), "{stderr}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn g2p_help_lists_the_subcommands() {
+    let (ok, stdout, _) = padless(&["g2p", "--help"]);
+    assert!(ok);
+    for sub in ["train", "eval", "pronounce"] {
+        assert!(stdout.contains(sub), "{stdout}");
+    }
+}

@@ -1,0 +1,196 @@
+//! [`G2p`]: an [`EncoderDecoder`] with its letter and phoneme vocabularies, saved as one
+//! safetensors file.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use burn::tensor::{Device, Int, Tensor};
+use padless::seq2seq::{EncoderDecoder, EncoderDecoderConfig, beam_decode, greedy_decode};
+use padless::tensor_util::int_tensor_from;
+use padless::weights::{load_safetensors, save_safetensors};
+
+use crate::error::{G2pError, Result};
+use crate::vocab::Vocab;
+
+/// The file format tag in a saved model's header.
+pub const MODEL_FORMAT: &str = "padless-g2p-1";
+
+/// The longest pronunciation the decoder produces for a word of `n` letters.
+pub fn max_phonemes(n_letters: usize) -> usize {
+    2 * n_letters + 5
+}
+
+/// A grapheme-to-phoneme model.
+#[derive(Debug, Clone)]
+pub struct G2p {
+    /// The network.
+    pub network: EncoderDecoder,
+    /// Characters (`<pad>` first).
+    pub letters: Vocab,
+    /// Phonemes (`<pad>`, `<s>`, `</s>` first).
+    pub phonemes: Vocab,
+}
+
+impl G2p {
+    /// Letter ids of `words`, post-padded with 0: `[batch, longest]`.
+    ///
+    /// # Errors
+    /// [`G2pError::UnknownCharacters`] for a character outside the alphabet, or an empty word.
+    pub fn encode_words(&self, words: &[String], device: &Device) -> Result<Tensor<2, Int>> {
+        let ids: Vec<Vec<i64>> = words
+            .iter()
+            .map(|w| letter_ids(&self.letters, w))
+            .collect::<Result<_>>()?;
+        Ok(pad_rows(&ids, device))
+    }
+
+    /// Pronounces `words` (lower-cased), `batch_size` words at a time; `beam` 1 is greedy.
+    ///
+    /// # Errors
+    /// Unknown characters or an empty word.
+    pub fn pronounce(
+        &self,
+        words: &[String],
+        beam: usize,
+        batch_size: usize,
+        device: &Device,
+    ) -> Result<Vec<Vec<String>>> {
+        let mut out = Vec::with_capacity(words.len());
+        // Sorting by length keeps padding (wasted work) low; the results go back in order.
+        let mut order: Vec<usize> = (0..words.len()).collect();
+        order.sort_by_key(|&i| words[i].chars().count());
+        let mut results = vec![Vec::new(); words.len()];
+        for chunk in order.chunks(batch_size.max(1)) {
+            let batch: Vec<String> = chunk.iter().map(|&i| words[i].to_lowercase()).collect();
+            let source = self.encode_words(&batch, device)?;
+            let longest = batch.iter().map(|w| w.chars().count()).max().unwrap_or(1);
+            let decoded = if beam <= 1 {
+                greedy_decode(&self.network, source, max_phonemes(longest))?
+            } else {
+                beam_decode(&self.network, source, beam, max_phonemes(longest))?
+            };
+            for (&i, ids) in chunk.iter().zip(decoded) {
+                results[i] = ids
+                    .iter()
+                    .filter_map(|&id| self.phonemes.symbol(id).map(str::to_string))
+                    .collect();
+            }
+        }
+        out.extend(results);
+        Ok(out)
+    }
+
+    /// Writes the model atomically: weights, config and vocabularies, with `extra` header
+    /// entries (training figures).
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn save(&self, path: &Path, extra: &[(&str, String)]) -> Result<()> {
+        let json = |v: &dyn erased::Json| v.to_json();
+        let mut metadata = HashMap::from([
+            ("format".to_string(), MODEL_FORMAT.to_string()),
+            ("config".to_string(), json(&self.network.config)),
+            ("letters".to_string(), json(&self.letters.symbols)),
+            ("phonemes".to_string(), json(&self.phonemes.symbols)),
+        ]);
+        metadata.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        save_safetensors(path, &self.network.weights(), &metadata)?;
+        Ok(())
+    }
+
+    /// Reads a model written by [`G2p::save`], with its header.
+    ///
+    /// # Errors
+    /// A missing or foreign file, or weights that do not fit the config.
+    pub fn load(path: &Path, device: &Device) -> Result<(G2p, HashMap<String, String>)> {
+        let (weights, metadata) = load_safetensors(path)?;
+        let bad = |reason: String| G2pError::BadModel {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let get = |key: &str| {
+            metadata
+                .get(key)
+                .ok_or_else(|| bad(format!("not a G2P model: its header has no `{key}`")))
+        };
+        let format = get("format")?;
+        if format != MODEL_FORMAT {
+            return Err(bad(format!("format `{format}`, expected `{MODEL_FORMAT}`")));
+        }
+        let config: EncoderDecoderConfig =
+            serde_json::from_str(get("config")?).map_err(|e| bad(format!("config: {e}")))?;
+        let symbols = |key: &str| -> Result<Vocab> {
+            let list: Vec<String> =
+                serde_json::from_str(get(key)?).map_err(|e| bad(format!("{key}: {e}")))?;
+            Ok(Vocab::from_symbols(list))
+        };
+        let mut network = config.init(device)?;
+        network
+            .set_weights(&weights)
+            .map_err(|e| bad(e.to_string()))?;
+        let model = G2p {
+            network,
+            letters: symbols("letters")?,
+            phonemes: symbols("phonemes")?,
+        };
+        Ok((model, metadata))
+    }
+}
+
+/// Letter ids of one word (lower-cased).
+///
+/// # Errors
+/// [`G2pError::UnknownCharacters`] naming every unknown character, or an empty word.
+pub fn letter_ids(letters: &Vocab, word: &str) -> Result<Vec<i64>> {
+    let word = word.to_lowercase();
+    let mut unknown: Vec<String> = Vec::new();
+    let ids: Vec<i64> = word
+        .chars()
+        .filter_map(|c| {
+            let id = letters.id(&c.to_string());
+            if id.is_none() && !unknown.contains(&format!("`{c}`")) {
+                unknown.push(format!("`{c}`"));
+            }
+            id
+        })
+        .collect();
+    if !unknown.is_empty() || ids.is_empty() {
+        return Err(G2pError::UnknownCharacters {
+            word: word.clone(),
+            found: if ids.is_empty() && unknown.is_empty() {
+                "an empty word is".to_string()
+            } else {
+                format!(
+                    "{} {}",
+                    unknown.join(", "),
+                    if unknown.len() == 1 { "is" } else { "are" }
+                )
+            },
+            alphabet: letters.symbols[1..].concat(),
+        });
+    }
+    Ok(ids)
+}
+
+/// Rows post-padded with 0 to the longest: `[rows, longest]`.
+pub fn pad_rows(rows: &[Vec<i64>], device: &Device) -> Tensor<2, Int> {
+    let longest = rows.iter().map(Vec::len).max().unwrap_or(1).max(1);
+    let mut values = Vec::with_capacity(rows.len() * longest);
+    for row in rows {
+        values.extend_from_slice(row);
+        values.extend(std::iter::repeat_n(0, longest - row.len()));
+    }
+    int_tensor_from(&values, [rows.len(), longest], device)
+}
+
+mod erased {
+    /// JSON of anything serialisable, behind a trait object so `save` can take mixed types.
+    pub trait Json {
+        fn to_json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> String {
+            serde_json::to_string(self).expect("plain data serialises")
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Training a [`G2p`] model: teacher forcing with the target-masked loss, Adam, a time and
+//! epoch budget, learning-rate halving on a validation plateau, and the best model on
+//! validation word error rate saved atomically.
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::Device;
+use padless::seq2seq::{AttentionKind, EncoderDecoderConfig};
+use padless::train::OptimizerConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::batch::{bucketed_batches, make_pairs};
+use crate::cmudict::Entry;
+use crate::error::{G2pError, Result};
+use crate::eval::evaluate;
+use crate::model::G2p;
+use crate::split::Split;
+use crate::vocab::{SOURCE_SPECIALS, TARGET_SPECIALS, Vocab};
+
+/// Settings of a training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Embedding width.
+    pub d_embedding: usize,
+    /// Units per encoder direction (the decoder has twice as many).
+    pub d_encoder: usize,
+    /// Bidirectional encoder layers.
+    pub encoder_layers: usize,
+    /// The attention score.
+    pub attention: AttentionKind,
+    /// Dropout on embeddings and before the output layer.
+    pub dropout: f64,
+    /// Pairs per batch.
+    pub batch_size: usize,
+    /// At most this many epochs.
+    pub max_epochs: usize,
+    /// Stop after the epoch (or batch) that passes this many minutes.
+    pub max_minutes: f64,
+    /// Adam's initial learning rate.
+    pub learning_rate: f64,
+    /// Clip each parameter's gradient to this norm.
+    pub clip_norm: Option<f32>,
+    /// Seed of the weights, the batches and dropout.
+    pub seed: u64,
+    /// Validation words decoded after each epoch (the first ones of the validation split).
+    pub validation_words: usize,
+    /// Halve the learning rate after each run of this many epochs without a better
+    /// validation score; stop after `4 * patience` such epochs in a row.
+    pub patience: usize,
+}
+
+impl TrainConfig {
+    /// A run of a few minutes on 2 cores: a small model that already pronounces unseen words
+    /// plausibly.
+    pub fn quick() -> Self {
+        TrainConfig {
+            d_embedding: 32,
+            d_encoder: 64,
+            encoder_layers: 1,
+            attention: AttentionKind::Dot { scaled: false },
+            dropout: 0.0,
+            batch_size: 64,
+            max_epochs: 3,
+            max_minutes: 3.0,
+            learning_rate: 2e-3,
+            clip_norm: Some(5.0),
+            seed: 1,
+            validation_words: 500,
+            patience: 1,
+        }
+    }
+
+    /// The model of the README's results (up to 60 minutes on 2 cores).
+    pub fn full() -> Self {
+        TrainConfig {
+            d_embedding: 64,
+            d_encoder: 128,
+            encoder_layers: 1,
+            attention: AttentionKind::Dot { scaled: false },
+            dropout: 0.1,
+            batch_size: 128,
+            max_epochs: 40,
+            max_minutes: 58.0,
+            learning_rate: 2e-3,
+            clip_norm: Some(5.0),
+            seed: 1,
+            validation_words: 2000,
+            patience: 1,
+        }
+    }
+
+    /// The network's config for these vocabularies.
+    pub fn network(&self, letters: &Vocab, phonemes: &Vocab) -> EncoderDecoderConfig {
+        EncoderDecoderConfig {
+            n_source_tokens: letters.len(),
+            n_target_tokens: phonemes.len(),
+            d_embedding: self.d_embedding,
+            d_encoder: self.d_encoder,
+            encoder_layers: self.encoder_layers,
+            attention: self.attention,
+            dropout: self.dropout,
+        }
+    }
+}
+
+/// One epoch's figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochLog {
+    /// 1-based.
+    pub epoch: usize,
+    /// Mean masked loss per valid target step over the epoch.
+    pub train_loss: f64,
+    /// Greedy WER on the validation words.
+    pub validation_wer: f64,
+    /// Greedy PER on the validation words.
+    pub validation_per: f64,
+    /// The learning rate used.
+    pub learning_rate: f64,
+    /// Seconds since the start of training.
+    pub seconds: f64,
+}
+
+/// What a training run did.
+#[derive(Debug, Clone)]
+pub struct TrainReport {
+    /// Per-epoch figures.
+    pub history: Vec<EpochLog>,
+    /// Optimizer steps.
+    pub steps: usize,
+    /// Training time, validation included.
+    pub seconds: f64,
+    /// The best validation WER (the saved model's).
+    pub best_validation_wer: f64,
+    /// Scalar parameters.
+    pub parameters: usize,
+}
+
+/// The alphabets of a dictionary: every character of every word, and every phoneme. Taken
+/// over all splits (spellings and the phoneme inventory are not labels), so that any
+/// dictionary word can be evaluated.
+pub fn vocabularies(entries: &[Entry]) -> (Vocab, Vocab) {
+    let letters = Vocab::new(
+        &SOURCE_SPECIALS,
+        entries
+            .iter()
+            .flat_map(|e| e.word.chars().map(String::from)),
+    );
+    let phonemes = Vocab::new(
+        &TARGET_SPECIALS,
+        entries
+            .iter()
+            .flat_map(|e| e.pronunciations.iter().flatten().cloned()),
+    );
+    (letters, phonemes)
+}
+
+/// Trains on `split.train`, validates on the first `validation_words` of `split.validation`
+/// after each epoch, and saves the best model to `out`. `on_epoch` sees each epoch's figures
+/// (for printing); the progress bar shows only on a terminal.
+///
+/// # Errors
+/// An empty training split, bad settings, or a model file that cannot be written.
+pub fn train(
+    split: &Split,
+    config: &TrainConfig,
+    out: &Path,
+    device: &Device,
+    mut on_epoch: impl FnMut(&EpochLog),
+) -> Result<TrainReport> {
+    if split.train.is_empty() || split.validation.is_empty() {
+        return Err(G2pError::Config(format!(
+            "training needs words in the train and validation splits, found {} and {}",
+            split.train.len(),
+            split.validation.len()
+        )));
+    }
+    let all: Vec<Entry> = [&split.train, &split.validation, &split.test]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    let (letters, phonemes) = vocabularies(&all);
+    let pairs = make_pairs(&split.train, &letters, &phonemes)?;
+    device.seed(config.seed);
+    let mut network = config.network(&letters, &phonemes).init(device)?;
+    let parameters = network.n_parameters();
+    let mut optimizer = OptimizerConfig::default().init(config.clip_norm);
+    let validation = &split.validation[..config.validation_words.min(split.validation.len())];
+    let inference = device.clone().without_autodiff();
+    let start = Instant::now();
+    let budget = config.max_minutes * 60.0;
+    let (mut history, mut steps) = (Vec::new(), 0);
+    let (mut best, mut learning_rate, mut since_best) =
+        ((f64::INFINITY, f64::INFINITY), config.learning_rate, 0);
+    for epoch in 1..=config.max_epochs {
+        let batches = bucketed_batches(
+            &pairs,
+            config.batch_size,
+            config.seed + epoch as u64,
+            device,
+        );
+        let bar = progress_bar(batches.len(), epoch);
+        let (mut loss_sum, mut loss_steps) = (0.0, 0usize);
+        for batch in &batches {
+            let out = network.loss(
+                batch.source.clone(),
+                batch.decoder_input.clone(),
+                batch.targets.clone(),
+            )?;
+            let loss = out.value.expect("mean reduction gives a value");
+            let value = f64::from(loss.clone().into_scalar::<f32>());
+            loss_sum += value * batch.n_target_steps as f64;
+            loss_steps += batch.n_target_steps;
+            let grads = GradientsParams::from_grads(loss.backward(), &network);
+            network = optimizer.step(learning_rate, network, grads);
+            steps += 1;
+            bar.inc(1);
+            bar.set_message(format!("loss {:.4}", loss_sum / loss_steps as f64));
+            if start.elapsed().as_secs_f64() > budget {
+                break;
+            }
+        }
+        bar.finish_and_clear();
+        let model = G2p {
+            network: network.valid(),
+            letters: letters.clone(),
+            phonemes: phonemes.clone(),
+        };
+        let report = evaluate(&model, validation, 1, 256, &inference)?;
+        let log = EpochLog {
+            epoch,
+            train_loss: loss_sum / loss_steps.max(1) as f64,
+            validation_wer: report.wer,
+            validation_per: report.per,
+            learning_rate,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        on_epoch(&log);
+        // Better WER, or the same WER with a better PER (WER moves in coarse steps early on).
+        if (log.validation_wer, log.validation_per) < best {
+            best = (log.validation_wer, log.validation_per);
+            since_best = 0;
+            let train_config = serde_json::to_string(config).expect("plain data");
+            model.save(
+                out,
+                &[
+                    ("train_config", train_config),
+                    ("epoch", epoch.to_string()),
+                    ("validation_wer", log.validation_wer.to_string()),
+                    ("validation_per", log.validation_per.to_string()),
+                    ("train_seconds", log.seconds.to_string()),
+                ],
+            )?;
+        } else {
+            since_best += 1;
+            if since_best % config.patience.max(1) == 0 {
+                learning_rate *= 0.5;
+            }
+        }
+        history.push(log);
+        if start.elapsed().as_secs_f64() > budget || since_best >= 4 * config.patience.max(1) {
+            break;
+        }
+    }
+    Ok(TrainReport {
+        history,
+        steps,
+        seconds: start.elapsed().as_secs_f64(),
+        best_validation_wer: best.0,
+        parameters,
+    })
+}
+
+fn progress_bar(len: usize, epoch: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "epoch {epoch} [{{bar:30}}] {{pos}}/{{len}} {{msg}} ({{elapsed}}, eta {{eta}})"
+        ))
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}

@@ -1,0 +1,98 @@
+//! A tiny end-to-end run: a few hundred real words split, a small model, seconds. It must learn
+//! (the loss falls and it pronounces training words right) and decode, and a saved model must
+//! round-trip and reject unknown characters clearly.
+
+use padless_g2p::cmudict::{Malformed, parse};
+use padless_g2p::eval::evaluate;
+use padless_g2p::split::split_by_word;
+use padless_g2p::train::{TrainConfig, train};
+use padless_g2p::{G2p, G2pError};
+
+#[test]
+fn a_tiny_run_learns_decodes_saves_and_reloads() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../data/cmudict/cmudict.dict"
+    ))
+    .unwrap();
+    let dict = parse(&text, Malformed::Error).unwrap();
+    // Short words of one to four letters: a small, learnable slice.
+    let entries: Vec<_> = dict
+        .entries
+        .into_iter()
+        .filter(|e| {
+            (2..=4).contains(&e.word.len()) && e.word.chars().all(|c| c.is_ascii_lowercase())
+        })
+        .step_by(7)
+        .take(200)
+        .collect();
+    let mut split = split_by_word(&entries, 3);
+    // Validate on training words: this test checks learning, not generalisation.
+    split.train.truncate(32);
+    split.validation = split.train.clone();
+    let config = TrainConfig {
+        d_embedding: 16,
+        d_encoder: 24,
+        batch_size: 8,
+        max_epochs: 40,
+        max_minutes: 5.0,
+        learning_rate: 1e-2,
+        validation_words: 32,
+        dropout: 0.0,
+        patience: 1000,
+        ..TrainConfig::quick()
+    };
+    let dir = std::env::temp_dir().join(format!("padless-g2p-e2e-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("model.safetensors");
+    let device = padless::training_device();
+    let report = train(&split, &config, &path, &device, |log| eprintln!("{log:?}")).unwrap();
+    let first = report.history.first().unwrap();
+    let last = report.history.last().unwrap();
+    assert!(
+        last.train_loss < 0.5 * first.train_loss,
+        "loss {} -> {}",
+        first.train_loss,
+        last.train_loss
+    );
+    assert!(
+        report.best_validation_wer < 0.5,
+        "training-word WER {:?}",
+        report
+            .history
+            .iter()
+            .map(|h| h.validation_wer)
+            .collect::<Vec<_>>()
+    );
+    let inference = padless::default_device();
+    let (model, header) = G2p::load(&path, &inference).unwrap();
+    let reloaded = evaluate(&model, &split.validation, 1, 64, &inference).unwrap();
+    assert!((reloaded.wer - report.best_validation_wer).abs() < 1e-12);
+    assert_eq!(header["format"], "padless-g2p-1");
+    let beam = evaluate(&model, &split.validation, 3, 64, &inference).unwrap();
+    assert!(
+        beam.wer <= reloaded.wer + 0.05,
+        "beam {} greedy {}",
+        beam.wer,
+        reloaded.wer
+    );
+    let out = model
+        .pronounce(&["cat".to_string(), "Dog".to_string()], 2, 8, &inference)
+        .unwrap();
+    assert!(
+        out.iter().all(|p| !p.is_empty() && p.len() <= 11),
+        "{out:?}"
+    );
+    let err = model
+        .pronounce(&["naïve".to_string()], 1, 8, &inference)
+        .unwrap_err();
+    assert!(matches!(err, G2pError::UnknownCharacters { .. }));
+    let message = err.to_string();
+    assert!(
+        message.contains("`ï`") && message.contains("naïve"),
+        "{message}"
+    );
+    let err = G2p::load(&dir.join("missing.safetensors"), &inference).unwrap_err();
+    assert!(err.to_string().contains("missing.safetensors"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
