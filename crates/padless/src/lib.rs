@@ -79,6 +79,10 @@ pub fn cuda_training_device() -> burn::tensor::Device {
 #[doc = include_str!("../../../docs/masking.md")]
 pub mod guide {}
 
+/// The encoder-decoder guide (`docs/encoder-decoder.md`); its snippet runs as a test.
+#[doc = include_str!("../../../docs/encoder-decoder.md")]
+pub mod encoder_decoder_guide {}
+
 /// The names most programs need.
 pub mod prelude {
     pub use crate::layer::{Layer, Spec};
