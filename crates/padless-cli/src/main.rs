@@ -4,7 +4,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod data_files;
 mod demo;
+mod encode;
+mod eval_cmd;
+mod model_file;
+mod train_cmd;
+mod vocab;
 
 /// Mask-aware sequence models: padding never leaks into states, losses or gradients.
 #[derive(Parser, Debug)]
@@ -32,6 +38,13 @@ enum Command {
         /// A model config (JSON or TOML).
         config: std::path::PathBuf,
     },
+    /// Train a model config on data files (JSON Lines, CSV or text), with progress, best and
+    /// last checkpoints and a CSV log; --resume continues a run.
+    Train(train_cmd::TrainArgs),
+    /// Print the masked loss and metrics of a checkpoint on a data file.
+    Evaluate(eval_cmd::EvaluateArgs),
+    /// Print a checkpoint's decoded outputs for a data file or one input.
+    Predict(eval_cmd::PredictArgs),
 }
 
 fn run() -> anyhow::Result<()> {
@@ -39,6 +52,9 @@ fn run() -> anyhow::Result<()> {
     match args.command {
         Command::Demo { seed, epochs } => demo::run(seed, epochs),
         Command::Summary { config } => summary(&config),
+        Command::Train(args) => train_cmd::run(args),
+        Command::Evaluate(args) => eval_cmd::evaluate(args),
+        Command::Predict(args) => eval_cmd::predict_cmd(args),
     }
 }
 
