@@ -4,8 +4,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod data_files;
 mod demo;
+mod encode;
+mod eval_cmd;
 mod g2p;
+mod model_file;
+mod train_cmd;
+mod vocab;
 
 /// Mask-aware sequence models: padding never leaks into states, losses or gradients.
 #[derive(Parser, Debug)]
@@ -36,6 +42,13 @@ enum Command {
         /// A model config (JSON or TOML).
         config: std::path::PathBuf,
     },
+    /// Train a model config on data files (JSON Lines, CSV or text), with progress, best and
+    /// last checkpoints and a CSV log; --resume continues a run.
+    Train(train_cmd::TrainArgs),
+    /// Print the masked loss and metrics of a checkpoint on a data file.
+    Evaluate(eval_cmd::EvaluateArgs),
+    /// Print a checkpoint's decoded outputs for a data file or one input.
+    Predict(eval_cmd::PredictArgs),
 }
 
 fn run() -> anyhow::Result<()> {
@@ -44,6 +57,9 @@ fn run() -> anyhow::Result<()> {
         Command::Demo { seed, epochs } => demo::run(seed, epochs),
         Command::Summary { config } => summary(&config),
         Command::G2p(command) => g2p::run(command),
+        Command::Train(args) => train_cmd::run(args),
+        Command::Evaluate(args) => eval_cmd::evaluate(args),
+        Command::Predict(args) => eval_cmd::predict_cmd(args),
     }
 }
 

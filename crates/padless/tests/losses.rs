@@ -332,7 +332,8 @@ fn bad_input_gives_clear_errors() {
         ))
         .unwrap_err();
     assert!(
-        err.to_string().contains("[row 0, step 1] is Some(NaN)"),
+        err.to_string()
+            .contains("[row 0, step 1] is NaN, expected a finite value"),
         "{err}"
     );
     let err = mse

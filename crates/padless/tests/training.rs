@@ -130,6 +130,39 @@ fn the_same_seed_and_data_give_identical_curves() {
 }
 
 #[test]
+fn a_resumed_run_continues_exactly_as_an_uninterrupted_one() {
+    // Adam's moments and step count, the epoch (which seeds the shuffling) and the learning
+    // rate all come back from the checkpoint, so epoch 3 after a resume is epoch 3 of a run
+    // that never stopped, bit for bit.
+    let _guard = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
+    let (_, straight) = trained(3, 13);
+    let (first_two, _) = trained(2, 13);
+    let dir = std::env::temp_dir().join(format!("padless-resume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("last.safetensors");
+    save_checkpoint(&first_two, &path).unwrap();
+    let mut resumed = load_checkpoint(&path, compile(), &training_device()).unwrap();
+    let third = resumed
+        .fit(&reverse_task(600, 5), None, &fit_config(1), &mut [])
+        .unwrap();
+    assert_eq!(resumed.epoch, 3);
+    assert_eq!(third[0], straight[2]);
+    // Without the optimizer state (a fresh Adam on the same weights) epoch 3 differs.
+    let mut fresh_optimizer =
+        Trainer::from_config(&model_config(), compile(), &training_device()).unwrap();
+    fresh_optimizer
+        .model
+        .set_weights(&first_two.model.weights())
+        .unwrap();
+    fresh_optimizer.epoch = 2;
+    let other = fresh_optimizer
+        .fit(&reverse_task(600, 5), None, &fit_config(1), &mut [])
+        .unwrap();
+    assert_ne!(other[0]["loss"], straight[2]["loss"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn checkpoints_round_trip_and_fail_clearly_when_damaged() {
     let _guard = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
     let (trainer, _) = trained(1, 3);
@@ -295,5 +328,26 @@ fn callbacks_follow_their_monitor() {
         std::fs::read_to_string(&csv).unwrap(),
         "epoch,accuracy,val_loss\n1,0.25,1\n2,0.75,0.5\n"
     );
+    // A resumed run appends under the existing header.
+    let mut resumed = CsvLogger::appending(&csv).unwrap();
+    resumed
+        .on_epoch_end(2, &logs(0.25, 1.0), &mut trainer)
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&csv).unwrap(),
+        "epoch,accuracy,val_loss\n1,0.25,1\n2,0.75,0.5\n3,1,0.25\n"
+    );
+    // A resumed checkpoint keeps the earlier best: a worse epoch does not replace it.
+    std::fs::remove_file(&best).unwrap();
+    let mut resumed =
+        ModelCheckpoint::new(Some(best.clone()), None, "val_loss").with_best_so_far(Some(0.5));
+    resumed
+        .on_epoch_end(3, &logs(0.75, 0.0), &mut trainer)
+        .unwrap();
+    assert!(!best.exists(), "0.75 does not beat the earlier best 0.5");
+    resumed
+        .on_epoch_end(4, &logs(0.25, 0.0), &mut trainer)
+        .unwrap();
+    assert!(best.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }

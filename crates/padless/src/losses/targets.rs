@@ -136,11 +136,12 @@ pub(crate) fn check_finite_targets(targets: &Targets, mask: &Mask) -> Result<()>
             if valid[step] && (0..features).any(|f| !finite[step * features + f]) {
                 let bad = (0..features)
                     .map(|f| values[step * features + f])
-                    .find(|v| !v.is_finite());
+                    .find(|v| !v.is_finite())
+                    .unwrap_or(f32::NAN);
                 return Err(Error::config(
                     "loss",
                     format!(
-                        "target at [row {b}, step {t}] is {bad:?}, expected a finite value at a valid step"
+                        "target at [row {b}, step {t}] is {bad}, expected a finite value at a valid step"
                     ),
                 ));
             }

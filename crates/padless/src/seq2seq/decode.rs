@@ -8,8 +8,8 @@ use crate::error::{Error, Result};
 use crate::mask::Mask;
 use crate::tensor_util::{f32_vec, i64_vec, int_tensor_from};
 
-/// Decodes each row of `source [batch, t_source]` by taking the most likely token at every
-/// step, until it emits [`EOS`] or reaches `max_len` tokens. Returns the tokens of each row
+/// Decodes each row of `source [batch, t_source]` by taking the most likely token (among
+/// [`EOS`] and the output symbols; never padding or the start symbol) at every step, until it emits [`EOS`] or reaches `max_len` tokens. Returns the tokens of each row
 /// without the start and end symbols.
 ///
 /// # Masking
@@ -34,7 +34,17 @@ pub fn greedy_decode(
         let tokens = int_tensor_from(&previous, [batch], &device);
         let (logits, next) = model.step(tokens, &states, &encoded)?;
         states = next;
-        let best = i64_vec(logits.argmax(1).reshape([batch]));
+        // Padding and the start symbol are never outputs: the choice is among EOS and up.
+        let n_tokens = logits.dims()[1];
+        let best: Vec<i64> = i64_vec(
+            logits
+                .slice([0..batch, EOS as usize..n_tokens])
+                .argmax(1)
+                .reshape([batch]),
+        )
+        .into_iter()
+        .map(|t| t + EOS)
+        .collect();
         for (row, &token) in best.iter().enumerate() {
             if finished[row] {
                 continue;

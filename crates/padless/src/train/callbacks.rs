@@ -257,6 +257,13 @@ impl ModelCheckpoint {
             watch: Watch::new(monitor.into(), 0.0),
         }
     }
+
+    /// Starts from a best value reached before (a resumed run), so the best checkpoint is
+    /// replaced only by an epoch that beats it.
+    pub fn with_best_so_far(mut self, best: Option<f64>) -> Self {
+        self.watch.best = best;
+        self
+    }
 }
 
 impl Callback for ModelCheckpoint {
@@ -291,6 +298,24 @@ impl CsvLogger {
             path: path.into(),
             header: None,
         }
+    }
+
+    /// Logs to `path`, appending to the log already there (a resumed run) under its header;
+    /// a new log when there is none.
+    ///
+    /// # Errors
+    /// When an existing log cannot be read.
+    pub fn appending(path: impl Into<PathBuf>) -> Result<Self> {
+        let path = path.into();
+        let header = match std::fs::read_to_string(&path) {
+            Ok(text) => text
+                .lines()
+                .next()
+                .map(|line| line.split(',').skip(1).map(String::from).collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => return Err(Error::Io { path, source }),
+        };
+        Ok(CsvLogger { path, header })
     }
 }
 

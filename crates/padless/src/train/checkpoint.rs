@@ -1,12 +1,17 @@
 //! Checkpoints: one safetensors file holding the weights (`"{layer}/{weight}"`, f32), the
-//! optimizer state (`__optimizer__`, bytes) and, in its header, the model config, the epoch
-//! and the learning rate. Written to a temporary file and renamed, so an interrupted save
-//! leaves the previous checkpoint intact.
+//! optimizer state (`__optimizer__`, bytes) and, in its header, the model config, the epoch,
+//! the learning rate and the parameter ids. Written to a temporary file and renamed, so an
+//! interrupted save leaves the previous checkpoint intact.
+//!
+//! burn keys optimizer state (Adam's moments and step count) by parameter id, and a model
+//! rebuilt from its config gets fresh ids; so the ids are saved in parameter order and given
+//! back to the rebuilt model, and the restored state applies to the same parameters.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use burn::tensor::{Bytes, Device};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::tensor::{Bytes, Device, Tensor};
 use safetensors::SafeTensors;
 
 use super::trainer::{CompileConfig, Trainer};
@@ -17,6 +22,32 @@ use crate::weights::{parse_tensors, serialize_safetensors, write_atomically};
 /// The checkpoint format this version writes and reads.
 pub const CHECKPOINT_FORMAT: &str = "padless-checkpoint-1";
 const OPTIMIZER: &str = "__optimizer__";
+const PARAM_IDS: &str = "param_ids";
+
+/// Collects the ids of float parameters in visiting order.
+struct CollectIds(Vec<u64>);
+
+impl ModuleVisitor for CollectIds {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.0.push(param.id.val());
+    }
+}
+
+/// Gives float parameters the saved ids, in visiting order.
+struct SetIds {
+    ids: Vec<u64>,
+    next: usize,
+}
+
+impl ModuleMapper for SetIds {
+    fn map_float<const D: usize>(&mut self, mut param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if let Some(&id) = self.ids.get(self.next) {
+            param.id = ParamId::from(id);
+        }
+        self.next += 1;
+        param
+    }
+}
 
 fn bad(path: &Path, message: impl Into<String>) -> Error {
     Error::WeightFile {
@@ -49,6 +80,10 @@ pub fn save_checkpoint(trainer: &Trainer, path: &Path) -> Result<()> {
         ),
         ("lr_factor".to_string(), trainer.lr_factor.to_string()),
     ]);
+    let mut ids = CollectIds(Vec::new());
+    trainer.model.visit(&mut ids);
+    let ids: Vec<String> = ids.0.iter().map(u64::to_string).collect();
+    metadata.insert(PARAM_IDS.to_string(), ids.join(","));
     if let Some(config) = &trainer.model_config {
         let json = serde_json::to_string(config).map_err(|e| bad(path, e.to_string()))?;
         metadata.insert("model_config".to_string(), json);
@@ -96,6 +131,28 @@ pub fn load_checkpoint(path: &Path, compile: CompileConfig, device: &Device) -> 
         .model
         .set_weights(&weights)
         .map_err(|e| bad(path, e.to_string()))?;
+    // Checkpoints written before the ids were saved restore the weights, and the optimizer
+    // state starts afresh.
+    if let Some(ids) = metadata.get(PARAM_IDS) {
+        let ids = ids
+            .split(',')
+            .map(str::parse)
+            .collect::<std::result::Result<Vec<u64>, _>>()
+            .map_err(|_| bad(path, format!("{PARAM_IDS} are not numbers")))?;
+        let mut count = CollectIds(Vec::new());
+        trainer.model.visit(&mut count);
+        if ids.len() != count.0.len() {
+            return Err(bad(
+                path,
+                format!(
+                    "{} parameter ids for a model of {} parameters",
+                    ids.len(),
+                    count.0.len()
+                ),
+            ));
+        }
+        trainer.model = trainer.model.clone().map(&mut SetIds { ids, next: 0 });
+    }
     if let Some(state) = optimizer {
         let restored = trainer
             .optimizer

@@ -1,0 +1,241 @@
+//! The model file of `padless train`: a [`ModelConfig`] (JSON or TOML) with an optional
+//! `training` section, whose vocabulary-dependent sizes are filled from the data.
+//!
+//! Filled from the data when left out or written as `"vocab"`:
+//! - `input`: token ids for symbol inputs, `{kind = "sequence", features = N}` for vectors;
+//!   a `sequence` input's `features`.
+//! - An `embedding`'s `n_tokens`: the input vocabulary's size (reserved symbols included).
+//! - The last layer's `units` (`dense` or `time_distributed_dense`): the target vocabulary's
+//!   size, or the target vectors' width. `"vocab"` as any layer's `units` means the same.
+//!
+//! The `training` section (all optional): `loss` (`sparse_categorical_crossentropy` for
+//! symbol targets, `mean_squared_error` for vectors), `from_logits` (true unless the last
+//! layer ends in softmax or sigmoid), `optimizer` (`{name = "adam"}`), `learning_rate`
+//! (0.001), `clip_norm`, `metrics` (`token_accuracy` and `sequence_accuracy` for symbol
+//! targets). Inputs are post-padded and carry their mask; where the padding goes changes no
+//! result.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use padless::layers::ActivationKind;
+use padless::losses::{LossKind, SequenceLoss};
+use padless::model_config::{LayerConfig, ModelConfig};
+use padless::train::{CompileConfig, MetricKind, OptimizerConfig};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value as Json, json};
+
+use crate::vocab::{Coding, Vocabs};
+
+/// A loss by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossName {
+    /// Integer labels (symbol targets).
+    SparseCategoricalCrossentropy,
+    /// Per-step binary targets.
+    BinaryCrossentropy,
+    /// Mean squared error (vector targets).
+    MeanSquaredError,
+    /// Mean absolute error (vector targets).
+    MeanAbsoluteError,
+}
+
+/// The `training` section; `None`s are filled by [`TrainingSettings::resolve`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainingSettings {
+    /// The loss.
+    pub loss: Option<LossName>,
+    /// Whether the model outputs logits.
+    pub from_logits: Option<bool>,
+    /// The optimizer.
+    pub optimizer: OptimizerConfig,
+    /// The learning rate.
+    pub learning_rate: f64,
+    /// Per-parameter gradient norm clipping.
+    pub clip_norm: Option<f32>,
+    /// Metrics beside the loss.
+    pub metrics: Option<Vec<MetricKind>>,
+}
+
+impl Default for TrainingSettings {
+    fn default() -> Self {
+        TrainingSettings {
+            loss: None,
+            from_logits: None,
+            optimizer: OptimizerConfig::default(),
+            learning_rate: 1e-3,
+            clip_norm: None,
+            metrics: None,
+        }
+    }
+}
+
+impl TrainingSettings {
+    /// Fills the defaults that depend on the targets and the model.
+    pub fn resolve(mut self, target: &Coding, model: &ModelConfig) -> Self {
+        let symbols = matches!(target, Coding::Symbols { .. });
+        self.loss.get_or_insert(if symbols {
+            LossName::SparseCategoricalCrossentropy
+        } else {
+            LossName::MeanSquaredError
+        });
+        let last_activation = model.layers.iter().rev().find_map(|l| match l {
+            LayerConfig::Dense { activation, .. }
+            | LayerConfig::TimeDistributedDense { activation, .. }
+            | LayerConfig::Activation { activation } => Some(*activation),
+            _ => None,
+        });
+        self.from_logits.get_or_insert(!matches!(
+            last_activation,
+            Some(ActivationKind::Softmax | ActivationKind::Sigmoid)
+        ));
+        self.metrics.get_or_insert_with(|| {
+            if symbols {
+                vec![MetricKind::TokenAccuracy, MetricKind::SequenceAccuracy]
+            } else {
+                Vec::new()
+            }
+        });
+        self
+    }
+
+    /// The compile settings (after [`TrainingSettings::resolve`]).
+    pub fn compile(&self) -> CompileConfig {
+        let from_logits = self.from_logits.unwrap_or(false);
+        let kind = match self.loss.unwrap_or(LossName::MeanSquaredError) {
+            LossName::SparseCategoricalCrossentropy => {
+                LossKind::SparseCategoricalCrossentropy { from_logits }
+            }
+            LossName::BinaryCrossentropy => LossKind::BinaryCrossentropy { from_logits },
+            LossName::MeanSquaredError => LossKind::MeanSquaredError,
+            LossName::MeanAbsoluteError => LossKind::MeanAbsoluteError,
+        };
+        let mut compile = CompileConfig::new(SequenceLoss::new(kind));
+        compile.optimizer = self.optimizer.clone();
+        compile.learning_rate = self.learning_rate;
+        compile.clip_norm = self.clip_norm;
+        compile.metrics = self.metrics.clone().unwrap_or_default();
+        compile
+    }
+}
+
+/// A model file as read, before its sizes are filled.
+#[derive(Debug, Clone)]
+pub struct ModelFile {
+    model: Json,
+    /// The `training` section.
+    pub training: TrainingSettings,
+}
+
+impl ModelFile {
+    /// Reads a JSON or (by its `.toml` extension) TOML model file.
+    ///
+    /// # Errors
+    /// An unreadable file or a malformed `training` section, naming the file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut model: Json = if path.extension().is_some_and(|e| e == "toml") {
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+        } else {
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+        };
+        let training = match model.as_object_mut().and_then(|m| m.remove("training")) {
+            Some(t) => serde_json::from_value(t)
+                .with_context(|| format!("parsing the training section of {}", path.display()))?,
+            None => TrainingSettings::default(),
+        };
+        Ok(ModelFile { model, training })
+    }
+
+    /// The model config with its vocabulary-dependent sizes filled from `vocabs`.
+    ///
+    /// # Errors
+    /// A config that does not parse once filled.
+    pub fn resolve(&self, vocabs: &Vocabs) -> Result<ModelConfig> {
+        let mut model = self.model.clone();
+        let Some(object) = model.as_object_mut() else {
+            bail!(
+                "expected the model config to be an object, found {}",
+                self.model
+            );
+        };
+        let input = object
+            .entry("input")
+            .or_insert_with(|| match &vocabs.input {
+                Coding::Symbols { .. } => json!({"kind": "tokens"}),
+                Coding::Numbers { features } => json!({"kind": "sequence", "features": features}),
+            });
+        if let Some(input) = input.as_object_mut()
+            && input.get("kind").and_then(Json::as_str) == Some("sequence")
+        {
+            fill(input, "features", vocabs.input.size(), true);
+        }
+        if let Some(layers) = object.get_mut("layers").and_then(Json::as_array_mut) {
+            let n_layers = layers.len();
+            for (index, layer) in layers.iter_mut().enumerate() {
+                let Some(layer) = layer.as_object_mut() else {
+                    continue;
+                };
+                let kind = layer
+                    .get("type")
+                    .and_then(Json::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                if kind == "embedding" {
+                    fill(layer, "n_tokens", vocabs.input.size(), true);
+                }
+                let last_dense = index + 1 == n_layers
+                    && matches!(kind.as_str(), "dense" | "time_distributed_dense");
+                fill(layer, "units", vocabs.target.size(), last_dense);
+            }
+        }
+        serde_json::from_value(model).context("parsing the model config once its sizes are filled")
+    }
+}
+
+/// Sets `key` to `size` when it is `"vocab"`, or missing and `when_missing`.
+fn fill(object: &mut serde_json::Map<String, Json>, key: &str, size: usize, when_missing: bool) {
+    let vocab = object.get(key).and_then(Json::as_str) == Some("vocab");
+    if vocab || (when_missing && !object.contains_key(key)) {
+        object.insert(key.to_string(), json!(size));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data_files::{RawSeq, Record, Tokens};
+
+    #[test]
+    fn vocabulary_sizes_fill_the_embedding_and_the_last_layer() {
+        let records = vec![Record {
+            line: 1,
+            input: RawSeq::Symbols(vec!["a".into(), "b".into()]),
+            target: Some(RawSeq::Symbols(vec!["x".into()])),
+        }];
+        let vocabs = Vocabs::build(&records, Tokens::Chars).unwrap();
+        let file = ModelFile {
+            model: json!({"layers": [
+                {"type": "embedding", "d_model": 4, "mask_zero": true},
+                {"type": "recurrent", "cell": "gru", "units": 3},
+                {"type": "dense", "units": "vocab", "activation": "softmax"}]}),
+            training: TrainingSettings::default(),
+        };
+        let config = file.resolve(&vocabs).unwrap();
+        // 3 reserved symbols + a, b; 3 reserved + x.
+        assert!(matches!(
+            config.layers[0],
+            LayerConfig::Embedding { n_tokens: 5, .. }
+        ));
+        assert!(matches!(
+            config.layers[2],
+            LayerConfig::Dense { units: 4, .. }
+        ));
+        let settings = file.training.resolve(&vocabs.target, &config);
+        assert_eq!(settings.loss, Some(LossName::SparseCategoricalCrossentropy));
+        assert_eq!(settings.from_logits, Some(false));
+    }
+}
