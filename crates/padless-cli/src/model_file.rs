@@ -12,7 +12,8 @@
 //! symbol targets, `mean_squared_error` for vectors), `from_logits` (true unless the last
 //! layer ends in softmax or sigmoid), `optimizer` (`{name = "adam"}`), `learning_rate`
 //! (0.001), `clip_norm`, `metrics` (`token_accuracy` and `sequence_accuracy` for symbol
-//! targets). Inputs are post-padded and carry their mask; where the padding goes changes no
+//! targets), `non_finite_inputs` (`error`, `warn` or `ignore` for NaN or inf at valid input
+//! steps; `error`). Inputs are post-padded and carry their mask; where the padding goes changes no
 //! result.
 
 use std::path::Path;
@@ -21,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use padless::layers::ActivationKind;
 use padless::losses::{LossKind, SequenceLoss};
 use padless::model_config::{LayerConfig, ModelConfig};
-use padless::train::{CompileConfig, MetricKind, OptimizerConfig};
+use padless::train::{CompileConfig, MetricKind, NonFiniteInputs, OptimizerConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
@@ -57,6 +58,8 @@ pub struct TrainingSettings {
     pub clip_norm: Option<f32>,
     /// Metrics beside the loss.
     pub metrics: Option<Vec<MetricKind>>,
+    /// NaN or inf at valid input steps: `error`, `warn` or `ignore`.
+    pub non_finite_inputs: NonFiniteInputs,
 }
 
 impl Default for TrainingSettings {
@@ -68,6 +71,7 @@ impl Default for TrainingSettings {
             learning_rate: 1e-3,
             clip_norm: None,
             metrics: None,
+            non_finite_inputs: NonFiniteInputs::Error,
         }
     }
 }
@@ -117,6 +121,7 @@ impl TrainingSettings {
         compile.learning_rate = self.learning_rate;
         compile.clip_norm = self.clip_norm;
         compile.metrics = self.metrics.clone().unwrap_or_default();
+        compile.non_finite_inputs = self.non_finite_inputs;
         compile
     }
 }

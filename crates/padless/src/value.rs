@@ -102,4 +102,35 @@ impl Value {
             Value::Vector(values) => values.dims().to_vec(),
         }
     }
+
+    /// Checks that no valid step holds NaN or inf (token ids always pass; a sequence without a
+    /// mask and a vector are checked everywhere). Masked steps are not read.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming `what` and the first offending `[row, step]` and value.
+    pub fn check_finite(&self, what: &str) -> Result<()> {
+        let (values, mask) = match self {
+            Value::Tokens { .. } => return Ok(()),
+            Value::Sequence { values, mask } => (values.clone(), mask.as_ref()),
+            Value::Vector(values) => (values.clone().unsqueeze_dim::<3>(1), None),
+        };
+        let [_, time, features] = values.dims();
+        let valid = mask.map(Mask::to_vec);
+        let flat = crate::tensor_util::f32_vec(values);
+        match flat
+            .iter()
+            .enumerate()
+            .find(|&(i, v)| !v.is_finite() && valid.as_ref().is_none_or(|m| m[i / features]))
+        {
+            Some((i, v)) => Err(Error::Config {
+                layer: what.to_string(),
+                message: format!(
+                    "input at [row {}, step {}] is {v}, expected a finite value at a valid step",
+                    i / features / time,
+                    i / features % time
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
 }

@@ -163,6 +163,63 @@ fn a_resumed_run_continues_exactly_as_an_uninterrupted_one() {
 }
 
 #[test]
+fn non_finite_inputs_at_valid_steps_are_an_error_or_a_warning_by_option() {
+    let device = training_device();
+    let config = ModelConfig {
+        input: InputConfig::Sequence {
+            time: None,
+            features: 2,
+        },
+        layers: vec![LayerConfig::TimeDistributedDense {
+            units: 1,
+            activation: ActivationKind::Linear,
+        }],
+    };
+    let example = |steps: Vec<Vec<f32>>| Example {
+        target: TargetSeq::Dense(vec![vec![0.0]; steps.len()]),
+        input: InputSeq::Features(steps),
+        weight: None,
+    };
+    // Row 1 is post-padded with NaN at its masked step: never read.
+    let padded = make_batches(
+        &[
+            example(vec![vec![1.0, 2.0], vec![3.0, 4.0]]),
+            example(vec![vec![5.0, 6.0]]),
+        ],
+        &BatchOptions::new(2),
+        &device,
+    )
+    .unwrap();
+    let mut batch = padded[0].clone();
+    if let Value::Sequence { values, mask } = batch.inputs {
+        let mut v = f32_vec(values);
+        v[6] = f32::NAN; // row 1, step 1 (masked)
+        batch.inputs = Value::sequence(tensor_from(&v, [2, 2, 2], &device), mask);
+    }
+    let compile = || CompileConfig::new(SequenceLoss::new(LossKind::MeanSquaredError));
+    let mut trainer = Trainer::from_config(&config, compile(), &device).unwrap();
+    assert!(trainer.train_on_batch(&batch).unwrap()["loss"].is_finite());
+    let with_inf = make_batches(
+        &[example(vec![vec![1.0, 2.0], vec![3.0, f32::INFINITY]])],
+        &BatchOptions::new(1),
+        &device,
+    )
+    .unwrap();
+    let err = trainer
+        .train_on_batch(&with_inf[0])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("input at [row 0, step 1] is inf, expected a finite value at a valid step"),
+        "{err}"
+    );
+    let mut warn = compile();
+    warn.non_finite_inputs = NonFiniteInputs::Warn;
+    let trainer = Trainer::from_config(&config, warn, &device).unwrap();
+    assert!(trainer.test_on_batch(&with_inf[0]).is_ok());
+}
+
+#[test]
 fn checkpoints_round_trip_and_fail_clearly_when_damaged() {
     let _guard = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
     let (trainer, _) = trained(1, 3);

@@ -18,4 +18,4 @@ pub use callbacks::{
 pub use checkpoint::{CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint};
 pub use data::{Batch, BatchOptions, Example, InputSeq, TargetSeq, make_batches, split_validation};
 pub use optimizer::{LrSchedule, OptimizerConfig};
-pub use trainer::{CompileConfig, FitConfig, Logs, MetricKind, Trainer};
+pub use trainer::{CompileConfig, FitConfig, Logs, MetricKind, NonFiniteInputs, Trainer};

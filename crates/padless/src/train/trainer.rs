@@ -31,6 +31,20 @@ pub enum MetricKind {
     SequenceAccuracy,
 }
 
+/// What to do with NaN or inf at a valid step of a batch's inputs (masked steps are never
+/// read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NonFiniteInputs {
+    /// Stop with an error naming the row and step (the default).
+    #[default]
+    Error,
+    /// Print a warning naming the row and step, and go on.
+    Warn,
+    /// Do not check.
+    Ignore,
+}
+
 /// What `compile` takes.
 #[derive(Debug, Clone)]
 pub struct CompileConfig {
@@ -46,6 +60,8 @@ pub struct CompileConfig {
     pub loss: SequenceLoss,
     /// Metrics beside the loss.
     pub metrics: Vec<MetricKind>,
+    /// NaN or inf at valid steps of the inputs: an error, a warning, or unchecked.
+    pub non_finite_inputs: NonFiniteInputs,
 }
 
 impl CompileConfig {
@@ -58,6 +74,7 @@ impl CompileConfig {
             clip_norm: None,
             loss,
             metrics: Vec::new(),
+            non_finite_inputs: NonFiniteInputs::Error,
         }
     }
 }
@@ -159,6 +176,15 @@ impl Trainer {
     }
 
     fn loss_of(&self, model: &Sequential, batch: &Batch) -> Result<(LossOutput, Tensor<3>)> {
+        match self.config.non_finite_inputs {
+            NonFiniteInputs::Error => batch.inputs.check_finite("inputs")?,
+            NonFiniteInputs::Warn => {
+                if let Err(e) = batch.inputs.check_finite("inputs") {
+                    eprintln!("padless warning: {e}");
+                }
+            }
+            NonFiniteInputs::Ignore => {}
+        }
         let output = model.forward(batch.inputs.clone())?;
         let (y_pred, mask) = match output {
             Value::Sequence { values, mask } => (values, mask),
