@@ -107,7 +107,11 @@ fn shapes() -> impl Strategy<Value = Shape> {
                 // 0: no mask; 1: random holes; 2: post-padding with a fully masked row; 3: all masked.
                 let mask = match mask_kind {
                     0 => None,
-                    1 => Some((0..batch * n_steps).map(|_| !rng.next().is_multiple_of(3)).collect()),
+                    1 => Some(
+                        (0..batch * n_steps)
+                            .map(|_| !rng.next().is_multiple_of(3))
+                            .collect(),
+                    ),
                     2 => Some(
                         (0..batch * n_steps)
                             .map(|idx| row_len(idx / n_steps, n_steps, &mut rng) > idx % n_steps)
