@@ -10,6 +10,7 @@ use crate::matmul::{View, matmul};
 use crate::packing::Packing;
 use crate::real::Real;
 use crate::team::{Shared, run_team};
+use std::marker::PhantomData;
 
 fn add<T: Real>(dst: &mut [T], src: &[T]) {
     for (d, &s) in dst.iter_mut().zip(src) {
@@ -215,44 +216,28 @@ pub(crate) fn backward<C: CellKind, T: Real>(mut ws: Workspace<T>, d_out: &[T]) 
                         d_c_s.slice_mut(pos * h + u0, wu).copy_from_slice(src);
                     }
                 }
-                arch.dispatch(|| {
-                    for pos in 0..n {
-                        let slot = o + pos;
-                        let (d_recurrent, recurrent) = if C::SEPARATE_RECURRENT {
-                            (
-                                d_rec_s.slice_mut(slot * g + c0, wc),
-                                rec_s.slice(slot * g + c0, wc),
-                            )
-                        } else {
-                            (&mut [][..], &[][..])
-                        };
-                        let (c_prev, c, d_c) = if C::N_STATES == 2 {
-                            let prev = if k == 0 {
-                                c_init_s.slice(pos * h + u0, wu)
-                            } else {
-                                cs_s.slice((p.offsets[k - 1] + pos) * h + u0, wu)
-                            };
-                            (
-                                prev,
-                                cs_s.slice(slot * h + u0, wu),
-                                d_c_s.slice_mut(pos * h + u0, wu),
-                            )
-                        } else {
-                            (&[][..], &[][..], &mut [][..])
-                        };
-                        C::backward_row(BackwardRow {
-                            gates: gates_s.slice_mut(slot * g + c0, wc),
-                            d_recurrent,
-                            recurrent,
-                            h_prev: h_prev_s.slice(slot * h + u0, wu),
-                            c_prev,
-                            c,
-                            h: hs_s.slice(slot * h + u0, wu),
-                            d_h_ext: d_ext_s.slice(slot * h + u0, wu),
-                            d_h: d_h_s.slice_mut(pos * h + u0, wu),
-                            d_c,
-                        });
-                    }
+                arch.dispatch(BackwardStep::<C, T> {
+                    p,
+                    k,
+                    n,
+                    o,
+                    g,
+                    h,
+                    c0,
+                    wc,
+                    u0,
+                    wu,
+                    d_rec_s,
+                    rec_s,
+                    cs_s,
+                    c_init_s,
+                    d_c_s,
+                    gates_s,
+                    h_prev_s,
+                    hs_s,
+                    d_ext_s,
+                    d_h_s,
+                    cell: PhantomData,
                 });
                 worker.sync();
                 // d h_prev[:, own units] += d_gates_k · U^T[:, own units]
@@ -348,5 +333,102 @@ pub(crate) fn backward<C: CellKind, T: Real>(mut ws: Workspace<T>, d_out: &[T]) 
         d_recurrent_kernel: blocks.to_keras(&d_rk),
         d_bias: ws.has_bias.then(|| blocks.to_keras(&d_bias)),
         d_initial,
+    }
+}
+
+/// One packed step's backward cells for one thread's units, SIMD-dispatched as
+/// `ForwardStep` is.
+struct BackwardStep<'a, C, T> {
+    p: &'a Packing,
+    k: usize,
+    n: usize,
+    o: usize,
+    g: usize,
+    h: usize,
+    c0: usize,
+    wc: usize,
+    u0: usize,
+    wu: usize,
+    d_rec_s: Shared<T>,
+    rec_s: Shared<T>,
+    cs_s: Shared<T>,
+    c_init_s: Shared<T>,
+    d_c_s: Shared<T>,
+    gates_s: Shared<T>,
+    h_prev_s: Shared<T>,
+    hs_s: Shared<T>,
+    d_ext_s: Shared<T>,
+    d_h_s: Shared<T>,
+    cell: PhantomData<C>,
+}
+
+impl<C: CellKind, T: Real> pulp::WithSimd for BackwardStep<'_, C, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let BackwardStep {
+            p,
+            k,
+            n,
+            o,
+            g,
+            h,
+            c0,
+            wc,
+            u0,
+            wu,
+            d_rec_s,
+            rec_s,
+            cs_s,
+            c_init_s,
+            d_c_s,
+            gates_s,
+            h_prev_s,
+            hs_s,
+            d_ext_s,
+            d_h_s,
+            ..
+        } = self;
+        // SAFETY: as in `backward`'s team closure: this thread's own columns and units only.
+        unsafe {
+            for pos in 0..n {
+                let slot = o + pos;
+                let (d_recurrent, recurrent) = if C::SEPARATE_RECURRENT {
+                    (
+                        d_rec_s.slice_mut(slot * g + c0, wc),
+                        rec_s.slice(slot * g + c0, wc),
+                    )
+                } else {
+                    (&mut [][..], &[][..])
+                };
+                let (c_prev, c, d_c) = if C::N_STATES == 2 {
+                    let prev = if k == 0 {
+                        c_init_s.slice(pos * h + u0, wu)
+                    } else {
+                        cs_s.slice((p.offsets[k - 1] + pos) * h + u0, wu)
+                    };
+                    (
+                        prev,
+                        cs_s.slice(slot * h + u0, wu),
+                        d_c_s.slice_mut(pos * h + u0, wu),
+                    )
+                } else {
+                    (&[][..], &[][..], &mut [][..])
+                };
+                C::backward_row(BackwardRow {
+                    gates: gates_s.slice_mut(slot * g + c0, wc),
+                    d_recurrent,
+                    recurrent,
+                    h_prev: h_prev_s.slice(slot * h + u0, wu),
+                    c_prev,
+                    c,
+                    h: hs_s.slice(slot * h + u0, wu),
+                    d_h_ext: d_ext_s.slice(slot * h + u0, wu),
+                    d_h: d_h_s.slice_mut(pos * h + u0, wu),
+                    d_c,
+                });
+            }
+        }
     }
 }

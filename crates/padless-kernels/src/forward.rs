@@ -9,6 +9,7 @@ use crate::matmul::{View, matmul};
 use crate::packing::Packing;
 use crate::real::Real;
 use crate::team::{Shared, run_team};
+use std::marker::PhantomData;
 
 fn check<C: CellKind, T>(
     cfg: &KernelConfig,
@@ -212,42 +213,26 @@ pub(crate) fn forward<C: CellKind, T: Real>(
                     View::rows(rk_s.ptr().add(c0), g),
                 );
                 let n_next = p.active_at(k + 1);
-                arch.dispatch(|| {
-                    for pos in 0..n {
-                        let slot = o + pos;
-                        let recurrent = if C::SEPARATE_RECURRENT {
-                            let rec = rec_s.slice_mut(slot * g + c0, wc);
-                            for (v, &b) in rec.iter_mut().zip(bias_rec) {
-                                *v += b;
-                            }
-                            &*rec
-                        } else {
-                            &[][..]
-                        };
-                        let (c_prev, c) = if C::N_STATES == 2 {
-                            let prev = if k == 0 {
-                                c_init_s.slice(pos * h + u0, wu)
-                            } else {
-                                cs_s.slice((p.offsets[k - 1] + pos) * h + u0, wu)
-                            };
-                            (prev, cs_s.slice_mut(slot * h + u0, wu))
-                        } else {
-                            (&[][..], &mut [][..])
-                        };
-                        let h_new = hs_s.slice_mut(slot * h + u0, wu);
-                        C::forward_row(ForwardRow {
-                            gates: gates_s.slice_mut(slot * g + c0, wc),
-                            recurrent,
-                            h_prev: h_prev_s.slice(slot * h + u0, wu),
-                            c_prev,
-                            h: h_new,
-                            c,
-                        });
-                        if pos < n_next {
-                            let next = p.offsets[k + 1] + pos;
-                            h_prev_s.slice_mut(next * h + u0, wu).copy_from_slice(h_new);
-                        }
-                    }
+                arch.dispatch(ForwardStep::<C, T> {
+                    p,
+                    k,
+                    n,
+                    o,
+                    n_next,
+                    g,
+                    h,
+                    c0,
+                    wc,
+                    u0,
+                    wu,
+                    rec_s,
+                    bias_rec,
+                    cs_s,
+                    c_init_s,
+                    hs_s,
+                    gates_s,
+                    h_prev_s,
+                    cell: PhantomData,
                 });
                 worker.sync();
             }
@@ -317,6 +302,99 @@ fn scatter_outputs<C: CellKind, T: Real>(
                     dst.copy_from_slice(&src[slot * h..(slot + 1) * h]);
                 }
                 None => dst.copy_from_slice(initial(s)),
+            }
+        }
+    }
+}
+
+/// One packed step's fused cells for one thread's units, as a SIMD-dispatched operation: its
+/// body is inlined into the instruction-set-specific function that `pulp` selects at run
+/// time, so the gate loops compile to AVX-512 where the machine has it (a closure would not
+/// be inlined there).
+struct ForwardStep<'a, C, T> {
+    p: &'a Packing,
+    k: usize,
+    n: usize,
+    o: usize,
+    n_next: usize,
+    g: usize,
+    h: usize,
+    c0: usize,
+    wc: usize,
+    u0: usize,
+    wu: usize,
+    rec_s: Shared<T>,
+    bias_rec: &'a [T],
+    cs_s: Shared<T>,
+    c_init_s: Shared<T>,
+    hs_s: Shared<T>,
+    gates_s: Shared<T>,
+    h_prev_s: Shared<T>,
+    cell: PhantomData<C>,
+}
+
+impl<C: CellKind, T: Real> pulp::WithSimd for ForwardStep<'_, C, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let ForwardStep {
+            p,
+            k,
+            n,
+            o,
+            n_next,
+            g,
+            h,
+            c0,
+            wc,
+            u0,
+            wu,
+            rec_s,
+            bias_rec,
+            cs_s,
+            c_init_s,
+            hs_s,
+            gates_s,
+            h_prev_s,
+            ..
+        } = self;
+        // SAFETY: as in `forward`'s team closure: this thread's own columns and units only.
+        unsafe {
+            for pos in 0..n {
+                let slot = o + pos;
+                let recurrent = if C::SEPARATE_RECURRENT {
+                    let rec = rec_s.slice_mut(slot * g + c0, wc);
+                    for (v, &b) in rec.iter_mut().zip(bias_rec) {
+                        *v += b;
+                    }
+                    &*rec
+                } else {
+                    &[][..]
+                };
+                let (c_prev, c) = if C::N_STATES == 2 {
+                    let prev = if k == 0 {
+                        c_init_s.slice(pos * h + u0, wu)
+                    } else {
+                        cs_s.slice((p.offsets[k - 1] + pos) * h + u0, wu)
+                    };
+                    (prev, cs_s.slice_mut(slot * h + u0, wu))
+                } else {
+                    (&[][..], &mut [][..])
+                };
+                let h_new = hs_s.slice_mut(slot * h + u0, wu);
+                C::forward_row(ForwardRow {
+                    gates: gates_s.slice_mut(slot * g + c0, wc),
+                    recurrent,
+                    h_prev: h_prev_s.slice(slot * h + u0, wu),
+                    c_prev,
+                    h: h_new,
+                    c,
+                });
+                if pos < n_next {
+                    let next = p.offsets[k + 1] + pos;
+                    h_prev_s.slice_mut(next * h + u0, wu).copy_from_slice(h_new);
+                }
             }
         }
     }
