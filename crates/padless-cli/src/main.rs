@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod data_files;
 mod demo;
 mod encode;
@@ -37,6 +38,22 @@ enum Command {
     /// Grapheme-to-phoneme conversion on the CMU Pronouncing Dictionary in data/cmudict.
     #[command(subcommand)]
     G2p(g2p::G2pCommand),
+    /// Time training steps of the benchmark model of bench/SPEC.md (Masking, LSTM(H),
+    /// RepeatVector, LSTM(H), TimeDistributed softmax; B = T = 64) through the public API.
+    Bench {
+        /// Hidden units of both LSTMs.
+        #[arg(long, default_value_t = 128)]
+        hidden: usize,
+        /// Threads of the fused recurrent kernels (1 or 2).
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Timed steps per repeat (3 repeats, median reported).
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        /// Fraction of valid input steps (lengths scaled); the SPEC lengths when absent.
+        #[arg(long)]
+        valid_fraction: Option<f64>,
+    },
     /// Print a model config's layers, output shapes, parameters and where masks go.
     Summary {
         /// A model config (JSON or TOML).
@@ -55,6 +72,19 @@ fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.command {
         Command::Demo { seed, epochs } => demo::run(seed, epochs),
+        Command::Bench {
+            hidden,
+            threads,
+            steps,
+            valid_fraction,
+        } => bench::run(&bench::BenchArgs {
+            hidden,
+            threads,
+            steps,
+            repeats: 3,
+            warmup: 3,
+            valid_fraction,
+        }),
         Command::Summary { config } => summary(&config),
         Command::G2p(command) => g2p::run(command),
         Command::Train(args) => train_cmd::run(args),

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use burn::module::Module;
+use burn::tensor::Tensor;
 
 use crate::error::{Error, Result};
 use crate::layer::{Layer, Spec, SpecRow, check_stack};
@@ -12,7 +13,9 @@ use crate::layers::{
     Activation, Dense, DropMask, Dropout, Embedding, GlobalAveragePooling1D, GlobalMaxPooling1D,
     LayerNormalization, Masking, RepeatVector, TimeDistributed,
 };
-use crate::rnn::{Bidirectional, Gru, GruCell, Lstm, LstmCell, SimpleRnn, SimpleRnnCell};
+use crate::rnn::{
+    Bidirectional, Cell, Gru, GruCell, Lstm, LstmCell, Recurrent, SimpleRnn, SimpleRnnCell,
+};
 use crate::value::Value;
 use crate::weights::{NamedWeight, load_safetensors, save_safetensors, strip_prefix};
 
@@ -84,6 +87,26 @@ impl AnyLayer {
             AnyLayer::BidirectionalLstm(l) => l.reset_states(),
             AnyLayer::BidirectionalGru(l) => l.reset_states(),
             _ => {}
+        }
+    }
+
+    /// For a recurrent layer, its output on `vector` repeated over `n_steps` steps (what
+    /// follows a `RepeatVector`), through [`Recurrent::forward_repeated`]; `None` for other
+    /// layers.
+    fn forward_repeated(&self, vector: Tensor<2>, n_steps: usize) -> Option<Result<Value>> {
+        fn value<C: Cell>(layer: &Recurrent<C>, vector: Tensor<2>, n: usize) -> Result<Value> {
+            let out = layer.forward_repeated(vector, n)?;
+            Ok(if layer.options.return_sequences {
+                Value::sequence(out.sequence, out.mask)
+            } else {
+                Value::Vector(out.last)
+            })
+        }
+        match self {
+            AnyLayer::SimpleRnn(l) => Some(value(l, vector, n_steps)),
+            AnyLayer::Lstm(l) => Some(value(l, vector, n_steps)),
+            AnyLayer::Gru(l) => Some(value(l, vector, n_steps)),
+            _ => None,
         }
     }
 }
@@ -168,9 +191,22 @@ impl Sequential {
     /// # Errors
     /// The first layer's error.
     pub fn forward(&self, input: Value) -> Result<Value> {
-        self.layers
-            .iter()
-            .try_fold(input, |value, layer| layer.as_layer().forward_value(value))
+        let mut value = input;
+        let mut layers = self.layers.iter().peekable();
+        while let Some(layer) = layers.next() {
+            // A recurrent layer fed by RepeatVector sees the same input at every step: it runs
+            // on the vector itself (same result, one input projection per row).
+            if let (AnyLayer::RepeatVector(repeat), Value::Vector(vector)) = (layer, &value)
+                && let Some(next) = layers.peek()
+                && let Some(out) = next.forward_repeated(vector.clone(), repeat.n_steps)
+            {
+                value = out?;
+                layers.next();
+                continue;
+            }
+            value = layer.as_layer().forward_value(value)?;
+        }
+        Ok(value)
     }
 
     /// Forgets the carried states of every stateful layer.

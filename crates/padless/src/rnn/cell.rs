@@ -33,6 +33,12 @@ pub trait Cell: Module + Sized {
     /// (`[batch, d_hidden]` each, `h` first) to the new states (`h` first).
     fn step(&self, projected: Tensor<2>, states: &[Tensor<2>]) -> Vec<Tensor<2>>;
 
+    /// The cell's kind and weights for the fused CPU kernels, or `None` (the default) to run
+    /// the composite loop only.
+    fn fused_parts(&self) -> Option<super::fused::FusedParts> {
+        None
+    }
+
     /// Weights in Keras layout and order.
     fn weights(&self) -> Vec<NamedWeight>;
 

@@ -6,6 +6,7 @@ use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Tensor};
 
 use super::cell::{Cell, cell_weights, init_kernels, load_cell_weights, project};
+use super::fused::{FusedCell, FusedParts};
 use crate::error::Result;
 use crate::weights::NamedWeight;
 
@@ -80,6 +81,18 @@ impl Cell for GruCell {
         let r = sigmoid(xr + hr);
         let candidate = (xh + r * hh).tanh();
         vec![z.clone() * h + z.neg().add_scalar(1.0) * candidate]
+    }
+
+    fn fused_parts(&self) -> Option<FusedParts> {
+        Some(FusedParts {
+            cell: FusedCell::Gru,
+            kernel: self.kernel.val(),
+            recurrent_kernel: self.recurrent_kernel.val(),
+            bias: self.bias.as_ref().map(|b| {
+                let [rows, cols] = b.val().dims();
+                b.val().reshape([rows * cols])
+            }),
+        })
     }
 
     fn weights(&self) -> Vec<NamedWeight> {

@@ -5,6 +5,7 @@ use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::cell::{Cell, cell_weights, init_kernels, load_cell_weights, project};
+use super::fused::{FusedCell, FusedParts};
 use crate::error::Result;
 use crate::weights::NamedWeight;
 
@@ -70,6 +71,15 @@ impl Cell for LstmCell {
         let c_next = f * c + i * g;
         let h_next = o * c_next.clone().tanh();
         vec![h_next, c_next]
+    }
+
+    fn fused_parts(&self) -> Option<FusedParts> {
+        Some(FusedParts {
+            cell: FusedCell::Lstm,
+            kernel: self.kernel.val(),
+            recurrent_kernel: self.recurrent_kernel.val(),
+            bias: self.bias.as_ref().map(Param::val),
+        })
     }
 
     fn weights(&self) -> Vec<NamedWeight> {

@@ -8,6 +8,7 @@
 mod bidirectional;
 mod cell;
 mod config;
+pub mod fused;
 mod gru;
 mod lstm;
 pub mod recurrent;

@@ -7,6 +7,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{Bool, Tensor};
 
 use super::cell::Cell;
+use super::fused::{FusedInput, try_fused_loop};
 use crate::error::{Error, Result};
 use crate::layer::{Layer, Spec};
 use crate::mask::{Mask, check_mask_for};
@@ -144,6 +145,44 @@ impl<C: Cell> Recurrent<C> {
         })
     }
 
+    /// The same as [`Recurrent::forward`] on [`RepeatVector`](crate::layers::RepeatVector)'s
+    /// output (`vector [batch, d_input]` repeated over `n_steps` steps, no mask, no given
+    /// initial states), computed without materialising the repetition: the fused kernels
+    /// project the vector once per row instead of once per step.
+    ///
+    /// # Errors
+    /// As [`Recurrent::forward`].
+    pub fn forward_repeated(&self, vector: Tensor<2>, n_steps: usize) -> Result<RecurrentOutput> {
+        let [batch, features] = vector.dims();
+        if features == self.cell.d_input() && batch > 0 && n_steps > 0 {
+            let initial = self.initial_states(batch, None, &vector.device())?;
+            let input = FusedInput::Repeated(&vector, n_steps);
+            let zero_output = self.options.zero_output_for_mask;
+            if let Some((sequence, states)) =
+                try_fused_loop(self.cell.fused_parts(), input, &initial, zero_output)
+            {
+                self.keep_states(&states);
+                return Ok(RecurrentOutput {
+                    sequence,
+                    last: states[0].clone(),
+                    states,
+                    mask: None,
+                });
+            }
+        }
+        let repeated = vector
+            .unsqueeze_dim::<3>(1)
+            .expand([batch, n_steps, features]);
+        self.forward(repeated, None, None)
+    }
+
+    fn keep_states(&self, states: &[Tensor<2>]) {
+        if self.options.stateful {
+            self.carried
+                .set(Some(states.iter().map(|s| s.clone().detach()).collect()));
+        }
+    }
+
     /// The loop in input order (no `go_backwards`): checks, initial states, stateful update.
     pub(crate) fn run(
         &self,
@@ -176,10 +215,7 @@ impl<C: Cell> Recurrent<C> {
             initial,
             self.options.zero_output_for_mask,
         );
-        if self.options.stateful {
-            self.carried
-                .set(Some(states.iter().map(|s| s.clone().detach()).collect()));
-        }
+        self.keep_states(&states);
         Ok((sequence, states))
     }
 
@@ -256,8 +292,9 @@ impl<C: Cell> Recurrent<C> {
     }
 }
 
-/// The masked time loop, in input order: one input projection for all steps, then per step
-/// the cell and a selection between new and carried states by the mask.
+/// The masked time loop, in input order: the fused kernels where they apply (see
+/// [`fused`](super::fused)), else the composite loop: one input projection for all steps,
+/// then per step the cell and a selection between new and carried states by the mask.
 pub(crate) fn masked_loop<C: Cell>(
     cell: &C,
     x: Tensor<3>,
@@ -265,6 +302,10 @@ pub(crate) fn masked_loop<C: Cell>(
     initial: Vec<Tensor<2>>,
     zero_output_for_mask: bool,
 ) -> (Tensor<3>, Vec<Tensor<2>>) {
+    let input = FusedInput::Sequence(&x, mask);
+    if let Some(fused) = try_fused_loop(cell.fused_parts(), input, &initial, zero_output_for_mask) {
+        return fused;
+    }
     let [batch, time, d_input] = x.dims();
     let d_hidden = cell.d_hidden();
     // Masked inputs are selected out before the projection, so NaN or inf there cannot reach

@@ -5,6 +5,7 @@ use burn::nn::Initializer;
 use burn::tensor::{Device, Tensor};
 
 use super::cell::{Cell, cell_weights, init_kernels, load_cell_weights, project};
+use super::fused::{FusedCell, FusedParts};
 use crate::error::Result;
 use crate::weights::NamedWeight;
 
@@ -51,6 +52,15 @@ impl Cell for SimpleRnnCell {
     fn step(&self, projected: Tensor<2>, states: &[Tensor<2>]) -> Vec<Tensor<2>> {
         let h = states[0].clone();
         vec![(projected + h.matmul(self.recurrent_kernel.val())).tanh()]
+    }
+
+    fn fused_parts(&self) -> Option<FusedParts> {
+        Some(FusedParts {
+            cell: FusedCell::SimpleRnn,
+            kernel: self.kernel.val(),
+            recurrent_kernel: self.recurrent_kernel.val(),
+            bias: self.bias.as_ref().map(Param::val),
+        })
     }
 
     fn weights(&self) -> Vec<NamedWeight> {

@@ -1,0 +1,256 @@
+//! `padless bench`: the benchmark model of `bench/SPEC.md` ("seed-s2s"), trained end to end
+//! through padless' public API as a user writes it, timed as the peers are timed.
+//!
+//! Model: Masking -> LSTM(H) -> RepeatVector(T) -> LSTM(H, return_sequences) ->
+//! TimeDistributed(Dense(V, softmax)); categorical cross-entropy over valid target steps;
+//! Adam 1e-3; one fixed batch (B = 64, T = 64, V = 32) made exactly as the peers' numpy
+//! generator makes it (`RandomState(1234)`: lengths uniform in [8, 64], symbols 1..31).
+
+use std::time::Instant;
+
+use anyhow::Context;
+use padless::model_config::{
+    CellConfig, InputConfig, LayerConfig, ModelConfig, RecurrentLayerConfig,
+};
+use padless::prelude::*;
+use padless::train::*;
+
+const V: usize = 32;
+const T: usize = 64;
+const B: usize = 64;
+const SEED: u32 = 1234;
+
+/// What `padless bench` takes.
+#[derive(Debug, Clone)]
+pub struct BenchArgs {
+    /// Hidden units of both LSTMs.
+    pub hidden: usize,
+    /// Threads of the fused kernels (1 or 2).
+    pub threads: usize,
+    /// Timed steps per repeat.
+    pub steps: usize,
+    /// Timed repeats (the median of their means is reported).
+    pub repeats: usize,
+    /// Warm-up steps.
+    pub warmup: usize,
+    /// Scale the lengths so this fraction of the `B x T` input steps is valid (the SPEC data
+    /// has about 0.57); `None` keeps the SPEC lengths.
+    pub valid_fraction: Option<f64>,
+}
+
+/// numpy's legacy `RandomState` (MT19937 seeded by `init_genrand`) and its `randint`, so the
+/// batch is the peers' batch.
+struct NumpyRandomState {
+    state: [u32; 624],
+    index: usize,
+}
+
+impl NumpyRandomState {
+    fn new(seed: u32) -> Self {
+        let mut state = [0u32; 624];
+        state[0] = seed;
+        for i in 1..624 {
+            let prev = state[i - 1];
+            state[i] = 1_812_433_253u32
+                .wrapping_mul(prev ^ (prev >> 30))
+                .wrapping_add(i as u32);
+        }
+        NumpyRandomState { state, index: 624 }
+    }
+
+    fn next_u32(&mut self) -> u32 {
+        if self.index >= 624 {
+            for i in 0..624 {
+                let y = (self.state[i] & 0x8000_0000) | (self.state[(i + 1) % 624] & 0x7fff_ffff);
+                let twisted = (y >> 1) ^ if y & 1 == 1 { 0x9908_b0df } else { 0 };
+                self.state[i] = self.state[(i + 397) % 624] ^ twisted;
+            }
+            self.index = 0;
+        }
+        let mut y = self.state[self.index];
+        self.index += 1;
+        y ^= y >> 11;
+        y ^= (y << 7) & 0x9d2c_5680;
+        y ^= (y << 15) & 0xefc6_0000;
+        y ^ (y >> 18)
+    }
+
+    /// `randint(low, high)`: masked rejection sampling, as numpy's legacy generator does.
+    fn randint(&mut self, low: usize, high: usize) -> usize {
+        let range = (high - low - 1) as u32;
+        let mask = u32::MAX >> range.leading_zeros();
+        loop {
+            let v = self.next_u32() & mask;
+            if v <= range {
+                return low + v as usize;
+            }
+        }
+    }
+}
+
+/// The SPEC batch as examples: lengths, one-hot inputs, and targets that reverse each input
+/// within its length.
+fn spec_examples(valid_fraction: Option<f64>) -> Vec<Example> {
+    let mut rng = NumpyRandomState::new(SEED);
+    let mut lengths: Vec<usize> = (0..B).map(|_| rng.randint(8, T + 1)).collect();
+    let symbols: Vec<usize> = (0..B * T).map(|_| rng.randint(1, V)).collect();
+    if let Some(fraction) = valid_fraction {
+        let scale = fraction * (B * T) as f64 / lengths.iter().sum::<usize>() as f64;
+        for len in &mut lengths {
+            *len = ((*len as f64 * scale).round() as usize).clamp(1, T);
+        }
+    }
+    let one_hot = |s: usize| {
+        (0..V)
+            .map(|i| if i == s { 1.0 } else { 0.0 })
+            .collect::<Vec<f32>>()
+    };
+    (0..B)
+        .map(|b| {
+            let row = &symbols[b * T..b * T + lengths[b]];
+            Example {
+                input: InputSeq::Features(row.iter().map(|&s| one_hot(s)).collect()),
+                target: TargetSeq::Dense(row.iter().rev().map(|&s| one_hot(s)).collect()),
+                weight: None,
+            }
+        })
+        .collect()
+}
+
+fn model_config(hidden: usize) -> ModelConfig {
+    let lstm = |return_sequences| LayerConfig::Recurrent {
+        cell: CellConfig::Lstm,
+        options: RecurrentLayerConfig {
+            units: hidden,
+            return_sequences,
+            ..Default::default()
+        },
+    };
+    ModelConfig {
+        input: InputConfig::Sequence {
+            time: None,
+            features: V,
+        },
+        layers: vec![
+            LayerConfig::Masking { mask_value: 0.0 },
+            lstm(false),
+            LayerConfig::RepeatVector { n_steps: T },
+            lstm(true),
+            LayerConfig::TimeDistributedDense {
+                units: V,
+                activation: ActivationKind::Softmax,
+            },
+        ],
+    }
+}
+
+/// `flops_per_train_step` of the peers (every one of the `B x T` steps of both LSTMs).
+fn spec_flops(h: f64) -> f64 {
+    let (b, t, v) = (B as f64, T as f64, V as f64);
+    let encoder = 2.0 * b * (v + h) * 4.0 * h * t;
+    let decoder = 2.0 * b * (h + h) * 4.0 * h * t;
+    3.0 * (encoder + decoder) + 3.0 * 2.0 * b * t * h * v
+}
+
+/// Median of the repeats' mean ms per call of `step`, after `warmup` calls.
+fn time_ms(
+    args: &BenchArgs,
+    mut step: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<(f64, Vec<f64>)> {
+    for _ in 0..args.warmup {
+        step()?;
+    }
+    let mut means = Vec::with_capacity(args.repeats);
+    for _ in 0..args.repeats {
+        let start = Instant::now();
+        for _ in 0..args.steps {
+            step()?;
+        }
+        means.push(start.elapsed().as_secs_f64() * 1e3 / args.steps as f64);
+    }
+    let mut sorted = means.clone();
+    sorted.sort_by(f64::total_cmp);
+    Ok((sorted[sorted.len() / 2], means))
+}
+
+/// Runs the benchmark and prints one summary line and one JSON line.
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.steps > 0 && args.repeats > 0,
+        "--steps and --repeats must be at least 1"
+    );
+    padless::rnn::fused::set_kernel_threads(args.threads);
+    let device = training_device();
+    device.seed(1);
+    let compile = CompileConfig::new(SequenceLoss::new(LossKind::CategoricalCrossentropy {
+        from_logits: false,
+    }));
+    let config = model_config(args.hidden);
+    let mut trainer =
+        Trainer::from_config(&config, compile, &device).context("building the model")?;
+    let examples = spec_examples(args.valid_fraction);
+    let mut options = trainer.batch_options(B);
+    options.target_time = Some(T);
+    let batch = make_batches(&examples, &options, trainer.device())?
+        .into_iter()
+        .next()
+        .context("one batch")?;
+    let valid_steps: usize = examples.iter().map(|e| e.input.len()).sum();
+
+    let first_loss = trainer.train_on_batch(&batch)?["loss"];
+    let mut last_loss = first_loss;
+    let (train_ms, train_repeats) = time_ms(args, || {
+        last_loss = trainer.train_on_batch(&batch)?["loss"];
+        Ok(())
+    })?;
+    let (infer_ms, _) = time_ms(args, || {
+        trainer.predict(batch.inputs.clone())?;
+        Ok(())
+    })?;
+
+    let flops = spec_flops(args.hidden as f64);
+    let json = serde_json::json!({
+        "framework": "padless",
+        "H": args.hidden,
+        "threads": args.threads,
+        "valid_fraction": valid_steps as f64 / (B * T) as f64,
+        "valid_steps": valid_steps,
+        "train_ms": train_ms,
+        "train_ms_repeats": train_repeats,
+        "infer_ms": infer_ms,
+        "sequences_per_s": B as f64 * 1e3 / train_ms,
+        "spec_gflop_per_s": flops / train_ms / 1e6,
+        "loss_first": first_loss,
+        "loss_last": last_loss,
+    });
+    eprintln!(
+        "padless H={} threads={} valid={:.2}: train {:.2} ms/step ({:.0} seq/s, {:.1} GFLOP/s of the SPEC count), infer {:.2} ms, loss {:.4} -> {:.4}",
+        args.hidden,
+        args.threads,
+        valid_steps as f64 / (B * T) as f64,
+        train_ms,
+        B as f64 * 1e3 / train_ms,
+        flops / train_ms / 1e6,
+        infer_ms,
+        first_loss,
+        last_loss
+    );
+    println!("{json}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_state_matches_numpy() {
+        // The SPEC batch has 2365 valid steps.
+        let valid: usize = spec_examples(None).iter().map(|e| e.input.len()).sum();
+        assert_eq!(valid, 2365);
+        // numpy: np.random.RandomState(1234).randint(8, 65, size=5) -> [55, 27, 46, 61, 20]
+        let mut rng = NumpyRandomState::new(1234);
+        let first: Vec<usize> = (0..5).map(|_| rng.randint(8, 65)).collect();
+        assert_eq!(first, vec![55, 27, 46, 61, 20]);
+    }
+}

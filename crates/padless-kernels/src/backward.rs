@@ -1,0 +1,434 @@
+//! The backward pass (BPTT over the packed steps): the output gradients are gathered into
+//! the slots that produced them, the fused cell runs in reverse, one product per step carries
+//! the gradient to the previous `h`, and the weight and input gradients are large products
+//! over all slots after the loop.
+
+use crate::blocks::Blocks;
+use crate::cells::{BackwardRow, CellKind};
+use crate::kernel::{Gradients, Workspace};
+use crate::matmul::{View, matmul};
+use crate::packing::Packing;
+use crate::real::Real;
+use crate::team::{Shared, run_team};
+use std::marker::PhantomData;
+
+fn add<T: Real>(dst: &mut [T], src: &[T]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d += s;
+    }
+}
+
+/// Output gradients gathered per slot, plus what reaches the initial states directly (masked
+/// outputs before a row's first valid step; final states of a row with no valid step), and
+/// the gradient of each running row's final `c`.
+struct Gathered<T> {
+    d_h_ext: Vec<T>,
+    d_initial: Vec<Vec<T>>,
+    d_c_final: Vec<T>,
+}
+
+fn gather_output_gradients<C: CellKind, T: Real>(ws: &Workspace<T>, d_out: &[T]) -> Gathered<T> {
+    let (p, h) = (&ws.packing, ws.config.d_hidden);
+    let n_steps = p.n_steps;
+    let per_row = (n_steps + C::N_STATES) * h;
+    assert_eq!(
+        d_out.len(),
+        p.batch * per_row,
+        "{}: output gradient length",
+        C::NAME
+    );
+    let mut d_h_ext = vec![T::ZERO; p.n_slots() * h];
+    let mut d_initial = vec![vec![T::ZERO; p.batch * h]; C::N_STATES];
+    let mut d_c_final = vec![T::ZERO; p.n_running() * h];
+    for (pos, &row) in p.order.iter().enumerate() {
+        let grad = &d_out[row * per_row..(row + 1) * per_row];
+        let mut count = 0;
+        for step in 0..n_steps {
+            let src = &grad[step * h..(step + 1) * h];
+            let target = if p.valid[row * n_steps + step] {
+                count += 1;
+                Some(p.slot(count - 1, pos))
+            } else if ws.config.zero_output_for_mask {
+                continue;
+            } else {
+                (count > 0).then(|| p.slot(count - 1, pos))
+            };
+            match target {
+                Some(slot) => add(&mut d_h_ext[slot * h..(slot + 1) * h], src),
+                None => add(&mut d_initial[0][row * h..(row + 1) * h], src),
+            }
+        }
+        for s in 0..C::N_STATES {
+            let src = &grad[(n_steps + s) * h..(n_steps + s + 1) * h];
+            match (count > 0, s) {
+                (true, 0) => {
+                    let slot = p.slot(count - 1, pos);
+                    add(&mut d_h_ext[slot * h..(slot + 1) * h], src);
+                }
+                (true, _) => d_c_final[pos * h..(pos + 1) * h].copy_from_slice(src),
+                (false, _) => add(&mut d_initial[s][row * h..(row + 1) * h], src),
+            }
+        }
+    }
+    Gathered {
+        d_h_ext,
+        d_initial,
+        d_c_final,
+    }
+}
+
+/// `dst[c * rows + r] = src[r * cols + c]` for the columns `c0..c1`.
+fn transpose_cols<T: Real>(
+    src: &[T],
+    rows: usize,
+    cols: usize,
+    dst: &mut [T],
+    c0: usize,
+    c1: usize,
+) {
+    for c in c0..c1 {
+        let line = &mut dst[(c - c0) * rows..(c - c0 + 1) * rows];
+        for (r, v) in line.iter_mut().enumerate() {
+            *v = src[r * cols + c];
+        }
+    }
+}
+
+fn scatter_inputs<T: Real>(ws: &Workspace<T>, d_inputs: &[T]) -> Vec<T> {
+    let (p, cfg) = (&ws.packing, &ws.config);
+    let d = cfg.d_input;
+    if cfg.constant_input {
+        let mut d_x = vec![T::ZERO; p.batch * d];
+        for (pos, &row) in p.order.iter().enumerate().take(p.n_running()) {
+            d_x[row * d..(row + 1) * d].copy_from_slice(&d_inputs[pos * d..(pos + 1) * d]);
+        }
+        return d_x;
+    }
+    let mut d_x = vec![T::ZERO; p.batch * p.n_steps * d];
+    for (pos, &row) in p.order.iter().enumerate().take(p.n_running()) {
+        for k in 0..p.counts[pos] {
+            let slot = p.slot(k, pos);
+            let step = p.input_step(p.slot_step[slot], cfg.go_backwards);
+            let dst = (row * p.n_steps + step) * d;
+            d_x[dst..dst + d].copy_from_slice(&d_inputs[slot * d..(slot + 1) * d]);
+        }
+    }
+    d_x
+}
+
+pub(crate) fn backward<C: CellKind, T: Real>(mut ws: Workspace<T>, d_out: &[T]) -> Gradients<T> {
+    let Gathered {
+        d_h_ext,
+        mut d_initial,
+        d_c_final,
+    } = gather_output_gradients::<C, T>(&ws, d_out);
+    let cfg = ws.config;
+    let (d, h) = (cfg.d_input, cfg.d_hidden);
+    let g = C::N_GATES * h;
+    let blocks = Blocks {
+        d_hidden: h,
+        n_gates: C::N_GATES,
+        n_blocks: ws.n_blocks,
+    };
+    let p: &Packing = &ws.packing;
+    let (n_slots, n_running) = (p.n_slots(), p.n_running());
+    let input_rows = if cfg.constant_input {
+        n_running
+    } else {
+        n_slots
+    };
+
+    let mut d_recurrent = vec![
+        T::ZERO;
+        if C::SEPARATE_RECURRENT {
+            n_slots * g
+        } else {
+            0
+        }
+    ];
+    let mut d_h = vec![T::ZERO; n_running * h];
+    let mut d_c = vec![T::ZERO; if C::N_STATES == 2 { n_running * h } else { 0 }];
+    let mut rk_t = vec![T::ZERO; g * h];
+    let mut kernel_t = vec![T::ZERO; g * d];
+    let mut d_kernel = vec![T::ZERO; d * g];
+    let mut d_rk = vec![T::ZERO; h * g];
+    let mut d_bias = vec![T::ZERO; C::N_BIAS_ROWS * g];
+    let mut d_projection = vec![T::ZERO; if cfg.constant_input { n_running * g } else { 0 }];
+    let mut d_inputs = vec![T::ZERO; input_rows * d];
+
+    let gates_s = Shared::new(&mut ws.gates);
+    let (d_rec_s, d_h_s, d_c_s) = (
+        Shared::new(&mut d_recurrent),
+        Shared::new(&mut d_h),
+        Shared::new(&mut d_c),
+    );
+    let (rk_t_s, kernel_t_s) = (Shared::new(&mut rk_t), Shared::new(&mut kernel_t));
+    let (d_kernel_s, d_rk_s, d_bias_s) = (
+        Shared::new(&mut d_kernel),
+        Shared::new(&mut d_rk),
+        Shared::new(&mut d_bias),
+    );
+    let (d_proj_s, d_inputs_s) = (Shared::new(&mut d_projection), Shared::new(&mut d_inputs));
+    let (rec_s, h_prev_s, hs_s) = (
+        Shared::read_only(&ws.recurrent),
+        Shared::read_only(&ws.h_prev),
+        Shared::read_only(&ws.h),
+    );
+    let (cs_s, c_init_s, inputs_s) = (
+        Shared::read_only(&ws.c),
+        Shared::read_only(&ws.c_initial),
+        Shared::read_only(&ws.inputs),
+    );
+    let (d_ext_s, d_c_final_s) = (Shared::read_only(&d_h_ext), Shared::read_only(&d_c_final));
+    let (kernel, recurrent_kernel) = (&ws.kernel, &ws.recurrent_kernel);
+    let arch = pulp::Arch::new();
+    run_team(ws.n_blocks, |worker| {
+        let (u0, u1) = blocks.units(worker.index);
+        let (c0, c1) = blocks.cols(worker.index);
+        let (wu, wc) = (u1 - u0, c1 - c0);
+        // SAFETY (whole closure): this thread writes only its own columns `c0..c1` of the
+        // gate-gradient buffers and weight gradients, its own units `u0..u1` of the carried
+        // state gradients, and its own rows of the input gradients; reads of other threads'
+        // parts (all columns of one step's gate gradients, the transposed weights, all gate
+        // gradients after the loop) follow a `worker.sync()`. Offsets are bounds-checked.
+        unsafe {
+            transpose_cols(
+                recurrent_kernel,
+                h,
+                g,
+                rk_t_s.slice_mut(c0 * h, wc * h),
+                c0,
+                c1,
+            );
+            transpose_cols(kernel, d, g, kernel_t_s.slice_mut(c0 * d, wc * d), c0, c1);
+            worker.sync();
+            let product = if C::SEPARATE_RECURRENT {
+                d_rec_s
+            } else {
+                gates_s
+            };
+            for k in (0..p.n_packed()).rev() {
+                let (n, o, n_next) = (p.active[k], p.offsets[k], p.active_at(k + 1));
+                for pos in n_next..n {
+                    d_h_s.slice_mut(pos * h + u0, wu).fill(T::ZERO);
+                    if C::N_STATES == 2 {
+                        let src = d_c_final_s.slice(pos * h + u0, wu);
+                        d_c_s.slice_mut(pos * h + u0, wu).copy_from_slice(src);
+                    }
+                }
+                arch.dispatch(BackwardStep::<C, T> {
+                    p,
+                    k,
+                    n,
+                    o,
+                    g,
+                    h,
+                    c0,
+                    wc,
+                    u0,
+                    wu,
+                    d_rec_s,
+                    rec_s,
+                    cs_s,
+                    c_init_s,
+                    d_c_s,
+                    gates_s,
+                    h_prev_s,
+                    hs_s,
+                    d_ext_s,
+                    d_h_s,
+                    cell: PhantomData,
+                });
+                worker.sync();
+                // d h_prev[:, own units] += d_gates_k · U^T[:, own units]
+                matmul(
+                    n,
+                    wu,
+                    g,
+                    d_h_s.ptr().add(u0),
+                    h,
+                    true,
+                    View::rows(product.ptr().add(o * g), g),
+                    View::rows(rk_t_s.ptr().add(u0), h),
+                );
+            }
+            worker.sync();
+            // Weight gradients of this thread's columns, each one product over all slots.
+            matmul(
+                h,
+                wc,
+                n_slots,
+                d_rk_s.ptr().add(c0),
+                g,
+                false,
+                View::transposed(h_prev_s.ptr(), h),
+                View::rows(product.ptr().add(c0), g),
+            );
+            let (input_grads, rows) = if cfg.constant_input {
+                (d_proj_s, n_running)
+            } else {
+                (gates_s, n_slots)
+            };
+            if cfg.constant_input {
+                for k in 0..p.n_packed() {
+                    for pos in 0..p.active[k] {
+                        let src = gates_s.slice(p.slot(k, pos) * g + c0, wc);
+                        add(d_proj_s.slice_mut(pos * g + c0, wc), src);
+                    }
+                }
+            }
+            let d_bias_in = d_bias_s.slice_mut(c0, wc);
+            for r in 0..rows {
+                add(d_bias_in, input_grads.slice(r * g + c0, wc));
+            }
+            if C::SEPARATE_RECURRENT {
+                let d_bias_rec = d_bias_s.slice_mut(g + c0, wc);
+                for r in 0..n_slots {
+                    add(d_bias_rec, d_rec_s.slice(r * g + c0, wc));
+                }
+            }
+            matmul(
+                d,
+                wc,
+                rows,
+                d_kernel_s.ptr().add(c0),
+                g,
+                false,
+                View::transposed(inputs_s.ptr(), d),
+                View::rows(input_grads.ptr().add(c0), g),
+            );
+            worker.sync();
+            // Input gradients of this thread's rows: d_inputs = d_gates · K^T.
+            let (r0, r1) = worker.part(rows);
+            matmul(
+                r1 - r0,
+                d,
+                g,
+                d_inputs_s.ptr().add(r0 * d),
+                d,
+                false,
+                View::rows(input_grads.ptr().add(r0 * g), g),
+                View::rows(kernel_t_s.ptr(), d),
+            );
+        }
+    });
+
+    let d_x = scatter_inputs(&ws, &d_inputs);
+    let p = &ws.packing;
+    for (pos, &row) in p.order.iter().enumerate().take(n_running) {
+        add(
+            &mut d_initial[0][row * h..(row + 1) * h],
+            &d_h[pos * h..(pos + 1) * h],
+        );
+        if C::N_STATES == 2 {
+            add(
+                &mut d_initial[1][row * h..(row + 1) * h],
+                &d_c[pos * h..(pos + 1) * h],
+            );
+        }
+    }
+    Gradients {
+        d_x,
+        d_kernel: blocks.to_keras(&d_kernel),
+        d_recurrent_kernel: blocks.to_keras(&d_rk),
+        d_bias: ws.has_bias.then(|| blocks.to_keras(&d_bias)),
+        d_initial,
+    }
+}
+
+/// One packed step's backward cells for one thread's units, SIMD-dispatched as
+/// `ForwardStep` is.
+struct BackwardStep<'a, C, T> {
+    p: &'a Packing,
+    k: usize,
+    n: usize,
+    o: usize,
+    g: usize,
+    h: usize,
+    c0: usize,
+    wc: usize,
+    u0: usize,
+    wu: usize,
+    d_rec_s: Shared<T>,
+    rec_s: Shared<T>,
+    cs_s: Shared<T>,
+    c_init_s: Shared<T>,
+    d_c_s: Shared<T>,
+    gates_s: Shared<T>,
+    h_prev_s: Shared<T>,
+    hs_s: Shared<T>,
+    d_ext_s: Shared<T>,
+    d_h_s: Shared<T>,
+    cell: PhantomData<C>,
+}
+
+impl<C: CellKind, T: Real> pulp::WithSimd for BackwardStep<'_, C, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let BackwardStep {
+            p,
+            k,
+            n,
+            o,
+            g,
+            h,
+            c0,
+            wc,
+            u0,
+            wu,
+            d_rec_s,
+            rec_s,
+            cs_s,
+            c_init_s,
+            d_c_s,
+            gates_s,
+            h_prev_s,
+            hs_s,
+            d_ext_s,
+            d_h_s,
+            ..
+        } = self;
+        // SAFETY: as in `backward`'s team closure: this thread's own columns and units only.
+        unsafe {
+            for pos in 0..n {
+                let slot = o + pos;
+                let (d_recurrent, recurrent) = if C::SEPARATE_RECURRENT {
+                    (
+                        d_rec_s.slice_mut(slot * g + c0, wc),
+                        rec_s.slice(slot * g + c0, wc),
+                    )
+                } else {
+                    (&mut [][..], &[][..])
+                };
+                let (c_prev, c, d_c) = if C::N_STATES == 2 {
+                    let prev = if k == 0 {
+                        c_init_s.slice(pos * h + u0, wu)
+                    } else {
+                        cs_s.slice((p.offsets[k - 1] + pos) * h + u0, wu)
+                    };
+                    (
+                        prev,
+                        cs_s.slice(slot * h + u0, wu),
+                        d_c_s.slice_mut(pos * h + u0, wu),
+                    )
+                } else {
+                    (&[][..], &[][..], &mut [][..])
+                };
+                C::backward_row(BackwardRow {
+                    gates: gates_s.slice_mut(slot * g + c0, wc),
+                    d_recurrent,
+                    recurrent,
+                    h_prev: h_prev_s.slice(slot * h + u0, wu),
+                    c_prev,
+                    c,
+                    h: hs_s.slice(slot * h + u0, wu),
+                    d_h_ext: d_ext_s.slice(slot * h + u0, wu),
+                    d_h: d_h_s.slice_mut(pos * h + u0, wu),
+                    d_c,
+                });
+            }
+        }
+    }
+}

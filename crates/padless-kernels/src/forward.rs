@@ -1,0 +1,401 @@
+//! The forward pass: gather the valid steps, one input projection for all of them, then per
+//! packed step the recurrent product of the running rows and the fused cell; outputs are
+//! scattered back with the carry / zero rule for masked steps.
+
+use crate::blocks::Blocks;
+use crate::cells::{CellKind, ForwardRow};
+use crate::kernel::{KernelConfig, Sequences, Weights, Workspace};
+use crate::matmul::{View, matmul};
+use crate::packing::Packing;
+use crate::real::Real;
+use crate::team::{Shared, run_team};
+use std::marker::PhantomData;
+
+fn check<C: CellKind, T>(
+    cfg: &KernelConfig,
+    seq: &Sequences<'_, T>,
+    w: &Weights<'_, T>,
+    out: &[T],
+) {
+    let (d, h, g) = (cfg.d_input, cfg.d_hidden, C::N_GATES * cfg.d_hidden);
+    let per_row = if cfg.constant_input {
+        d
+    } else {
+        seq.n_steps * d
+    };
+    assert_eq!(seq.x.len(), seq.batch * per_row, "{}: x length", C::NAME);
+    assert_eq!(
+        w.kernel.len(),
+        d * g,
+        "{}: kernel must be [d_input, n_gates * d_hidden]",
+        C::NAME
+    );
+    assert_eq!(
+        w.recurrent_kernel.len(),
+        h * g,
+        "{}: recurrent kernel shape",
+        C::NAME
+    );
+    if let Some(bias) = w.bias {
+        assert_eq!(bias.len(), C::N_BIAS_ROWS * g, "{}: bias shape", C::NAME);
+    }
+    assert!(
+        seq.initial.is_empty() || seq.initial.len() == C::N_STATES,
+        "{}: expected {} initial states",
+        C::NAME,
+        C::N_STATES
+    );
+    for state in seq.initial {
+        assert_eq!(
+            state.len(),
+            seq.batch * h,
+            "{}: initial state must be [batch, d_hidden]",
+            C::NAME
+        );
+    }
+    assert_eq!(
+        out.len(),
+        seq.batch * (seq.n_steps + C::N_STATES) * h,
+        "{}: output length",
+        C::NAME
+    );
+}
+
+/// Gathers `src` rows (`width` each) into `dst` in packed order.
+fn gather<T: Real>(packing: &Packing, cfg: &KernelConfig, x: &[T], width: usize) -> Vec<T> {
+    let mut dst = vec![T::ZERO; packing.n_slots() * width];
+    for (pos, &row) in packing.order.iter().enumerate().take(packing.n_running()) {
+        for k in 0..packing.counts[pos] {
+            let slot = packing.slot(k, pos);
+            let step = packing.input_step(packing.slot_step[slot], cfg.go_backwards);
+            let src = (row * packing.n_steps + step) * width;
+            dst[slot * width..(slot + 1) * width].copy_from_slice(&x[src..src + width]);
+        }
+    }
+    dst
+}
+
+/// Sorted-order copies of per-row `[batch, width]` data, for the running rows.
+fn sorted_rows<T: Real>(packing: &Packing, data: Option<&[T]>, width: usize) -> Vec<T> {
+    let mut dst = vec![T::ZERO; packing.n_running() * width];
+    if let Some(data) = data {
+        for (pos, &row) in packing.order.iter().enumerate().take(packing.n_running()) {
+            dst[pos * width..(pos + 1) * width]
+                .copy_from_slice(&data[row * width..(row + 1) * width]);
+        }
+    }
+    dst
+}
+
+pub(crate) fn forward<C: CellKind, T: Real>(
+    cfg: &KernelConfig,
+    seq: &Sequences<'_, T>,
+    weights: &Weights<'_, T>,
+    out: &mut [T],
+) -> Workspace<T> {
+    check::<C, T>(cfg, seq, weights, out);
+    let (d, h) = (cfg.d_input, cfg.d_hidden);
+    let g = C::N_GATES * h;
+    let n_blocks = cfg.threads.clamp(1, h.max(1));
+    let blocks = Blocks {
+        d_hidden: h,
+        n_gates: C::N_GATES,
+        n_blocks,
+    };
+    let packing = Packing::new(seq.batch, seq.n_steps, seq.mask, cfg.go_backwards);
+    let (n_slots, n_running) = (packing.n_slots(), packing.n_running());
+
+    let kernel = blocks.to_blocked(weights.kernel);
+    let recurrent_kernel = blocks.to_blocked(weights.recurrent_kernel);
+    let bias = weights.bias.map_or_else(
+        || vec![T::ZERO; C::N_BIAS_ROWS * g],
+        |b| blocks.to_blocked(b),
+    );
+    let inputs = if cfg.constant_input {
+        sorted_rows(&packing, Some(seq.x), d)
+    } else {
+        gather(&packing, cfg, seq.x, d)
+    };
+    let mut gates = vec![T::ZERO; n_slots * g];
+    let mut recurrent = vec![
+        T::ZERO;
+        if C::SEPARATE_RECURRENT {
+            n_slots * g
+        } else {
+            0
+        }
+    ];
+    let mut h_prev = vec![T::ZERO; n_slots * h];
+    let mut hs = vec![T::ZERO; n_slots * h];
+    let mut cs = vec![T::ZERO; if C::N_STATES == 2 { n_slots * h } else { 0 }];
+    let c_initial = sorted_rows(&packing, seq.initial.get(1).copied(), h);
+    let h_initial = sorted_rows(&packing, seq.initial.first().copied(), h);
+    h_prev[..n_running * h].copy_from_slice(&h_initial);
+    let mut projection = vec![T::ZERO; if cfg.constant_input { n_running * g } else { 0 }];
+
+    let p = &packing;
+    let (gates_s, rec_s, h_prev_s) = (
+        Shared::new(&mut gates),
+        Shared::new(&mut recurrent),
+        Shared::new(&mut h_prev),
+    );
+    let (hs_s, cs_s, proj_s) = (
+        Shared::new(&mut hs),
+        Shared::new(&mut cs),
+        Shared::new(&mut projection),
+    );
+    let (inputs_s, c_init_s) = (Shared::read_only(&inputs), Shared::read_only(&c_initial));
+    let (kernel_s, rk_s, bias_s) = (
+        Shared::read_only(&kernel),
+        Shared::read_only(&recurrent_kernel),
+        Shared::read_only(&bias),
+    );
+    let arch = pulp::Arch::new();
+    run_team(n_blocks, |worker| {
+        let (u0, u1) = blocks.units(worker.index);
+        let (c0, c1) = blocks.cols(worker.index);
+        let (wu, wc) = (u1 - u0, c1 - c0);
+        // SAFETY (whole closure): this thread writes only its own columns `c0..c1` of the
+        // gate buffers and its own units `u0..u1` of the state buffers; every read of another
+        // thread's part (the full `h_prev` rows in the recurrent product) follows the
+        // `worker.sync()` that ends the step that wrote them. Offsets are bounds-checked.
+        unsafe {
+            let bias_in = bias_s.slice(c0, wc);
+            // The input projection of every valid step, for this thread's columns.
+            let (target, rows) = if cfg.constant_input {
+                (proj_s, n_running)
+            } else {
+                (gates_s, n_slots)
+            };
+            for r in 0..rows {
+                target.slice_mut(r * g + c0, wc).copy_from_slice(bias_in);
+            }
+            matmul(
+                rows,
+                wc,
+                d,
+                target.ptr().add(c0),
+                g,
+                true,
+                View::rows(inputs_s.ptr(), d),
+                View::rows(kernel_s.ptr().add(c0), g),
+            );
+            if cfg.constant_input {
+                for k in 0..p.n_packed() {
+                    for pos in 0..p.active[k] {
+                        let src = proj_s.slice(pos * g + c0, wc);
+                        gates_s
+                            .slice_mut(p.slot(k, pos) * g + c0, wc)
+                            .copy_from_slice(src);
+                    }
+                }
+            }
+            let bias_rec = if C::SEPARATE_RECURRENT {
+                bias_s.slice(g + c0, wc)
+            } else {
+                &[][..]
+            };
+            for k in 0..p.n_packed() {
+                let (n, o) = (p.active[k], p.offsets[k]);
+                let (product, accumulate) = if C::SEPARATE_RECURRENT {
+                    (rec_s, false)
+                } else {
+                    (gates_s, true)
+                };
+                matmul(
+                    n,
+                    wc,
+                    h,
+                    product.ptr().add(o * g + c0),
+                    g,
+                    accumulate,
+                    View::rows(h_prev_s.ptr().add(o * h), h),
+                    View::rows(rk_s.ptr().add(c0), g),
+                );
+                let n_next = p.active_at(k + 1);
+                arch.dispatch(ForwardStep::<C, T> {
+                    p,
+                    k,
+                    n,
+                    o,
+                    n_next,
+                    g,
+                    h,
+                    c0,
+                    wc,
+                    u0,
+                    wu,
+                    rec_s,
+                    bias_rec,
+                    cs_s,
+                    c_init_s,
+                    hs_s,
+                    gates_s,
+                    h_prev_s,
+                    cell: PhantomData,
+                });
+                worker.sync();
+            }
+        }
+    });
+
+    scatter_outputs::<C, T>(cfg, seq, &packing, &hs, &cs, out);
+    Workspace {
+        config: *cfg,
+        packing,
+        n_blocks,
+        has_bias: weights.bias.is_some(),
+        kernel,
+        recurrent_kernel,
+        inputs,
+        gates,
+        recurrent,
+        h_prev,
+        h: hs,
+        c: cs,
+        c_initial,
+    }
+}
+
+/// Writes each step's output in processing order and the final states (see
+/// [`RecurrentKernel`](crate::RecurrentKernel)'s `# Masking`).
+fn scatter_outputs<C: CellKind, T: Real>(
+    cfg: &KernelConfig,
+    seq: &Sequences<'_, T>,
+    p: &Packing,
+    hs: &[T],
+    cs: &[T],
+    out: &mut [T],
+) {
+    let (h, n_steps) = (cfg.d_hidden, seq.n_steps);
+    let per_row = (n_steps + C::N_STATES) * h;
+    let zeros = vec![T::ZERO; h];
+    for (pos, &row) in p.order.iter().enumerate() {
+        let initial = |s: usize| {
+            seq.initial
+                .get(s)
+                .map_or(&zeros[..], |st| &st[row * h..(row + 1) * h])
+        };
+        let row_out = &mut out[row * per_row..(row + 1) * per_row];
+        let mut count = 0;
+        for step in 0..n_steps {
+            let dst = &mut row_out[step * h..(step + 1) * h];
+            if p.valid[row * n_steps + step] {
+                let slot = p.slot(count, pos);
+                dst.copy_from_slice(&hs[slot * h..(slot + 1) * h]);
+                count += 1;
+            } else if cfg.zero_output_for_mask {
+                dst.fill(T::ZERO);
+            } else if count == 0 {
+                dst.copy_from_slice(initial(0));
+            } else {
+                let slot = p.slot(count - 1, pos);
+                dst.copy_from_slice(&hs[slot * h..(slot + 1) * h]);
+            }
+        }
+        let last = (count > 0).then(|| p.slot(count - 1, pos));
+        for s in 0..C::N_STATES {
+            let dst = &mut row_out[(n_steps + s) * h..(n_steps + s + 1) * h];
+            match last {
+                Some(slot) => {
+                    let src = if s == 0 { hs } else { cs };
+                    dst.copy_from_slice(&src[slot * h..(slot + 1) * h]);
+                }
+                None => dst.copy_from_slice(initial(s)),
+            }
+        }
+    }
+}
+
+/// One packed step's fused cells for one thread's units, as a SIMD-dispatched operation: its
+/// body is inlined into the instruction-set-specific function that `pulp` selects at run
+/// time, so the gate loops compile to AVX-512 where the machine has it (a closure would not
+/// be inlined there).
+struct ForwardStep<'a, C, T> {
+    p: &'a Packing,
+    k: usize,
+    n: usize,
+    o: usize,
+    n_next: usize,
+    g: usize,
+    h: usize,
+    c0: usize,
+    wc: usize,
+    u0: usize,
+    wu: usize,
+    rec_s: Shared<T>,
+    bias_rec: &'a [T],
+    cs_s: Shared<T>,
+    c_init_s: Shared<T>,
+    hs_s: Shared<T>,
+    gates_s: Shared<T>,
+    h_prev_s: Shared<T>,
+    cell: PhantomData<C>,
+}
+
+impl<C: CellKind, T: Real> pulp::WithSimd for ForwardStep<'_, C, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let ForwardStep {
+            p,
+            k,
+            n,
+            o,
+            n_next,
+            g,
+            h,
+            c0,
+            wc,
+            u0,
+            wu,
+            rec_s,
+            bias_rec,
+            cs_s,
+            c_init_s,
+            hs_s,
+            gates_s,
+            h_prev_s,
+            ..
+        } = self;
+        // SAFETY: as in `forward`'s team closure: this thread's own columns and units only.
+        unsafe {
+            for pos in 0..n {
+                let slot = o + pos;
+                let recurrent = if C::SEPARATE_RECURRENT {
+                    let rec = rec_s.slice_mut(slot * g + c0, wc);
+                    for (v, &b) in rec.iter_mut().zip(bias_rec) {
+                        *v += b;
+                    }
+                    &*rec
+                } else {
+                    &[][..]
+                };
+                let (c_prev, c) = if C::N_STATES == 2 {
+                    let prev = if k == 0 {
+                        c_init_s.slice(pos * h + u0, wu)
+                    } else {
+                        cs_s.slice((p.offsets[k - 1] + pos) * h + u0, wu)
+                    };
+                    (prev, cs_s.slice_mut(slot * h + u0, wu))
+                } else {
+                    (&[][..], &mut [][..])
+                };
+                let h_new = hs_s.slice_mut(slot * h + u0, wu);
+                C::forward_row(ForwardRow {
+                    gates: gates_s.slice_mut(slot * g + c0, wc),
+                    recurrent,
+                    h_prev: h_prev_s.slice(slot * h + u0, wu),
+                    c_prev,
+                    h: h_new,
+                    c,
+                });
+                if pos < n_next {
+                    let next = p.offsets[k + 1] + pos;
+                    h_prev_s.slice_mut(next * h + u0, wu).copy_from_slice(h_new);
+                }
+            }
+        }
+    }
+}

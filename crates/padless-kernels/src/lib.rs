@@ -1,0 +1,75 @@
+//! Fused, packed recurrent kernels on plain slices: the forward pass and the backward pass
+//! (BPTT) of an LSTM, a GRU (`reset_after`, Keras layout) or a SimpleRNN (tanh) over a whole
+//! masked batch of sequences in one call.
+//!
+//! What makes them fast:
+//! - **Packing** ([`Packing`]): rows are sorted by their number of valid steps, so each packed
+//!   step multiplies only the rows still running. Any mask works: holes inside a row carry
+//!   the state (the row simply skips them), pre- and post-padding alike, rows with no valid
+//!   step. Time scales with the number of valid steps, not with `batch * n_steps`.
+//! - **Large products**: the input projection of all valid steps is one matrix product, and
+//!   so are the weight gradients and the input gradients; only `h · U` and its transpose run
+//!   per step. Products go through the `gemm` crate with run-time AVX-512 dispatch.
+//! - **Fused cells** ([`CellKind`]): gate non-linearities and the state update in one
+//!   branch-free pass per row, vectorised through run-time SIMD dispatch.
+//! - **A thread pair**: with `threads = 2` each thread owns half of the hidden units (all
+//!   their gates) for the whole call; the two meet once per step.
+//! - **Constant input** ([`KernelConfig::constant_input`]): a layer fed by `RepeatVector`
+//!   projects its input once per row.
+//!
+//! The masking rules are padless' contract (`docs/SEMANTICS.md`): a masked step leaves the
+//! states unchanged, its output is the carried `h` (or 0 with `zero_output_for_mask`), the
+//! final states are those after each row's last valid step, and masked inputs are never
+//! read and get a gradient of exactly 0. [`reference`] is the naive padded loop the kernels
+//! are tested against.
+//!
+//! # Example
+//! ```
+//! use padless_kernels::{KernelConfig, LstmKernel, Sequences, Weights};
+//!
+//! let (batch, n_steps, d_input, d_hidden) = (2, 3, 2, 4);
+//! let kernel = LstmKernel::new(KernelConfig::new(d_input, d_hidden));
+//! let x = vec![0.5f32; batch * n_steps * d_input];
+//! // Row 0 has a hole at step 1; row 1 is post-padded to length 2.
+//! let mask = [true, false, true, true, true, false];
+//! let w_in = vec![0.1f32; d_input * 4 * d_hidden];
+//! let w_rec = vec![0.05f32; d_hidden * 4 * d_hidden];
+//! let seq = Sequences { x: &x, batch, n_steps, mask: Some(&mask), initial: &[] };
+//! let weights = Weights { kernel: &w_in, recurrent_kernel: &w_rec, bias: None };
+//!
+//! let mut out = vec![0.0f32; kernel.output_len(batch, n_steps)];
+//! let workspace = kernel.forward(&seq, &weights, &mut out);
+//! // Both rows ran two valid steps from the same inputs: the same final h.
+//! let per_row = (n_steps + 2) * d_hidden;
+//! let final_h = |row: usize| &out[row * per_row + n_steps * d_hidden..][..d_hidden];
+//! assert_eq!(final_h(0), final_h(1));
+//! // The hole carries row 0's output from step 0.
+//! assert_eq!(out[..d_hidden], out[d_hidden..2 * d_hidden]);
+//!
+//! // Backward from a loss on the final h of row 0.
+//! let mut d_out = vec![0.0f32; out.len()];
+//! d_out[n_steps * d_hidden..(n_steps + 1) * d_hidden].fill(1.0);
+//! let grads = kernel.backward(workspace, &d_out);
+//! // The masked input step of row 0 gets exactly 0.
+//! assert!(grads.d_x[d_input..2 * d_input].iter().all(|&g| g == 0.0));
+//! assert!(grads.d_recurrent_kernel.iter().any(|&g| g != 0.0));
+//! ```
+
+mod backward;
+mod blocks;
+mod cells;
+mod forward;
+mod kernel;
+mod matmul;
+mod packing;
+mod real;
+pub mod reference;
+mod team;
+
+pub use cells::{BackwardRow, CellKind, ForwardRow, Gru, Lstm, SimpleRnn};
+pub use kernel::{
+    Gradients, GruKernel, KernelConfig, LstmKernel, RecurrentKernel, Sequences, SimpleRnnKernel,
+    Weights, Workspace,
+};
+pub use packing::Packing;
+pub use real::Real;

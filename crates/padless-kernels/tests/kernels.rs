@@ -1,0 +1,235 @@
+//! The kernels equal the naive padded loop ([`padless_kernels::reference`]): outputs and
+//! final states directly, every gradient through central finite differences, in f64; f32
+//! and the thread pair agree with f64 and one thread.
+
+mod common;
+
+use common::{Case, Rng, run_kernel, scaled_error};
+use padless_kernels::{CellKind, Gru, KernelConfig, Lstm, SimpleRnn};
+use proptest::prelude::*;
+
+/// Finite-difference step and tolerances (f64 throughout).
+const EPS: f64 = 1e-6;
+const FD_TOLERANCE: f64 = 1e-6;
+const EXACT_TOLERANCE: f64 = 1e-12;
+/// f32 against f64, relative to each tensor's largest magnitude (at least 1).
+const F32_TOLERANCE: f64 = 1e-5;
+
+fn check_against_reference<C: CellKind>(case: &Case) {
+    let reference_out = case.with::<f64, _>(|seq, w| {
+        padless_kernels::reference::forward::<C, f64>(&case.config, seq, w)
+    });
+    let (out, grads) = run_kernel::<C, f64>(case);
+    assert!(
+        scaled_error(&out, &reference_out) < EXACT_TOLERANCE,
+        "outputs differ: {case:?}"
+    );
+
+    // Masked inputs are never read (they hold NaN) and get exactly 0.
+    if let (Some(mask), false) = (&case.mask, case.config.constant_input) {
+        let d = case.config.d_input;
+        for (idx, _) in mask.iter().enumerate().filter(|(_, v)| !**v) {
+            assert!(grads[0][idx * d..(idx + 1) * d].iter().all(|&g| g == 0.0));
+        }
+    }
+
+    let mut probe = case.clone();
+    let names: Vec<&str> = probe.parameters().iter().map(|(n, _)| *n).collect();
+    #[allow(clippy::needless_range_loop)]
+    for (p_idx, name) in names.iter().enumerate() {
+        let len = probe.parameters()[p_idx].1.len();
+        for i in 0..len {
+            let original = probe.parameters()[p_idx].1[i];
+            if original.is_nan() {
+                continue;
+            }
+            probe.parameters()[p_idx].1[i] = original + EPS;
+            let plus = probe.reference_loss::<C>();
+            probe.parameters()[p_idx].1[i] = original - EPS;
+            let minus = probe.reference_loss::<C>();
+            probe.parameters()[p_idx].1[i] = original;
+            let numeric = (plus - minus) / (2.0 * EPS);
+            let analytic = grads[p_idx][i];
+            assert!(
+                (numeric - analytic).abs() <= FD_TOLERANCE * (1.0 + numeric.abs()),
+                "{} d_{name}[{i}]: kernel {analytic}, finite difference {numeric}; {case:?}",
+                C::NAME
+            );
+        }
+    }
+
+    // f32 (fast activations) and the thread pair against f64 with one thread.
+    let (out32, grads32) = run_kernel::<C, f32>(case);
+    assert!(scaled_error(&out32, &out) < F32_TOLERANCE, "f32 outputs");
+    for (g32, g64) in grads32.iter().zip(&grads) {
+        assert!(scaled_error(g32, g64) < F32_TOLERANCE, "f32 gradients");
+    }
+    let mut pair = case.clone();
+    pair.config.threads = 2;
+    let (out2, grads2) = run_kernel::<C, f64>(&pair);
+    assert!(
+        scaled_error(&out2, &out) < EXACT_TOLERANCE,
+        "two-thread outputs"
+    );
+    for (a, b) in grads2.iter().zip(&grads) {
+        assert!(scaled_error(a, b) < EXACT_TOLERANCE, "two-thread gradients");
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Shape {
+    batch: usize,
+    n_steps: usize,
+    d_input: usize,
+    d_hidden: usize,
+    mask: Option<Vec<bool>>,
+    go_backwards: bool,
+    zero_output_for_mask: bool,
+    constant_input: bool,
+    with_bias: bool,
+    with_initial: bool,
+    seed: u64,
+}
+
+fn shapes() -> impl Strategy<Value = Shape> {
+    (
+        1usize..4,
+        1usize..6,
+        1usize..4,
+        1usize..6,
+        any::<u64>(),
+        0u8..4,
+        any::<[bool; 5]>(),
+    )
+        .prop_map(
+            |(batch, n_steps, d_input, d_hidden, seed, mask_kind, flags)| {
+                let mut rng = Rng(seed | 1);
+                // 0: no mask; 1: random holes; 2: post-padding with a fully masked row; 3: all masked.
+                let mask = match mask_kind {
+                    0 => None,
+                    1 => Some(
+                        (0..batch * n_steps)
+                            .map(|_| !rng.next().is_multiple_of(3))
+                            .collect(),
+                    ),
+                    2 => Some(
+                        (0..batch * n_steps)
+                            .map(|idx| row_len(idx / n_steps, n_steps, &mut rng) > idx % n_steps)
+                            .collect(),
+                    ),
+                    _ => Some(vec![false; batch * n_steps]),
+                };
+                Shape {
+                    batch,
+                    n_steps,
+                    d_input,
+                    d_hidden,
+                    mask,
+                    go_backwards: flags[0],
+                    zero_output_for_mask: flags[1],
+                    constant_input: flags[2],
+                    with_bias: flags[3],
+                    with_initial: flags[4],
+                    seed,
+                }
+            },
+        )
+}
+
+fn row_len(row: usize, n_steps: usize, rng: &mut Rng) -> usize {
+    if row == 0 {
+        0
+    } else {
+        (rng.next() as usize % n_steps) + 1
+    }
+}
+
+fn case_for<C: CellKind>(s: &Shape) -> Case {
+    let mut config = KernelConfig::new(s.d_input, s.d_hidden);
+    config.go_backwards = s.go_backwards;
+    config.zero_output_for_mask = s.zero_output_for_mask;
+    config.constant_input = s.constant_input;
+    Case::random::<C>(
+        config,
+        s.batch,
+        s.n_steps,
+        s.mask.clone(),
+        s.with_bias,
+        s.with_initial,
+        s.seed,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn lstm_kernel_equals_reference_for_any_mask(shape in shapes()) {
+        check_against_reference::<Lstm>(&case_for::<Lstm>(&shape));
+    }
+
+    #[test]
+    fn gru_kernel_equals_reference_for_any_mask(shape in shapes()) {
+        check_against_reference::<Gru>(&case_for::<Gru>(&shape));
+    }
+
+    #[test]
+    fn simple_rnn_kernel_equals_reference_for_any_mask(shape in shapes()) {
+        check_against_reference::<SimpleRnn>(&case_for::<SimpleRnn>(&shape));
+    }
+}
+
+fn holes_case<C: CellKind>(d_hidden: usize, threads: usize) -> Case {
+    // Row 0: interior holes; row 1: pre-padding; row 2: no valid step; row 3: all valid.
+    let n_steps = 5;
+    let mask: Vec<bool> = [
+        [true, false, true, false, true],
+        [false, false, true, true, true],
+        [false; 5],
+        [true; 5],
+    ]
+    .concat();
+    let mut config = KernelConfig::new(3, d_hidden);
+    config.threads = threads;
+    Case::random::<C>(config, 4, n_steps, Some(mask), true, true, 7)
+}
+
+#[test]
+fn lstm_carries_state_over_interior_holes_and_empty_rows() {
+    check_against_reference::<Lstm>(&holes_case::<Lstm>(3, 1));
+}
+
+#[test]
+fn gru_carries_state_over_interior_holes_and_empty_rows() {
+    check_against_reference::<Gru>(&holes_case::<Gru>(3, 1));
+}
+
+#[test]
+fn simple_rnn_carries_state_over_interior_holes_and_empty_rows() {
+    check_against_reference::<SimpleRnn>(&holes_case::<SimpleRnn>(3, 1));
+}
+
+/// A width that is not a multiple of any SIMD width, split unevenly over two threads;
+/// checked against one thread and the reference (no finite differences: too many weights).
+fn check_wide<C: CellKind>() {
+    let case = holes_case::<C>(37, 2);
+    let reference_out = case.with::<f64, _>(|seq, w| {
+        padless_kernels::reference::forward::<C, f64>(&case.config, seq, w)
+    });
+    let (out, grads) = run_kernel::<C, f64>(&case);
+    assert!(scaled_error(&out, &reference_out) < EXACT_TOLERANCE);
+    let mut single = case.clone();
+    single.config.threads = 1;
+    let (out1, grads1) = run_kernel::<C, f64>(&single);
+    assert!(scaled_error(&out, &out1) < EXACT_TOLERANCE);
+    for (a, b) in grads.iter().zip(&grads1) {
+        assert!(scaled_error(a, b) < EXACT_TOLERANCE);
+    }
+}
+
+#[test]
+fn odd_hidden_width_on_two_threads_matches_one_thread() {
+    check_wide::<Lstm>();
+    check_wide::<Gru>();
+    check_wide::<SimpleRnn>();
+}

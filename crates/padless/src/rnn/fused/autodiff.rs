@@ -1,0 +1,95 @@
+//! The fused recurrent operation under autodiff: one graph node whose backward pass is the
+//! kernels' BPTT, fed by the workspace its forward pass saved.
+//!
+//! A burn custom operation's node has one output tensor, so the outputs are packed into one
+//! (`[batch, n_steps + n_states, d_hidden]`, sliced by the caller) and its gradient arrives
+//! whole. The node always has six parents (`x`, kernel, recurrent kernel, bias, `h0`, `c0`);
+//! a cell without bias passes untracked zeros and a cell with one state passes `h0` again as
+//! `c0`; neither stand-in receives a gradient.
+
+use std::sync::Arc;
+
+use burn::backend::Backend;
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+
+use super::host::{self, Inputs, Saved};
+use super::ops::{FusedRecurrentBackend, FusedSpec};
+
+#[derive(Debug)]
+struct FusedRecurrentBackward;
+
+impl<B: Backend> Backward<B, 6> for FusedRecurrentBackward {
+    type State = (Arc<Saved>, FusedSpec);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 6>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (saved, spec) = ops.state;
+        let saved = Arc::try_unwrap(saved).unwrap_or_else(|shared| (*shared).clone());
+        let computed = host::backward::<B>(saved, &spec, grad);
+        let mut initial = computed.initial.into_iter();
+        let all = [
+            Some(computed.x),
+            Some(computed.kernel),
+            Some(computed.recurrent_kernel),
+            computed.bias,
+            initial.next(),
+            initial.next(),
+        ];
+        for (parent, grad) in ops.parents.into_iter().zip(all) {
+            if let (Some(node), Some(grad)) = (parent, grad) {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<B: Backend, C: CheckpointStrategy> FusedRecurrentBackend for Autodiff<B, C> {
+    fn fused_recurrent(
+        x: FloatTensor<Self>,
+        kernel: FloatTensor<Self>,
+        recurrent_kernel: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+        c0: FloatTensor<Self>,
+        spec: FusedSpec,
+    ) -> FloatTensor<Self> {
+        let guards = [
+            x.node(),
+            kernel.node(),
+            recurrent_kernel.node(),
+            bias.node(),
+            h0.node(),
+            c0.node(),
+        ];
+        let initial = [h0, c0].into_iter().take(spec.cell.n_states());
+        let inputs = Inputs::<B> {
+            x: x.into_primitive(),
+            kernel: kernel.into_primitive(),
+            recurrent_kernel: recurrent_kernel.into_primitive(),
+            bias: bias.into_primitive(),
+            initial: initial.map(|s| s.into_primitive()).collect(),
+        };
+        match FusedRecurrentBackward
+            .prepare::<C>(guards)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (out, saved) = host::forward(inputs, &spec, true);
+                let saved = saved.expect("the forward pass keeps its workspace when asked");
+                prep.finish((Arc::new(saved), spec), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(host::forward(inputs, &spec, false).0),
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! [`FusedRecurrentBackend`]: the fused recurrent kernels as a burn backend extension, and
+//! its implementation for the flex CPU backend (inference: nothing is saved).
+
+use std::sync::Arc;
+
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Flex, backend_extension};
+use padless_kernels::KernelConfig;
+
+use super::host;
+
+/// Which cell the fused kernels run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FusedCell {
+    /// [`padless_kernels::LstmKernel`].
+    Lstm,
+    /// [`padless_kernels::GruKernel`].
+    Gru,
+    /// [`padless_kernels::SimpleRnnKernel`].
+    SimpleRnn,
+}
+
+impl FusedCell {
+    /// Gate blocks.
+    pub fn n_gates(self) -> usize {
+        match self {
+            FusedCell::Lstm => 4,
+            FusedCell::Gru => 3,
+            FusedCell::SimpleRnn => 1,
+        }
+    }
+
+    /// States per row.
+    pub fn n_states(self) -> usize {
+        match self {
+            FusedCell::Lstm => 2,
+            FusedCell::Gru | FusedCell::SimpleRnn => 1,
+        }
+    }
+}
+
+/// Everything about a fused call that is not a tensor: the cell, the kernel options, the
+/// batch shape and the mask (row-major `[batch, n_steps]`, true = valid; `None` = all valid).
+#[derive(Debug, Clone)]
+pub struct FusedSpec {
+    /// The cell.
+    pub cell: FusedCell,
+    /// The kernel options.
+    pub config: KernelConfig,
+    /// Rows.
+    pub batch: usize,
+    /// Time steps.
+    pub n_steps: usize,
+    /// The mask, shared with the saved backward state.
+    pub mask: Option<Arc<[bool]>>,
+}
+
+/// A recurrent layer over a whole masked batch in one operation, with its own backward pass.
+#[backend_extension(Flex, Autodiff)]
+pub trait FusedRecurrentBackend: Backend {
+    /// Runs the cell over `x` (`[batch, n_steps, d_input]`, or `[batch, d_input]` with
+    /// `constant_input`) with weights in Keras layout (`kernel [d_input, n_gates d_hidden]`,
+    /// `recurrent_kernel [d_hidden, n_gates d_hidden]`, `bias` flattened; zeros for a cell
+    /// without bias) and initial states `[batch, d_hidden]` (`c0` is ignored by a cell with one
+    /// state; pass `h0` again). Returns
+    /// `[batch, n_steps + n_states, d_hidden]`: every step's output, then the final states.
+    /// Masking as [`padless_kernels::RecurrentKernel`].
+    fn fused_recurrent(
+        x: FloatTensor<Self>,
+        kernel: FloatTensor<Self>,
+        recurrent_kernel: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+        c0: FloatTensor<Self>,
+        spec: FusedSpec,
+    ) -> FloatTensor<Self>;
+}
+
+impl FusedRecurrentBackend for Flex {
+    fn fused_recurrent(
+        x: FloatTensor<Self>,
+        kernel: FloatTensor<Self>,
+        recurrent_kernel: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        h0: FloatTensor<Self>,
+        c0: FloatTensor<Self>,
+        spec: FusedSpec,
+    ) -> FloatTensor<Self> {
+        let initial = [h0, c0].into_iter().take(spec.cell.n_states()).collect();
+        let inputs = host::Inputs::<Flex> {
+            x,
+            kernel,
+            recurrent_kernel,
+            bias,
+            initial,
+        };
+        host::forward(inputs, &spec, false).0
+    }
+}

@@ -1,0 +1,224 @@
+//! The fused CPU kernels against the composite per-step loop, through the public layer API
+//! and burn's autodiff: outputs, final states and the gradients of inputs, weights, biases,
+//! given and learned initial states agree within 1e-5 (relative to each tensor's largest
+//! value), for every cell, any mask, `go_backwards`, `zero_output_for_mask`, 1 and 2 threads.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use padless::prelude::*;
+use padless::rnn::fused::{fused_calls, set_kernel_threads, with_composite};
+
+const TOLERANCE: f32 = 1e-5;
+
+fn device() -> Device {
+    Device::flex().autodiff()
+}
+
+fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+fn tensor<const D: usize>(v: Vec<f32>, shape: [usize; D]) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(v, shape), &device())
+}
+
+fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap()
+}
+
+fn assert_close(fused: &[f32], composite: &[f32], what: &str) {
+    assert_eq!(fused.len(), composite.len(), "{what}: lengths");
+    let scale = composite.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let worst = fused
+        .iter()
+        .zip(composite)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        worst <= TOLERANCE * scale,
+        "{what}: fused and composite differ by {worst}"
+    );
+}
+
+/// Row 0 with interior holes, row 1 pre-padded, row 2 with no valid step, row 3 all valid.
+fn mask(device: &Device) -> Mask {
+    let rows = [
+        [true, false, true, true, false, true],
+        [false, false, true, true, true, true],
+        [false; 6],
+        [true; 6],
+    ];
+    Mask::from_bools(&rows.concat(), 4, 6, device).unwrap()
+}
+
+const BATCH: usize = 4;
+const TIME: usize = 6;
+const D_INPUT: usize = 3;
+const D_HIDDEN: usize = 5;
+
+macro_rules! observe_fn {
+    ($name:ident, $config:ident, $layer:ty, $bias_dims:expr) => {
+        /// Outputs, states and every gradient of a fused run and of a composite run of one
+        /// layer.
+        fn $name(options: RecurrentOptions, given_initial: bool) -> [Vec<(String, Vec<f32>)>; 2] {
+            let device = device();
+            let mut config = $config::new(D_INPUT, D_HIDDEN);
+            config.go_backwards = options.go_backwards;
+            config.zero_output_for_mask = options.zero_output_for_mask;
+            config.learn_initial_state = options.learn_initial_state;
+            let mut layer = config.init(&device);
+            // Nonzero learned initial states, so their use is visible.
+            let mut weights = layer.weights();
+            for w in weights.iter_mut().filter(|w| w.name.starts_with("initial")) {
+                w.values = values(w.values.len(), 5, 0.5);
+            }
+            layer.set_weights(&weights).unwrap();
+            let run = |layer: &$layer| -> Vec<(String, Vec<f32>)> {
+                let x = tensor(
+                    values(BATCH * TIME * D_INPUT, 1, 1.0),
+                    [BATCH, TIME, D_INPUT],
+                )
+                .require_grad();
+                let n_states = layer.start_states(BATCH, &device).len();
+                let initial: Vec<Tensor<2>> = (0..n_states)
+                    .map(|s| {
+                        tensor(
+                            values(BATCH * D_HIDDEN, 10 + s as u64, 0.5),
+                            [BATCH, D_HIDDEN],
+                        )
+                        .require_grad()
+                    })
+                    .collect();
+                let out = layer
+                    .forward(
+                        x.clone(),
+                        Some(&mask(&device)),
+                        given_initial.then(|| initial.clone()),
+                    )
+                    .unwrap();
+                let weights = tensor(
+                    values(BATCH * TIME * D_HIDDEN, 2, 1.0),
+                    [BATCH, TIME, D_HIDDEN],
+                );
+                let mut loss = (out.sequence.clone() * weights).sum();
+                for (s, state) in out.states.iter().enumerate() {
+                    let w = tensor(
+                        values(BATCH * D_HIDDEN, 3 + s as u64, 1.0),
+                        [BATCH, D_HIDDEN],
+                    );
+                    loss = loss + (state.clone() * w).sum();
+                }
+                let grads = loss.backward();
+                let mut observed = vec![("sequence".to_string(), to_vec(out.sequence))];
+                for (s, state) in out.states.into_iter().enumerate() {
+                    observed.push((format!("state {s}"), to_vec(state)));
+                }
+                let grad = |t: Tensor<2>| to_vec(t.grad(&grads).unwrap());
+                observed.push(("d x".into(), to_vec(x.grad(&grads).unwrap())));
+                observed.push(("d kernel".into(), grad(layer.cell.kernel.val())));
+                observed.push((
+                    "d recurrent kernel".into(),
+                    grad(layer.cell.recurrent_kernel.val()),
+                ));
+                let bias = layer.cell.bias.as_ref().unwrap().val();
+                assert_eq!(bias.dims().to_vec(), $bias_dims);
+                observed.push(("d bias".into(), to_vec(bias.grad(&grads).unwrap())));
+                if given_initial {
+                    for (s, state) in initial.into_iter().enumerate() {
+                        observed.push((format!("d initial {s}"), grad(state)));
+                    }
+                }
+                if let Some(learned) = &layer.learned_initial_state {
+                    for (s, p) in learned.iter().enumerate() {
+                        observed.push((
+                            format!("d learned initial {s}"),
+                            to_vec(p.val().grad(&grads).unwrap()),
+                        ));
+                    }
+                }
+                observed
+            };
+            let calls = fused_calls();
+            let fused = run(&layer);
+            assert!(fused_calls() > calls, "the fused path ran");
+            [fused, with_composite(|| run(&layer))]
+        }
+    };
+}
+
+observe_fn!(observe_lstm, LstmConfig, Lstm, vec![4 * D_HIDDEN]);
+observe_fn!(observe_gru, GruConfig, Gru, vec![2, 3 * D_HIDDEN]);
+observe_fn!(
+    observe_simple_rnn,
+    SimpleRnnConfig,
+    SimpleRnn,
+    vec![D_HIDDEN]
+);
+
+fn option_sets() -> Vec<(RecurrentOptions, bool)> {
+    let base = RecurrentOptions::default();
+    vec![
+        (base, false),
+        (base, true),
+        (
+            RecurrentOptions {
+                go_backwards: true,
+                ..base
+            },
+            true,
+        ),
+        (
+            RecurrentOptions {
+                zero_output_for_mask: true,
+                ..base
+            },
+            false,
+        ),
+        (
+            RecurrentOptions {
+                learn_initial_state: true,
+                ..base
+            },
+            false,
+        ),
+    ]
+}
+
+fn check(observe: fn(RecurrentOptions, bool) -> [Vec<(String, Vec<f32>)>; 2]) {
+    for threads in [1, 2] {
+        set_kernel_threads(threads);
+        for (options, given_initial) in option_sets() {
+            let [fused, composite] = observe(options, given_initial);
+            for ((what, f), (_, c)) in fused.iter().zip(&composite) {
+                let context = format!(
+                    "{what} ({options:?}, given initial {given_initial}, {threads} threads)"
+                );
+                assert_close(f, c, &context);
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_lstm_equals_composite_outputs_and_gradients() {
+    check(observe_lstm);
+}
+
+#[test]
+fn fused_gru_equals_composite_outputs_and_gradients() {
+    check(observe_gru);
+}
+
+#[test]
+fn fused_simple_rnn_equals_composite_outputs_and_gradients() {
+    check(observe_simple_rnn);
+}
