@@ -16,6 +16,8 @@
 //! assert_eq!(split.train.len() + split.validation.len() + split.test.len(), 2);
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod batch;
 pub mod cmudict;
 pub mod error;
