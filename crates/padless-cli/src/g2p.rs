@@ -71,6 +71,13 @@ pub struct TrainArgs {
     /// Units per encoder direction (overrides the preset).
     #[arg(long)]
     hidden: Option<usize>,
+    /// Dropout on embeddings and before the output layer (overrides the preset).
+    #[arg(long)]
+    dropout: Option<f64>,
+    /// Epochs without a better validation score before the learning rate halves; training
+    /// stops after 4 times as many (overrides the preset).
+    #[arg(long)]
+    patience: Option<usize>,
     /// Seed of the weights and batches.
     #[arg(long)]
     seed: Option<u64>,
@@ -179,6 +186,11 @@ fn train_command(args: TrainArgs) -> Result<()> {
     config.max_minutes = args.minutes.unwrap_or(config.max_minutes);
     config.d_encoder = args.hidden.unwrap_or(config.d_encoder);
     config.seed = args.seed.unwrap_or(config.seed);
+    config.dropout = args.dropout.unwrap_or(config.dropout);
+    config.patience = args.patience.unwrap_or(config.patience);
+    if !(0.0..1.0).contains(&config.dropout) {
+        bail!("--dropout must be in [0, 1), found {}", config.dropout);
+    }
     println!(
         "CMUdict: {} words ({} pronunciations); split by word: {} train, {} validation, {} test",
         dict.entries.len(),
@@ -188,12 +200,13 @@ fn train_command(args: TrainArgs) -> Result<()> {
         split.test.len()
     );
     println!(
-        "model: embedding {}, BiLSTM 2x{} x{} encoder, LSTM {} decoder, {:?} attention; up to {} epochs or {} min",
+        "model: embedding {}, BiLSTM 2x{} x{} encoder, LSTM {} decoder, {:?} attention, dropout {}; up to {} epochs or {} min",
         config.d_embedding,
         config.d_encoder,
         config.encoder_layers,
         2 * config.d_encoder,
         config.attention,
+        config.dropout,
         config.max_epochs,
         config.max_minutes
     );
