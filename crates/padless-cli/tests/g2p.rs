@@ -116,7 +116,10 @@ fn missing_files_and_malformed_lines_are_clear_errors() {
     assert!(stderr.contains("skipped 1 malformed lines"), "{stderr}");
     let (ok, _, stderr) = padless(&["g2p", "train", "--dropout", "1.5"]);
     assert!(!ok);
-    assert!(stderr.contains("--dropout must be in [0, 1), found 1.5"), "{stderr}");
+    assert!(
+        stderr.contains("--dropout must be in [0, 1), found 1.5"),
+        "{stderr}"
+    );
     let (ok, _, stderr) = padless(&["g2p", "train", "--data", "/no/such.dict"]);
     assert!(!ok);
     assert!(stderr.contains("/no/such.dict"), "{stderr}");

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use burn::tensor::{Device, Int, Tensor};
+use padless::Padding;
 use padless::seq2seq::{EncoderDecoder, EncoderDecoderConfig, beam_decode, greedy_decode};
+use padless::sequence::{Truncating, pad_sequences};
 use padless::tensor_util::int_tensor_from;
 use padless::weights::{load_safetensors, save_safetensors};
 
@@ -55,7 +57,6 @@ impl G2p {
         batch_size: usize,
         device: &Device,
     ) -> Result<Vec<Vec<String>>> {
-        let mut out = Vec::with_capacity(words.len());
         // Sorting by length keeps padding (wasted work) low; the results go back in order.
         let mut order: Vec<usize> = (0..words.len()).collect();
         order.sort_by_key(|&i| words[i].chars().count());
@@ -76,8 +77,7 @@ impl G2p {
                     .collect();
             }
         }
-        out.extend(results);
-        Ok(out)
+        Ok(results)
     }
 
     /// Writes the model atomically: weights, config and vocabularies, with `extra` header
@@ -86,12 +86,21 @@ impl G2p {
     /// # Errors
     /// When the file cannot be written.
     pub fn save(&self, path: &Path, extra: &[(&str, String)]) -> Result<()> {
-        let json = |v: &dyn erased::Json| v.to_json();
+        let json = |v: serde_json::Result<String>| v.expect("plain data serialises");
         let mut metadata = HashMap::from([
             ("format".to_string(), MODEL_FORMAT.to_string()),
-            ("config".to_string(), json(&self.network.config)),
-            ("letters".to_string(), json(&self.letters.symbols)),
-            ("phonemes".to_string(), json(&self.phonemes.symbols)),
+            (
+                "config".to_string(),
+                json(serde_json::to_string(&self.network.config)),
+            ),
+            (
+                "letters".to_string(),
+                json(serde_json::to_string(&self.letters.symbols)),
+            ),
+            (
+                "phonemes".to_string(),
+                json(serde_json::to_string(&self.phonemes.symbols)),
+            ),
         ]);
         metadata.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
         save_safetensors(path, &self.network.weights(), &metadata)?;
@@ -172,25 +181,9 @@ pub fn letter_ids(letters: &Vocab, word: &str) -> Result<Vec<i64>> {
     Ok(ids)
 }
 
-/// Rows post-padded with 0 to the longest: `[rows, longest]`.
+/// Rows post-padded with 0 to the longest (at least 1 step): `[rows, longest]`.
 pub fn pad_rows(rows: &[Vec<i64>], device: &Device) -> Tensor<2, Int> {
     let longest = rows.iter().map(Vec::len).max().unwrap_or(1).max(1);
-    let mut values = Vec::with_capacity(rows.len() * longest);
-    for row in rows {
-        values.extend_from_slice(row);
-        values.extend(std::iter::repeat_n(0, longest - row.len()));
-    }
-    int_tensor_from(&values, [rows.len(), longest], device)
-}
-
-mod erased {
-    /// JSON of anything serialisable, behind a trait object so `save` can take mixed types.
-    pub trait Json {
-        fn to_json(&self) -> String;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn to_json(&self) -> String {
-            serde_json::to_string(self).expect("plain data serialises")
-        }
-    }
+    let padded = pad_sequences(rows, Some(longest), 0, Padding::Post, Truncating::Post);
+    int_tensor_from(&padded.values, [padded.batch, padded.time], device)
 }
