@@ -1,18 +1,7 @@
 //! The `padless` binary as a user runs it.
 
-use std::process::Command;
-
-fn padless(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_padless"))
-        .args(args)
-        .output()
-        .expect("padless runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+use common::padless;
 
 fn number_after(text: &str, label: &str) -> f64 {
     let line = text

@@ -1,19 +1,9 @@
 //! `padless g2p` as a user runs it, on a slice of the shipped dictionary.
 
 use std::path::PathBuf;
-use std::process::Command;
 
-fn padless(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_padless"))
-        .args(args)
-        .output()
-        .expect("padless runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+use common::padless;
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("padless-g2p-cli-{name}-{}", std::process::id()));

@@ -1,19 +1,9 @@
 //! `padless train`, `evaluate` and `predict` on data files, as a user runs them.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn padless(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_padless"))
-        .args(args)
-        .output()
-        .expect("padless runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+use common::padless;
 
 /// A fresh directory per test.
 fn scratch(name: &str) -> PathBuf {
