@@ -92,22 +92,55 @@ impl AnyLayer {
 
     /// For a recurrent layer, its output on `vector` repeated over `n_steps` steps (what
     /// follows a `RepeatVector`), through [`Recurrent::forward_repeated`]; `None` for other
-    /// layers.
-    fn forward_repeated(&self, vector: Tensor<2>, n_steps: usize) -> Option<Result<Value>> {
-        fn value<C: Cell>(layer: &Recurrent<C>, vector: Tensor<2>, n: usize) -> Result<Value> {
-            let out = layer.forward_repeated(vector, n)?;
-            Ok(if layer.options.return_sequences {
+    /// layers. With `prefix`, a layer that returns sequences and reads its steps in order
+    /// (not stateful, not `go_backwards`) computes only the first `prefix[b]` steps of row `b`
+    /// ([`Recurrent::forward_repeated_prefix`]).
+    fn forward_repeated(
+        &self,
+        vector: Tensor<2>,
+        n_steps: usize,
+        prefix: Option<&[usize]>,
+    ) -> Option<Result<Value>> {
+        fn value<C: Cell>(
+            layer: &Recurrent<C>,
+            vector: Tensor<2>,
+            n: usize,
+            prefix: Option<&[usize]>,
+        ) -> Result<Value> {
+            let options = &layer.options;
+            let out = match prefix {
+                Some(lengths)
+                    if options.return_sequences && !options.stateful && !options.go_backwards =>
+                {
+                    layer.forward_repeated_prefix(vector, n, lengths)?
+                }
+                _ => layer.forward_repeated(vector, n)?,
+            };
+            Ok(if options.return_sequences {
                 Value::sequence(out.sequence, out.mask)
             } else {
                 Value::Vector(out.last)
             })
         }
         match self {
-            AnyLayer::SimpleRnn(l) => Some(value(l, vector, n_steps)),
-            AnyLayer::Lstm(l) => Some(value(l, vector, n_steps)),
-            AnyLayer::Gru(l) => Some(value(l, vector, n_steps)),
+            AnyLayer::SimpleRnn(l) => Some(value(l, vector, n_steps, prefix)),
+            AnyLayer::Lstm(l) => Some(value(l, vector, n_steps, prefix)),
+            AnyLayer::Gru(l) => Some(value(l, vector, n_steps, prefix)),
             _ => None,
         }
+    }
+
+    /// Whether each output step depends only on the same input step (so outputs at steps
+    /// nobody reads can be skipped upstream).
+    fn is_per_step(&self) -> bool {
+        matches!(
+            self,
+            AnyLayer::Dense(_)
+                | AnyLayer::TimeDistributed(_)
+                | AnyLayer::Dropout(_)
+                | AnyLayer::Activation(_)
+                | AnyLayer::LayerNormalization(_)
+        )
     }
 }
 
@@ -191,18 +224,40 @@ impl Sequential {
     /// # Errors
     /// The first layer's error.
     pub fn forward(&self, input: Value) -> Result<Value> {
+        self.forward_reading(input, None)
+    }
+
+    /// [`Sequential::forward`] for a loss that reads output step `t` of row `b` only where
+    /// `t < read_steps[b]` (a loss masked by target lengths: `read_steps[b]` is one past the
+    /// row's last valid target step). A recurrent decoder fed by `RepeatVector` and followed
+    /// only by per-step layers (Dense, TimeDistributed, Dropout, Activation,
+    /// LayerNormalization) then computes only those steps, which the causal recurrence makes
+    /// exact: the outputs at the read steps, and so the loss and every gradient, equal
+    /// [`Sequential::forward`]'s; outputs at the other steps differ from the full run's. The Trainer calls this
+    /// with the batch's target mask. Any other stack runs as [`Sequential::forward`].
+    ///
+    /// # Errors
+    /// The first layer's error.
+    pub fn forward_reading(&self, input: Value, read_steps: Option<&[usize]>) -> Result<Value> {
         let mut value = input;
-        let mut layers = self.layers.iter().peekable();
-        while let Some(layer) = layers.next() {
+        let mut layers = self.layers.iter().enumerate().peekable();
+        while let Some((i, layer)) = layers.next() {
             // A recurrent layer fed by RepeatVector sees the same input at every step: it runs
             // on the vector itself (same result, one input projection per row).
             if let (AnyLayer::RepeatVector(repeat), Value::Vector(vector)) = (layer, &value)
-                && let Some(next) = layers.peek()
-                && let Some(out) = next.forward_repeated(vector.clone(), repeat.n_steps)
+                && let Some(&(_, next)) = layers.peek()
             {
-                value = out?;
-                layers.next();
-                continue;
+                let rows = vector.dims()[0];
+                let prefix = read_steps.filter(|steps| {
+                    steps.len() == rows
+                        && steps.iter().all(|&s| s <= repeat.n_steps)
+                        && self.layers[i + 2..].iter().all(AnyLayer::is_per_step)
+                });
+                if let Some(out) = next.forward_repeated(vector.clone(), repeat.n_steps, prefix) {
+                    value = out?;
+                    layers.next();
+                    continue;
+                }
             }
             value = layer.as_layer().forward_value(value)?;
         }

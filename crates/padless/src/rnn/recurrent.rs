@@ -10,7 +10,7 @@ use super::cell::Cell;
 use super::fused::{FusedInput, try_fused_loop};
 use crate::error::{Error, Result};
 use crate::layer::{Layer, Spec};
-use crate::mask::{Mask, check_mask_for};
+use crate::mask::{Mask, Padding, check_mask_for};
 use crate::value::Value;
 use crate::weights::{NamedWeight, load_param};
 
@@ -153,10 +153,43 @@ impl<C: Cell> Recurrent<C> {
     /// # Errors
     /// As [`Recurrent::forward`].
     pub fn forward_repeated(&self, vector: Tensor<2>, n_steps: usize) -> Result<RecurrentOutput> {
+        self.repeated(vector, n_steps, None)
+    }
+
+    /// [`Recurrent::forward_repeated`] computing only the first `lengths[b]` steps of row `b`
+    /// (packed: later steps cost nothing). Outputs at steps `>= lengths[b]` are zeros (or the
+    /// last computed output, as `zero_output_for_mask` says) and the final states are those at
+    /// step `lengths[b] - 1`; the returned mask is `None`, as `forward_repeated`'s.
+    ///
+    /// The outputs at steps `< lengths[b]` equal `forward_repeated`'s exactly (a forward
+    /// recurrence is causal), so this replaces it wherever later steps are never read: a
+    /// decoder whose loss is masked by target lengths. [`Sequential`](crate::Sequential) uses
+    /// it that way during training.
+    ///
+    /// # Errors
+    /// As [`Recurrent::forward`]; `lengths` not one per row or a length over `n_steps`.
+    pub fn forward_repeated_prefix(
+        &self,
+        vector: Tensor<2>,
+        n_steps: usize,
+        lengths: &[usize],
+    ) -> Result<RecurrentOutput> {
+        let batch = vector.dims()[0];
+        let mask = Mask::from_lengths(lengths, n_steps, Padding::Post, &vector.device())?;
+        mask.check(batch, n_steps, "decoder step lengths")?;
+        self.repeated(vector, n_steps, Some(&mask))
+    }
+
+    fn repeated(
+        &self,
+        vector: Tensor<2>,
+        n_steps: usize,
+        mask: Option<&Mask>,
+    ) -> Result<RecurrentOutput> {
         let [batch, features] = vector.dims();
         if features == self.cell.d_input() && batch > 0 && n_steps > 0 {
             let initial = self.initial_states(batch, None, &vector.device())?;
-            let input = FusedInput::Repeated(&vector, n_steps);
+            let input = FusedInput::Repeated(&vector, n_steps, mask);
             let zero_output = self.options.zero_output_for_mask;
             if let Some((sequence, states)) =
                 try_fused_loop(self.cell.fused_parts(), input, &initial, zero_output)
@@ -173,7 +206,9 @@ impl<C: Cell> Recurrent<C> {
         let repeated = vector
             .unsqueeze_dim::<3>(1)
             .expand([batch, n_steps, features]);
-        self.forward(repeated, None, None)
+        let mut out = self.forward(repeated, mask, None)?;
+        out.mask = None;
+        Ok(out)
     }
 
     fn keep_states(&self, states: &[Tensor<2>]) {

@@ -11,7 +11,7 @@ use super::data::{Batch, BatchOptions, Example, make_batches, split_validation};
 use super::optimizer::{LrSchedule, OptimizerConfig};
 use crate::error::{Error, Result};
 use crate::layer::Spec;
-use crate::losses::{LossInputs, LossOutput, SequenceLoss, Targets};
+use crate::losses::{LossInputs, LossOutput, SequenceLoss, TargetMask, Targets};
 use crate::metrics::{predicted_classes, sequence_accuracy, token_accuracy};
 use crate::model_config::ModelConfig;
 use crate::sequential::Sequential;
@@ -185,7 +185,10 @@ impl Trainer {
             }
             NonFiniteInputs::Ignore => {}
         }
-        let output = model.forward(batch.inputs.clone())?;
+        // The loss reads no output step past a row's last valid target step: a decoder whose
+        // later steps nobody reads skips them (exact, see `Sequential::forward_reading`).
+        let read_steps = read_steps(batch)?;
+        let output = model.forward_reading(batch.inputs.clone(), Some(&read_steps))?;
         let (y_pred, mask) = match output {
             Value::Sequence { values, mask } => (values, mask),
             Value::Vector(values) => (values.unsqueeze_dim::<3>(1), None),
@@ -378,4 +381,23 @@ fn valid_batch(batch: &Batch) -> Batch {
     batch.targets = batch.targets.to_device(&device);
     batch.sample_weight = batch.sample_weight.map(|w| w.to_device(&device));
     batch
+}
+
+/// One past each row's last valid target step: the output steps a loss masked by the batch's
+/// targets reads.
+fn read_steps(batch: &Batch) -> Result<Vec<usize>> {
+    if let TargetMask::Lengths(lengths) = &batch.target_mask {
+        return Ok(lengths.clone());
+    }
+    let mask = batch.target_mask.resolve(&batch.targets)?;
+    let [rows, time] = mask.dims();
+    let valid = mask.to_vec();
+    Ok((0..rows)
+        .map(|b| {
+            (0..time)
+                .rev()
+                .find(|&t| valid[b * time + t])
+                .map_or(0, |t| t + 1)
+        })
+        .collect())
 }

@@ -93,8 +93,8 @@ pub(crate) enum FusedInput<'a> {
     /// A sequence `[batch, time, d_input]` with its mask.
     Sequence(&'a Tensor<3>, Option<&'a Mask>),
     /// One vector per row `[batch, d_input]`, the input of every one of `n_steps` steps (a
-    /// `RepeatVector` output): projected once per row.
-    Repeated(&'a Tensor<2>, usize),
+    /// `RepeatVector` output): projected once per row; with a mask of the steps to compute.
+    Repeated(&'a Tensor<2>, usize, Option<&'a Mask>),
 }
 
 /// The masked loop as one fused operation, or `None` where the fused path does not apply.
@@ -111,9 +111,9 @@ pub(crate) fn try_fused_loop(
             let [batch, n_steps, d_input] = x.dims();
             (x.clone().into_dispatch(), batch, n_steps, d_input, mask)
         }
-        FusedInput::Repeated(x, n_steps) => {
+        FusedInput::Repeated(x, n_steps, mask) => {
             let [batch, d_input] = x.dims();
-            (x.clone().into_dispatch(), batch, n_steps, d_input, None)
+            (x.clone().into_dispatch(), batch, n_steps, d_input, mask)
         }
     };
     let device = parts.kernel.device();
