@@ -152,6 +152,18 @@ fn spec_flops(h: f64) -> f64 {
     3.0 * (encoder + decoder) + 3.0 * 2.0 * b * t * h * v
 }
 
+/// The FLOPs a packed implementation must still do per training step (SPEC.md's "valid-step
+/// FLOPs"): both LSTMs over the valid steps only (the targets have the inputs' lengths), the
+/// decoder's input projection once per row (RepeatVector feeds every step the same vector),
+/// and the dense layer over the valid steps; forward + backward = 3 x forward.
+fn valid_step_flops(h: f64, valid_steps: f64) -> f64 {
+    let (b, v) = (B as f64, V as f64);
+    let encoder = valid_steps * 2.0 * (v + h) * 4.0 * h;
+    let decoder = valid_steps * 2.0 * h * 4.0 * h + b * 2.0 * h * 4.0 * h;
+    let dense = valid_steps * 2.0 * h * v;
+    3.0 * (encoder + decoder + dense)
+}
+
 /// Median of the repeats' mean ms per call of `step`, after `warmup` calls.
 fn time_ms(
     args: &BenchArgs,
@@ -209,6 +221,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     })?;
 
     let flops = spec_flops(args.hidden as f64);
+    let valid_flops = valid_step_flops(args.hidden as f64, valid_steps as f64);
     let json = serde_json::json!({
         "framework": "padless",
         "H": args.hidden,
@@ -220,17 +233,21 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "infer_ms": infer_ms,
         "sequences_per_s": B as f64 * 1e3 / train_ms,
         "spec_gflop_per_s": flops / train_ms / 1e6,
+        "valid_step_gflop": valid_flops / 1e9,
+        "valid_step_gflop_per_s": valid_flops / train_ms / 1e6,
         "loss_first": first_loss,
         "loss_last": last_loss,
     });
     eprintln!(
-        "padless H={} threads={} valid={:.2}: train {:.2} ms/step ({:.0} seq/s, {:.1} GFLOP/s of the SPEC count), infer {:.2} ms, loss {:.4} -> {:.4}",
+        "padless H={} threads={} valid={:.2}: train {:.2} ms/step ({:.0} seq/s, {:.1} GFLOP/s of the SPEC count, {:.1} GFLOP/s on the {:.2} GFLOP of valid steps), infer {:.2} ms, loss {:.4} -> {:.4}",
         args.hidden,
         args.threads,
         valid_steps as f64 / (B * T) as f64,
         train_ms,
         B as f64 * 1e3 / train_ms,
         flops / train_ms / 1e6,
+        valid_flops / train_ms / 1e6,
+        valid_flops / 1e9,
         infer_ms,
         first_loss,
         last_loss
@@ -252,5 +269,13 @@ mod tests {
         let mut rng = NumpyRandomState::new(1234);
         let first: Vec<usize> = (0..5).map(|_| rng.randint(8, 65)).collect();
         assert_eq!(first, vec![55, 27, 46, 61, 20]);
+    }
+
+    #[test]
+    fn valid_step_flops_by_hand() {
+        // H=128, 2365 valid steps: encoder 2365*2*(32+128)*512 = 387,481,600; decoder
+        // 2365*2*128*512 + 64*2*128*512 = 318,373,888; dense 2365*2*128*32 = 19,374,080;
+        // times 3.
+        assert_eq!(valid_step_flops(128.0, 2365.0), 2_175_688_704.0);
     }
 }
