@@ -4,7 +4,8 @@
 use burn::tensor::{Int, Tensor, TensorData};
 use padless::Mask;
 use padless::seq2seq::{
-    Attention, AttentionKind, EncoderDecoderConfig, beam_decode, greedy_decode, masked_softmax,
+    Attention, AttentionKind, AttentionMasks, EncoderDecoderConfig, beam_decode, greedy_decode,
+    masked_softmax,
 };
 use padless::tensor_util::{f32_vec, int_tensor_from, tensor_from};
 use padless::weights::NamedWeight;
@@ -125,6 +126,144 @@ fn masked_softmax_gives_zeros_for_a_fully_masked_row_and_ignores_nan_at_masked_k
     // d/ds0 of (w0 * 1 + w2 * 3) = w0 (1 - (w0 + 3 w2)).
     let (w0, w2) = (got[0], got[2]);
     assert_close("d s0", &[g[0]], &[w0 * (1.0 - (w0 + 3.0 * w2))], 1e-5);
+}
+
+fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(3);
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Query mask, causal mask and key mask together, for every kind: each valid query step's
+/// context and weights equal a separate call that sees only the keys left to it (the causal
+/// prefix, AND the key mask) through the key-masked path the numpy fixtures check; masked
+/// query steps get zero weights and exactly 0 context, their queries get no gradient, and
+/// the output mask is the query mask.
+#[test]
+fn query_and_causal_masks_leave_each_query_step_its_own_keys() {
+    let device = padless::training_device();
+    let (b, t, d) = (3, 5, 4);
+    let key_valid = [
+        [true, true, false, true, true],
+        [false, true, true, true, false],
+        [true; 5],
+    ];
+    let query_valid = [
+        [true, false, true, true, true],
+        [true, true, true, false, false],
+        [false; 5],
+    ];
+    let key_mask = Mask::from_bools(&key_valid.concat(), b, t, &device).unwrap();
+    let query_mask = Mask::from_bools(&query_valid.concat(), b, t, &device).unwrap();
+    for kind in [
+        AttentionKind::Dot { scaled: true },
+        AttentionKind::General,
+        AttentionKind::Additive { d_attention: 3 },
+    ] {
+        let attention = Attention::new(kind, d, d, &device).unwrap();
+        let query = tensor_from(&pseudo_random(b * t * d, 1), [b, t, d], &device).require_grad();
+        let mut values = pseudo_random(b * t * d, 2);
+        values[(1 * t) * d] = f32::NAN; // a masked key's value
+        let keys = tensor_from(&pseudo_random(b * t * d, 3), [b, t, d], &device);
+        let values = tensor_from(&values, [b, t, d], &device);
+        let out = attention
+            .forward_masked(
+                query.clone(),
+                keys.clone(),
+                values.clone(),
+                AttentionMasks {
+                    query: Some(&query_mask),
+                    keys: Some(&key_mask),
+                    causal: true,
+                },
+            )
+            .unwrap();
+        assert_eq!(out.mask.as_ref().unwrap().to_vec(), query_mask.to_vec());
+        let (context, weights) = (f32_vec(out.context.clone()), f32_vec(out.weights.clone()));
+        for row in 0..b {
+            for i in 0..t {
+                let at = (row * t + i) * d;
+                let w_at = (row * t + i) * t;
+                if !query_valid[row][i] {
+                    assert!(context[at..at + d].iter().all(|&v| v == 0.0), "{kind:?}");
+                    assert!(
+                        weights[w_at..w_at + t].iter().all(|&v| v == 0.0),
+                        "{kind:?}"
+                    );
+                    continue;
+                }
+                // The keys query step i may see: valid keys at steps <= i.
+                let seen: Vec<bool> = (0..t).map(|j| j <= i && key_valid[row][j]).collect();
+                let one = |x: &Tensor<3>, s: usize| x.clone().slice([row..row + 1, s..s + 1]);
+                let alone = attention
+                    .forward(
+                        one(&query, i),
+                        keys.clone().slice([row..row + 1, 0..t]),
+                        values.clone().slice([row..row + 1, 0..t]),
+                        Some(&Mask::from_bools(&seen, 1, t, &device).unwrap()),
+                    )
+                    .unwrap();
+                let what = format!("{kind:?} row {row} step {i}");
+                assert_close(&what, &context[at..at + d], &f32_vec(alone.context), 1e-5);
+                assert_close(
+                    &what,
+                    &weights[w_at..w_at + t],
+                    &f32_vec(alone.weights),
+                    1e-5,
+                );
+                for j in (0..t).filter(|&j| !seen[j]) {
+                    assert_eq!(weights[w_at + j], 0.0, "{what}: key {j}");
+                }
+            }
+        }
+        let grads = out.context.sum().backward();
+        let g = f32_vec(query.grad(&grads).unwrap());
+        assert!(g.iter().all(|v| v.is_finite()), "{kind:?}: gradient {g:?}");
+        for row in 0..b {
+            for i in (0..t).filter(|&i| !query_valid[row][i]) {
+                let at = (row * t + i) * d;
+                assert!(
+                    g[at..at + d].iter().all(|&v| v == 0.0),
+                    "{kind:?} row {row} step {i}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_causal_mask_alone_lets_step_i_see_steps_up_to_i() {
+    let device = padless::default_device();
+    let attention = Attention::new(AttentionKind::Dot { scaled: false }, 2, 2, &device).unwrap();
+    let x = tensor_from(&pseudo_random(2 * 3 * 2, 4), [2, 3, 2], &device);
+    let out = attention
+        .forward_masked(
+            x.clone(),
+            x.clone(),
+            x,
+            AttentionMasks {
+                causal: true,
+                ..AttentionMasks::default()
+            },
+        )
+        .unwrap();
+    assert!(out.mask.is_none());
+    let w = f32_vec(out.weights);
+    for row in 0..2 {
+        for i in 0..3 {
+            let r = &w[(row * 3 + i) * 3..(row * 3 + i + 1) * 3];
+            assert_close("row sum", &[r.iter().sum()], &[1.0], 1e-6);
+            assert!(r[i + 1..].iter().all(|&v| v == 0.0), "step {i}: {r:?}");
+        }
+    }
+    // Step 0 sees only itself.
+    assert_close("step 0", &w[..3], &[1.0, 0.0, 0.0], 1e-6);
 }
 
 #[test]

@@ -1,10 +1,10 @@
 //! [`Attention`] over a masked sequence of keys (dot-product, Luong's general, and additive),
-//! and the [`masked_softmax`] it rests on.
+//! with query and causal masks ([`AttentionMasks`]), and the [`masked_softmax`] it rests on.
 
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Bool, Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -42,8 +42,11 @@ pub enum AttentionKind {
 /// The key mask `[batch, t_key]` removes masked keys from the softmax: their weights are
 /// exactly 0, their values and scores (even NaN or inf) never reach the context, and they get
 /// a gradient of exactly 0. A row whose keys are all masked gets all-zero weights and a zero
-/// context, never NaN. The query's own mask is the caller's to pass on: every query step is
-/// computed, and masked query steps are the caller's to ignore.
+/// context, never NaN. With [`Attention::forward_masked`], a query mask `[batch, t_query]`
+/// and a causal mask (query step `i` sees key steps `j <= i`) join the key mask by AND over
+/// `[batch, t_query, t_key]`; masked query steps get all-zero weights and a context of exactly
+/// 0 (selected, so nothing at a masked query step reaches the output or the gradient), and
+/// the output mask is the query mask.
 #[derive(Module, Debug)]
 pub struct Attention {
     /// `[d_query, d_key]` (General) or `[d_query, d_attention]` (Additive).
@@ -65,6 +68,19 @@ pub struct AttentionOutput {
     /// The attention weights, `[batch, t_query, t_key]`; each row sums to 1 over its valid
     /// keys, or is all 0 when none is valid.
     pub weights: Tensor<3>,
+    /// The output mask: the query mask, when one was given.
+    pub mask: Option<Mask>,
+}
+
+/// The masks of an attention call ([`Attention::forward_masked`]); all optional.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttentionMasks<'a> {
+    /// `[batch, t_query]`: masked query steps attend to nothing and output 0.
+    pub query: Option<&'a Mask>,
+    /// `[batch, t_key]`: masked keys receive no weight.
+    pub keys: Option<&'a Mask>,
+    /// Query step `i` attends only to key steps `j <= i` (Keras' `use_causal_mask`).
+    pub causal: bool,
 }
 
 impl Attention {
@@ -163,7 +179,8 @@ impl Attention {
         }
     }
 
-    /// Attends from every query step over the valid keys.
+    /// Attends from every query step over the valid keys (no query mask, not causal: see
+    /// [`Attention::forward_masked`]).
     ///
     /// # Errors
     /// Batch or length mismatches between query, keys, values and mask, or feature sizes the
@@ -175,9 +192,33 @@ impl Attention {
         values: Tensor<3>,
         key_mask: Option<&Mask>,
     ) -> Result<AttentionOutput> {
-        let [batch, _, d_query] = query.dims();
+        self.forward_masked(
+            query,
+            keys,
+            values,
+            AttentionMasks {
+                keys: key_mask,
+                ..AttentionMasks::default()
+            },
+        )
+    }
+
+    /// Attends from each valid query step over the keys that the key mask and the causal mask
+    /// leave it (see the type's `# Masking`).
+    ///
+    /// # Errors
+    /// Batch or length mismatches between query, keys, values and masks, or feature sizes the
+    /// score function does not accept.
+    pub fn forward_masked(
+        &self,
+        query: Tensor<3>,
+        keys: Tensor<3>,
+        values: Tensor<3>,
+        masks: AttentionMasks<'_>,
+    ) -> Result<AttentionOutput> {
+        let [batch, t_query, d_query] = query.dims();
         let [kb, t_key, d_key] = keys.dims();
-        let [vb, vt, _] = values.dims();
+        let [vb, vt, d_value] = values.dims();
         if kb != batch || vb != batch || vt != t_key {
             return Err(Error::config(
                 "Attention",
@@ -187,21 +228,56 @@ impl Attention {
             ));
         }
         self.check_sizes(d_query, d_key)?;
-        if let Some(mask) = key_mask {
+        if let Some(mask) = masks.keys {
             mask.check(batch, t_key, "Attention key mask")?;
         }
-        let weights = masked_softmax(self.scores(query, keys), key_mask);
-        let values = match key_mask {
+        if let Some(mask) = masks.query {
+            mask.check(batch, t_query, "Attention query mask")?;
+        }
+        let device = query.device();
+        let scores = self.scores(query, keys);
+        let weights = match (masks.query, masks.causal) {
+            (None, false) => masked_softmax(scores, masks.keys),
+            _ => {
+                let mut valid = masks.keys.map_or_else(
+                    || Tensor::<3, Bool>::full([batch, t_query, t_key], true, &device),
+                    |m| {
+                        m.valid()
+                            .unsqueeze_dim::<3>(1)
+                            .expand([batch, t_query, t_key])
+                    },
+                );
+                if let Some(q) = masks.query {
+                    valid = valid.bool_and(
+                        q.valid()
+                            .unsqueeze_dim::<3>(2)
+                            .expand([batch, t_query, t_key]),
+                    );
+                }
+                if masks.causal {
+                    valid = valid.bool_and(
+                        causal_valid(t_query, t_key, &device)
+                            .unsqueeze_dim::<3>(0)
+                            .expand([batch, t_query, t_key]),
+                    );
+                }
+                softmax_over_valid(scores, valid)
+            }
+        };
+        let values = match masks.keys {
             // Masked values are selected out, so that NaN or inf there cannot reach the
             // context through 0 * NaN.
-            Some(mask) => values
-                .clone()
-                .mask_fill(mask.padding_expanded(values.dims()[2]), 0.0),
+            Some(mask) => values.mask_fill(mask.padding_expanded(d_value), 0.0),
             None => values,
         };
+        let mut context = weights.clone().matmul(values);
+        if let Some(q) = masks.query {
+            context = context.mask_fill(q.padding_expanded(d_value), 0.0);
+        }
         Ok(AttentionOutput {
-            context: weights.clone().matmul(values),
+            context,
             weights,
+            mask: masks.query.cloned(),
         })
     }
 
@@ -285,14 +361,30 @@ pub fn masked_softmax(scores: Tensor<3>, key_mask: Option<&Mask>) -> Tensor<3> {
         return softmax(scores, 2);
     };
     let [batch, t_query, t_key] = scores.dims();
-    let padding = mask
-        .padding()
-        .unsqueeze_dim::<3>(1)
-        .expand([batch, t_query, t_key]);
     let valid = mask
-        .to_float()
+        .valid()
         .unsqueeze_dim::<3>(1)
         .expand([batch, t_query, t_key]);
+    softmax_over_valid(scores, valid)
+}
+
+/// `valid[i, j]` iff key step `j <= ` query step `i` (`[t_query, t_key]`).
+fn causal_valid(t_query: usize, t_key: usize, device: &Device) -> Tensor<2, Bool> {
+    let rows = Tensor::<1, Int>::arange(0..t_query as i64, device)
+        .unsqueeze_dim::<2>(1)
+        .expand([t_query, t_key]);
+    let cols = Tensor::<1, Int>::arange(0..t_key as i64, device)
+        .unsqueeze_dim::<2>(0)
+        .expand([t_query, t_key]);
+    cols.lower_equal(rows)
+}
+
+/// The softmax over the last axis restricted to `valid [batch, t_query, t_key]`: invalid
+/// entries get weight and gradient exactly 0 whatever their score; a row with no valid entry
+/// gets all zeros.
+fn softmax_over_valid(scores: Tensor<3>, valid: Tensor<3, Bool>) -> Tensor<3> {
+    let padding = valid.clone().bool_not();
+    let valid = valid.float();
     // Masked scores are replaced (not added to), so NaN there cannot leak; the row maximum
     // over valid scores keeps exp from overflowing.
     let filled = scores.mask_fill(padding, -1e30);

@@ -6,6 +6,6 @@ mod attention;
 mod decode;
 mod model;
 
-pub use attention::{Attention, AttentionKind, AttentionOutput, masked_softmax};
+pub use attention::{Attention, AttentionKind, AttentionMasks, AttentionOutput, masked_softmax};
 pub use decode::{beam_decode, greedy_decode};
 pub use model::{BOS, EOS, Encoded, EncoderDecoder, EncoderDecoderConfig, PAD};
