@@ -4,8 +4,8 @@
 use burn::tensor::{Int, Tensor, TensorData};
 use padless::Mask;
 use padless::seq2seq::{
-    Attention, AttentionKind, AttentionMasks, EncoderDecoderConfig, beam_decode, greedy_decode,
-    masked_softmax,
+    Attention, AttentionKind, AttentionMasks, EncoderDecoderConfig, MultiHeadAttention,
+    beam_decode, greedy_decode, masked_softmax,
 };
 use padless::tensor_util::{f32_vec, int_tensor_from, tensor_from};
 use padless::weights::NamedWeight;
@@ -167,10 +167,12 @@ fn query_and_causal_masks_leave_each_query_step_its_own_keys() {
         AttentionKind::Additive { d_attention: 3 },
     ] {
         let attention = Attention::new(kind, d, d, &device).unwrap();
-        let query = tensor_from(&pseudo_random(b * t * d, 1), [b, t, d], &device).require_grad();
+        let mut query_values = pseudo_random(b * t * d, 1);
+        query_values[(2 * t + 1) * d] = f32::NAN; // a masked query step
+        let query = tensor_from(&query_values, [b, t, d], &device).require_grad();
         let mut values = pseudo_random(b * t * d, 2);
         values[(1 * t) * d] = f32::NAN; // a masked key's value
-        let keys = tensor_from(&pseudo_random(b * t * d, 3), [b, t, d], &device);
+        let keys = tensor_from(&pseudo_random(b * t * d, 3), [b, t, d], &device).require_grad();
         let values = tensor_from(&values, [b, t, d], &device);
         let out = attention
             .forward_masked(
@@ -223,6 +225,11 @@ fn query_and_causal_masks_leave_each_query_step_its_own_keys() {
             }
         }
         let grads = out.context.sum().backward();
+        let g_keys = f32_vec(keys.grad(&grads).unwrap());
+        assert!(
+            g_keys.iter().all(|v| v.is_finite()),
+            "{kind:?}: NaN query reached keys"
+        );
         let g = f32_vec(query.grad(&grads).unwrap());
         assert!(g.iter().all(|v| v.is_finite()), "{kind:?}: gradient {g:?}");
         for row in 0..b {
@@ -235,6 +242,177 @@ fn query_and_causal_masks_leave_each_query_step_its_own_keys() {
             }
         }
     }
+}
+
+/// Multi-head attention against its definition computed here head by head through
+/// `Attention` (scaled dot, the path checked against numpy): project, attend with the same
+/// masks, concatenate, project out, zero masked query steps. Then NaN at every masked query,
+/// key and value changes nothing and gets gradient exactly 0.
+#[test]
+fn multi_head_attention_is_its_heads_and_ignores_masked_steps() {
+    let device = padless::training_device();
+    let (b, tq, tk, dq, dk, dv, heads, dh, d_out) = (2, 4, 5, 3, 4, 2, 2, 3, 3);
+    let inner = heads * dh;
+    let mut mha = MultiHeadAttention::new(heads, dh, [dq, dk, dv, d_out], &device).unwrap();
+    let shapes = [
+        ("query_kernel", vec![dq, inner]),
+        ("query_bias", vec![inner]),
+        ("key_kernel", vec![dk, inner]),
+        ("key_bias", vec![inner]),
+        ("value_kernel", vec![dv, inner]),
+        ("value_bias", vec![inner]),
+        ("output_kernel", vec![inner, d_out]),
+        ("output_bias", vec![d_out]),
+    ];
+    let weights: Vec<NamedWeight> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, (name, shape))| NamedWeight {
+            name: name.to_string(),
+            shape: shape.clone(),
+            values: pseudo_random(shape.iter().product(), 10 + i as u64),
+        })
+        .collect();
+    mha.set_weights(&weights).unwrap();
+    let w = |i: usize| -> Vec<f32> { weights[i].values.clone() };
+    let query_valid = [[true, true, false, true], [true, false, false, false]];
+    let key_valid = [
+        [true, false, true, true, false],
+        [false, true, true, true, true],
+    ];
+    let query_mask = Mask::from_bools(&query_valid.concat(), b, tq, &device).unwrap();
+    let key_mask = Mask::from_bools(&key_valid.concat(), b, tk, &device).unwrap();
+    let masks = AttentionMasks {
+        query: Some(&query_mask),
+        keys: Some(&key_mask),
+        causal: true,
+    };
+    let (q_raw, k_raw, v_raw) = (
+        pseudo_random(b * tq * dq, 5),
+        pseudo_random(b * tk * dk, 6),
+        pseudo_random(b * tk * dv, 7),
+    );
+    let query = tensor_from(&q_raw, [b, tq, dq], &device);
+    let keys = tensor_from(&k_raw, [b, tk, dk], &device);
+    let values = tensor_from(&v_raw, [b, tk, dv], &device);
+    let out = mha
+        .forward_masked(query.clone(), keys.clone(), values.clone(), masks)
+        .unwrap();
+    assert_eq!(out.weights.dims(), [b, heads, tq, tk]);
+
+    // The definition, head by head.
+    let project = |x: &Tensor<3>, kernel: Vec<f32>, bias: Vec<f32>, d: usize, h: usize| {
+        let [bb, t, _] = x.dims();
+        let k = tensor_from(&kernel, [d, inner], &device).slice([0..d, h * dh..(h + 1) * dh]);
+        let bias = tensor_from(&bias, [1, inner], &device).slice([0..1, h * dh..(h + 1) * dh]);
+        (x.clone().reshape([bb * t, d]).matmul(k) + bias).reshape([bb, t, dh])
+    };
+    let single = Attention::new(AttentionKind::Dot { scaled: true }, dh, dh, &device).unwrap();
+    let mut contexts = Vec::new();
+    let mut head_weights = Vec::new();
+    for h in 0..heads {
+        let r = single
+            .forward_masked(
+                project(&query, w(0), w(1), dq, h),
+                project(&keys, w(2), w(3), dk, h),
+                project(&values, w(4), w(5), dv, h),
+                masks,
+            )
+            .unwrap();
+        contexts.push(r.context);
+        head_weights.push(r.weights.unsqueeze_dim::<4>(1));
+    }
+    let concat = Tensor::cat(contexts, 2).reshape([b * tq, inner]);
+    let expected = (concat.matmul(tensor_from(&w(6), [inner, d_out], &device))
+        + tensor_from(&w(7), [1, d_out], &device))
+    .reshape([b, tq, d_out]);
+    // Steps that see no key output 0: masked query steps, and row 1's step 0 (causal: key 0
+    // only, which is masked).
+    let mut sees_nothing: Vec<bool> = query_valid.concat().iter().map(|v| !v).collect();
+    sees_nothing[tq] = true;
+    let expected = expected.mask_fill(
+        Mask::from_bools(&sees_nothing, b, tq, &device)
+            .unwrap()
+            .valid()
+            .unsqueeze_dim::<3>(2)
+            .expand([b, tq, d_out]),
+        0.0,
+    );
+    let got = f32_vec(out.output.clone());
+    assert_close("output", &got, &f32_vec(expected), 1e-5);
+    assert_close(
+        "weights",
+        &f32_vec(out.weights),
+        &f32_vec(Tensor::cat(head_weights, 1)),
+        1e-5,
+    );
+    for (step, _) in sees_nothing.iter().enumerate().filter(|(_, s)| **s) {
+        assert!(
+            got[step * d_out..(step + 1) * d_out]
+                .iter()
+                .all(|&v| v == 0.0)
+        );
+    }
+
+    // NaN at every masked query, key and value step: the same output, finite gradients,
+    // exactly 0 at the masked steps.
+    let poison = |raw: &[f32], valid: &[bool], d: usize| -> Vec<f32> {
+        raw.chunks(d)
+            .zip(valid)
+            .flat_map(|(c, &ok)| if ok { c.to_vec() } else { vec![f32::NAN; d] })
+            .collect()
+    };
+    let query = tensor_from(
+        &poison(&q_raw, &query_valid.concat(), dq),
+        [b, tq, dq],
+        &device,
+    )
+    .require_grad();
+    let keys = tensor_from(
+        &poison(&k_raw, &key_valid.concat(), dk),
+        [b, tk, dk],
+        &device,
+    )
+    .require_grad();
+    let values = tensor_from(
+        &poison(&v_raw, &key_valid.concat(), dv),
+        [b, tk, dv],
+        &device,
+    )
+    .require_grad();
+    let poisoned = mha
+        .forward_masked(query.clone(), keys.clone(), values.clone(), masks)
+        .unwrap();
+    assert_close(
+        "poisoned output",
+        &f32_vec(poisoned.output.clone()),
+        &got,
+        1e-6,
+    );
+    let grads = poisoned.output.sum().backward();
+    for (what, x, valid, d) in [
+        ("query", &query, query_valid.concat(), dq),
+        ("keys", &keys, key_valid.concat(), dk),
+        ("values", &values, key_valid.concat(), dv),
+    ] {
+        let g = f32_vec(x.grad(&grads).unwrap());
+        assert!(g.iter().all(|v| v.is_finite()), "{what}: {g:?}");
+        for (step, ok) in valid.iter().enumerate() {
+            if !ok {
+                assert!(
+                    g[step * d..(step + 1) * d].iter().all(|&v| v == 0.0),
+                    "{what} {step}"
+                );
+            }
+        }
+    }
+    let wrong = mha.forward_masked(
+        tensor_from(&q_raw[..b * tq * 2], [b, tq, 2], &device),
+        keys.clone(),
+        values.clone(),
+        masks,
+    );
+    assert!(wrong.unwrap_err().to_string().contains("expected query"));
 }
 
 #[test]

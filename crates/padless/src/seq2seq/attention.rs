@@ -235,34 +235,18 @@ impl Attention {
             mask.check(batch, t_query, "Attention query mask")?;
         }
         let device = query.device();
+        // Masked query steps are selected out, so NaN there cannot reach the keys' gradient.
+        let query = match masks.query {
+            Some(mask) => query.mask_fill(mask.padding_expanded(d_query), 0.0),
+            None => query,
+        };
         let scores = self.scores(query, keys);
         let weights = match (masks.query, masks.causal) {
             (None, false) => masked_softmax(scores, masks.keys),
-            _ => {
-                let mut valid = masks.keys.map_or_else(
-                    || Tensor::<3, Bool>::full([batch, t_query, t_key], true, &device),
-                    |m| {
-                        m.valid()
-                            .unsqueeze_dim::<3>(1)
-                            .expand([batch, t_query, t_key])
-                    },
-                );
-                if let Some(q) = masks.query {
-                    valid = valid.bool_and(
-                        q.valid()
-                            .unsqueeze_dim::<3>(2)
-                            .expand([batch, t_query, t_key]),
-                    );
-                }
-                if masks.causal {
-                    valid = valid.bool_and(
-                        causal_valid(t_query, t_key, &device)
-                            .unsqueeze_dim::<3>(0)
-                            .expand([batch, t_query, t_key]),
-                    );
-                }
-                softmax_over_valid(scores, valid)
-            }
+            _ => softmax_over_valid(
+                scores,
+                combined_valid(batch, t_query, t_key, masks, &device),
+            ),
         };
         let values = match masks.keys {
             // Masked values are selected out, so that NaN or inf there cannot reach the
@@ -368,6 +352,40 @@ pub fn masked_softmax(scores: Tensor<3>, key_mask: Option<&Mask>) -> Tensor<3> {
     softmax_over_valid(scores, valid)
 }
 
+/// The AND of the key, query and causal masks over `[batch, t_query, t_key]` (all valid when
+/// none is given).
+pub(super) fn combined_valid(
+    batch: usize,
+    t_query: usize,
+    t_key: usize,
+    masks: AttentionMasks<'_>,
+    device: &Device,
+) -> Tensor<3, Bool> {
+    let mut valid = masks.keys.map_or_else(
+        || Tensor::<3, Bool>::full([batch, t_query, t_key], true, device),
+        |m| {
+            m.valid()
+                .unsqueeze_dim::<3>(1)
+                .expand([batch, t_query, t_key])
+        },
+    );
+    if let Some(q) = masks.query {
+        valid = valid.bool_and(
+            q.valid()
+                .unsqueeze_dim::<3>(2)
+                .expand([batch, t_query, t_key]),
+        );
+    }
+    if masks.causal {
+        valid = valid.bool_and(
+            causal_valid(t_query, t_key, device)
+                .unsqueeze_dim::<3>(0)
+                .expand([batch, t_query, t_key]),
+        );
+    }
+    valid
+}
+
 /// `valid[i, j]` iff key step `j <= ` query step `i` (`[t_query, t_key]`).
 fn causal_valid(t_query: usize, t_key: usize, device: &Device) -> Tensor<2, Bool> {
     let rows = Tensor::<1, Int>::arange(0..t_query as i64, device)
@@ -382,7 +400,7 @@ fn causal_valid(t_query: usize, t_key: usize, device: &Device) -> Tensor<2, Bool
 /// The softmax over the last axis restricted to `valid [batch, t_query, t_key]`: invalid
 /// entries get weight and gradient exactly 0 whatever their score; a row with no valid entry
 /// gets all zeros.
-fn softmax_over_valid(scores: Tensor<3>, valid: Tensor<3, Bool>) -> Tensor<3> {
+pub(super) fn softmax_over_valid(scores: Tensor<3>, valid: Tensor<3, Bool>) -> Tensor<3> {
     let padding = valid.clone().bool_not();
     let valid = valid.float();
     // Masked scores are replaced (not added to), so NaN there cannot leak; the row maximum
