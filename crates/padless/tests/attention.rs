@@ -5,7 +5,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use padless::Mask;
 use padless::seq2seq::{
     Attention, AttentionKind, AttentionMasks, EncoderDecoderConfig, MultiHeadAttention,
-    beam_decode, greedy_decode, masked_softmax,
+    beam_decode, greedy_decode, masked_softmax, pad_decoded,
 };
 use padless::tensor_util::{f32_vec, int_tensor_from, tensor_from};
 use padless::weights::NamedWeight;
@@ -527,6 +527,20 @@ fn decoding_is_the_same_alone_and_in_a_padded_batch_and_beam_1_is_greedy() {
         beam.iter()
             .all(|h| h.len() <= 6 && h.iter().all(|&t| t >= 3))
     );
+}
+
+#[test]
+fn decoded_sequences_pad_to_a_batch_with_the_mask_of_their_lengths() {
+    let device = padless::default_device();
+    let (ids, mask) = pad_decoded(&[vec![5, 3, 4], vec![], vec![7]], &device).unwrap();
+    assert_eq!(ids.dims(), [3, 3]);
+    assert_eq!(
+        padless::tensor_util::i64_vec(ids),
+        vec![5, 3, 4, 0, 0, 0, 7, 0, 0]
+    );
+    assert_eq!(mask.lengths(), vec![3, 0, 1]);
+    let (ids, mask) = pad_decoded(&[vec![], vec![]], &device).unwrap();
+    assert_eq!((ids.dims(), mask.lengths()), ([2, 1], vec![0, 0]));
 }
 
 #[test]

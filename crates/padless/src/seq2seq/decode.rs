@@ -188,6 +188,28 @@ pub fn beam_decode(
         .collect())
 }
 
+/// Decoded sequences as a post-padded batch `[batch, t]` (`t` the longest, at least 1; id
+/// [`PAD`](super::PAD) after each row's end) with the mask of their predicted lengths, so
+/// they can be scored or fed on like any masked sequence: steps after a row's end are
+/// padding.
+///
+/// # Errors
+/// None for well-formed input; the `Result` carries tensor construction errors.
+pub fn pad_decoded(
+    sequences: &[Vec<i64>],
+    device: &burn::tensor::Device,
+) -> Result<(Tensor<2, Int>, Mask)> {
+    let batch = sequences.len();
+    let time = sequences.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let mut ids = vec![super::PAD; batch * time];
+    for (row, seq) in sequences.iter().enumerate() {
+        ids[row * time..row * time + seq.len()].copy_from_slice(seq);
+    }
+    let lengths: Vec<usize> = sequences.iter().map(Vec::len).collect();
+    let mask = Mask::from_lengths(&lengths, time, crate::mask::Padding::Post, device)?;
+    Ok((int_tensor_from(&ids, [batch, time], device), mask))
+}
+
 /// Repeats each row of the encoder's result `width` times (row `b` becomes rows `b * width ..
 /// (b + 1) * width`).
 fn expand(encoded: Encoded, width: usize) -> Encoded {

@@ -8,6 +8,6 @@ mod model;
 mod multi_head;
 
 pub use attention::{Attention, AttentionKind, AttentionMasks, AttentionOutput, masked_softmax};
-pub use decode::{beam_decode, greedy_decode};
+pub use decode::{beam_decode, greedy_decode, pad_decoded};
 pub use model::{BOS, EOS, Encoded, EncoderDecoder, EncoderDecoderConfig, PAD};
 pub use multi_head::{MultiHeadAttention, MultiHeadOutput};
