@@ -194,7 +194,7 @@ fn cells(c: &mut Criterion) {
         threads: 2,
         ..KernelConfig::new(V, h)
     };
-    let gru = (GruKernel::new(config.clone()), Layer::new(V, h, 3, 2));
+    let gru = (GruKernel::new(config), Layer::new(V, h, 3, 2));
     let rnn = (SimpleRnnKernel::new(config), Layer::new(V, h, 1, 1));
     group.bench_function("gru", |b| {
         b.iter(|| black_box(train_step(&gru.0, &gru.1, &x, &mask)))

@@ -171,7 +171,7 @@ fn query_and_causal_masks_leave_each_query_step_its_own_keys() {
         query_values[(2 * t + 1) * d] = f32::NAN; // a masked query step
         let query = tensor_from(&query_values, [b, t, d], &device).require_grad();
         let mut values = pseudo_random(b * t * d, 2);
-        values[(1 * t) * d] = f32::NAN; // a masked key's value
+        values[t * d] = f32::NAN; // a masked key's value
         let keys = tensor_from(&pseudo_random(b * t * d, 3), [b, t, d], &device).require_grad();
         let values = tensor_from(&values, [b, t, d], &device);
         let out = attention

@@ -276,10 +276,10 @@ impl Callback for ModelCheckpoint {
         if let Some(path) = &self.last {
             save_checkpoint(trainer, path)?;
         }
-        if let Some(path) = &self.best {
-            if self.watch.observe(logs)? {
-                save_checkpoint(trainer, path)?;
-            }
+        if let Some(path) = &self.best
+            && self.watch.observe(logs)?
+        {
+            save_checkpoint(trainer, path)?;
         }
         Ok(Control::Continue)
     }

@@ -365,7 +365,7 @@ mod tests {
         };
         let mut fixed = BatchOptions::new(4);
         fixed.target_time = Some(3);
-        let batch = &make_batches(&[features.clone()], &fixed, &device).unwrap()[0];
+        let batch = &make_batches(std::slice::from_ref(&features), &fixed, &device).unwrap()[0];
         let Targets::Dense(y) = &batch.targets else {
             panic!()
         };

@@ -213,7 +213,7 @@ impl Trainer {
         let value = out
             .value
             .clone()
-            .map_or_else(|| out.per_step.clone().sum(), |v| v);
+            .unwrap_or_else(|| out.per_step.clone().sum());
         logs.insert("loss".into(), f64::from(f32_vec(value)[0]));
         if self.config.metrics.is_empty() {
             return Ok(logs);
