@@ -74,6 +74,12 @@ pub struct TrainArgs {
     /// Dropout on embeddings and before the output layer (overrides the preset).
     #[arg(long)]
     dropout: Option<f64>,
+    /// Stacked bidirectional LSTM layers of the encoder (overrides the preset).
+    #[arg(long)]
+    encoder_layers: Option<usize>,
+    /// Rows per training batch (overrides the preset).
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// Epochs without a better validation score before the learning rate halves; training
     /// stops after 4 times as many (overrides the preset).
     #[arg(long)]
@@ -188,8 +194,17 @@ fn train_command(args: TrainArgs) -> Result<()> {
     config.seed = args.seed.unwrap_or(config.seed);
     config.dropout = args.dropout.unwrap_or(config.dropout);
     config.patience = args.patience.unwrap_or(config.patience);
+    config.encoder_layers = args.encoder_layers.unwrap_or(config.encoder_layers);
+    config.batch_size = args.batch_size.unwrap_or(config.batch_size);
     if !(0.0..1.0).contains(&config.dropout) {
         bail!("--dropout must be in [0, 1), found {}", config.dropout);
+    }
+    if config.encoder_layers == 0 || config.batch_size == 0 {
+        bail!(
+            "--encoder-layers and --batch-size must be at least 1, found {} and {}",
+            config.encoder_layers,
+            config.batch_size
+        );
     }
     println!(
         "CMUdict: {} words ({} pronunciations); split by word: {} train, {} validation, {} test",

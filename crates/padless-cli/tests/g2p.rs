@@ -17,10 +17,24 @@ fn train_eval_and_pronounce_work_on_the_shipped_dictionary() {
     let model = dir.join("m.safetensors");
     let model = model.to_str().unwrap();
     let (ok, stdout, stderr) = padless(&[
-        "g2p", "train", "--limit", "600", "--epochs", "1", "--hidden", "16", "--out", model,
+        "g2p",
+        "train",
+        "--limit",
+        "600",
+        "--epochs",
+        "1",
+        "--hidden",
+        "16",
+        "--encoder-layers",
+        "2",
+        "--batch-size",
+        "32",
+        "--out",
+        model,
     ]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("split by word:"), "{stdout}");
+    assert!(stdout.contains("BiLSTM 2x16 x2 encoder"), "{stdout}");
     assert!(stdout.contains("epoch  1: loss"), "{stdout}");
     assert!(
         stdout.contains("test split:") && stdout.contains("WER"),
@@ -108,6 +122,12 @@ fn missing_files_and_malformed_lines_are_clear_errors() {
     assert!(!ok);
     assert!(
         stderr.contains("--dropout must be in [0, 1), found 1.5"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = padless(&["g2p", "train", "--encoder-layers", "0"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("--encoder-layers and --batch-size must be at least 1, found 0 and 64"),
         "{stderr}"
     );
     let (ok, _, stderr) = padless(&["g2p", "train", "--data", "/no/such.dict"]);
