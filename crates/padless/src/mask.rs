@@ -234,6 +234,18 @@ pub fn and_masks(a: Option<&Mask>, b: Option<&Mask>) -> Result<Option<Mask>> {
     }
 }
 
+/// `x [batch, time, width]` with every step that `mask` marks as padding set to exactly 0
+/// (selected, not multiplied, so NaN or inf there is gone); `x` itself without a mask.
+pub(crate) fn zero_masked(x: Tensor<3>, mask: Option<&Mask>) -> Tensor<3> {
+    match mask {
+        Some(mask) => {
+            let width = x.dims()[2];
+            x.mask_fill(mask.padding_expanded(width), 0.0)
+        }
+        None => x,
+    }
+}
+
 /// Checks `[batch, time]` of an optional mask against a sequence tensor's dims.
 pub(crate) fn check_mask_for(mask: Option<&Mask>, dims: &[usize], what: &str) -> Result<()> {
     if let Some(mask) = mask {

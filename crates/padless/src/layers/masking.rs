@@ -5,7 +5,7 @@ use burn::tensor::Tensor;
 
 use crate::error::Result;
 use crate::layer::{Layer, Spec};
-use crate::mask::{Mask, check_mask_for};
+use crate::mask::{Mask, check_mask_for, zero_masked};
 use crate::value::Value;
 
 /// Masks the steps whose features **all** equal `mask_value` (Keras `Masking`).
@@ -49,8 +49,7 @@ impl Masking {
         if let Some(mask) = mask {
             created = created.and(mask)?;
         }
-        let features = x.dims()[2];
-        let zeroed = x.mask_fill(created.padding_expanded(features), 0.0);
+        let zeroed = zero_masked(x, Some(&created));
         Ok((zeroed, created))
     }
 }

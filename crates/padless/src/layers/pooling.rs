@@ -5,7 +5,7 @@ use burn::tensor::Tensor;
 
 use crate::error::Result;
 use crate::layer::{Layer, Spec};
-use crate::mask::{Mask, check_mask_for};
+use crate::mask::{Mask, check_mask_for, zero_masked};
 use crate::value::Value;
 
 /// The mean over valid steps.
@@ -25,12 +25,12 @@ impl GlobalAveragePooling1D {
     /// # Errors
     /// When the mask does not fit.
     pub fn forward(&self, x: Tensor<3>, mask: Option<&Mask>) -> Result<Tensor<2>> {
-        let [batch, time, features] = x.dims();
+        let [batch, time, _] = x.dims();
         check_mask_for(mask, &[batch, time], "GlobalAveragePooling1D")?;
         let Some(mask) = mask else {
             return Ok(x.mean_dim(1).squeeze_dim(1));
         };
-        let kept = x.mask_fill(mask.padding_expanded(features), 0.0);
+        let kept = zero_masked(x, Some(mask));
         let counts = mask.to_float().sum_dim(1).clamp_min(1.0);
         Ok(kept.sum_dim(1).squeeze_dim::<2>(1) / counts)
     }

@@ -6,7 +6,7 @@ use super::kind::LossKind;
 use super::sample_weight::SampleWeight;
 use super::targets::{TargetMask, Targets, check_finite_targets};
 use crate::error::{Error, Result};
-use crate::mask::{Mask, and_masks};
+use crate::mask::{Mask, and_masks, zero_masked};
 use crate::tensor_util::{i64_vec, tensor_from};
 
 /// How per-step losses become one number. Masked steps are **selected out**, never multiplied
@@ -196,9 +196,7 @@ impl SequenceLoss {
             .y_pred
             .mask_fill(mask.padding_expanded(classes), self.kind.safe_prediction());
         let element_weight = match &inputs.sample_weight {
-            Some(SampleWeight::PerElement(w)) => {
-                Some(w.clone().mask_fill(mask.padding_expanded(classes), 0.0))
-            }
+            Some(SampleWeight::PerElement(w)) => Some(zero_masked(w.clone(), Some(&mask))),
             _ => None,
         };
         let losses = self
@@ -340,9 +338,6 @@ impl SequenceLoss {
 fn select_targets(y_true: Targets, mask: &Mask) -> Targets {
     match y_true {
         Targets::Labels(labels) => Targets::Labels(labels.mask_fill(mask.padding(), 0)),
-        Targets::Dense(y) => {
-            let width = y.dims()[2];
-            Targets::Dense(y.mask_fill(mask.padding_expanded(width), 0.0))
-        }
+        Targets::Dense(y) => Targets::Dense(zero_masked(y, Some(mask))),
     }
 }

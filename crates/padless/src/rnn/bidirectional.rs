@@ -8,7 +8,7 @@ use super::cell::Cell;
 use super::recurrent::{Recurrent, RecurrentOutput};
 use crate::error::Result;
 use crate::layer::{Layer, Spec};
-use crate::mask::{Mask, check_mask_for};
+use crate::mask::{Mask, check_mask_for, zero_masked};
 use crate::tensor_util::int_tensor_from;
 use crate::value::Value;
 use crate::weights::{NamedWeight, strip_prefix};
@@ -102,10 +102,7 @@ impl<C: Cell> Bidirectional<C> {
         let (seq_b, states_b) = self.backward.run(gather(x, features), mask, None)?;
         let seq_b = gather(seq_b, self.backward.d_hidden());
         let mut sequence = self.merge_mode.merge(seq_f, seq_b);
-        if let Some(mask) = mask {
-            let width = self.merge_mode.width(self.forward.d_hidden());
-            sequence = sequence.mask_fill(mask.padding_expanded(width), 0.0);
-        }
+        sequence = zero_masked(sequence, mask);
         let last = self
             .merge_mode
             .merge(states_f[0].clone(), states_b[0].clone());

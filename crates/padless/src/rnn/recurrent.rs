@@ -10,7 +10,7 @@ use super::cell::Cell;
 use super::fused::{FusedInput, try_fused_loop};
 use crate::error::{Error, Result};
 use crate::layer::{Layer, Spec};
-use crate::mask::{Mask, Padding, check_mask_for};
+use crate::mask::{Mask, Padding, check_mask_for, zero_masked};
 use crate::value::Value;
 use crate::weights::{NamedWeight, load_param};
 
@@ -341,14 +341,11 @@ pub(crate) fn masked_loop<C: Cell>(
     if let Some(fused) = try_fused_loop(cell.fused_parts(), input, &initial, zero_output_for_mask) {
         return fused;
     }
-    let [batch, time, d_input] = x.dims();
+    let [batch, time, _] = x.dims();
     let d_hidden = cell.d_hidden();
     // Masked inputs are selected out before the projection, so NaN or inf there cannot reach
     // the weight gradients.
-    let x = match mask {
-        Some(mask) => x.mask_fill(mask.padding_expanded(d_input), 0.0),
-        None => x,
-    };
+    let x = zero_masked(x, mask);
     let projected = cell.project_input(x);
     let step_masks: Option<Vec<Tensor<2, Bool>>> = mask.map(|mask| {
         mask.valid()

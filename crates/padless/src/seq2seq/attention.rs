@@ -8,7 +8,7 @@ use burn::tensor::{Bool, Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::mask::Mask;
+use crate::mask::{Mask, zero_masked};
 use crate::weights::{NamedWeight, load_param};
 
 /// How a query is scored against a key.
@@ -218,7 +218,7 @@ impl Attention {
     ) -> Result<AttentionOutput> {
         let [batch, t_query, d_query] = query.dims();
         let [kb, t_key, d_key] = keys.dims();
-        let [vb, vt, d_value] = values.dims();
+        let [vb, vt, _] = values.dims();
         if kb != batch || vb != batch || vt != t_key {
             return Err(Error::config(
                 "Attention",
@@ -236,10 +236,7 @@ impl Attention {
         }
         let device = query.device();
         // Masked query steps are selected out, so NaN there cannot reach the keys' gradient.
-        let query = match masks.query {
-            Some(mask) => query.mask_fill(mask.padding_expanded(d_query), 0.0),
-            None => query,
-        };
+        let query = zero_masked(query, masks.query);
         let scores = self.scores(query, keys);
         let weights = match (masks.query, masks.causal) {
             (None, false) => masked_softmax(scores, masks.keys),
@@ -248,16 +245,10 @@ impl Attention {
                 combined_valid(batch, t_query, t_key, masks, &device),
             ),
         };
-        let values = match masks.keys {
-            // Masked values are selected out, so that NaN or inf there cannot reach the
-            // context through 0 * NaN.
-            Some(mask) => values.mask_fill(mask.padding_expanded(d_value), 0.0),
-            None => values,
-        };
-        let mut context = weights.clone().matmul(values);
-        if let Some(q) = masks.query {
-            context = context.mask_fill(q.padding_expanded(d_value), 0.0);
-        }
+        // Masked values are selected out, so that NaN or inf there cannot reach the context
+        // through 0 * NaN.
+        let values = zero_masked(values, masks.keys);
+        let context = zero_masked(weights.clone().matmul(values), masks.query);
         Ok(AttentionOutput {
             context,
             weights,
