@@ -8,7 +8,7 @@ use burn::tensor::{Bool, Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::mask::{Mask, zero_masked};
+use crate::mask::{Mask, check_mask_for, zero_masked};
 use crate::weights::{NamedWeight, load_param};
 
 /// How a query is scored against a key.
@@ -81,6 +81,25 @@ pub struct AttentionMasks<'a> {
     pub keys: Option<&'a Mask>,
     /// Query step `i` attends only to key steps `j <= i` (Keras' `use_causal_mask`).
     pub causal: bool,
+}
+
+impl AttentionMasks<'_> {
+    /// Checks the query mask against `[batch, t_query]` and the key mask against
+    /// `[batch, t_key]`; `layer` names the caller in the error.
+    pub(super) fn check(
+        &self,
+        batch: usize,
+        t_query: usize,
+        t_key: usize,
+        layer: &str,
+    ) -> Result<()> {
+        check_mask_for(self.keys, &[batch, t_key], &format!("{layer} key mask"))?;
+        check_mask_for(
+            self.query,
+            &[batch, t_query],
+            &format!("{layer} query mask"),
+        )
+    }
 }
 
 impl Attention {
@@ -228,22 +247,14 @@ impl Attention {
             ));
         }
         self.check_sizes(d_query, d_key)?;
-        if let Some(mask) = masks.keys {
-            mask.check(batch, t_key, "Attention key mask")?;
-        }
-        if let Some(mask) = masks.query {
-            mask.check(batch, t_query, "Attention query mask")?;
-        }
+        masks.check(batch, t_query, t_key, "Attention")?;
         let device = query.device();
         // Masked query steps are selected out, so NaN there cannot reach the keys' gradient.
         let query = zero_masked(query, masks.query);
         let scores = self.scores(query, keys);
-        let weights = match (masks.query, masks.causal) {
-            (None, false) => masked_softmax(scores, masks.keys),
-            _ => softmax_over_valid(
-                scores,
-                combined_valid(batch, t_query, t_key, masks, &device),
-            ),
+        let weights = match combined_valid(batch, t_query, t_key, masks, &device) {
+            Some(valid) => softmax_over_valid(scores, valid),
+            None => softmax(scores, 2),
         };
         // Masked values are selected out, so that NaN or inf there cannot reach the context
         // through 0 * NaN.
@@ -332,49 +343,41 @@ impl Attention {
 /// give NaN, and one over a large negative fill would spread the weight uniformly over
 /// padding).
 pub fn masked_softmax(scores: Tensor<3>, key_mask: Option<&Mask>) -> Tensor<3> {
-    let Some(mask) = key_mask else {
-        return softmax(scores, 2);
-    };
     let [batch, t_query, t_key] = scores.dims();
-    let valid = mask
-        .valid()
-        .unsqueeze_dim::<3>(1)
-        .expand([batch, t_query, t_key]);
-    softmax_over_valid(scores, valid)
+    let masks = AttentionMasks {
+        keys: key_mask,
+        ..AttentionMasks::default()
+    };
+    match combined_valid(batch, t_query, t_key, masks, &scores.device()) {
+        Some(valid) => softmax_over_valid(scores, valid),
+        None => softmax(scores, 2),
+    }
 }
 
-/// The AND of the key, query and causal masks over `[batch, t_query, t_key]` (all valid when
-/// none is given).
+/// The AND of the key, query and causal masks over `[batch, t_query, t_key]`; `None` when no
+/// mask is given (every entry valid).
 pub(super) fn combined_valid(
     batch: usize,
     t_query: usize,
     t_key: usize,
     masks: AttentionMasks<'_>,
     device: &Device,
-) -> Tensor<3, Bool> {
-    let mut valid = masks.keys.map_or_else(
-        || Tensor::<3, Bool>::full([batch, t_query, t_key], true, device),
-        |m| {
-            m.valid()
-                .unsqueeze_dim::<3>(1)
-                .expand([batch, t_query, t_key])
-        },
-    );
-    if let Some(q) = masks.query {
-        valid = valid.bool_and(
-            q.valid()
-                .unsqueeze_dim::<3>(2)
-                .expand([batch, t_query, t_key]),
-        );
-    }
-    if masks.causal {
-        valid = valid.bool_and(
+) -> Option<Tensor<3, Bool>> {
+    let shape = [batch, t_query, t_key];
+    let parts = [
+        masks
+            .keys
+            .map(|m| m.valid().unsqueeze_dim::<3>(1).expand(shape)),
+        masks
+            .query
+            .map(|m| m.valid().unsqueeze_dim::<3>(2).expand(shape)),
+        masks.causal.then(|| {
             causal_valid(t_query, t_key, device)
                 .unsqueeze_dim::<3>(0)
-                .expand([batch, t_query, t_key]),
-        );
-    }
-    valid
+                .expand(shape)
+        }),
+    ];
+    parts.into_iter().flatten().reduce(Tensor::bool_and)
 }
 
 /// `valid[i, j]` iff key step `j <= ` query step `i` (`[t_query, t_key]`).

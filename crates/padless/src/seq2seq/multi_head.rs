@@ -4,11 +4,12 @@
 
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
-use burn::tensor::{Bool, Device, Tensor};
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor};
 
 use super::attention::{AttentionMasks, combined_valid, softmax_over_valid};
 use crate::error::{Error, Result};
-use crate::mask::Mask;
+use crate::mask::{Mask, zero_masked};
 use crate::weights::{NamedWeight, load_param};
 
 /// Multi-head attention: `n_heads` heads of width `d_head`, each a scaled dot-product
@@ -111,20 +112,17 @@ impl MultiHeadAttention {
     }
 
     /// Splits `x [batch, time, d]` projected by `kernel`, `bias` into heads:
-    /// `[batch * n_heads, time, d_head]`, with the steps where `padding` is true zeroed
-    /// before the projection.
+    /// `[batch * n_heads, time, d_head]`, with the steps `mask` marks as padding zeroed before
+    /// the projection.
     fn heads(
         &self,
         x: Tensor<3>,
-        padding: Option<Tensor<3, Bool>>,
+        mask: Option<&Mask>,
         kernel: &Param<Tensor<2>>,
         bias: &Param<Tensor<1>>,
     ) -> Tensor<3> {
         let [batch, time, d] = x.dims();
-        let x = match padding {
-            Some(padding) => x.mask_fill(padding, 0.0),
-            None => x,
-        };
+        let x = zero_masked(x, mask);
         let projected =
             x.reshape([batch * time, d]).matmul(kernel.val()) + bias.val().unsqueeze_dim::<2>(0);
         projected
@@ -163,41 +161,32 @@ impl MultiHeadAttention {
                 ),
             ));
         }
-        if let Some(mask) = masks.keys {
-            mask.check(batch, t_key, "MultiHeadAttention key mask")?;
-        }
-        if let Some(mask) = masks.query {
-            mask.check(batch, t_query, "MultiHeadAttention query mask")?;
-        }
+        masks.check(batch, t_query, t_key, "MultiHeadAttention")?;
         let device = query.device();
-        let key_padding = |d: usize| masks.keys.map(|m| m.padding_expanded(d));
-        let q = self.heads(
-            query,
-            masks.query.map(|m| m.padding_expanded(d_query)),
-            &self.query_kernel,
-            &self.query_bias,
-        );
-        let k = self.heads(keys, key_padding(d_key), &self.key_kernel, &self.key_bias);
-        let v = self.heads(
-            values,
-            key_padding(d_value),
-            &self.value_kernel,
-            &self.value_bias,
-        );
+        let q = self.heads(query, masks.query, &self.query_kernel, &self.query_bias);
+        let k = self.heads(keys, masks.keys, &self.key_kernel, &self.key_bias);
+        let v = self.heads(values, masks.keys, &self.value_kernel, &self.value_bias);
         let (h, dh) = (self.n_heads, self.d_head);
         let scores = q.matmul(k.swap_dims(1, 2)) / (dh as f64).sqrt();
-        let valid = combined_valid(batch, t_query, t_key, masks, &device);
-        // Query steps that see no key (masked ones included) output 0, not the output bias.
-        let sees_nothing = valid.clone().int().sum_dim(2).equal_elem(0).expand([
-            batch,
-            t_query,
-            self.output_bias.val().dims()[0],
-        ]);
-        let valid = valid
-            .unsqueeze_dim::<4>(1)
-            .expand([batch, h, t_query, t_key])
-            .reshape([batch * h, t_query, t_key]);
-        let weights = softmax_over_valid(scores, valid);
+        let d_output = self.output_bias.val().dims()[0];
+        let (weights, sees_nothing) = match combined_valid(batch, t_query, t_key, masks, &device) {
+            Some(valid) => {
+                // Query steps that see no key (masked ones included) output 0, not the
+                // output bias.
+                let sees_nothing = valid
+                    .clone()
+                    .int()
+                    .sum_dim(2)
+                    .equal_elem(0)
+                    .expand([batch, t_query, d_output]);
+                let valid = valid
+                    .unsqueeze_dim::<4>(1)
+                    .expand([batch, h, t_query, t_key])
+                    .reshape([batch * h, t_query, t_key]);
+                (softmax_over_valid(scores, valid), Some(sees_nothing))
+            }
+            None => (softmax(scores, 2), None),
+        };
         // Masked keys' projected values hold only the value bias; their weight is exactly 0.
         let context = weights
             .clone()
@@ -205,11 +194,12 @@ impl MultiHeadAttention {
             .reshape([batch, h, t_query, dh])
             .swap_dims(1, 2)
             .reshape([batch * t_query, h * dh]);
-        let d_output = self.output_bias.val().dims()[0];
-        let output = (context.matmul(self.output_kernel.val())
+        let mut output = (context.matmul(self.output_kernel.val())
             + self.output_bias.val().unsqueeze_dim::<2>(0))
-        .reshape([batch, t_query, d_output])
-        .mask_fill(sees_nothing, 0.0);
+        .reshape([batch, t_query, d_output]);
+        if let Some(sees_nothing) = sees_nothing {
+            output = output.mask_fill(sees_nothing, 0.0);
+        }
         Ok(MultiHeadOutput {
             output,
             weights: weights.reshape([batch, h, t_query, t_key]),
