@@ -233,8 +233,9 @@ impl Sequential {
     /// only by per-step layers (Dense, TimeDistributed, Dropout, Activation,
     /// LayerNormalization) then computes only those steps, which the causal recurrence makes
     /// exact: the outputs at the read steps, and so the loss and every gradient, equal
-    /// [`Sequential::forward`]'s; outputs at the other steps differ from the full run's. The Trainer calls this
-    /// with the batch's target mask. Any other stack runs as [`Sequential::forward`].
+    /// [`Sequential::forward`]'s; outputs at the other steps differ from the full run's. The
+    /// Trainer calls this with the batch's target mask. Any other stack runs as
+    /// [`Sequential::forward`].
     ///
     /// # Errors
     /// The first layer's error.

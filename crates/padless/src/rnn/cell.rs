@@ -6,7 +6,6 @@ use burn::nn::Initializer;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 
 use crate::error::Result;
-use crate::tensor_util::f32_vec;
 use crate::weights::{NamedWeight, load_param};
 
 /// One step of a recurrent cell, with its weights in Keras layout.
@@ -80,7 +79,12 @@ pub(crate) fn orthogonal(rows: usize, cols: usize, device: &Device) -> Param<Ten
         move |device, require_grad| {
             let draw = Tensor::<2>::random([rows, cols], Distribution::Normal(0.0, 1.0), device);
             let dtype = draw.dtype();
-            let values = orthonormalised(rows, cols, &f32_vec(draw));
+            let draw: Vec<f64> = draw
+                .into_data()
+                .convert::<f64>()
+                .try_into_vec::<f64>()
+                .expect("converted to f64");
+            let values = orthonormalised(rows, cols, &draw);
             let tensor =
                 Tensor::<2>::from_data(TensorData::new(values, [rows, cols]), device).cast(dtype);
             if require_grad {
@@ -97,14 +101,14 @@ pub(crate) fn orthogonal(rows: usize, cols: usize, device: &Device) -> Param<Ten
 
 /// `Q` of `orthogonal` from the row-major `[rows, cols]` draw `a`: the rows of `a`
 /// orthonormalised in order when `rows < cols`, else its columns.
-pub(crate) fn orthonormalised(rows: usize, cols: usize, a: &[f32]) -> Vec<f32> {
+fn orthonormalised(rows: usize, cols: usize, a: &[f64]) -> Vec<f64> {
     let (n_vectors, len) = (rows.min(cols), rows.max(cols));
     // The vectors to orthonormalise, each contiguous.
     let mut v: Vec<f64> = if rows < cols {
-        a.iter().map(|&x| f64::from(x)).collect()
+        a.to_vec()
     } else {
         (0..cols)
-            .flat_map(|c| (0..rows).map(move |r| f64::from(a[r * cols + c])))
+            .flat_map(|c| (0..rows).map(move |r| a[r * cols + c]))
             .collect()
     };
     for j in 0..n_vectors {
@@ -118,11 +122,11 @@ pub(crate) fn orthonormalised(rows: usize, cols: usize, a: &[f32]) -> Vec<f32> {
         vj.iter_mut().for_each(|x| *x /= norm);
     }
     if rows < cols {
-        v.iter().map(|&x| x as f32).collect()
+        v
     } else {
         (0..rows)
             .flat_map(|r| (0..cols).map(move |c| (r, c)))
-            .map(|(r, c)| v[c * len + r] as f32)
+            .map(|(r, c)| v[c * len + r])
             .collect()
     }
 }
@@ -170,6 +174,7 @@ pub(crate) fn load_cell_weights<const B: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tensor_util::f32_vec;
 
     #[test]
     fn orthogonal_equals_burns_qr_initialiser_and_is_orthonormal() {

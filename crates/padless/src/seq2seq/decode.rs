@@ -5,7 +5,8 @@ use burn::tensor::{Int, Tensor};
 
 use super::model::{BOS, EOS, Encoded, EncoderDecoder};
 use crate::error::{Error, Result};
-use crate::mask::Mask;
+use crate::mask::{Mask, Padding};
+use crate::sequence::{Truncating, pad_sequences};
 use crate::tensor_util::{f32_vec, i64_vec, int_tensor_from};
 
 /// Decodes each row of `source [batch, t_source]` by taking the most likely token (among
@@ -199,15 +200,16 @@ pub fn pad_decoded(
     sequences: &[Vec<i64>],
     device: &burn::tensor::Device,
 ) -> Result<(Tensor<2, Int>, Mask)> {
-    let batch = sequences.len();
-    let time = sequences.iter().map(Vec::len).max().unwrap_or(0).max(1);
-    let mut ids = vec![super::PAD; batch * time];
-    for (row, seq) in sequences.iter().enumerate() {
-        ids[row * time..row * time + seq.len()].copy_from_slice(seq);
-    }
-    let lengths: Vec<usize> = sequences.iter().map(Vec::len).collect();
-    let mask = Mask::from_lengths(&lengths, time, crate::mask::Padding::Post, device)?;
-    Ok((int_tensor_from(&ids, [batch, time], device), mask))
+    let longest = sequences.iter().map(Vec::len).max().unwrap_or(0);
+    let padded = pad_sequences(
+        sequences,
+        Some(longest.max(1)),
+        super::PAD,
+        Padding::Post,
+        Truncating::Post,
+    );
+    let ids = int_tensor_from(&padded.values, [padded.batch, padded.time], device);
+    Ok((ids, padded.mask(device)?))
 }
 
 /// Repeats each row of the encoder's result `width` times (row `b` becomes rows `b * width ..
