@@ -9,6 +9,9 @@ use padless::seq2seq::{
 };
 use padless::tensor_util::{f32_vec, int_tensor_from, tensor_from};
 use padless::weights::NamedWeight;
+
+mod common;
+use common::values;
 use serde_json::Value as Json;
 
 fn floats(v: &Json) -> Vec<f32> {
@@ -128,18 +131,6 @@ fn masked_softmax_gives_zeros_for_a_fully_masked_row_and_ignores_nan_at_masked_k
     assert_close("d s0", &[g[0]], &[w0 * (1.0 - (w0 + 3.0 * w2))], 1e-5);
 }
 
-fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(3);
-    (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect()
-}
-
 /// Query mask, causal mask and key mask together, for every kind: each valid query step's
 /// context and weights equal a separate call that sees only the keys left to it (the causal
 /// prefix, AND the key mask) through the key-masked path the numpy fixtures check; masked
@@ -167,13 +158,13 @@ fn query_and_causal_masks_leave_each_query_step_its_own_keys() {
         AttentionKind::Additive { d_attention: 3 },
     ] {
         let attention = Attention::new(kind, d, d, &device).unwrap();
-        let mut query_values = pseudo_random(b * t * d, 1);
+        let mut query_values = values(b * t * d, 1, 1.0);
         query_values[(2 * t + 1) * d] = f32::NAN; // a masked query step
         let query = tensor_from(&query_values, [b, t, d], &device).require_grad();
-        let mut values = pseudo_random(b * t * d, 2);
-        values[t * d] = f32::NAN; // a masked key's value
-        let keys = tensor_from(&pseudo_random(b * t * d, 3), [b, t, d], &device).require_grad();
-        let values = tensor_from(&values, [b, t, d], &device);
+        let mut value_values = values(b * t * d, 2, 1.0);
+        value_values[t * d] = f32::NAN; // a masked key's value
+        let keys = tensor_from(&values(b * t * d, 3, 1.0), [b, t, d], &device).require_grad();
+        let values = tensor_from(&value_values, [b, t, d], &device);
         let out = attention
             .forward_masked(
                 query.clone(),
@@ -270,7 +261,7 @@ fn multi_head_attention_is_its_heads_and_ignores_masked_steps() {
         .map(|(i, (name, shape))| NamedWeight {
             name: name.to_string(),
             shape: shape.clone(),
-            values: pseudo_random(shape.iter().product(), 10 + i as u64),
+            values: values(shape.iter().product(), 10 + i as u64, 1.0),
         })
         .collect();
     mha.set_weights(&weights).unwrap();
@@ -288,9 +279,9 @@ fn multi_head_attention_is_its_heads_and_ignores_masked_steps() {
         causal: true,
     };
     let (q_raw, k_raw, v_raw) = (
-        pseudo_random(b * tq * dq, 5),
-        pseudo_random(b * tk * dk, 6),
-        pseudo_random(b * tk * dv, 7),
+        values(b * tq * dq, 5, 1.0),
+        values(b * tk * dk, 6, 1.0),
+        values(b * tk * dv, 7, 1.0),
     );
     let query = tensor_from(&q_raw, [b, tq, dq], &device);
     let keys = tensor_from(&k_raw, [b, tk, dk], &device);
@@ -419,7 +410,7 @@ fn multi_head_attention_is_its_heads_and_ignores_masked_steps() {
 fn a_causal_mask_alone_lets_step_i_see_steps_up_to_i() {
     let device = padless::default_device();
     let attention = Attention::new(AttentionKind::Dot { scaled: false }, 2, 2, &device).unwrap();
-    let x = tensor_from(&pseudo_random(2 * 3 * 2, 4), [2, 3, 2], &device);
+    let x = tensor_from(&values(2 * 3 * 2, 4, 1.0), [2, 3, 2], &device);
     let out = attention
         .forward_masked(
             x.clone(),

@@ -5,6 +5,10 @@
 use burn::tensor::{Device, Tensor, TensorData};
 use padless::prelude::*;
 use padless::rnn::fused::with_composite;
+use padless::tensor_util::f32_vec;
+
+mod common;
+use common::{assert_close_to_scale, values};
 
 const TOLERANCE: f32 = 1e-5;
 
@@ -14,35 +18,6 @@ static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn device() -> Device {
     Device::flex().autodiff()
-}
-
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(7);
-    (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        })
-        .collect()
-}
-
-fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .unwrap()
-}
-
-fn assert_close(a: &[f32], b: &[f32], what: &str) {
-    assert_eq!(a.len(), b.len(), "{what}: lengths");
-    let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    let worst = a
-        .iter()
-        .zip(b)
-        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
-    assert!(worst <= TOLERANCE * scale, "{what}: differ by {worst}");
 }
 
 const B: usize = 4;
@@ -75,14 +50,14 @@ fn model(device: &Device) -> Sequential {
 /// Inputs with zeros at padded steps (input lengths 5, 2, 4, 1) and one-hot targets.
 fn batch(device: &Device) -> (Tensor<3>, Tensor<3>) {
     let in_lengths = [5, 2, 4, 1];
-    let mut x = values(B * T_IN * D, 1);
+    let mut x = values(B * T_IN * D, 1, 1.0);
     for (b, &len) in in_lengths.iter().enumerate() {
         for t in len..T_IN {
             x[(b * T_IN + t) * D..(b * T_IN + t + 1) * D].fill(0.0);
         }
     }
     let mut y = vec![0.0f32; B * T_OUT * V];
-    for (i, v) in values(B * T_OUT, 2).iter().enumerate() {
+    for (i, v) in values(B * T_OUT, 2, 1.0).iter().enumerate() {
         let class = ((v + 1.0) * 2.0).clamp(0.0, 3.0) as usize;
         y[i * V + class] = 1.0;
     }
@@ -123,15 +98,15 @@ fn observe(skip: bool, target_lengths: &[usize]) -> Vec<(String, Vec<f32>)> {
         .unwrap();
     let value = loss.value.unwrap();
     let grads = value.backward();
-    let mut observed = vec![("loss".to_string(), to_vec(value))];
-    let read: Vec<f32> = to_vec(y_pred)
+    let mut observed = vec![("loss".to_string(), f32_vec(value))];
+    let read: Vec<f32> = f32_vec(y_pred)
         .chunks(V)
         .enumerate()
         .filter(|(i, _)| i % T_OUT < target_lengths[i / T_OUT])
         .flat_map(|(_, p)| p.to_vec())
         .collect();
     observed.push(("outputs at read steps".into(), read));
-    observed.push(("d x".into(), to_vec(x.grad(&grads).unwrap())));
+    observed.push(("d x".into(), f32_vec(x.grad(&grads).unwrap())));
     for (name, layer) in model.names().iter().zip(&model.layers) {
         let (matrices, bias) = match layer {
             AnyLayer::Lstm(l) => (
@@ -145,9 +120,12 @@ fn observe(skip: bool, target_lengths: &[usize]) -> Vec<(String, Vec<f32>)> {
             _ => continue,
         };
         for (k, t) in matrices.into_iter().enumerate() {
-            observed.push((format!("d {name}[{k}]"), to_vec(t.grad(&grads).unwrap())));
+            observed.push((format!("d {name}[{k}]"), f32_vec(t.grad(&grads).unwrap())));
         }
-        observed.push((format!("d {name} bias"), to_vec(bias.grad(&grads).unwrap())));
+        observed.push((
+            format!("d {name} bias"),
+            f32_vec(bias.grad(&grads).unwrap()),
+        ));
     }
     observed
 }
@@ -164,7 +142,7 @@ fn check(target_lengths: &[usize]) {
         let (skipping, full) = (run(true), run(false));
         assert_eq!(skipping.len(), 2 + 1 + 3 + 3 + 2);
         for ((what, a), (_, b)) in skipping.iter().zip(&full) {
-            assert_close(a, b, &format!("{what} (composite: {composite})"));
+            assert_close_to_scale(a, b, TOLERANCE, &format!("{what} (composite: {composite})"));
         }
     }
 }
@@ -195,7 +173,7 @@ fn prefix_run(zero_output: bool) {
         .with_return_sequences(true)
         .with_zero_output_for_mask(zero_output)
         .init(&device);
-    let vector = Tensor::<2>::from_data(TensorData::new(values(B * D, 3), [B, D]), &device);
+    let vector = Tensor::<2>::from_data(TensorData::new(values(B * D, 3, 1.0), [B, D]), &device);
     let lengths = [7, 3, 0, 1];
     for composite in [false, true] {
         let run = |f: &dyn Fn() -> RecurrentOutput| {
@@ -208,21 +186,27 @@ fn prefix_run(zero_output: bool) {
                 .unwrap()
         });
         assert!(prefix.mask.is_none());
-        let (full_seq, prefix_seq) = (to_vec(full.sequence), to_vec(prefix.sequence));
-        let last = to_vec(prefix.last);
+        let (full_seq, prefix_seq) = (f32_vec(full.sequence), f32_vec(prefix.sequence));
+        let last = f32_vec(prefix.last);
         for (b, &len) in lengths.iter().enumerate() {
             for t in 0..T_OUT {
                 let at = (b * T_OUT + t) * H;
                 let got = &prefix_seq[at..at + H];
                 if t < len {
-                    assert_close(got, &full_seq[at..at + H], &format!("row {b} step {t}"));
+                    assert_close_to_scale(
+                        got,
+                        &full_seq[at..at + H],
+                        TOLERANCE,
+                        &format!("row {b} step {t}"),
+                    );
                 } else if zero_output || len == 0 {
                     assert!(got.iter().all(|&v| v == 0.0), "row {b} step {t}: {got:?}");
                 } else {
                     let carried = (b * T_OUT + len - 1) * H;
-                    assert_close(
+                    assert_close_to_scale(
                         got,
                         &full_seq[carried..carried + H],
+                        TOLERANCE,
                         &format!("row {b} t {t}"),
                     );
                 }
@@ -233,9 +217,10 @@ fn prefix_run(zero_output: bool) {
             } else {
                 full_seq[(b * T_OUT + len - 1) * H..(b * T_OUT + len) * H].to_vec()
             };
-            assert_close(
+            assert_close_to_scale(
                 &last[b * H..(b + 1) * H],
                 &expected,
+                TOLERANCE,
                 &format!("row {b} state"),
             );
         }

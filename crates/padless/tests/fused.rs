@@ -6,6 +6,10 @@
 use burn::tensor::{Device, Tensor, TensorData};
 use padless::prelude::*;
 use padless::rnn::fused::{fused_calls, set_kernel_threads, with_composite};
+use padless::tensor_util::f32_vec;
+
+mod common;
+use common::{assert_close_to_scale, values};
 
 const TOLERANCE: f32 = 1e-5;
 
@@ -13,40 +17,8 @@ fn device() -> Device {
     Device::flex().autodiff()
 }
 
-fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
-
 fn tensor<const D: usize>(v: Vec<f32>, shape: [usize; D]) -> Tensor<D> {
     Tensor::from_data(TensorData::new(v, shape), &device())
-}
-
-fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .unwrap()
-}
-
-fn assert_close(fused: &[f32], composite: &[f32], what: &str) {
-    assert_eq!(fused.len(), composite.len(), "{what}: lengths");
-    let scale = composite.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    let worst = fused
-        .iter()
-        .zip(composite)
-        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(
-        worst <= TOLERANCE * scale,
-        "{what}: fused and composite differ by {worst}"
-    );
 }
 
 /// Row 0 with interior holes, row 1 pre-padded, row 2 with no valid step, row 3 all valid.
@@ -118,12 +90,12 @@ macro_rules! observe_fn {
                     loss = loss + (state.clone() * w).sum();
                 }
                 let grads = loss.backward();
-                let mut observed = vec![("sequence".to_string(), to_vec(out.sequence))];
+                let mut observed = vec![("sequence".to_string(), f32_vec(out.sequence))];
                 for (s, state) in out.states.into_iter().enumerate() {
-                    observed.push((format!("state {s}"), to_vec(state)));
+                    observed.push((format!("state {s}"), f32_vec(state)));
                 }
-                let grad = |t: Tensor<2>| to_vec(t.grad(&grads).unwrap());
-                observed.push(("d x".into(), to_vec(x.grad(&grads).unwrap())));
+                let grad = |t: Tensor<2>| f32_vec(t.grad(&grads).unwrap());
+                observed.push(("d x".into(), f32_vec(x.grad(&grads).unwrap())));
                 observed.push(("d kernel".into(), grad(layer.cell.kernel.val())));
                 observed.push((
                     "d recurrent kernel".into(),
@@ -131,7 +103,7 @@ macro_rules! observe_fn {
                 ));
                 let bias = layer.cell.bias.as_ref().unwrap().val();
                 assert_eq!(bias.dims().to_vec(), $bias_dims);
-                observed.push(("d bias".into(), to_vec(bias.grad(&grads).unwrap())));
+                observed.push(("d bias".into(), f32_vec(bias.grad(&grads).unwrap())));
                 if given_initial {
                     for (s, state) in initial.into_iter().enumerate() {
                         observed.push((format!("d initial {s}"), grad(state)));
@@ -141,7 +113,7 @@ macro_rules! observe_fn {
                     for (s, p) in learned.iter().enumerate() {
                         observed.push((
                             format!("d learned initial {s}"),
-                            to_vec(p.val().grad(&grads).unwrap()),
+                            f32_vec(p.val().grad(&grads).unwrap()),
                         ));
                     }
                 }
@@ -202,7 +174,7 @@ fn check(observe: fn(RecurrentOptions, bool) -> [Vec<(String, Vec<f32>)>; 2]) {
                 let context = format!(
                     "{what} ({options:?}, given initial {given_initial}, {threads} threads)"
                 );
-                assert_close(f, c, &context);
+                assert_close_to_scale(f, c, TOLERANCE, &context);
             }
         }
     }

@@ -1,4 +1,7 @@
-//! Helpers shared by the float64 test binaries (`gradients.rs`, `loss_gradients.rs`).
+//! Helpers shared by test binaries: the float64 device (`gradients.rs`, `loss_gradients.rs`)
+//! and a seeded value stream with a scaled comparison (`fused.rs`, `decoder_skip.rs`,
+//! `attention.rs`). Each binary uses a part, so unused items are allowed.
+#![allow(dead_code)]
 
 use std::sync::OnceLock;
 
@@ -27,4 +30,29 @@ pub fn f64s<const D: usize>(t: Tensor<D>) -> Vec<f64> {
         .convert::<f64>()
         .try_into_vec::<f64>()
         .unwrap()
+}
+
+/// `n` values in `[-scale, scale]` from a fixed linear congruential stream of `seed`.
+pub fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// Asserts `got` and `want` agree within `tolerance` times `want`'s largest magnitude (at
+/// least 1).
+pub fn assert_close_to_scale(got: &[f32], want: &[f32], tolerance: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let worst = got
+        .iter()
+        .zip(want)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(worst <= tolerance * scale, "{what}: differ by {worst}");
 }
