@@ -8,6 +8,7 @@ use crate::cells::{BackwardRow, CellKind};
 use crate::kernel::{Gradients, Workspace};
 use crate::matmul::{View, matmul};
 use crate::packing::Packing;
+use crate::panels::PackedRhs;
 use crate::real::Real;
 use crate::team::{Shared, run_team};
 use std::marker::PhantomData;
@@ -77,7 +78,9 @@ fn gather_output_gradients<C: CellKind, T: Real>(ws: &Workspace<T>, d_out: &[T])
     }
 }
 
-/// `dst[c * rows + r] = src[r * cols + c]` for the columns `c0..c1`.
+/// `dst[c * rows + r] = src[r * cols + c]` for the columns `c0..c1`, in 16 x 16 tiles so
+/// that both sides are read and written a cache line at a time (column by column it ran at
+/// about 1 GB/s on a 4 MB recurrent kernel).
 fn transpose_cols<T: Real>(
     src: &[T],
     rows: usize,
@@ -86,10 +89,17 @@ fn transpose_cols<T: Real>(
     c0: usize,
     c1: usize,
 ) {
-    for c in c0..c1 {
-        let line = &mut dst[(c - c0) * rows..(c - c0 + 1) * rows];
-        for (r, v) in line.iter_mut().enumerate() {
-            *v = src[r * cols + c];
+    const TILE: usize = 16;
+    for r0 in (0..rows).step_by(TILE) {
+        let r1 = (r0 + TILE).min(rows);
+        for t0 in (c0..c1).step_by(TILE) {
+            let t1 = (t0 + TILE).min(c1);
+            for r in r0..r1 {
+                let line = &src[r * cols + t0..r * cols + t1];
+                for (c, &v) in (t0..t1).zip(line) {
+                    dst[(c - c0) * rows + r] = v;
+                }
+            }
         }
     }
 }
@@ -202,6 +212,8 @@ pub(crate) fn backward<C: CellKind, T: Real>(mut ws: Workspace<T>, d_out: &[T]) 
             );
             transpose_cols(kernel, d, g, kernel_t_s.slice_mut(c0 * d, wc * d), c0, c1);
             worker.sync();
+            // This thread's columns of U^T, packed once for all steps.
+            let recurrent_block_t = PackedRhs::new(g, wu, View::rows(rk_t_s.ptr().add(u0), h));
             let product = if C::SEPARATE_RECURRENT {
                 d_rec_s
             } else {
@@ -241,15 +253,13 @@ pub(crate) fn backward<C: CellKind, T: Real>(mut ws: Workspace<T>, d_out: &[T]) 
                 });
                 worker.sync();
                 // d h_prev[:, own units] += d_gates_k · U^T[:, own units]
-                matmul(
+                recurrent_block_t.multiply(
                     n,
-                    wu,
-                    g,
                     d_h_s.ptr().add(u0),
                     h,
                     true,
-                    View::rows(product.ptr().add(o * g), g),
-                    View::rows(rk_t_s.ptr().add(u0), h),
+                    product.ptr().add(o * g),
+                    g,
                 );
             }
             worker.sync();

@@ -28,48 +28,49 @@ impl Blocks {
         (self.n_gates * u0, self.n_gates * u1)
     }
 
-    /// The blocked column of Keras column `col`.
-    fn blocked(&self, col: usize) -> usize {
-        let (q, u) = (col / self.d_hidden, col % self.d_hidden);
-        let b = (0..self.n_blocks)
-            .find(|&b| u < self.units(b).1)
-            .unwrap_or(0);
-        let (u0, u1) = self.units(b);
-        self.n_gates * u0 + q * (u1 - u0) + (u - u0)
-    }
-
-    /// The Keras-column -> blocked-column map.
-    fn map(&self) -> Vec<usize> {
-        (0..self.n_gates * self.d_hidden)
-            .map(|c| self.blocked(c))
-            .collect()
+    /// The contiguous runs that make up the re-layout: `(keras_col, blocked_col, len)`, one
+    /// per block and gate (the units of one block in one gate are contiguous on both sides).
+    fn runs(&self) -> Vec<(usize, usize, usize)> {
+        let mut runs = Vec::with_capacity(self.n_blocks * self.n_gates);
+        for b in 0..self.n_blocks {
+            let (u0, u1) = self.units(b);
+            for q in 0..self.n_gates {
+                runs.push((
+                    q * self.d_hidden + u0,
+                    self.n_gates * u0 + q * (u1 - u0),
+                    u1 - u0,
+                ));
+            }
+        }
+        runs
     }
 
     /// A row-major `[rows, n_gates * d_hidden]` matrix in blocked layout.
     pub fn to_blocked<T: Copy + Default>(self, keras: &[T]) -> Vec<T> {
-        if self.n_blocks == 1 {
-            return keras.to_vec();
-        }
-        let (map, width) = (self.map(), self.n_gates * self.d_hidden);
-        let mut out = vec![T::default(); keras.len()];
-        for (src, dst) in keras.chunks(width).zip(out.chunks_mut(width)) {
-            for (col, &b) in map.iter().enumerate() {
-                dst[b] = src[col];
-            }
-        }
-        out
+        self.relayout(keras, false)
     }
 
     /// The inverse of [`Blocks::to_blocked`].
     pub fn to_keras<T: Copy + Default>(self, blocked: &[T]) -> Vec<T> {
+        self.relayout(blocked, true)
+    }
+
+    /// Copies every row run by run (slice copies: the element-by-element column map ran at
+    /// under 2 GB/s on an LSTM(512)'s recurrent kernel).
+    fn relayout<T: Copy + Default>(self, src: &[T], to_keras: bool) -> Vec<T> {
         if self.n_blocks == 1 {
-            return blocked.to_vec();
+            return src.to_vec();
         }
-        let (map, width) = (self.map(), self.n_gates * self.d_hidden);
-        let mut out = vec![T::default(); blocked.len()];
-        for (src, dst) in blocked.chunks(width).zip(out.chunks_mut(width)) {
-            for (col, &b) in map.iter().enumerate() {
-                dst[col] = src[b];
+        let (runs, width) = (self.runs(), self.n_gates * self.d_hidden);
+        let mut out = vec![T::default(); src.len()];
+        for (from, to) in src.chunks(width).zip(out.chunks_mut(width)) {
+            for &(keras, blocked, len) in &runs {
+                let (a, b) = if to_keras {
+                    (blocked, keras)
+                } else {
+                    (keras, blocked)
+                };
+                to[b..b + len].copy_from_slice(&from[a..a + len]);
             }
         }
         out

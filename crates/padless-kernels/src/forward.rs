@@ -7,6 +7,7 @@ use crate::cells::{CellKind, ForwardRow};
 use crate::kernel::{KernelConfig, Sequences, Weights, Workspace};
 use crate::matmul::{View, matmul};
 use crate::packing::Packing;
+use crate::panels::PackedRhs;
 use crate::real::Real;
 use crate::team::{Shared, run_team};
 use std::marker::PhantomData;
@@ -195,6 +196,8 @@ pub(crate) fn forward<C: CellKind, T: Real>(
             } else {
                 &[][..]
             };
+            // This thread's block of U, packed once for all steps.
+            let recurrent_block = PackedRhs::new(h, wc, View::rows(rk_s.ptr().add(c0), g));
             for k in 0..p.n_packed() {
                 let (n, o) = (p.active[k], p.offsets[k]);
                 let (product, accumulate) = if C::SEPARATE_RECURRENT {
@@ -202,15 +205,13 @@ pub(crate) fn forward<C: CellKind, T: Real>(
                 } else {
                     (gates_s, true)
                 };
-                matmul(
+                recurrent_block.multiply(
                     n,
-                    wc,
-                    h,
                     product.ptr().add(o * g + c0),
                     g,
                     accumulate,
-                    View::rows(h_prev_s.ptr().add(o * h), h),
-                    View::rows(rk_s.ptr().add(c0), g),
+                    h_prev_s.ptr().add(o * h),
+                    h,
                 );
                 let n_next = p.active_at(k + 1);
                 arch.dispatch(ForwardStep::<C, T> {

@@ -62,6 +62,7 @@ mod forward;
 mod kernel;
 mod matmul;
 mod packing;
+mod panels;
 mod real;
 pub mod reference;
 mod team;
