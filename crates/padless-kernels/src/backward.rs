@@ -78,32 +78,6 @@ fn gather_output_gradients<C: CellKind, T: Real>(ws: &Workspace<T>, d_out: &[T])
     }
 }
 
-/// `dst[c * rows + r] = src[r * cols + c]` for the columns `c0..c1`, in 16 x 16 tiles so
-/// that both sides are read and written a cache line at a time (column by column it ran at
-/// about 1 GB/s on a 4 MB recurrent kernel).
-fn transpose_cols<T: Real>(
-    src: &[T],
-    rows: usize,
-    cols: usize,
-    dst: &mut [T],
-    c0: usize,
-    c1: usize,
-) {
-    const TILE: usize = 16;
-    for r0 in (0..rows).step_by(TILE) {
-        let r1 = (r0 + TILE).min(rows);
-        for t0 in (c0..c1).step_by(TILE) {
-            let t1 = (t0 + TILE).min(c1);
-            for r in r0..r1 {
-                let line = &src[r * cols + t0..r * cols + t1];
-                for (c, &v) in (t0..t1).zip(line) {
-                    dst[(c - c0) * rows + r] = v;
-                }
-            }
-        }
-    }
-}
-
 fn scatter_inputs<T: Real>(ws: &Workspace<T>, d_inputs: &[T]) -> Vec<T> {
     let (p, cfg) = (&ws.packing, &ws.config);
     let d = cfg.d_input;
@@ -158,10 +132,11 @@ pub(crate) fn backward<C: CellKind, T: Real>(mut ws: Workspace<T>, d_out: &[T]) 
     ];
     let mut d_h = vec![T::ZERO; n_running * h];
     let mut d_c = vec![T::ZERO; if C::N_STATES == 2 { n_running * h } else { 0 }];
-    let mut rk_t = vec![T::ZERO; g * h];
-    let mut kernel_t = vec![T::ZERO; g * d];
     let mut d_kernel = vec![T::ZERO; d * g];
     let mut d_rk = vec![T::ZERO; h * g];
+    // The weight gradients in Keras layout, each thread writing its own units' columns.
+    let mut d_kernel_keras = vec![T::ZERO; d * g];
+    let mut d_rk_keras = vec![T::ZERO; h * g];
     let mut d_bias = vec![T::ZERO; C::N_BIAS_ROWS * g];
     let mut d_projection = vec![T::ZERO; if cfg.constant_input { n_running * g } else { 0 }];
     let mut d_inputs = vec![T::ZERO; input_rows * d];
@@ -172,7 +147,10 @@ pub(crate) fn backward<C: CellKind, T: Real>(mut ws: Workspace<T>, d_out: &[T]) 
         Shared::new(&mut d_h),
         Shared::new(&mut d_c),
     );
-    let (rk_t_s, kernel_t_s) = (Shared::new(&mut rk_t), Shared::new(&mut kernel_t));
+    let (d_kernel_keras_s, d_rk_keras_s) = (
+        Shared::new(&mut d_kernel_keras),
+        Shared::new(&mut d_rk_keras),
+    );
     let (d_kernel_s, d_rk_s, d_bias_s) = (
         Shared::new(&mut d_kernel),
         Shared::new(&mut d_rk),
@@ -191,6 +169,7 @@ pub(crate) fn backward<C: CellKind, T: Real>(mut ws: Workspace<T>, d_out: &[T]) 
     );
     let (d_ext_s, d_c_final_s) = (Shared::read_only(&d_h_ext), Shared::read_only(&d_c_final));
     let (kernel, recurrent_kernel) = (&ws.kernel, &ws.recurrent_kernel);
+    let keras_columns = blocks.keras_columns();
     let arch = pulp::Arch::new();
     run_team(ws.n_blocks, |worker| {
         let (u0, u1) = blocks.units(worker.index);
@@ -202,18 +181,11 @@ pub(crate) fn backward<C: CellKind, T: Real>(mut ws: Workspace<T>, d_out: &[T]) 
         // parts (all columns of one step's gate gradients, the transposed weights, all gate
         // gradients after the loop) follow a `worker.sync()`. Offsets are bounds-checked.
         unsafe {
-            transpose_cols(
-                recurrent_kernel,
-                h,
-                g,
-                rk_t_s.slice_mut(c0 * h, wc * h),
-                c0,
-                c1,
-            );
-            transpose_cols(kernel, d, g, kernel_t_s.slice_mut(c0 * d, wc * d), c0, c1);
-            worker.sync();
-            // This thread's columns of U^T, packed once for all steps.
-            let recurrent_block_t = PackedRhs::new(g, wu, View::rows(rk_t_s.ptr().add(u0), h));
+            // This thread's columns of U^T (all gate columns in the blocked order of the gate
+            // gradients), gathered from U once for all steps.
+            let recurrent_block_t = PackedRhs::gather(g, wu, recurrent_kernel, |r, c| {
+                (u0 + c) * g + keras_columns[r]
+            });
             let product = if C::SEPARATE_RECURRENT {
                 d_rec_s
             } else {
@@ -307,18 +279,29 @@ pub(crate) fn backward<C: CellKind, T: Real>(mut ws: Workspace<T>, d_out: &[T]) 
                 View::transposed(inputs_s.ptr(), d),
                 View::rows(input_grads.ptr().add(c0), g),
             );
+            // The weight gradients of this thread's units into Keras layout.
+            for (matrix, keras_out, n_rows) in
+                [(d_kernel_s, d_kernel_keras_s, d), (d_rk_s, d_rk_keras_s, h)]
+            {
+                for r in 0..n_rows {
+                    for (keras, blocked, len) in blocks.runs_of(worker.index) {
+                        let src = matrix.slice(r * g + blocked, len);
+                        keras_out.slice_mut(r * g + keras, len).copy_from_slice(src);
+                    }
+                }
+            }
             worker.sync();
-            // Input gradients of this thread's rows: d_inputs = d_gates · K^T.
-            let (r0, r1) = worker.part(rows);
-            matmul(
-                r1 - r0,
-                d,
-                g,
-                d_inputs_s.ptr().add(r0 * d),
+            // Input gradients of this thread's input features: d_inputs = d_gates · K^T.
+            let (f0, f1) = worker.part(d);
+            let input_block_t =
+                PackedRhs::gather(g, f1 - f0, kernel, |r, c| (f0 + c) * g + keras_columns[r]);
+            input_block_t.multiply(
+                rows,
+                d_inputs_s.ptr().add(f0),
                 d,
                 false,
-                View::rows(input_grads.ptr().add(r0 * g), g),
-                View::rows(kernel_t_s.ptr(), d),
+                input_grads.ptr(),
+                g,
             );
         }
     });
@@ -339,8 +322,8 @@ pub(crate) fn backward<C: CellKind, T: Real>(mut ws: Workspace<T>, d_out: &[T]) 
     }
     Gradients {
         d_x,
-        d_kernel: blocks.to_keras(&d_kernel),
-        d_recurrent_kernel: blocks.to_keras(&d_rk),
+        d_kernel: d_kernel_keras,
+        d_recurrent_kernel: d_rk_keras,
         d_bias: ws.has_bias.then(|| blocks.to_keras(&d_bias)),
         d_initial,
     }

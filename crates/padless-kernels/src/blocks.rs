@@ -28,21 +28,33 @@ impl Blocks {
         (self.n_gates * u0, self.n_gates * u1)
     }
 
-    /// The contiguous runs that make up the re-layout: `(keras_col, blocked_col, len)`, one
-    /// per block and gate (the units of one block in one gate are contiguous on both sides).
+    /// The contiguous runs of block `b`: `(keras_col, blocked_col, len)`, one per gate (the
+    /// units of one block in one gate are contiguous on both sides).
+    pub fn runs_of(&self, b: usize) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
+        let (u0, u1) = self.units(b);
+        (0..self.n_gates).map(move |q| {
+            (
+                q * self.d_hidden + u0,
+                self.n_gates * u0 + q * (u1 - u0),
+                u1 - u0,
+            )
+        })
+    }
+
+    /// The runs of every block.
     fn runs(&self) -> Vec<(usize, usize, usize)> {
-        let mut runs = Vec::with_capacity(self.n_blocks * self.n_gates);
-        for b in 0..self.n_blocks {
-            let (u0, u1) = self.units(b);
-            for q in 0..self.n_gates {
-                runs.push((
-                    q * self.d_hidden + u0,
-                    self.n_gates * u0 + q * (u1 - u0),
-                    u1 - u0,
-                ));
+        (0..self.n_blocks).flat_map(|b| self.runs_of(b)).collect()
+    }
+
+    /// The Keras column of each blocked column.
+    pub fn keras_columns(&self) -> Vec<usize> {
+        let mut map = vec![0; self.n_gates * self.d_hidden];
+        for (keras, blocked, len) in self.runs() {
+            for i in 0..len {
+                map[blocked + i] = keras + i;
             }
         }
-        runs
+        map
     }
 
     /// A row-major `[rows, n_gates * d_hidden]` matrix in blocked layout.
@@ -93,6 +105,8 @@ mod tests {
         // block 0 owns units 0..2: gates i of units 0,1 then f of units 0,1 ...
         assert_eq!(&blocked[..8], &[0, 1, 5, 6, 10, 11, 15, 16]);
         assert_eq!(blocks.to_keras(&blocked), keras);
+        let map = blocks.keras_columns();
+        assert!((0..20).all(|c| blocked[c] == map[c]));
         assert_eq!(blocks.cols(1), (8, 20));
     }
 }

@@ -106,8 +106,11 @@ pub(crate) fn forward<C: CellKind, T: Real>(
     let packing = Packing::new(seq.batch, seq.n_steps, seq.mask, cfg.go_backwards);
     let (n_slots, n_running) = (packing.n_slots(), packing.n_running());
 
-    let kernel = blocks.to_blocked(weights.kernel);
-    let recurrent_kernel = blocks.to_blocked(weights.recurrent_kernel);
+    // The weights stay in Keras layout: each thread reads its gate columns through
+    // `keras_columns` (the input projection gate by gate, the recurrent block once when it
+    // packs it), so no re-laid copy is made.
+    let keras_columns = blocks.keras_columns();
+    let (kernel, recurrent_kernel) = (weights.kernel, weights.recurrent_kernel);
     let bias = weights.bias.map_or_else(
         || vec![T::ZERO; C::N_BIAS_ROWS * g],
         |b| blocks.to_blocked(b),
@@ -146,11 +149,7 @@ pub(crate) fn forward<C: CellKind, T: Real>(
         Shared::new(&mut projection),
     );
     let (inputs_s, c_init_s) = (Shared::read_only(&inputs), Shared::read_only(&c_initial));
-    let (kernel_s, rk_s, bias_s) = (
-        Shared::read_only(&kernel),
-        Shared::read_only(&recurrent_kernel),
-        Shared::read_only(&bias),
-    );
+    let bias_s = Shared::read_only(&bias);
     let arch = pulp::Arch::new();
     run_team(n_blocks, |worker| {
         let (u0, u1) = blocks.units(worker.index);
@@ -171,16 +170,18 @@ pub(crate) fn forward<C: CellKind, T: Real>(
             for r in 0..rows {
                 target.slice_mut(r * g + c0, wc).copy_from_slice(bias_in);
             }
-            matmul(
-                rows,
-                wc,
-                d,
-                target.ptr().add(c0),
-                g,
-                true,
-                View::rows(inputs_s.ptr(), d),
-                View::rows(kernel_s.ptr().add(c0), g),
-            );
+            for (keras, blocked, len) in blocks.runs_of(worker.index) {
+                matmul(
+                    rows,
+                    len,
+                    d,
+                    target.ptr().add(blocked),
+                    g,
+                    true,
+                    View::rows(inputs_s.ptr(), d),
+                    View::rows(kernel.as_ptr().add(keras), g),
+                );
+            }
             if cfg.constant_input {
                 for k in 0..p.n_packed() {
                     for pos in 0..p.active[k] {
@@ -197,7 +198,9 @@ pub(crate) fn forward<C: CellKind, T: Real>(
                 &[][..]
             };
             // This thread's block of U, packed once for all steps.
-            let recurrent_block = PackedRhs::new(h, wc, View::rows(rk_s.ptr().add(c0), g));
+            let recurrent_block = PackedRhs::gather(h, wc, recurrent_kernel, |r, c| {
+                r * g + keras_columns[c0 + c]
+            });
             for k in 0..p.n_packed() {
                 let (n, o) = (p.active[k], p.offsets[k]);
                 let (product, accumulate) = if C::SEPARATE_RECURRENT {
@@ -246,8 +249,8 @@ pub(crate) fn forward<C: CellKind, T: Real>(
         packing,
         n_blocks,
         has_bias: weights.bias.is_some(),
-        kernel,
-        recurrent_kernel,
+        kernel: kernel.to_vec(),
+        recurrent_kernel: recurrent_kernel.to_vec(),
         inputs,
         gates,
         recurrent,

@@ -68,8 +68,8 @@ pub struct Weights<'a, T> {
     pub bias: Option<&'a [T]>,
 }
 
-/// What the forward pass saves for the backward pass: the packing, the weights in the
-/// kernels' column layout, the packed inputs, the activated gates and the packed states.
+/// What the forward pass saves for the backward pass: the packing, the weights (Keras
+/// layout), the packed inputs, the activated gates and the packed states.
 #[derive(Debug, Clone)]
 pub struct Workspace<T> {
     pub(crate) config: KernelConfig,

@@ -23,15 +23,16 @@ const PANEL: usize = 32;
 /// Rows per microkernel call: 12 rows x 2 registers = 24 accumulators of the 32 registers.
 const MAX_ROWS: usize = 12;
 
-/// A right-hand matrix `B[k, n]` ready for repeated products `C[m, n] (+)= A[m, k] · B`.
+/// A right-hand matrix `B[k, n]` ready for repeated products `C[m, n] (+)= A[m, k] · B`,
+/// gathered from any layout (see [`PackedRhs::gather`]).
 pub(crate) struct PackedRhs<T> {
     k: usize,
     n: usize,
-    /// Where the panels start inside `storage` (64-byte aligned); empty without AVX-512.
+    /// `true`: panels for the AVX-512 microkernel; `false`: a row-major `k x n` copy for gemm.
+    panels: bool,
+    /// Where the matrix starts inside `storage` (64-byte aligned for the panels).
     offset: usize,
-    storage: Vec<f32>,
-    /// The unpacked operand, for the gemm path.
-    view: View<T>,
+    storage: Vec<T>,
 }
 
 /// Whether this CPU runs the packed `f32` microkernel.
@@ -47,42 +48,48 @@ fn packed_path<T: 'static>() -> bool {
 }
 
 impl<T: Real> PackedRhs<T> {
-    /// Packs `B[k, n]` read through `view` (for the gemm path the view itself is kept).
+    /// `B[r, c] = src[at(r, c)]` for `r < k`, `c < n`: the one pass over the weights per
+    /// call, which also does any re-layout (a column map, a transpose) on the way.
     ///
-    /// # Safety
-    /// Every element `(r, c)`, `r < k`, `c < n`, of `view` must be readable now and, for the
-    /// gemm path, for as long as this value is used.
-    pub unsafe fn new(k: usize, n: usize, view: View<T>) -> Self {
-        let mut packed = PackedRhs {
-            k,
-            n,
-            offset: 0,
-            storage: Vec::new(),
-            view,
-        };
-        if !packed_path::<T>() || k == 0 || n == 0 {
-            return packed;
+    /// # Panics
+    /// If `at` leaves `src`.
+    pub fn gather(k: usize, n: usize, src: &[T], at: impl Fn(usize, usize) -> usize) -> Self {
+        let panels = packed_path::<T>() && k > 0 && n > 0;
+        if !panels {
+            let mut storage = Vec::with_capacity(k * n);
+            for r in 0..k {
+                storage.extend((0..n).map(|c| src[at(r, c)]));
+            }
+            return PackedRhs {
+                k,
+                n,
+                panels,
+                offset: 0,
+                storage,
+            };
         }
-        let n_panels = n.div_ceil(PANEL);
-        let len = n_panels * k * PANEL;
+        let len = n.div_ceil(PANEL) * k * PANEL;
         // 16 spare floats let the panels start on a 64-byte boundary.
-        packed.storage = vec![0.0f32; len + 16];
-        let misalignment = (packed.storage.as_ptr() as usize / 4) % 16;
-        packed.offset = (16 - misalignment) % 16;
-        let src = view.ptr as *const f32;
-        let panels = &mut packed.storage[packed.offset..packed.offset + len];
-        for (p, panel) in panels.chunks_mut(k * PANEL).enumerate() {
+        let mut storage = vec![T::ZERO; len + 16];
+        let offset = (16 - (storage.as_ptr() as usize / 4) % 16) % 16;
+        for (p, panel) in storage[offset..offset + len]
+            .chunks_mut(k * PANEL)
+            .enumerate()
+        {
             let cols = PANEL.min(n - p * PANEL);
             for (r, out) in panel.chunks_mut(PANEL).enumerate() {
                 for (c, o) in out[..cols].iter_mut().enumerate() {
-                    let at = r * view.row_stride + (p * PANEL + c) * view.col_stride;
-                    // SAFETY: `(r, p * PANEL + c)` is inside `B` (the caller's contract); T is
-                    // f32 on this path.
-                    *o = unsafe { *src.add(at) };
+                    *o = src[at(r, p * PANEL + c)];
                 }
             }
         }
-        packed
+        PackedRhs {
+            k,
+            n,
+            panels,
+            offset,
+            storage,
+        }
     }
 
     /// `C[m, n] = A[m, k] · B`, or `C += A · B` with `accumulate`; `A` and `C` row-major with
@@ -100,8 +107,8 @@ impl<T: Real> PackedRhs<T> {
         a: *const T,
         a_row_stride: usize,
     ) {
-        if self.storage.is_empty() || m == 0 {
-            // SAFETY: the caller's contract (and `new`'s for the view).
+        if !self.panels || m == 0 {
+            // SAFETY: the caller's contract; the copy is `k x n` row-major.
             unsafe {
                 matmul(
                     m,
@@ -111,17 +118,19 @@ impl<T: Real> PackedRhs<T> {
                     c_row_stride,
                     accumulate,
                     View::rows(a, a_row_stride),
-                    self.view,
+                    View::rows(self.storage.as_ptr(), self.n),
                 )
             };
             return;
         }
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the storage is non-empty only where `packed_path` found AVX-512F and T is
-        // f32; the shapes are the caller's contract.
+        // SAFETY: panels exist only where `packed_path` found AVX-512F and T is f32; the
+        // shapes are the caller's contract.
         unsafe {
             avx512::multiply(
-                self,
+                self.k,
+                self.n,
+                self.storage[self.offset..].as_ptr() as *const f32,
                 m,
                 c as *mut f32,
                 c_row_stride,
@@ -137,7 +146,7 @@ impl<T: Real> PackedRhs<T> {
 mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{MAX_ROWS, PANEL, PackedRhs};
+    use super::{MAX_ROWS, PANEL};
 
     /// The row chunks: `m` rows in near-equal chunks of at most [`MAX_ROWS`].
     fn chunks(m: usize) -> impl Iterator<Item = (usize, usize)> {
@@ -145,9 +154,13 @@ mod avx512 {
         (0..count).map(move |i| (m * i / count, m * (i + 1) / count))
     }
 
+    /// The product with `n` columns of panels starting at `panels`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn multiply<T>(
-        rhs: &PackedRhs<T>,
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn multiply(
+        k: usize,
+        n: usize,
+        panels: *const f32,
         m: usize,
         c: *mut f32,
         c_row_stride: usize,
@@ -155,10 +168,8 @@ mod avx512 {
         a: *const f32,
         a_row_stride: usize,
     ) {
-        let k = rhs.k;
-        let panels = rhs.storage[rhs.offset..].as_ptr();
-        for p in 0..rhs.n.div_ceil(PANEL) {
-            let cols = PANEL.min(rhs.n - p * PANEL);
+        for p in 0..n.div_ceil(PANEL) {
+            let cols = PANEL.min(n - p * PANEL);
             let low = if cols >= 16 {
                 0xffff
             } else {
@@ -311,8 +322,7 @@ mod tests {
             let a = values(m * lda, 1);
             let b = values(k * ldb, 2);
             let start = values(m * ldc, 3);
-            // SAFETY: the view addresses `k` rows of `ldb` floats with `n <= ldb` columns.
-            let rhs = unsafe { PackedRhs::new(k, n, View::rows(b.as_ptr(), ldb)) };
+            let rhs = PackedRhs::gather(k, n, &b, |r, c| r * ldb + c);
             let want = naive(m, n, k, &a, lda, &b, ldb);
             for accumulate in [false, true] {
                 let mut c = start.clone();
@@ -342,13 +352,12 @@ mod tests {
     }
 
     #[test]
-    fn packed_products_read_a_transposed_view() {
+    fn packed_products_gather_a_transpose() {
         let (m, n, k) = (7, 19, 11);
         let a = values(m * k, 4);
         let bt = values(n * k, 5); // B^T stored row-major [n, k]
         let b: Vec<f32> = (0..k * n).map(|i| bt[(i % n) * k + i / n]).collect();
-        // SAFETY: the transposed view addresses `bt`'s `n * k` floats.
-        let rhs = unsafe { PackedRhs::new(k, n, View::transposed(bt.as_ptr(), k)) };
+        let rhs = PackedRhs::gather(k, n, &bt, |r, c| c * k + r);
         let mut c = vec![0.0f32; m * n];
         // SAFETY: C is `m x n`, A is `m x k`, both row-major.
         unsafe { rhs.multiply(m, c.as_mut_ptr(), n, false, a.as_ptr(), k) };
