@@ -88,11 +88,14 @@ fn sorted_rows<T: Real>(packing: &Packing, data: Option<&[T]>, width: usize) -> 
     dst
 }
 
+/// The forward pass; `for_backward: false` (inference) skips copying the weights into the
+/// returned workspace.
 pub(crate) fn forward<C: CellKind, T: Real>(
     cfg: &KernelConfig,
     seq: &Sequences<'_, T>,
     weights: &Weights<'_, T>,
     out: &mut [T],
+    for_backward: bool,
 ) -> Workspace<T> {
     check::<C, T>(cfg, seq, weights, out);
     let (d, h) = (cfg.d_input, cfg.d_hidden);
@@ -120,7 +123,8 @@ pub(crate) fn forward<C: CellKind, T: Real>(
     } else {
         gather(&packing, cfg, seq.x, d)
     };
-    let mut gates = vec![T::ZERO; n_slots * g];
+    // Every element of `gates` is written (bias, or the row's projection) before it is read.
+    let mut gates = Vec::new();
     let mut recurrent = vec![
         T::ZERO;
         if C::SEPARATE_RECURRENT {
@@ -139,7 +143,7 @@ pub(crate) fn forward<C: CellKind, T: Real>(
 
     let p = &packing;
     let (gates_s, rec_s, h_prev_s) = (
-        Shared::new(&mut gates),
+        Shared::uninit(&mut gates, n_slots * g),
         Shared::new(&mut recurrent),
         Shared::new(&mut h_prev),
     );
@@ -149,6 +153,7 @@ pub(crate) fn forward<C: CellKind, T: Real>(
         Shared::new(&mut projection),
     );
     let (inputs_s, c_init_s) = (Shared::read_only(&inputs), Shared::read_only(&c_initial));
+    let (hs_len, cs_len, out_s) = (hs.len(), cs.len(), Shared::new(out));
     let bias_s = Shared::read_only(&bias);
     let arch = pulp::Arch::new();
     run_team(n_blocks, |worker| {
@@ -168,7 +173,7 @@ pub(crate) fn forward<C: CellKind, T: Real>(
                 (gates_s, n_slots)
             };
             for r in 0..rows {
-                target.slice_mut(r * g + c0, wc).copy_from_slice(bias_in);
+                target.write(r * g + c0, bias_in);
             }
             for (keras, blocked, len) in blocks.runs_of(worker.index) {
                 matmul(
@@ -186,9 +191,7 @@ pub(crate) fn forward<C: CellKind, T: Real>(
                 for k in 0..p.n_packed() {
                     for pos in 0..p.active[k] {
                         let src = proj_s.slice(pos * g + c0, wc);
-                        gates_s
-                            .slice_mut(p.slot(k, pos) * g + c0, wc)
-                            .copy_from_slice(src);
+                        gates_s.write(p.slot(k, pos) * g + c0, src);
                     }
                 }
             }
@@ -240,17 +243,33 @@ pub(crate) fn forward<C: CellKind, T: Real>(
                 });
                 worker.sync();
             }
+            // Every step is done (the last `sync`): the threads now only read the states
+            // and write the outputs of their own rows.
+            let (pos0, pos1) = worker.part(p.batch);
+            let rows_out = Rows { p, pos0, pos1 };
+            let (all_h, all_c) = (hs_s.slice(0, hs_len), cs_s.slice(0, cs_len));
+            scatter_outputs::<C, T>(cfg, seq, rows_out, all_h, all_c, out_s);
         }
     });
+    // SAFETY: the team wrote every element of `gates` (see `Shared::uninit`): each thread
+    // its own columns of every slot, by bias or by the row's projection.
+    unsafe { gates.set_len(n_slots * g) };
 
-    scatter_outputs::<C, T>(cfg, seq, &packing, &hs, &cs, out);
     Workspace {
         config: *cfg,
         packing,
         n_blocks,
         has_bias: weights.bias.is_some(),
-        kernel: kernel.to_vec(),
-        recurrent_kernel: recurrent_kernel.to_vec(),
+        kernel: if for_backward {
+            kernel.to_vec()
+        } else {
+            Vec::new()
+        },
+        recurrent_kernel: if for_backward {
+            recurrent_kernel.to_vec()
+        } else {
+            Vec::new()
+        },
         inputs,
         gates,
         recurrent,
@@ -261,26 +280,38 @@ pub(crate) fn forward<C: CellKind, T: Real>(
     }
 }
 
+/// The positions `pos0..pos1` (rows in packing order) one thread writes the outputs of.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    p: &'a Packing,
+    pos0: usize,
+    pos1: usize,
+}
+
 /// Writes each step's output in processing order and the final states (see
 /// [`RecurrentKernel`](crate::RecurrentKernel)'s `# Masking`).
-fn scatter_outputs<C: CellKind, T: Real>(
+///
+/// # Safety
+/// No other thread may touch the output rows of the positions `pos0..pos1` meanwhile.
+unsafe fn scatter_outputs<C: CellKind, T: Real>(
     cfg: &KernelConfig,
     seq: &Sequences<'_, T>,
-    p: &Packing,
+    Rows { p, pos0, pos1 }: Rows<'_>,
     hs: &[T],
     cs: &[T],
-    out: &mut [T],
+    out: Shared<T>,
 ) {
     let (h, n_steps) = (cfg.d_hidden, seq.n_steps);
     let per_row = (n_steps + C::N_STATES) * h;
     let zeros = vec![T::ZERO; h];
-    for (pos, &row) in p.order.iter().enumerate() {
+    for (pos, &row) in p.order.iter().enumerate().take(pos1).skip(pos0) {
         let initial = |s: usize| {
             seq.initial
                 .get(s)
                 .map_or(&zeros[..], |st| &st[row * h..(row + 1) * h])
         };
-        let row_out = &mut out[row * per_row..(row + 1) * per_row];
+        // SAFETY: row `row` belongs to this call's positions only (the caller's contract).
+        let row_out = unsafe { out.slice_mut(row * per_row, per_row) };
         let mut count = 0;
         for step in 0..n_steps {
             let dst = &mut row_out[step * h..(step + 1) * h];

@@ -182,12 +182,18 @@ impl<C: CellKind> RecurrentKernel<C> {
         weights: &Weights<'_, T>,
         out: &mut [T],
     ) -> Workspace<T> {
-        crate::forward::forward::<C, T>(&self.config, seq, weights, out)
+        crate::forward::forward::<C, T>(&self.config, seq, weights, out, true)
     }
 
     /// The inference forward pass: the same outputs, nothing kept.
     pub fn infer<T: Real>(&self, seq: &Sequences<'_, T>, weights: &Weights<'_, T>, out: &mut [T]) {
-        drop(self.forward(seq, weights, out));
+        drop(crate::forward::forward::<C, T>(
+            &self.config,
+            seq,
+            weights,
+            out,
+            false,
+        ));
     }
 
     /// The backward pass (BPTT) from the gradient of the output buffer (same layout as `out`).

@@ -133,6 +133,30 @@ impl<T> Shared<T> {
         }
     }
 
+    /// Shares room for `len` elements in `buffer`'s spare capacity, for a team that writes
+    /// every element with [`Shared::write`] before anything reads it (no zero fill first);
+    /// the caller sets the length after the team.
+    pub fn uninit(buffer: &mut Vec<T>, len: usize) -> Self {
+        buffer.clear();
+        buffer.reserve_exact(len);
+        Shared {
+            ptr: buffer.as_mut_ptr(),
+            len,
+        }
+    }
+
+    /// Copies `src` to `start..start + src.len()` through a raw pointer: what was there is
+    /// neither read nor borrowed, so this is how an [`Shared::uninit`] buffer is first filled.
+    ///
+    /// # Safety
+    /// See the type's contract; `start + src.len()` must not pass the end (checked).
+    pub unsafe fn write(&self, start: usize, src: &[T]) {
+        assert!(start + src.len() <= self.len, "shared write out of bounds");
+        // SAFETY: in bounds (checked above); exclusivity is the caller's contract; `src` is a
+        // live borrow that cannot overlap this buffer's unborrowed spare capacity.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(start), src.len()) }
+    }
+
     /// Shares a buffer that every thread only reads.
     pub fn read_only(buffer: &[T]) -> Self {
         Shared {

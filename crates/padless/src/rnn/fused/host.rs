@@ -80,21 +80,23 @@ pub(crate) fn forward<B: Backend>(
 ) -> (FloatTensor<B>, Option<Saved>) {
     match inputs.x.dtype() {
         DType::F32 => {
-            let (out, ws) = forward_typed::<B, f32>(inputs, spec);
-            (out, keep.then_some(Saved::F32(ws)))
+            let (out, ws) = forward_typed::<B, f32>(inputs, spec, keep);
+            (out, ws.map(Saved::F32))
         }
         DType::F64 => {
-            let (out, ws) = forward_typed::<B, f64>(inputs, spec);
-            (out, keep.then_some(Saved::F64(ws)))
+            let (out, ws) = forward_typed::<B, f64>(inputs, spec, keep);
+            (out, ws.map(Saved::F64))
         }
         other => panic!("fused recurrent kernels run on f32 or f64, got {other:?}"),
     }
 }
 
+/// The forward pass on the host; the workspace only with `keep` (inference skips saving it).
 fn forward_typed<B: Backend, T: Real + Element>(
     inputs: Inputs<B>,
     spec: &FusedSpec,
-) -> (FloatTensor<B>, Workspace<T>) {
+    keep: bool,
+) -> (FloatTensor<B>, Option<Workspace<T>>) {
     let device = inputs.x.device();
     let x: Vec<T> = read::<B, T>(inputs.x);
     let kernel: Vec<T> = read::<B, T>(inputs.kernel);
@@ -116,16 +118,42 @@ fn forward_typed<B: Backend, T: Real + Element>(
     };
     let n_states = spec.cell.n_states();
     let mut out = vec![T::ZERO; spec.batch * (spec.n_steps + n_states) * spec.config.d_hidden];
+    fn run<C: CellKind, T: Real>(
+        kernel: RecurrentKernel<C>,
+        seq: &Sequences<'_, T>,
+        weights: &Weights<'_, T>,
+        out: &mut [T],
+        keep: bool,
+    ) -> Option<Workspace<T>> {
+        if keep {
+            Some(kernel.forward(seq, weights, out))
+        } else {
+            kernel.infer(seq, weights, out);
+            None
+        }
+    }
     let ws = match spec.cell {
-        FusedCell::Lstm => {
-            RecurrentKernel::<Lstm>::new(spec.config).forward(&seq, &weights, &mut out)
-        }
-        FusedCell::Gru => {
-            RecurrentKernel::<Gru>::new(spec.config).forward(&seq, &weights, &mut out)
-        }
-        FusedCell::SimpleRnn => {
-            RecurrentKernel::<SimpleRnn>::new(spec.config).forward(&seq, &weights, &mut out)
-        }
+        FusedCell::Lstm => run(
+            RecurrentKernel::<Lstm>::new(spec.config),
+            &seq,
+            &weights,
+            &mut out,
+            keep,
+        ),
+        FusedCell::Gru => run(
+            RecurrentKernel::<Gru>::new(spec.config),
+            &seq,
+            &weights,
+            &mut out,
+            keep,
+        ),
+        FusedCell::SimpleRnn => run(
+            RecurrentKernel::<SimpleRnn>::new(spec.config),
+            &seq,
+            &weights,
+            &mut out,
+            keep,
+        ),
     };
     let shape = vec![spec.batch, spec.n_steps + n_states, spec.config.d_hidden];
     (write::<B, T>(out, shape, &device), ws)
