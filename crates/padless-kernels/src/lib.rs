@@ -7,9 +7,11 @@
 //!   step multiplies only the rows still running. Any mask works: holes inside a row carry
 //!   the state (the row simply skips them), pre- and post-padding alike, rows with no valid
 //!   step. Time scales with the number of valid steps, not with `batch * n_steps`.
-//! - **Large products**: the input projection of all valid steps is one matrix product, and
-//!   so are the weight gradients and the input gradients; only `h · U` and its transpose run
-//!   per step. Products go through the `gemm` crate with run-time AVX-512 dispatch.
+//! - **Large products**: the input projection of all valid steps is one matrix product per
+//!   gate, and the weight and input gradients are large products too; only `h · U` and its
+//!   transpose run per step. The large products go through the `gemm` crate; the per-step products
+//!   multiply by the recurrent weights packed once per call, with an AVX-512 microkernel
+//!   (chosen at run time; gemm on other CPUs and for `f64`).
 //! - **Fused cells** ([`CellKind`]): gate non-linearities and the state update in one
 //!   branch-free pass per row, vectorised through run-time SIMD dispatch.
 //! - **A thread pair**: with `threads = 2` each thread owns half of the hidden units (all

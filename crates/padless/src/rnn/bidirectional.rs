@@ -88,7 +88,6 @@ impl<C: Cell> Bidirectional<C> {
     pub fn forward(&self, x: Tensor<3>, mask: Option<&Mask>) -> Result<RecurrentOutput> {
         let [batch, time, features] = x.dims();
         check_mask_for(mask, &[batch, time], "Bidirectional")?;
-        let (seq_f, states_f) = self.forward.run(x.clone(), mask, None)?;
         let order = reversal_order(mask, batch, time, &x.device());
         let gather = |t: Tensor<3>, width: usize| {
             t.gather(
@@ -99,7 +98,10 @@ impl<C: Cell> Bidirectional<C> {
                     .expand([batch, time, width]),
             )
         };
-        let (seq_b, states_b) = self.backward.run(gather(x, features), mask, None)?;
+        // Both halves in one call: side by side on two threads where the fused path applies.
+        let reversed = gather(x.clone(), features);
+        let [(seq_f, states_f), (seq_b, states_b)] =
+            self.forward.run_pair(&self.backward, x, reversed, mask)?;
         let seq_b = gather(seq_b, self.backward.d_hidden());
         let mut sequence = self.merge_mode.merge(seq_f, seq_b);
         sequence = zero_masked(sequence, mask);

@@ -7,7 +7,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{Bool, Tensor};
 
 use super::cell::Cell;
-use super::fused::{FusedInput, try_fused_loop};
+use super::fused::{FusedInput, PairHalf, try_fused_loop, try_fused_pair};
 use crate::error::{Error, Result};
 use crate::layer::{Layer, Spec};
 use crate::mask::{Mask, Padding, check_mask_for, zero_masked};
@@ -225,6 +225,66 @@ impl<C: Cell> Recurrent<C> {
         mask: Option<&Mask>,
         initial_state: Option<Vec<Tensor<2>>>,
     ) -> Result<(Tensor<3>, Vec<Tensor<2>>)> {
+        let initial = self.checked_initial(&x, mask, initial_state)?;
+        let (sequence, states) = masked_loop(
+            &self.cell,
+            x,
+            mask,
+            initial,
+            self.options.zero_output_for_mask,
+        );
+        self.keep_states(&states);
+        Ok((sequence, states))
+    }
+
+    /// [`Recurrent::run`] of this layer over `x` and of `other` over `x_other` (a
+    /// `Bidirectional` layer's halves, no given initial states): one fused operation with
+    /// the two loops side by side where it applies, else the two runs one after the other.
+    pub(crate) fn run_pair(
+        &self,
+        other: &Recurrent<C>,
+        x: Tensor<3>,
+        x_other: Tensor<3>,
+        mask: Option<&Mask>,
+    ) -> Result<[(Tensor<3>, Vec<Tensor<2>>); 2]> {
+        let initial = self.checked_initial(&x, mask, None)?;
+        let initial_other = other.checked_initial(&x_other, mask, None)?;
+        let zero_output = self.options.zero_output_for_mask;
+        if zero_output == other.options.zero_output_for_mask
+            && let Some(pair) = try_fused_pair(
+                PairHalf {
+                    parts: self.cell.fused_parts(),
+                    x: &x,
+                    initial: &initial,
+                },
+                PairHalf {
+                    parts: other.cell.fused_parts(),
+                    x: &x_other,
+                    initial: &initial_other,
+                },
+                mask,
+                zero_output,
+            )
+        {
+            self.keep_states(&pair[0].1);
+            other.keep_states(&pair[1].1);
+            return Ok(pair);
+        }
+        let (sequence, states) = masked_loop(&self.cell, x, mask, initial, zero_output);
+        self.keep_states(&states);
+        let zero_output_other = other.options.zero_output_for_mask;
+        let second = masked_loop(&other.cell, x_other, mask, initial_other, zero_output_other);
+        other.keep_states(&second.1);
+        Ok([(sequence, states), second])
+    }
+
+    /// Checks `x` and `mask` and returns the states the loop starts from.
+    fn checked_initial(
+        &self,
+        x: &Tensor<3>,
+        mask: Option<&Mask>,
+        initial_state: Option<Vec<Tensor<2>>>,
+    ) -> Result<Vec<Tensor<2>>> {
         let [batch, time, features] = x.dims();
         let name = C::TYPE_NAME;
         if features != self.cell.d_input() {
@@ -242,16 +302,7 @@ impl<C: Cell> Recurrent<C> {
             ));
         }
         check_mask_for(mask, &[batch, time], name)?;
-        let initial = self.initial_states(batch, initial_state, &x.device())?;
-        let (sequence, states) = masked_loop(
-            &self.cell,
-            x,
-            mask,
-            initial,
-            self.options.zero_output_for_mask,
-        );
-        self.keep_states(&states);
-        Ok((sequence, states))
+        self.initial_states(batch, initial_state, &x.device())
     }
 
     fn initial_states(

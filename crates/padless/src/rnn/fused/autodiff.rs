@@ -19,6 +19,7 @@ use burn::backend::tensor::FloatTensor;
 
 use super::host::{self, Inputs, Saved};
 use super::ops::{FusedRecurrentBackend, FusedSpec};
+use super::pair;
 
 #[derive(Debug)]
 struct FusedRecurrentBackward;
@@ -91,5 +92,41 @@ impl<B: Backend, C: CheckpointStrategy> FusedRecurrentBackend for Autodiff<B, C>
             }
             OpsKind::UnTracked(prep) => prep.finish(host::forward(inputs, &spec, false).0),
         }
+    }
+
+    fn fused_recurrent_pair(
+        first_x: FloatTensor<Self>,
+        first_kernel: FloatTensor<Self>,
+        first_recurrent_kernel: FloatTensor<Self>,
+        first_bias: FloatTensor<Self>,
+        first_h0: FloatTensor<Self>,
+        first_c0: FloatTensor<Self>,
+        second_x: FloatTensor<Self>,
+        second_kernel: FloatTensor<Self>,
+        second_recurrent_kernel: FloatTensor<Self>,
+        second_bias: FloatTensor<Self>,
+        second_h0: FloatTensor<Self>,
+        second_c0: FloatTensor<Self>,
+        specs: [FusedSpec; 2],
+    ) -> FloatTensor<Self> {
+        pair::autodiff_pair::<B, C>(
+            [
+                first_x,
+                first_kernel,
+                first_recurrent_kernel,
+                first_bias,
+                first_h0,
+                first_c0,
+            ],
+            [
+                second_x,
+                second_kernel,
+                second_recurrent_kernel,
+                second_bias,
+                second_h0,
+                second_c0,
+            ],
+            specs,
+        )
     }
 }

@@ -54,14 +54,14 @@ fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
-fn read<B: Backend, T: Element>(tensor: FloatTensor<B>) -> Vec<T> {
+pub(crate) fn read<B: Backend, T: Element>(tensor: FloatTensor<B>) -> Vec<T> {
     block_on(B::float_into_data(tensor))
         .expect("reading a tensor for the fused kernels")
         .try_into_vec::<T>()
         .expect("fused kernels: tensors of one float type")
 }
 
-fn write<B: Backend, T: Element>(
+pub(crate) fn write<B: Backend, T: Element>(
     values: Vec<T>,
     shape: Vec<usize>,
     device: &B::Device,
@@ -91,72 +91,109 @@ pub(crate) fn forward<B: Backend>(
     }
 }
 
-/// The forward pass on the host; the workspace only with `keep` (inference skips saving it).
+/// A fused call's inputs read into host vectors.
+pub(crate) struct HostInputs<T> {
+    x: Vec<T>,
+    kernel: Vec<T>,
+    recurrent_kernel: Vec<T>,
+    bias: Vec<T>,
+    initial: Vec<Vec<T>>,
+}
+
+impl<T: Real + Element> HostInputs<T> {
+    /// Reads the primitives (on the calling thread).
+    pub(crate) fn read<B: Backend>(inputs: Inputs<B>) -> Self {
+        HostInputs {
+            x: read::<B, T>(inputs.x),
+            kernel: read::<B, T>(inputs.kernel),
+            recurrent_kernel: read::<B, T>(inputs.recurrent_kernel),
+            bias: read::<B, T>(inputs.bias),
+            initial: inputs.initial.into_iter().map(read::<B, T>).collect(),
+        }
+    }
+
+    /// Runs the kernel: the packed output `[batch, n_steps + n_states, d_hidden]` and, with
+    /// `keep`, the workspace. Plain host work, so two calls may run on two threads.
+    pub(crate) fn run(&self, spec: &FusedSpec, keep: bool) -> (Vec<T>, Option<Workspace<T>>) {
+        let initial_refs: Vec<&[T]> = self.initial.iter().map(Vec::as_slice).collect();
+        let seq = Sequences {
+            x: &self.x,
+            batch: spec.batch,
+            n_steps: spec.n_steps,
+            mask: spec.mask.as_deref(),
+            initial: &initial_refs,
+        };
+        let weights = Weights {
+            kernel: &self.kernel,
+            recurrent_kernel: &self.recurrent_kernel,
+            bias: Some(&self.bias),
+        };
+        let mut out = vec![T::ZERO; packed_len(spec)];
+        fn run<C: CellKind, T: Real>(
+            kernel: RecurrentKernel<C>,
+            seq: &Sequences<'_, T>,
+            weights: &Weights<'_, T>,
+            out: &mut [T],
+            keep: bool,
+        ) -> Option<Workspace<T>> {
+            if keep {
+                Some(kernel.forward(seq, weights, out))
+            } else {
+                kernel.infer(seq, weights, out);
+                None
+            }
+        }
+        let cfg = spec.config;
+        let ws = match spec.cell {
+            FusedCell::Lstm => run(
+                RecurrentKernel::<Lstm>::new(cfg),
+                &seq,
+                &weights,
+                &mut out,
+                keep,
+            ),
+            FusedCell::Gru => run(
+                RecurrentKernel::<Gru>::new(cfg),
+                &seq,
+                &weights,
+                &mut out,
+                keep,
+            ),
+            FusedCell::SimpleRnn => run(
+                RecurrentKernel::<SimpleRnn>::new(cfg),
+                &seq,
+                &weights,
+                &mut out,
+                keep,
+            ),
+        };
+        (out, ws)
+    }
+}
+
+/// Elements of one call's packed output.
+pub(crate) fn packed_len(spec: &FusedSpec) -> usize {
+    spec.batch * (spec.n_steps + spec.cell.n_states()) * spec.config.d_hidden
+}
+
+/// The shape of one call's packed output.
+pub(crate) fn packed_shape(spec: &FusedSpec) -> Vec<usize> {
+    vec![
+        spec.batch,
+        spec.n_steps + spec.cell.n_states(),
+        spec.config.d_hidden,
+    ]
+}
+
+/// The forward pass in the float type `T`: the packed output and, with `keep`, the workspace.
 fn forward_typed<B: Backend, T: Real + Element>(
     inputs: Inputs<B>,
     spec: &FusedSpec,
     keep: bool,
 ) -> (FloatTensor<B>, Option<Workspace<T>>) {
     let device = inputs.x.device();
-    let x: Vec<T> = read::<B, T>(inputs.x);
-    let kernel: Vec<T> = read::<B, T>(inputs.kernel);
-    let recurrent_kernel: Vec<T> = read::<B, T>(inputs.recurrent_kernel);
-    let bias: Vec<T> = read::<B, T>(inputs.bias);
-    let initial: Vec<Vec<T>> = inputs.initial.into_iter().map(read::<B, T>).collect();
-    let initial_refs: Vec<&[T]> = initial.iter().map(Vec::as_slice).collect();
-    let seq = Sequences {
-        x: &x,
-        batch: spec.batch,
-        n_steps: spec.n_steps,
-        mask: spec.mask.as_deref(),
-        initial: &initial_refs,
-    };
-    let weights = Weights {
-        kernel: &kernel,
-        recurrent_kernel: &recurrent_kernel,
-        bias: Some(&bias),
-    };
-    let n_states = spec.cell.n_states();
-    let mut out = vec![T::ZERO; spec.batch * (spec.n_steps + n_states) * spec.config.d_hidden];
-    fn run<C: CellKind, T: Real>(
-        kernel: RecurrentKernel<C>,
-        seq: &Sequences<'_, T>,
-        weights: &Weights<'_, T>,
-        out: &mut [T],
-        keep: bool,
-    ) -> Option<Workspace<T>> {
-        if keep {
-            Some(kernel.forward(seq, weights, out))
-        } else {
-            kernel.infer(seq, weights, out);
-            None
-        }
-    }
-    let ws = match spec.cell {
-        FusedCell::Lstm => run(
-            RecurrentKernel::<Lstm>::new(spec.config),
-            &seq,
-            &weights,
-            &mut out,
-            keep,
-        ),
-        FusedCell::Gru => run(
-            RecurrentKernel::<Gru>::new(spec.config),
-            &seq,
-            &weights,
-            &mut out,
-            keep,
-        ),
-        FusedCell::SimpleRnn => run(
-            RecurrentKernel::<SimpleRnn>::new(spec.config),
-            &seq,
-            &weights,
-            &mut out,
-            keep,
-        ),
-    };
-    let shape = vec![spec.batch, spec.n_steps + n_states, spec.config.d_hidden];
-    (write::<B, T>(out, shape, &device), ws)
+    let (out, ws) = HostInputs::<T>::read(inputs).run(spec, keep);
+    (write::<B, T>(out, packed_shape(spec), &device), ws)
 }
 
 /// Runs the backward pass from the gradient of the packed output.
@@ -171,12 +208,18 @@ pub(crate) fn backward<B: Backend>(
     }
 }
 
-fn run_backward<C: CellKind, T: Real>(
+/// The kernel's backward pass on host vectors (plain host work, like [`HostInputs::run`]).
+pub(crate) fn run_backward<T: Real>(
     spec: &FusedSpec,
     ws: Workspace<T>,
     d_out: &[T],
 ) -> Gradients<T> {
-    RecurrentKernel::<C>::new(spec.config).backward(ws, d_out)
+    let cfg = spec.config;
+    match spec.cell {
+        FusedCell::Lstm => RecurrentKernel::<Lstm>::new(cfg).backward(ws, d_out),
+        FusedCell::Gru => RecurrentKernel::<Gru>::new(cfg).backward(ws, d_out),
+        FusedCell::SimpleRnn => RecurrentKernel::<SimpleRnn>::new(cfg).backward(ws, d_out),
+    }
 }
 
 fn backward_typed<B: Backend, T: Real + Element>(
@@ -186,11 +229,15 @@ fn backward_typed<B: Backend, T: Real + Element>(
 ) -> Grads<B> {
     let device = grad.device();
     let d_out: Vec<T> = read::<B, T>(grad);
-    let grads = match spec.cell {
-        FusedCell::Lstm => run_backward::<Lstm, T>(spec, ws, &d_out),
-        FusedCell::Gru => run_backward::<Gru, T>(spec, ws, &d_out),
-        FusedCell::SimpleRnn => run_backward::<SimpleRnn, T>(spec, ws, &d_out),
-    };
+    grads_to_tensors(run_backward(spec, ws, &d_out), spec, &device)
+}
+
+/// The kernel's gradients as primitives of `B`, in the shapes of the call's inputs.
+pub(crate) fn grads_to_tensors<B: Backend, T: Real + Element>(
+    grads: Gradients<T>,
+    spec: &FusedSpec,
+    device: &B::Device,
+) -> Grads<B> {
     let cfg = &spec.config;
     let (d, h, batch) = (cfg.d_input, cfg.d_hidden, spec.batch);
     let width = grads.d_recurrent_kernel.len() / h.max(1);
@@ -200,17 +247,17 @@ fn backward_typed<B: Backend, T: Real + Element>(
         vec![batch, spec.n_steps, d]
     };
     Grads {
-        x: write::<B, T>(grads.d_x, x_shape, &device),
-        kernel: write::<B, T>(grads.d_kernel, vec![d, width], &device),
-        recurrent_kernel: write::<B, T>(grads.d_recurrent_kernel, vec![h, width], &device),
+        x: write::<B, T>(grads.d_x, x_shape, device),
+        kernel: write::<B, T>(grads.d_kernel, vec![d, width], device),
+        recurrent_kernel: write::<B, T>(grads.d_recurrent_kernel, vec![h, width], device),
         bias: grads.d_bias.map(|b| {
             let n = b.len();
-            write::<B, T>(b, vec![n], &device)
+            write::<B, T>(b, vec![n], device)
         }),
         initial: grads
             .d_initial
             .into_iter()
-            .map(|s| write::<B, T>(s, vec![batch, h], &device))
+            .map(|s| write::<B, T>(s, vec![batch, h], device))
             .collect(),
     }
 }

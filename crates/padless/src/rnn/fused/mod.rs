@@ -9,6 +9,7 @@
 mod autodiff;
 mod host;
 mod ops;
+mod pair;
 
 use std::cell::Cell as StdCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -23,6 +24,7 @@ pub use ops::{FusedCell, FusedRecurrentBackend, FusedSpec};
 static ENABLED: AtomicBool = AtomicBool::new(true);
 static THREADS: AtomicUsize = AtomicUsize::new(0);
 static CALLS: AtomicUsize = AtomicUsize::new(0);
+static PAIR_CALLS: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
     static COMPOSITE_HERE: StdCell<bool> = const { StdCell::new(false) };
@@ -65,6 +67,12 @@ pub fn fused_calls() -> usize {
     CALLS.load(Ordering::Relaxed)
 }
 
+/// How many pairs of recurrent loops (`Bidirectional` halves) have run as one fused
+/// operation, side by side, in this process (each pair also counts 2 in [`fused_calls`]).
+pub fn fused_pair_calls() -> usize {
+    PAIR_CALLS.load(Ordering::Relaxed)
+}
+
 /// A cell's weights as the fused kernels take them, in Keras layout.
 #[derive(Debug, Clone)]
 pub struct FusedParts {
@@ -97,6 +105,94 @@ pub(crate) enum FusedInput<'a> {
     Repeated(&'a Tensor<2>, usize, Option<&'a Mask>),
 }
 
+/// A fused call ready to run: the six tensors in parent order and the spec.
+struct Call {
+    tensors: [DispatchTensor; 6],
+    spec: FusedSpec,
+}
+
+type DispatchTensor = burn::backend::tensor::FloatTensor<Dispatch>;
+
+impl Call {
+    /// The call for `parts` over `input`, or `None` off the flex backend or for a float type
+    /// without kernels.
+    fn new(
+        parts: FusedParts,
+        input: FusedInput<'_>,
+        initial: &[Tensor<2>],
+        zero_output_for_mask: bool,
+        threads: usize,
+    ) -> Option<Call> {
+        let (x, batch, n_steps, d_input, mask) = match input {
+            FusedInput::Sequence(x, mask) => {
+                let [batch, n_steps, d_input] = x.dims();
+                (x.clone().into_dispatch(), batch, n_steps, d_input, mask)
+            }
+            FusedInput::Repeated(x, n_steps, mask) => {
+                let [batch, d_input] = x.dims();
+                (x.clone().into_dispatch(), batch, n_steps, d_input, mask)
+            }
+        };
+        let device = parts.kernel.device();
+        if !on_flex(&device) || !matches!(parts.kernel.dtype(), DType::F32 | DType::F64) {
+            return None;
+        }
+        let d_hidden = parts.recurrent_kernel.dims()[0];
+        let n_bias = if parts.cell == FusedCell::Gru {
+            6
+        } else {
+            parts.cell.n_gates()
+        } * d_hidden;
+        let bias = parts
+            .bias
+            .unwrap_or_else(|| Tensor::zeros([n_bias], &device));
+        let spec = FusedSpec {
+            cell: parts.cell,
+            config: KernelConfig {
+                d_input,
+                d_hidden,
+                threads,
+                zero_output_for_mask,
+                go_backwards: false,
+                constant_input: matches!(input, FusedInput::Repeated(..)),
+            },
+            batch,
+            n_steps,
+            mask: mask.map(|m| m.to_vec().into()),
+        };
+        let tensors = [
+            x,
+            parts.kernel.into_dispatch(),
+            parts.recurrent_kernel.into_dispatch(),
+            bias.into_dispatch(),
+            initial[0].clone().into_dispatch(),
+            initial
+                .get(1)
+                .unwrap_or(&initial[0])
+                .clone()
+                .into_dispatch(),
+        ];
+        Some(Call { tensors, spec })
+    }
+}
+
+/// Splits a packed output `[batch, n_steps + n_states, d_hidden]` into the sequence and the
+/// final states.
+fn unpack(packed: Tensor<3>, spec: &FusedSpec) -> (Tensor<3>, Vec<Tensor<2>>) {
+    let (batch, n_steps, d_hidden) = (spec.batch, spec.n_steps, spec.config.d_hidden);
+    let sequence = packed.clone().slice([0..batch, 0..n_steps, 0..d_hidden]);
+    let states = (0..spec.cell.n_states())
+        .map(|s| {
+            let at = n_steps + s;
+            packed
+                .clone()
+                .slice([0..batch, at..at + 1, 0..d_hidden])
+                .reshape([batch, d_hidden])
+        })
+        .collect();
+    (sequence, states)
+}
+
 /// The masked loop as one fused operation, or `None` where the fused path does not apply.
 /// Same contract as the composite loop: `(sequence [batch, time, d_hidden], states)`.
 pub(crate) fn try_fused_loop(
@@ -106,68 +202,93 @@ pub(crate) fn try_fused_loop(
     zero_output_for_mask: bool,
 ) -> Option<(Tensor<3>, Vec<Tensor<2>>)> {
     let parts = parts.filter(|_| fused_enabled())?;
-    let (x, batch, n_steps, d_input, mask) = match input {
-        FusedInput::Sequence(x, mask) => {
-            let [batch, n_steps, d_input] = x.dims();
-            (x.clone().into_dispatch(), batch, n_steps, d_input, mask)
-        }
-        FusedInput::Repeated(x, n_steps, mask) => {
-            let [batch, d_input] = x.dims();
-            (x.clone().into_dispatch(), batch, n_steps, d_input, mask)
-        }
-    };
-    let device = parts.kernel.device();
-    if !on_flex(&device) || !matches!(parts.kernel.dtype(), DType::F32 | DType::F64) {
-        return None;
-    }
+    let call = Call::new(
+        parts,
+        input,
+        initial,
+        zero_output_for_mask,
+        kernel_threads(),
+    )?;
     CALLS.fetch_add(1, Ordering::Relaxed);
-    let d_hidden = parts.recurrent_kernel.dims()[0];
-    let n_states = parts.cell.n_states();
-    let n_bias = if parts.cell == FusedCell::Gru {
-        6
-    } else {
-        parts.cell.n_gates()
-    } * d_hidden;
-    let bias = parts
-        .bias
-        .unwrap_or_else(|| Tensor::zeros([n_bias], &device));
-    let spec = FusedSpec {
-        cell: parts.cell,
-        config: KernelConfig {
-            d_input,
-            d_hidden,
-            threads: kernel_threads(),
-            zero_output_for_mask,
-            go_backwards: false,
-            constant_input: matches!(input, FusedInput::Repeated(..)),
-        },
-        batch,
-        n_steps,
-        mask: mask.map(|m| m.to_vec().into()),
-    };
+    let [x, kernel, recurrent_kernel, bias, h0, c0] = call.tensors;
     let packed = <Dispatch as FusedRecurrentBackend>::fused_recurrent(
         x,
-        parts.kernel.into_dispatch(),
-        parts.recurrent_kernel.into_dispatch(),
-        bias.into_dispatch(),
-        initial[0].clone().into_dispatch(),
-        initial
-            .get(1)
-            .unwrap_or(&initial[0])
-            .clone()
-            .into_dispatch(),
-        spec,
+        kernel,
+        recurrent_kernel,
+        bias,
+        h0,
+        c0,
+        call.spec.clone(),
     );
-    let packed: Tensor<3> = Tensor::from_dispatch(packed);
-    let sequence = packed.clone().slice([0..batch, 0..n_steps, 0..d_hidden]);
-    let states = (0..n_states)
-        .map(|s| {
-            let at = n_steps + s;
-            packed
-                .clone()
-                .slice([0..batch, at..at + 1, 0..d_hidden])
-                .reshape([batch, d_hidden])
-        })
-        .collect();
-    Some((sequence, states))
+    Some(unpack(Tensor::from_dispatch(packed), &call.spec))
+}
+
+/// One direction of a [`try_fused_pair`]: the cell's weights, its input sequence and its
+/// initial states.
+pub(crate) struct PairHalf<'a> {
+    pub parts: Option<FusedParts>,
+    pub x: &'a Tensor<3>,
+    pub initial: &'a [Tensor<2>],
+}
+
+/// Two masked loops of the same cell over same-shaped sequences (a `Bidirectional` layer's
+/// directions) as one fused operation, each direction on its own thread with the one-thread
+/// kernel; `None` where the fused path does not apply or only one kernel thread is allowed.
+/// Each result is what [`try_fused_loop`] returns for that half.
+pub(crate) fn try_fused_pair(
+    first: PairHalf<'_>,
+    second: PairHalf<'_>,
+    mask: Option<&Mask>,
+    zero_output_for_mask: bool,
+) -> Option<[(Tensor<3>, Vec<Tensor<2>>); 2]> {
+    if !fused_enabled() || kernel_threads() < 2 || first.x.dims() != second.x.dims() {
+        return None;
+    }
+    let (parts_first, parts_second) = (first.parts?, second.parts?);
+    let same_shape = parts_first.cell == parts_second.cell
+        && parts_first.recurrent_kernel.dims() == parts_second.recurrent_kernel.dims()
+        && parts_first.kernel.dtype() == parts_second.kernel.dtype();
+    if !same_shape {
+        return None;
+    }
+    let call = |parts, x, initial| {
+        Call::new(
+            parts,
+            FusedInput::Sequence(x, mask),
+            initial,
+            zero_output_for_mask,
+            1,
+        )
+    };
+    let a = call(parts_first, first.x, first.initial)?;
+    let b = call(parts_second, second.x, second.initial)?;
+    CALLS.fetch_add(2, Ordering::Relaxed);
+    PAIR_CALLS.fetch_add(1, Ordering::Relaxed);
+    let [x1, k1, r1, b1, h1, c1] = a.tensors;
+    let [x2, k2, r2, b2, h2, c2] = b.tensors;
+    let specs = [a.spec, b.spec];
+    let packed = <Dispatch as FusedRecurrentBackend>::fused_recurrent_pair(
+        x1,
+        k1,
+        r1,
+        b1,
+        h1,
+        c1,
+        x2,
+        k2,
+        r2,
+        b2,
+        h2,
+        c2,
+        specs.clone(),
+    );
+    let packed: Tensor<4> = Tensor::from_dispatch(packed);
+    let [_, batch, rows, d_hidden] = packed.dims();
+    let half = |i: usize| {
+        packed
+            .clone()
+            .slice([i..i + 1, 0..batch, 0..rows, 0..d_hidden])
+            .reshape([batch, rows, d_hidden])
+    };
+    Some([unpack(half(0), &specs[0]), unpack(half(1), &specs[1])])
 }

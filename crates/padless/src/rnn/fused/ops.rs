@@ -7,7 +7,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Flex, backend_extension};
 use padless_kernels::KernelConfig;
 
-use super::host;
+use super::{host, pair};
 
 /// Which cell the fused kernels run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +74,28 @@ pub trait FusedRecurrentBackend: Backend {
         c0: FloatTensor<Self>,
         spec: FusedSpec,
     ) -> FloatTensor<Self>;
+
+    /// Two independent fused calls (`first_*` with `specs[0]`, `second_*` with `specs[1]`,
+    /// each as [`FusedRecurrentBackend::fused_recurrent`] takes them) run side by side, one
+    /// thread each, as a `Bidirectional` layer's two directions are. Both must have the same
+    /// batch, steps, hidden units and cell. Returns both packed outputs stacked:
+    /// `[2, batch, n_steps + n_states, d_hidden]`.
+    #[allow(clippy::too_many_arguments)]
+    fn fused_recurrent_pair(
+        first_x: FloatTensor<Self>,
+        first_kernel: FloatTensor<Self>,
+        first_recurrent_kernel: FloatTensor<Self>,
+        first_bias: FloatTensor<Self>,
+        first_h0: FloatTensor<Self>,
+        first_c0: FloatTensor<Self>,
+        second_x: FloatTensor<Self>,
+        second_kernel: FloatTensor<Self>,
+        second_recurrent_kernel: FloatTensor<Self>,
+        second_bias: FloatTensor<Self>,
+        second_h0: FloatTensor<Self>,
+        second_c0: FloatTensor<Self>,
+        specs: [FusedSpec; 2],
+    ) -> FloatTensor<Self>;
 }
 
 impl FusedRecurrentBackend for Flex {
@@ -95,5 +117,38 @@ impl FusedRecurrentBackend for Flex {
             initial,
         };
         host::forward(inputs, &spec, false).0
+    }
+
+    fn fused_recurrent_pair(
+        first_x: FloatTensor<Self>,
+        first_kernel: FloatTensor<Self>,
+        first_recurrent_kernel: FloatTensor<Self>,
+        first_bias: FloatTensor<Self>,
+        first_h0: FloatTensor<Self>,
+        first_c0: FloatTensor<Self>,
+        second_x: FloatTensor<Self>,
+        second_kernel: FloatTensor<Self>,
+        second_recurrent_kernel: FloatTensor<Self>,
+        second_bias: FloatTensor<Self>,
+        second_h0: FloatTensor<Self>,
+        second_c0: FloatTensor<Self>,
+        specs: [FusedSpec; 2],
+    ) -> FloatTensor<Self> {
+        let n_states = specs[0].cell.n_states();
+        let first = host::Inputs::<Flex> {
+            x: first_x,
+            kernel: first_kernel,
+            recurrent_kernel: first_recurrent_kernel,
+            bias: first_bias,
+            initial: [first_h0, first_c0].into_iter().take(n_states).collect(),
+        };
+        let second = host::Inputs::<Flex> {
+            x: second_x,
+            kernel: second_kernel,
+            recurrent_kernel: second_recurrent_kernel,
+            bias: second_bias,
+            initial: [second_h0, second_c0].into_iter().take(n_states).collect(),
+        };
+        pair::forward([first, second], &specs, false).0
     }
 }
