@@ -134,9 +134,9 @@ pub(crate) fn backward<C: CellKind, T: Real>(mut ws: Workspace<T>, d_out: &[T]) 
     let mut d_c = vec![T::ZERO; if C::N_STATES == 2 { n_running * h } else { 0 }];
     let mut d_kernel = vec![T::ZERO; d * g];
     let mut d_rk = vec![T::ZERO; h * g];
-    // The weight gradients in Keras layout, each thread writing its own units' columns.
-    let mut d_kernel_keras = vec![T::ZERO; d * g];
-    let mut d_rk_keras = vec![T::ZERO; h * g];
+    // The weight gradients in Keras layout: each thread writes its own units' columns of
+    // every row (no zero fill first; lengths set after the team).
+    let (mut d_kernel_keras, mut d_rk_keras) = (Vec::new(), Vec::new());
     let mut d_bias = vec![T::ZERO; C::N_BIAS_ROWS * g];
     let mut d_projection = vec![T::ZERO; if cfg.constant_input { n_running * g } else { 0 }];
     let mut d_inputs = vec![T::ZERO; input_rows * d];
@@ -148,8 +148,8 @@ pub(crate) fn backward<C: CellKind, T: Real>(mut ws: Workspace<T>, d_out: &[T]) 
         Shared::new(&mut d_c),
     );
     let (d_kernel_keras_s, d_rk_keras_s) = (
-        Shared::new(&mut d_kernel_keras),
-        Shared::new(&mut d_rk_keras),
+        Shared::uninit(&mut d_kernel_keras, d * g),
+        Shared::uninit(&mut d_rk_keras, h * g),
     );
     let (d_kernel_s, d_rk_s, d_bias_s) = (
         Shared::new(&mut d_kernel),
@@ -285,8 +285,7 @@ pub(crate) fn backward<C: CellKind, T: Real>(mut ws: Workspace<T>, d_out: &[T]) 
             {
                 for r in 0..n_rows {
                     for (keras, blocked, len) in blocks.runs_of(worker.index) {
-                        let src = matrix.slice(r * g + blocked, len);
-                        keras_out.slice_mut(r * g + keras, len).copy_from_slice(src);
+                        keras_out.write(r * g + keras, matrix.slice(r * g + blocked, len));
                     }
                 }
             }
@@ -306,6 +305,12 @@ pub(crate) fn backward<C: CellKind, T: Real>(mut ws: Workspace<T>, d_out: &[T]) 
         }
     });
 
+    // SAFETY: the team wrote every element of both (see `Shared::uninit`): each thread the
+    // Keras columns of its own units in every row, and the threads' units cover all units.
+    unsafe {
+        d_kernel_keras.set_len(d * g);
+        d_rk_keras.set_len(h * g);
+    }
     let d_x = scatter_inputs(&ws, &d_inputs);
     let p = &ws.packing;
     for (pos, &row) in p.order.iter().enumerate().take(n_running) {

@@ -255,21 +255,14 @@ pub(crate) fn forward<C: CellKind, T: Real>(
     // its own columns of every slot, by bias or by the row's projection.
     unsafe { gates.set_len(n_slots * g) };
 
+    let kept = |w: &[T]| if for_backward { w.to_vec() } else { Vec::new() };
     Workspace {
         config: *cfg,
         packing,
         n_blocks,
         has_bias: weights.bias.is_some(),
-        kernel: if for_backward {
-            kernel.to_vec()
-        } else {
-            Vec::new()
-        },
-        recurrent_kernel: if for_backward {
-            recurrent_kernel.to_vec()
-        } else {
-            Vec::new()
-        },
+        kernel: kept(kernel),
+        recurrent_kernel: kept(recurrent_kernel),
         inputs,
         gates,
         recurrent,

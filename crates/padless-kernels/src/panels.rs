@@ -107,7 +107,10 @@ impl<T: Real> PackedRhs<T> {
         a: *const T,
         a_row_stride: usize,
     ) {
-        if !self.panels || m == 0 {
+        if m == 0 {
+            return;
+        }
+        if !self.panels {
             // SAFETY: the caller's contract; the copy is `k x n` row-major.
             unsafe {
                 matmul(
