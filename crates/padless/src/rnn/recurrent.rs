@@ -226,15 +226,20 @@ impl<C: Cell> Recurrent<C> {
         initial_state: Option<Vec<Tensor<2>>>,
     ) -> Result<(Tensor<3>, Vec<Tensor<2>>)> {
         let initial = self.checked_initial(&x, mask, initial_state)?;
-        let (sequence, states) = masked_loop(
-            &self.cell,
-            x,
-            mask,
-            initial,
-            self.options.zero_output_for_mask,
-        );
+        Ok(self.loop_and_keep(x, mask, initial))
+    }
+
+    /// `masked_loop` from checked initial states, then the stateful update.
+    fn loop_and_keep(
+        &self,
+        x: Tensor<3>,
+        mask: Option<&Mask>,
+        initial: Vec<Tensor<2>>,
+    ) -> (Tensor<3>, Vec<Tensor<2>>) {
+        let zero_output = self.options.zero_output_for_mask;
+        let (sequence, states) = masked_loop(&self.cell, x, mask, initial, zero_output);
         self.keep_states(&states);
-        Ok((sequence, states))
+        (sequence, states)
     }
 
     /// [`Recurrent::run`] of this layer over `x` and of `other` over `x_other` (a
@@ -270,12 +275,10 @@ impl<C: Cell> Recurrent<C> {
             other.keep_states(&pair[1].1);
             return Ok(pair);
         }
-        let (sequence, states) = masked_loop(&self.cell, x, mask, initial, zero_output);
-        self.keep_states(&states);
-        let zero_output_other = other.options.zero_output_for_mask;
-        let second = masked_loop(&other.cell, x_other, mask, initial_other, zero_output_other);
-        other.keep_states(&second.1);
-        Ok([(sequence, states), second])
+        Ok([
+            self.loop_and_keep(x, mask, initial),
+            other.loop_and_keep(x_other, mask, initial_other),
+        ])
     }
 
     /// Checks `x` and `mask` and returns the states the loop starts from.

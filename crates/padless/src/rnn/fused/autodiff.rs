@@ -36,16 +36,7 @@ impl<B: Backend> Backward<B, 6> for FusedRecurrentBackward {
         let grad = grads.consume::<B>(&ops.node);
         let (saved, spec) = ops.state;
         let saved = Arc::try_unwrap(saved).unwrap_or_else(|shared| (*shared).clone());
-        let computed = host::backward::<B>(saved, &spec, grad);
-        let mut initial = computed.initial.into_iter();
-        let all = [
-            Some(computed.x),
-            Some(computed.kernel),
-            Some(computed.recurrent_kernel),
-            computed.bias,
-            initial.next(),
-            initial.next(),
-        ];
+        let all = host::backward::<B>(saved, &spec, grad).into_parents();
         for (parent, grad) in ops.parents.into_iter().zip(all) {
             if let (Some(node), Some(grad)) = (parent, grad) {
                 grads.register::<B>(node.id, grad);
@@ -64,22 +55,9 @@ impl<B: Backend, C: CheckpointStrategy> FusedRecurrentBackend for Autodiff<B, C>
         c0: FloatTensor<Self>,
         spec: FusedSpec,
     ) -> FloatTensor<Self> {
-        let guards = [
-            x.node(),
-            kernel.node(),
-            recurrent_kernel.node(),
-            bias.node(),
-            h0.node(),
-            c0.node(),
-        ];
-        let initial = [h0, c0].into_iter().take(spec.cell.n_states());
-        let inputs = Inputs::<B> {
-            x: x.into_primitive(),
-            kernel: kernel.into_primitive(),
-            recurrent_kernel: recurrent_kernel.into_primitive(),
-            bias: bias.into_primitive(),
-            initial: initial.map(|s| s.into_primitive()).collect(),
-        };
+        let tensors = [x, kernel, recurrent_kernel, bias, h0, c0];
+        let guards = tensors.each_ref().map(|t| t.node());
+        let inputs = Inputs::<B>::new(tensors.map(|t| t.into_primitive()), spec.cell.n_states());
         match FusedRecurrentBackward
             .prepare::<C>(guards)
             .compute_bound()

@@ -26,6 +26,21 @@ pub(crate) struct Inputs<B: Backend> {
     pub initial: Vec<FloatTensor<B>>,
 }
 
+impl<B: Backend> Inputs<B> {
+    /// From the six tensors in parent order (`x`, kernel, recurrent kernel, bias, `h0`,
+    /// `c0`); `c0` is dropped for a cell with one state.
+    pub fn new(tensors: [FloatTensor<B>; 6], n_states: usize) -> Self {
+        let [x, kernel, recurrent_kernel, bias, h0, c0] = tensors;
+        Inputs {
+            x,
+            kernel,
+            recurrent_kernel,
+            bias,
+            initial: [h0, c0].into_iter().take(n_states).collect(),
+        }
+    }
+}
+
 /// The gradients of a fused call, as primitives of backend `B`.
 pub(crate) struct Grads<B: Backend> {
     pub x: FloatTensor<B>,
@@ -33,6 +48,22 @@ pub(crate) struct Grads<B: Backend> {
     pub recurrent_kernel: FloatTensor<B>,
     pub bias: Option<FloatTensor<B>>,
     pub initial: Vec<FloatTensor<B>>,
+}
+
+impl<B: Backend> Grads<B> {
+    /// The gradients in parent order (as [`Inputs::new`] takes the tensors); `None` where a
+    /// parent gets none (no bias, no second state).
+    pub fn into_parents(self) -> [Option<FloatTensor<B>>; 6] {
+        let mut initial = self.initial.into_iter();
+        [
+            Some(self.x),
+            Some(self.kernel),
+            Some(self.recurrent_kernel),
+            self.bias,
+            initial.next(),
+            initial.next(),
+        ]
+    }
 }
 
 /// The kernel workspace in the float type the forward pass ran in.

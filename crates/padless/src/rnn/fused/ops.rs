@@ -108,14 +108,8 @@ impl FusedRecurrentBackend for Flex {
         c0: FloatTensor<Self>,
         spec: FusedSpec,
     ) -> FloatTensor<Self> {
-        let initial = [h0, c0].into_iter().take(spec.cell.n_states()).collect();
-        let inputs = host::Inputs::<Flex> {
-            x,
-            kernel,
-            recurrent_kernel,
-            bias,
-            initial,
-        };
+        let tensors = [x, kernel, recurrent_kernel, bias, h0, c0];
+        let inputs = host::Inputs::<Flex>::new(tensors, spec.cell.n_states());
         host::forward(inputs, &spec, false).0
     }
 
@@ -135,20 +129,23 @@ impl FusedRecurrentBackend for Flex {
         specs: [FusedSpec; 2],
     ) -> FloatTensor<Self> {
         let n_states = specs[0].cell.n_states();
-        let first = host::Inputs::<Flex> {
-            x: first_x,
-            kernel: first_kernel,
-            recurrent_kernel: first_recurrent_kernel,
-            bias: first_bias,
-            initial: [first_h0, first_c0].into_iter().take(n_states).collect(),
-        };
-        let second = host::Inputs::<Flex> {
-            x: second_x,
-            kernel: second_kernel,
-            recurrent_kernel: second_recurrent_kernel,
-            bias: second_bias,
-            initial: [second_h0, second_c0].into_iter().take(n_states).collect(),
-        };
-        pair::forward([first, second], &specs, false).0
+        let first = [
+            first_x,
+            first_kernel,
+            first_recurrent_kernel,
+            first_bias,
+            first_h0,
+            first_c0,
+        ];
+        let second = [
+            second_x,
+            second_kernel,
+            second_recurrent_kernel,
+            second_bias,
+            second_h0,
+            second_c0,
+        ];
+        let inputs = [first, second].map(|six| host::Inputs::<Flex>::new(six, n_states));
+        pair::forward(inputs, &specs, false).0
     }
 }

@@ -133,17 +133,7 @@ impl<B: Backend> Backward<B, 12> for FusedPairBackward {
         let saved = Arc::try_unwrap(saved).unwrap_or_else(|shared| (*shared).clone());
         let all = backward::<B>(saved, &specs, grad)
             .into_iter()
-            .flat_map(|computed| {
-                let mut initial = computed.initial.into_iter();
-                [
-                    Some(computed.x),
-                    Some(computed.kernel),
-                    Some(computed.recurrent_kernel),
-                    computed.bias,
-                    initial.next(),
-                    initial.next(),
-                ]
-            });
+            .flat_map(Grads::into_parents);
         for (parent, grad) in ops.parents.into_iter().zip(all) {
             if let (Some(node), Some(grad)) = (parent, grad) {
                 grads.register::<B>(node.id, grad);
@@ -154,22 +144,6 @@ impl<B: Backend> Backward<B, 12> for FusedPairBackward {
 
 /// One call's six tensors as autodiff tensors, in parent order.
 type Six<B, C> = [FloatTensor<Autodiff<B, C>>; 6];
-
-/// The six primitives of one call, the state `c0` dropped for a one-state cell.
-fn inputs<B: Backend, C: CheckpointStrategy>(tensors: Six<B, C>, n_states: usize) -> Inputs<B> {
-    let [x, kernel, recurrent_kernel, bias, h0, c0] = tensors;
-    Inputs {
-        x: x.into_primitive(),
-        kernel: kernel.into_primitive(),
-        recurrent_kernel: recurrent_kernel.into_primitive(),
-        bias: bias.into_primitive(),
-        initial: [h0, c0]
-            .into_iter()
-            .take(n_states)
-            .map(|s| s.into_primitive())
-            .collect(),
-    }
-}
 
 /// The pair under autodiff (called by the `FusedRecurrentBackend` implementation).
 pub(crate) fn autodiff_pair<B: Backend, C: CheckpointStrategy>(
@@ -185,10 +159,8 @@ pub(crate) fn autodiff_pair<B: Backend, C: CheckpointStrategy>(
         }
     });
     let n_states = specs[0].cell.n_states();
-    let primitives = [
-        inputs::<B, C>(first, n_states),
-        inputs::<B, C>(second, n_states),
-    ];
+    let primitives =
+        [first, second].map(|six| Inputs::<B>::new(six.map(|t| t.into_primitive()), n_states));
     match FusedPairBackward
         .prepare::<C>(guards)
         .compute_bound()
