@@ -10,7 +10,7 @@ use padless::rnn::fused::{fused_pair_calls, set_kernel_threads, with_composite};
 use padless::tensor_util::f32_vec;
 
 mod common;
-use common::{assert_close_to_scale, values};
+use common::{assert_close_to_scale, read_every_output, values};
 
 const TOLERANCE: f32 = 1e-5;
 const BATCH: usize = 4;
@@ -48,23 +48,8 @@ macro_rules! observe_fn {
             )
             .require_grad();
             let out = layer.forward(x.clone(), Some(&mask())).unwrap();
-            let weights = tensor(
-                values(BATCH * TIME * 2 * D_HIDDEN, 2, 1.0),
-                [BATCH, TIME, 2 * D_HIDDEN],
-            );
-            let mut loss = (out.sequence.clone() * weights).sum();
-            for (s, state) in out.states.iter().enumerate() {
-                let w = tensor(
-                    values(BATCH * D_HIDDEN, 3 + s as u64, 1.0),
-                    [BATCH, D_HIDDEN],
-                );
-                loss = loss + (state.clone() * w).sum();
-            }
+            let (loss, mut observed) = read_every_output(out.sequence, out.states);
             let grads = loss.backward();
-            let mut observed = vec![("sequence".to_string(), f32_vec(out.sequence))];
-            for (s, state) in out.states.into_iter().enumerate() {
-                observed.push((format!("state {s}"), f32_vec(state)));
-            }
             observed.push(("d x".into(), f32_vec(x.grad(&grads).unwrap())));
             for (half, name) in [(&layer.forward, "forward"), (&layer.backward, "backward")] {
                 let cell = &half.cell;

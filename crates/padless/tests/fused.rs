@@ -9,7 +9,7 @@ use padless::rnn::fused::{fused_calls, set_kernel_threads, with_composite};
 use padless::tensor_util::f32_vec;
 
 mod common;
-use common::{assert_close_to_scale, values};
+use common::{assert_close_to_scale, read_every_output, values};
 
 const TOLERANCE: f32 = 1e-5;
 
@@ -77,23 +77,8 @@ macro_rules! observe_fn {
                         given_initial.then(|| initial.clone()),
                     )
                     .unwrap();
-                let weights = tensor(
-                    values(BATCH * TIME * D_HIDDEN, 2, 1.0),
-                    [BATCH, TIME, D_HIDDEN],
-                );
-                let mut loss = (out.sequence.clone() * weights).sum();
-                for (s, state) in out.states.iter().enumerate() {
-                    let w = tensor(
-                        values(BATCH * D_HIDDEN, 3 + s as u64, 1.0),
-                        [BATCH, D_HIDDEN],
-                    );
-                    loss = loss + (state.clone() * w).sum();
-                }
+                let (loss, mut observed) = read_every_output(out.sequence, out.states);
                 let grads = loss.backward();
-                let mut observed = vec![("sequence".to_string(), f32_vec(out.sequence))];
-                for (s, state) in out.states.into_iter().enumerate() {
-                    observed.push((format!("state {s}"), f32_vec(state)));
-                }
                 let grad = |t: Tensor<2>| f32_vec(t.grad(&grads).unwrap());
                 observed.push(("d x".into(), f32_vec(x.grad(&grads).unwrap())));
                 observed.push(("d kernel".into(), grad(layer.cell.kernel.val())));

@@ -1,11 +1,14 @@
-//! Helpers shared by test binaries: the float64 device (`gradients.rs`, `loss_gradients.rs`)
-//! and a seeded value stream with a scaled comparison (`fused.rs`, `decoder_skip.rs`,
-//! `attention.rs`). Each binary uses a part, so unused items are allowed.
+//! Helpers shared by test binaries: the float64 device (`gradients.rs`, `loss_gradients.rs`),
+//! a seeded value stream with a scaled comparison (`fused.rs`, `decoder_skip.rs`,
+//! `attention.rs`, `bidirectional_pair.rs`) and a loss that reads every output of a recurrent
+//! layer (`fused.rs`, `bidirectional_pair.rs`). Each binary uses a part, so unused items are
+//! allowed.
 #![allow(dead_code)]
 
 use std::sync::OnceLock;
 
 use burn::tensor::{Device, FloatDType, Tensor, TensorData};
+use padless::tensor_util::f32_vec;
 
 /// The flex device with autodiff, switched to f64 once per test binary, before any tensor
 /// is made (the setting is per device and per process).
@@ -43,6 +46,30 @@ pub fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
             ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
         })
         .collect()
+}
+
+/// A loss that reads every output of a recurrent layer, `sum(sequence * W) + sum_s
+/// sum(state_s * V_s)` with fixed seeded weights (`W` seed 2, `V_s` seed `3 + s`), so every
+/// output gets a distinct gradient; returned with the outputs themselves, named "sequence"
+/// and "state s", for comparing two runs.
+pub fn read_every_output(
+    sequence: Tensor<3>,
+    states: Vec<Tensor<2>>,
+) -> (Tensor<1>, Vec<(String, Vec<f32>)>) {
+    fn seeded<const D: usize>(like: &Tensor<D>, seed: u64) -> Tensor<D> {
+        let dims = like.dims();
+        let n = dims.iter().product();
+        Tensor::from_data(TensorData::new(values(n, seed, 1.0), dims), &like.device())
+    }
+    let mut loss = (sequence.clone() * seeded(&sequence, 2)).sum();
+    for (s, state) in states.iter().enumerate() {
+        loss = loss + (state.clone() * seeded(state, 3 + s as u64)).sum();
+    }
+    let mut observed = vec![("sequence".to_string(), f32_vec(sequence))];
+    for (s, state) in states.into_iter().enumerate() {
+        observed.push((format!("state {s}"), f32_vec(state)));
+    }
+    (loss, observed)
 }
 
 /// Asserts `got` and `want` agree within `tolerance` times `want`'s largest magnitude (at
