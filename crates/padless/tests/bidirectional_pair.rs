@@ -2,7 +2,8 @@
 //! against the composite loop: outputs, final states and the gradients of the input and of
 //! both halves' weights agree within 1e-5 (relative to each tensor's largest value), for the
 //! LSTM and the GRU, with holes, pre-padding and an empty row in the mask, with and without
-//! learned initial states. With one kernel thread the pair is not used (and still agrees).
+//! learned initial states; masked input steps get a gradient of exactly 0. With one kernel
+//! thread the pair is not used (and still agrees).
 
 use burn::tensor::{Device, Tensor, TensorData};
 use padless::prelude::*;
@@ -101,6 +102,15 @@ fn check<C: Cell>(
             threads == 2,
             "the pair ran with {threads} kernel threads"
         );
+        // A masked step's input gets a gradient of exactly 0 (SEMANTICS: gradients).
+        let (_, d_x) = fused.iter().find(|(what, _)| what == "d x").unwrap();
+        for (step, valid) in mask().to_vec().into_iter().enumerate() {
+            let at = &d_x[step * D_INPUT..(step + 1) * D_INPUT];
+            assert!(
+                valid || at.iter().all(|&g| g == 0.0),
+                "masked step {step} got gradient {at:?} ({threads} threads)"
+            );
+        }
         let composite = with_composite(|| observe(layer));
         for ((what, f), (_, c)) in fused.iter().zip(&composite) {
             assert_close_to_scale(f, c, TOLERANCE, &format!("{what} ({threads} threads)"));
