@@ -520,6 +520,57 @@ fn decoding_is_the_same_alone_and_in_a_padded_batch_and_beam_1_is_greedy() {
     );
 }
 
+/// Greedy decoding drops rows that have ended from later steps; each row must still get
+/// exactly what teacher forcing on its own output predicts, whatever rows end around it. A
+/// model with one output symbol besides EOS ends rows at varied steps; models are drawn until
+/// one does (the check is that at least one of them did).
+#[test]
+fn greedy_rows_that_end_early_leave_the_others_unchanged() {
+    let device = padless::default_device();
+    let sources: Vec<Vec<i64>> = (0..12)
+        .map(|r| {
+            (0..1 + r % 5)
+                .map(|t| 1 + ((r * 7 + t * 3) % 6) as i64)
+                .collect()
+        })
+        .collect();
+    let rows: Vec<&[i64]> = sources.iter().map(Vec::as_slice).collect();
+    let max_len = 8;
+    let mut varied = false;
+    for _ in 0..20 {
+        let config = EncoderDecoderConfig {
+            n_target_tokens: 4,
+            ..small_config(AttentionKind::Dot { scaled: true })
+        };
+        let model = config.init(&device).unwrap();
+        let decoded = greedy_decode(&model, ids(&rows, 5), max_len).unwrap();
+        for (r, tokens) in decoded.iter().enumerate() {
+            // Teacher forcing on BOS + the decoded tokens must pick them, then EOS (if ended).
+            let mut input = vec![1i64];
+            input.extend(tokens);
+            let (logits, _) = model
+                .forward(ids(&[rows[r]], rows[r].len()), ids(&[&input], input.len()))
+                .unwrap();
+            let logits = f32_vec(logits);
+            let picked: Vec<i64> = logits
+                .chunks(4)
+                .map(|step| if step[2] >= step[3] { 2 } else { 3 })
+                .collect();
+            let mut want = tokens.clone();
+            if tokens.len() < max_len {
+                want.push(2);
+            }
+            assert_eq!(picked[..want.len()], want[..], "row {r}");
+        }
+        let lengths: std::collections::BTreeSet<usize> = decoded.iter().map(Vec::len).collect();
+        if lengths.len() > 2 && lengths.iter().any(|&l| l < max_len) {
+            varied = true;
+            break;
+        }
+    }
+    assert!(varied, "no model ended its rows at varied steps");
+}
+
 #[test]
 fn decoded_sequences_pad_to_a_batch_with_the_mask_of_their_lengths() {
     let device = padless::default_device();

@@ -89,14 +89,12 @@ impl<C: Cell> Bidirectional<C> {
         let [batch, time, features] = x.dims();
         check_mask_for(mask, &[batch, time], "Bidirectional")?;
         let order = reversal_order(mask, batch, time, &x.device());
+        // Whole feature rows move, so a row selection over `[batch * time, width]` does it
+        // (far cheaper than an element-wise gather, forward and backward).
         let gather = |t: Tensor<3>, width: usize| {
-            t.gather(
-                1,
-                order
-                    .clone()
-                    .unsqueeze_dim::<3>(2)
-                    .expand([batch, time, width]),
-            )
+            t.reshape([batch * time, width])
+                .select(0, order.clone())
+                .reshape([batch, time, width])
         };
         // Both halves in one call: side by side on two threads where the fused path applies.
         let reversed = gather(x.clone(), features);
@@ -123,26 +121,26 @@ impl<C: Cell> Bidirectional<C> {
     }
 }
 
-/// Per row, the time index each step reads from so that the valid steps come in reverse
-/// order and masked steps stay in place: `[batch, time]`. It is its own inverse, so it also
-/// puts the backward outputs back in input order.
+/// For each step `b * time + t` of the flattened batch, the step it reads from so that each
+/// row's valid steps come in reverse order and masked steps stay in place: `[batch * time]`.
+/// It is its own inverse, so it also puts the backward outputs back in input order.
 fn reversal_order(
     mask: Option<&Mask>,
     batch: usize,
     time: usize,
     device: &burn::tensor::Device,
-) -> Tensor<2, Int> {
+) -> Tensor<1, Int> {
     let valid = mask.map_or_else(|| vec![true; batch * time], Mask::to_vec);
     let mut order = Vec::with_capacity(batch * time);
-    for row in valid.chunks(time) {
+    for (b, row) in valid.chunks(time).enumerate() {
         let positions: Vec<usize> = (0..time).filter(|&t| row[t]).collect();
         let mut row_order: Vec<i64> = (0..time as i64).collect();
         for (j, &p) in positions.iter().enumerate() {
             row_order[p] = positions[positions.len() - 1 - j] as i64;
         }
-        order.extend(row_order);
+        order.extend(row_order.into_iter().map(|t| (b * time) as i64 + t));
     }
-    int_tensor_from(&order, [batch, time], device)
+    int_tensor_from(&order, [batch * time], device)
 }
 
 impl<C: Cell> Layer for Bidirectional<C> {
@@ -214,6 +212,6 @@ mod tests {
         )
         .unwrap();
         let order = i64_vec(reversal_order(Some(&mask), 2, 4, &device));
-        assert_eq!(order, vec![3, 1, 2, 0, 0, 1, 3, 2]);
+        assert_eq!(order, vec![3, 1, 2, 0, 4, 5, 7, 6]);
     }
 }

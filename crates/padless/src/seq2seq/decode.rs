@@ -26,27 +26,31 @@ pub fn greedy_decode(
 ) -> Result<Vec<Vec<i64>>> {
     let [batch, _] = source.dims();
     let device = source.device();
-    let encoded = model.encode(source)?;
+    let mut encoded = model.encode(source)?;
     let mut states = encoded.states.clone();
+    // The rows still decoding (indices into the batch): a row that has emitted EOS is dropped
+    // from the next steps' work once enough rows have ended to make the copy pay.
+    let mut rows: Vec<usize> = (0..batch).collect();
+    let mut finished = vec![false; batch];
     let mut previous = vec![BOS; batch];
     let mut outputs = vec![Vec::new(); batch];
-    let mut finished = vec![false; batch];
     for _ in 0..max_len {
-        let tokens = int_tensor_from(&previous, [batch], &device);
+        let n = rows.len();
+        let tokens = int_tensor_from(&previous, [n], &device);
         let (logits, next) = model.step(tokens, &states, &encoded)?;
         states = next;
         // Padding and the start symbol are never outputs: the choice is among EOS and up.
         let n_tokens = logits.dims()[1];
-        let best: Vec<i64> = i64_vec(
+        previous = i64_vec(
             logits
-                .slice([0..batch, EOS as usize..n_tokens])
+                .slice([0..n, EOS as usize..n_tokens])
                 .argmax(1)
-                .reshape([batch]),
+                .reshape([n]),
         )
         .into_iter()
         .map(|t| t + EOS)
         .collect();
-        for (row, &token) in best.iter().enumerate() {
+        for (&row, &token) in rows.iter().zip(&previous) {
             if finished[row] {
                 continue;
             }
@@ -56,9 +60,20 @@ pub fn greedy_decode(
                 outputs[row].push(token);
             }
         }
-        previous = best;
-        if finished.iter().all(|&f| f) {
+        let open: Vec<usize> = (0..n).filter(|&i| !finished[rows[i]]).collect();
+        if open.is_empty() {
             break;
+        }
+        if 8 * (n - open.len()) >= n {
+            let index: Vec<i64> = open.iter().map(|&i| i as i64).collect();
+            let index = int_tensor_from(&index, [open.len()], &device);
+            encoded = select_rows(encoded, &index);
+            states = states
+                .into_iter()
+                .map(|s| s.select(0, index.clone()))
+                .collect();
+            previous = open.iter().map(|&i| previous[i]).collect();
+            rows = open.iter().map(|&i| rows[i]).collect();
         }
     }
     Ok(outputs)
@@ -218,7 +233,11 @@ fn expand(encoded: Encoded, width: usize) -> Encoded {
     let [batch, _, _] = encoded.keys.dims();
     let device = encoded.keys.device();
     let index: Vec<i64> = (0..batch * width).map(|r| (r / width) as i64).collect();
-    let index = int_tensor_from(&index, [batch * width], &device);
+    select_rows(encoded, &int_tensor_from(&index, [batch * width], &device))
+}
+
+/// The rows `index [rows]` of the encoder's result (keys, mask and states).
+fn select_rows(encoded: Encoded, index: &Tensor<1, Int>) -> Encoded {
     Encoded {
         keys: encoded.keys.select(0, index.clone()),
         mask: encoded

@@ -13,7 +13,7 @@ use crate::layer::Layer;
 use crate::layers::{ActivationKind, Dense, DenseConfig, Embedding, EmbeddingConfig};
 use crate::losses::{LossInputs, LossKind, LossOutput, SequenceLoss, TargetMask, Targets};
 use crate::mask::Mask;
-use crate::rnn::{Bidirectional, Cell, Lstm, LstmCell, LstmConfig, MergeMode};
+use crate::rnn::{Bidirectional, Lstm, LstmCell, LstmConfig, MergeMode};
 use crate::weights::{NamedWeight, strip_prefix};
 
 /// The padding id of both vocabularies.
@@ -258,12 +258,13 @@ impl EncoderDecoder {
             .val()
             .select(0, previous)
             .unsqueeze_dim::<3>(1);
-        let cell = &self.decoder.cell;
-        let projected = cell.project_input(y).reshape([batch, 4 * cell.d_hidden()]);
-        let next = cell.step(projected, states);
-        let h = next[0].clone().unsqueeze_dim::<3>(1);
-        let logits = self.predict_from(h, &encoded.keys, encoded.mask.as_ref())?;
-        Ok((logits.reshape([batch, self.config.n_target_tokens]), next))
+        // One step of the decoder layer (the fused kernel where there is one).
+        let out = self.decoder.forward(y, None, Some(states.to_vec()))?;
+        let logits = self.predict_from(out.sequence, &encoded.keys, encoded.mask.as_ref())?;
+        Ok((
+            logits.reshape([batch, self.config.n_target_tokens]),
+            out.states,
+        ))
     }
 
     /// All weights, named `{part}/{weight}`.
