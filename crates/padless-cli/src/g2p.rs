@@ -9,7 +9,7 @@ use padless_g2p::G2p;
 use padless_g2p::cmudict::{Dictionary, Malformed, parse};
 use padless_g2p::eval::evaluate;
 use padless_g2p::split::{Split, split_by_word};
-use padless_g2p::train::{TrainConfig, train};
+use padless_g2p::train::{Schedule, TrainConfig, train};
 
 /// The G2P subcommands.
 #[derive(Subcommand, Debug)]
@@ -47,6 +47,12 @@ enum MalformedArg {
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
+enum ScheduleArg {
+    Plateau,
+    Linear,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
 enum Preset {
     /// A few minutes on 2 cores.
     Quick,
@@ -71,7 +77,8 @@ pub struct TrainArgs {
     /// Units per encoder direction (overrides the preset).
     #[arg(long)]
     hidden: Option<usize>,
-    /// Dropout on embeddings and before the output layer (overrides the preset).
+    /// Dropout on embeddings, between encoder layers and before the output layer (overrides
+    /// the preset).
     #[arg(long)]
     dropout: Option<f64>,
     /// Stacked bidirectional LSTM layers of the encoder (overrides the preset).
@@ -84,6 +91,13 @@ pub struct TrainArgs {
     /// stops after 4 times as many (overrides the preset).
     #[arg(long)]
     patience: Option<usize>,
+    /// Learning-rate schedule: `plateau` halves it when validation stops improving, `linear`
+    /// takes it down to 0 at the end of the epoch or time budget (overrides the preset).
+    #[arg(long, value_enum)]
+    schedule: Option<ScheduleArg>,
+    /// Adam's initial learning rate (overrides the preset).
+    #[arg(long)]
+    learning_rate: Option<f64>,
     /// Seed of the weights and batches.
     #[arg(long)]
     seed: Option<u64>,
@@ -196,6 +210,18 @@ fn train_command(args: TrainArgs) -> Result<()> {
     config.patience = args.patience.unwrap_or(config.patience);
     config.encoder_layers = args.encoder_layers.unwrap_or(config.encoder_layers);
     config.batch_size = args.batch_size.unwrap_or(config.batch_size);
+    config.learning_rate = args.learning_rate.unwrap_or(config.learning_rate);
+    config.schedule = match args.schedule {
+        Some(ScheduleArg::Plateau) => Schedule::Plateau,
+        Some(ScheduleArg::Linear) => Schedule::Linear,
+        None => config.schedule,
+    };
+    if !(config.learning_rate > 0.0 && config.learning_rate.is_finite()) {
+        bail!(
+            "--learning-rate must be a positive number, found {}",
+            config.learning_rate
+        );
+    }
     if !(0.0..1.0).contains(&config.dropout) {
         bail!("--dropout must be in [0, 1), found {}", config.dropout);
     }
@@ -215,13 +241,15 @@ fn train_command(args: TrainArgs) -> Result<()> {
         split.test.len()
     );
     println!(
-        "model: embedding {}, BiLSTM 2x{} x{} encoder, LSTM {} decoder, {:?} attention, dropout {}; up to {} epochs or {} min",
+        "model: embedding {}, BiLSTM 2x{} x{} encoder, LSTM {} decoder, {:?} attention, dropout {}, {:?} schedule from lr {}; up to {} epochs or {} min",
         config.d_embedding,
         config.d_encoder,
         config.encoder_layers,
         2 * config.d_encoder,
         config.attention,
         config.dropout,
+        config.schedule,
+        config.learning_rate,
         config.max_epochs,
         config.max_minutes
     );

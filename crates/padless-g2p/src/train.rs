@@ -31,7 +31,7 @@ pub struct TrainConfig {
     pub encoder_layers: usize,
     /// The attention score.
     pub attention: AttentionKind,
-    /// Dropout on embeddings and before the output layer.
+    /// Dropout on embeddings, between encoder layers and before the output layer.
     pub dropout: f64,
     /// Pairs per batch.
     pub batch_size: usize,
@@ -48,8 +48,36 @@ pub struct TrainConfig {
     /// Validation words decoded after each epoch (the first ones of the validation split).
     pub validation_words: usize,
     /// Halve the learning rate after each run of this many epochs without a better
-    /// validation score; stop after `4 * patience` such epochs in a row.
+    /// validation score ([`Schedule::Plateau`]); stop after `4 * patience` such epochs in a
+    /// row.
     pub patience: usize,
+    /// How the learning rate moves over the run.
+    #[serde(default)]
+    pub schedule: Schedule,
+}
+
+/// The learning-rate schedule of a training run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Schedule {
+    /// Constant, halved after each `patience` epochs without a better validation score.
+    #[default]
+    Plateau,
+    /// Falls linearly from the initial rate to 0 over the budget: before each step the rate is
+    /// `initial * (1 - progress)`, where progress is the larger of the elapsed fraction of
+    /// `max_minutes` and the fraction of `max_epochs` done (at least 1% of the initial rate
+    /// remains). Training on a fixed time budget gains from ending at a small rate.
+    Linear,
+}
+
+impl Schedule {
+    /// The learning rate at `progress` (0 at the start, 1 at the end of the budget), given
+    /// `current`, the rate the plateau rule has reached.
+    pub fn rate(self, initial: f64, current: f64, progress: f64) -> f64 {
+        match self {
+            Schedule::Plateau => current,
+            Schedule::Linear => initial * (1.0 - progress.clamp(0.0, 1.0)).max(0.01),
+        }
+    }
 }
 
 impl TrainConfig {
@@ -70,6 +98,7 @@ impl TrainConfig {
             seed: 1,
             validation_words: 500,
             patience: 1,
+            schedule: Schedule::Plateau,
         }
     }
 
@@ -89,6 +118,7 @@ impl TrainConfig {
             seed: 1,
             validation_words: 2000,
             patience: 1,
+            schedule: Schedule::Plateau,
         }
     }
 
@@ -117,7 +147,7 @@ pub struct EpochLog {
     pub validation_wer: f64,
     /// Greedy PER on the validation words.
     pub validation_per: f64,
-    /// The learning rate used.
+    /// The learning rate of the epoch's last step.
     pub learning_rate: f64,
     /// Seconds since the start of training.
     pub seconds: f64,
@@ -203,8 +233,18 @@ pub fn train(
             device,
         );
         let bar = progress_bar(batches.len(), epoch);
+        let epoch_steps = batches.len().max(1);
+        let mut rate_used = learning_rate;
         let (mut loss_sum, mut loss_steps) = (0.0, 0usize);
-        for batch in &batches {
+        for (i, batch) in batches.iter().enumerate() {
+            let progress = f64::max(
+                start.elapsed().as_secs_f64() / budget,
+                ((epoch - 1) as f64 + i as f64 / epoch_steps as f64) / config.max_epochs as f64,
+            );
+            let rate = config
+                .schedule
+                .rate(config.learning_rate, learning_rate, progress);
+            rate_used = rate;
             let out = network.loss(
                 batch.source.clone(),
                 batch.decoder_input.clone(),
@@ -215,7 +255,7 @@ pub fn train(
             loss_sum += value * batch.n_target_steps as f64;
             loss_steps += batch.n_target_steps;
             let grads = GradientsParams::from_grads(loss.backward(), &network);
-            network = optimizer.step(learning_rate, network, grads);
+            network = optimizer.step(rate, network, grads);
             steps += 1;
             bar.inc(1);
             bar.set_message(format!("loss {:.4}", loss_sum / loss_steps as f64));
@@ -235,7 +275,7 @@ pub fn train(
             train_loss: loss_sum / loss_steps.max(1) as f64,
             validation_wer: report.wer,
             validation_per: report.per,
-            learning_rate,
+            learning_rate: rate_used,
             seconds: start.elapsed().as_secs_f64(),
         };
         on_epoch(&log);
@@ -256,7 +296,7 @@ pub fn train(
             )?;
         } else {
             since_best += 1;
-            if since_best % config.patience.max(1) == 0 {
+            if since_best % config.patience.max(1) == 0 && config.schedule == Schedule::Plateau {
                 learning_rate *= 0.5;
             }
         }
@@ -284,4 +324,19 @@ fn progress_bar(len: usize, epoch: usize) -> indicatif::ProgressBar {
         .progress_chars("=> "),
     );
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Schedule;
+
+    #[test]
+    fn linear_schedule_falls_to_one_percent_and_plateau_keeps_the_current_rate() {
+        let rate = |progress| Schedule::Linear.rate(2e-3, 5e-4, progress);
+        assert_eq!(rate(0.0), 2e-3);
+        assert!((rate(0.25) - 1.5e-3).abs() < 1e-15);
+        assert!((rate(0.995) - 2e-5).abs() < 1e-15);
+        assert!((rate(1.5) - 2e-5).abs() < 1e-15);
+        assert_eq!(Schedule::Plateau.rate(2e-3, 5e-4, 0.7), 5e-4);
+    }
 }
