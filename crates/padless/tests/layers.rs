@@ -478,3 +478,32 @@ fn bad_input_gives_errors_naming_both_shapes() {
         .to_string();
     assert!(err.contains("Masking: expected sequence"), "{err}");
 }
+
+#[test]
+fn dropout_keeps_the_rate_and_its_gradient_is_the_same_mask() {
+    let device = training_device();
+    let n = 100_000;
+    let x = tensor_from(&vec![3.0; n], [10, n / 10], &device).require_grad();
+    let out = padless::layers::dropout(x.clone(), 0.3);
+    let values = f32_vec(out.clone());
+    let kept = values.iter().filter(|&&v| v != 0.0).count();
+    // 0.7 of 100,000 kept; the standard deviation of the count is 145.
+    assert!((69_000..71_000).contains(&kept), "{kept} of {n} kept");
+    assert!(
+        values
+            .iter()
+            .all(|&v| v == 0.0 || (v - 3.0 / 0.7).abs() < 1e-5)
+    );
+    let grads = (out * 2.0).sum().backward();
+    let grad = f32_vec(x.grad(&grads).unwrap());
+    for (g, v) in grad.iter().zip(&values) {
+        let want = if *v == 0.0 { 0.0 } else { 2.0 / 0.7 };
+        assert!((g - want).abs() < 1e-5, "gradient {g}, output {v}");
+    }
+    // Two calls draw different masks.
+    let again = f32_vec(padless::layers::dropout(
+        tensor_from(&vec![3.0; n], [10, n / 10], &device),
+        0.3,
+    ));
+    assert_ne!(again, values);
+}

@@ -12,7 +12,7 @@ mod repeat_vector;
 
 pub use activation::{Activation, ActivationKind};
 pub use dense::{Dense, DenseConfig, TimeDistributed};
-pub use dropout::Dropout;
+pub use dropout::{Dropout, dropout};
 pub use embedding::{Embedding, EmbeddingConfig};
 pub use layer_norm::{DropMask, LayerNormalization};
 pub use masking::Masking;

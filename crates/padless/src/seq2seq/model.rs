@@ -3,14 +3,13 @@
 //! mask (Luong-style: the decoder output attends, then `tanh(W [h; context])` predicts).
 
 use burn::module::Module;
-use burn::nn::{Dropout as BurnDropout, DropoutConfig};
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::attention::{Attention, AttentionKind};
 use crate::error::{Error, Result};
 use crate::layer::Layer;
-use crate::layers::{ActivationKind, Dense, DenseConfig, Embedding, EmbeddingConfig};
+use crate::layers::{ActivationKind, Dense, DenseConfig, Embedding, EmbeddingConfig, dropout};
 use crate::losses::{LossInputs, LossKind, LossOutput, SequenceLoss, TargetMask, Targets};
 use crate::mask::Mask;
 use crate::rnn::{Bidirectional, Lstm, LstmCell, LstmConfig, MergeMode};
@@ -65,11 +64,12 @@ impl EncoderDecoderConfig {
             || self.d_embedding == 0
             || self.d_encoder == 0
             || self.encoder_layers == 0
+            || !(0.0..1.0).contains(&self.dropout)
         {
             return Err(Error::config(
                 "EncoderDecoder",
                 format!(
-                    "sizes must be positive (with at least 2 source and 3 target tokens), found {self:?}"
+                    "sizes must be positive (with at least 2 source and 3 target tokens) and dropout in [0, 1), found {self:?}"
                 ),
             ));
         }
@@ -99,7 +99,6 @@ impl EncoderDecoderConfig {
                 .with_activation(ActivationKind::Tanh)
                 .init(device),
             output: DenseConfig::new(d, self.n_target_tokens).init(device),
-            dropout: DropoutConfig::new(self.dropout).init(),
             config: self.clone(),
         })
     }
@@ -133,7 +132,6 @@ pub struct EncoderDecoder {
     pub combine: Dense,
     /// Logits over the target tokens.
     pub output: Dense,
-    dropout: BurnDropout,
     /// The configuration it was built from.
     #[module(skip)]
     pub config: EncoderDecoderConfig,
@@ -158,12 +156,12 @@ impl EncoderDecoder {
     /// Ids out of range.
     pub fn encode(&self, source: Tensor<2, Int>) -> Result<Encoded> {
         let (mut x, mask) = self.source_embedding.forward(source, None)?;
-        x = self.dropout.forward(x);
+        x = self.dropout(x);
         let mut states = Vec::new();
         for (i, layer) in self.encoder.iter().enumerate() {
             if i > 0 {
                 // Between stacked layers as on the embeddings (training only).
-                x = self.dropout.forward(x);
+                x = self.dropout(x);
             }
             let out = layer.forward(x, mask.as_ref())?;
             x = out.sequence;
@@ -199,9 +197,9 @@ impl EncoderDecoder {
         }
         let encoded = self.encode(source)?;
         let (y, mask) = self.target_embedding.forward(decoder_input, None)?;
-        let out =
-            self.decoder
-                .forward(self.dropout.forward(y), mask.as_ref(), Some(encoded.states))?;
+        let out = self
+            .decoder
+            .forward(self.dropout(y), mask.as_ref(), Some(encoded.states))?;
         let logits = self.predict_from(out.sequence, &encoded.keys, encoded.mask.as_ref())?;
         Ok((logits, mask))
     }
@@ -218,7 +216,7 @@ impl EncoderDecoder {
             .attention
             .forward(h.clone(), keys.clone(), keys.clone(), mask)?;
         let joined = Tensor::cat(vec![h, attended.context], 2).reshape([batch * time, 2 * d]);
-        let combined = self.dropout.forward(self.combine.forward(joined));
+        let combined = self.dropout(self.combine.forward(joined));
         Ok(self
             .output
             .forward(combined)
@@ -270,6 +268,11 @@ impl EncoderDecoder {
             logits.reshape([batch, self.config.n_target_tokens]),
             out.states,
         ))
+    }
+
+    /// Dropout at the configured rate (training devices only).
+    fn dropout<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        dropout(x, self.config.dropout)
     }
 
     /// All weights, named `{part}/{weight}`.
