@@ -98,6 +98,9 @@ pub struct TrainArgs {
     /// Adam's initial learning rate (overrides the preset).
     #[arg(long)]
     learning_rate: Option<f64>,
+    /// Label smoothing of the training loss, in [0, 1) (overrides the preset).
+    #[arg(long)]
+    label_smoothing: Option<f64>,
     /// Seed of the weights and batches.
     #[arg(long)]
     seed: Option<u64>,
@@ -211,6 +214,13 @@ fn train_command(args: TrainArgs) -> Result<()> {
     config.encoder_layers = args.encoder_layers.unwrap_or(config.encoder_layers);
     config.batch_size = args.batch_size.unwrap_or(config.batch_size);
     config.learning_rate = args.learning_rate.unwrap_or(config.learning_rate);
+    config.label_smoothing = args.label_smoothing.unwrap_or(config.label_smoothing);
+    if !(0.0..1.0).contains(&config.label_smoothing) {
+        bail!(
+            "--label-smoothing must be in [0, 1), found {}",
+            config.label_smoothing
+        );
+    }
     config.schedule = match args.schedule {
         Some(ScheduleArg::Plateau) => Schedule::Plateau,
         Some(ScheduleArg::Linear) => Schedule::Linear,
@@ -241,13 +251,14 @@ fn train_command(args: TrainArgs) -> Result<()> {
         split.test.len()
     );
     println!(
-        "model: embedding {}, BiLSTM 2x{} x{} encoder, LSTM {} decoder, {:?} attention, dropout {}, {:?} schedule from lr {}; up to {} epochs or {} min",
+        "model: embedding {}, BiLSTM 2x{} x{} encoder, LSTM {} decoder, {:?} attention, dropout {}, label smoothing {}, {:?} schedule from lr {}; up to {} epochs or {} min",
         config.d_embedding,
         config.d_encoder,
         config.encoder_layers,
         2 * config.d_encoder,
         config.attention,
         config.dropout,
+        config.label_smoothing,
         config.schedule,
         config.learning_rate,
         config.max_epochs,

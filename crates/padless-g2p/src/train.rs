@@ -54,6 +54,9 @@ pub struct TrainConfig {
     /// How the learning rate moves over the run.
     #[serde(default)]
     pub schedule: Schedule,
+    /// Label smoothing of the training loss (0: none).
+    #[serde(default)]
+    pub label_smoothing: f64,
 }
 
 /// The learning-rate schedule of a training run.
@@ -99,6 +102,7 @@ impl TrainConfig {
             validation_words: 500,
             patience: 1,
             schedule: Schedule::Plateau,
+            label_smoothing: 0.0,
         }
     }
 
@@ -119,6 +123,7 @@ impl TrainConfig {
             validation_words: 2000,
             patience: 1,
             schedule: Schedule::Plateau,
+            label_smoothing: 0.0,
         }
     }
 
@@ -141,7 +146,7 @@ impl TrainConfig {
 pub struct EpochLog {
     /// 1-based.
     pub epoch: usize,
-    /// Mean masked loss per valid target step over the epoch.
+    /// Mean masked loss per valid target step over the epoch (label-smoothed if set).
     pub train_loss: f64,
     /// Greedy WER on the validation words.
     pub validation_wer: f64,
@@ -245,10 +250,11 @@ pub fn train(
                 .schedule
                 .rate(config.learning_rate, learning_rate, progress);
             rate_used = rate;
-            let out = network.loss(
+            let out = network.smoothed_loss(
                 batch.source.clone(),
                 batch.decoder_input.clone(),
                 batch.targets.clone(),
+                config.label_smoothing as f32,
             )?;
             let loss = out.value.expect("mean reduction gives a value");
             let value = f64::from(loss.clone().into_scalar::<f32>());

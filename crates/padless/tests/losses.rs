@@ -350,3 +350,55 @@ fn bad_input_gives_clear_errors() {
         "length 3 of row 1 does not fit in 2 time steps"
     );
 }
+
+/// Label smoothing against hand-worked values. Logits [1, 2, 3] with label 2: log p =
+/// [1, 2, 3] - 3.4076059644 = [-2.4076060, -1.4076060, -0.4076060]; CE = 0.4076060; the mean
+/// of -log p is 1.4076060; with ε = 0.1 the loss is 0.9 * 0.4076060 + 0.1 * 1.4076060 =
+/// 0.5076060 (Keras' CategoricalCrossentropy(from_logits=True, label_smoothing=0.1) on the
+/// one-hot [0, 0, 1] gives the same). A second, masked step holds NaN logits and must not
+/// count; the dense form with explicitly smoothed targets and no smoothing agrees.
+#[test]
+fn label_smoothing_matches_hand_worked_values_and_skips_masked_steps() {
+    let device = default_device();
+    let logits = tensor_from(&[1.0, 2.0, 3.0, f32::NAN, 0.0, 0.0], [1, 2, 3], &device);
+    let mask = Mask::from_lengths(&[1], 2, Padding::Post, &device).unwrap();
+    let labels = Tensor::<2, Int>::from_data(TensorData::new(vec![2i64, 0], [1, 2]), &device);
+    let sparse = SequenceLoss::new(LossKind::SparseCategoricalCrossentropy { from_logits: true })
+        .with_label_smoothing(0.1)
+        .compute(
+            LossInputs::new(Targets::Labels(labels), logits.clone())
+                .with_output_mask(Some(mask.clone())),
+        )
+        .unwrap();
+    let sparse = f32_vec(sparse.value.unwrap())[0];
+    assert!((sparse - 0.507_606).abs() < 1e-5, "{sparse}");
+    let smoothed = tensor_from(
+        &[0.1 / 3.0, 0.1 / 3.0, 0.9 + 0.1 / 3.0, 0.0, 0.0, 0.0],
+        [1, 2, 3],
+        &device,
+    );
+    let dense = SequenceLoss::new(LossKind::CategoricalCrossentropy { from_logits: true })
+        .compute(
+            LossInputs::new(Targets::Dense(smoothed), logits.clone())
+                .with_output_mask(Some(mask.clone())),
+        )
+        .unwrap();
+    assert!((f32_vec(dense.value.unwrap())[0] - sparse).abs() < 1e-6);
+    let one_hot = tensor_from(&[0.0, 0.0, 1.0, 0.0, 0.0, 0.0], [1, 2, 3], &device);
+    let err = SequenceLoss::new(LossKind::MeanSquaredError)
+        .with_label_smoothing(0.1)
+        .compute(LossInputs::new(
+            Targets::Dense(one_hot.clone()),
+            logits.clone(),
+        ))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("categorical cross-entropy"),
+        "{err}"
+    );
+    let err = SequenceLoss::new(LossKind::CategoricalCrossentropy { from_logits: true })
+        .with_label_smoothing(1.5)
+        .compute(LossInputs::new(Targets::Dense(one_hot), logits))
+        .unwrap_err();
+    assert!(err.to_string().contains("found 1.5"), "{err}");
+}

@@ -80,6 +80,16 @@ pub enum LossKind {
 }
 
 impl LossKind {
+    /// `Some(from_logits)` for the categorical cross-entropies (dense or sparse), the kinds
+    /// that take label smoothing.
+    pub fn categorical_from_logits(&self) -> Option<bool> {
+        match self {
+            LossKind::CategoricalCrossentropy { from_logits }
+            | LossKind::SparseCategoricalCrossentropy { from_logits } => Some(*from_logits),
+            _ => None,
+        }
+    }
+
     /// Whether the loss takes [`Targets::Labels`].
     pub fn is_sparse(&self) -> bool {
         matches!(self, LossKind::SparseCategoricalCrossentropy { .. })
@@ -177,7 +187,7 @@ impl LossKind {
 
 /// `log p` over the last axis: log-softmax of logits, or the log of normalised, clipped
 /// probabilities.
-fn log_probabilities(y_pred: Tensor<3>, from_logits: bool) -> Tensor<3> {
+pub(crate) fn log_probabilities(y_pred: Tensor<3>, from_logits: bool) -> Tensor<3> {
     if from_logits {
         log_softmax(y_pred, 2)
     } else {

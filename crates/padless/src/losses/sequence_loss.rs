@@ -2,7 +2,7 @@
 
 use burn::tensor::Tensor;
 
-use super::kind::LossKind;
+use super::kind::{LossKind, log_probabilities};
 use super::sample_weight::SampleWeight;
 use super::targets::{TargetMask, Targets, check_finite_targets};
 use crate::error::{Error, Result};
@@ -133,6 +133,9 @@ pub struct SequenceLoss {
     pub class_weight: Option<Vec<f32>>,
     /// Reject NaN or inf in the targets at valid steps (default true).
     pub check_targets: bool,
+    /// Label smoothing `ε` of the categorical cross-entropies (default 0): the target
+    /// distribution becomes `(1 - ε) y + ε / C` (Keras' `label_smoothing`).
+    pub label_smoothing: f32,
 }
 
 impl SequenceLoss {
@@ -143,7 +146,17 @@ impl SequenceLoss {
             reduction: Reduction::Mean,
             class_weight: None,
             check_targets: true,
+            label_smoothing: 0.0,
         }
+    }
+
+    /// With label smoothing `epsilon` in `[0, 1)` (categorical cross-entropies only): each
+    /// valid step's loss becomes `(1 - ε) CE(y) + ε mean_c(-log p_c)`, the cross-entropy
+    /// against `(1 - ε) y + ε / C`. Class and sample weights multiply it as they multiply the
+    /// plain loss; per-element weights are refused.
+    pub fn with_label_smoothing(mut self, epsilon: f32) -> Self {
+        self.label_smoothing = epsilon;
+        self
     }
 
     /// With a reduction.
@@ -199,10 +212,21 @@ impl SequenceLoss {
             Some(SampleWeight::PerElement(w)) => Some(zero_masked(w.clone(), Some(&mask))),
             _ => None,
         };
-        let losses = self
+        let mut losses = self
             .kind
-            .per_step(&y_true, y_pred, element_weight)?
-            .mask_fill(padding.clone(), 0.0);
+            .per_step(&y_true, y_pred.clone(), element_weight)?;
+        if let (Some(from_logits), true) = (
+            self.kind.categorical_from_logits(),
+            self.label_smoothing > 0.0,
+        ) {
+            let epsilon = self.label_smoothing;
+            let uniform = log_probabilities(y_pred, from_logits)
+                .mean_dim(2)
+                .squeeze_dim::<2>(2)
+                .neg();
+            losses = losses * (1.0 - epsilon) + uniform * epsilon;
+        }
+        let losses = losses.mask_fill(padding.clone(), 0.0);
         let class_weight = self.step_class_weight(&y_true, &device);
         let denominator_weight = match (&inputs.sample_weight, &class_weight) {
             (Some(w), Some(c)) => w.per_step(time) * c.clone(),
@@ -274,6 +298,30 @@ impl SequenceLoss {
                 return Err(Error::config(
                     "loss",
                     "per-element sample weights need dense targets",
+                ));
+            }
+        }
+        let epsilon = self.label_smoothing;
+        if epsilon != 0.0 {
+            if !(0.0..1.0).contains(&epsilon) {
+                return Err(Error::config(
+                    "loss",
+                    format!("label smoothing must be in [0, 1), found {epsilon}"),
+                ));
+            }
+            if self.kind.categorical_from_logits().is_none() {
+                return Err(Error::config(
+                    "loss",
+                    format!(
+                        "label smoothing needs a categorical cross-entropy, found {:?}",
+                        self.kind
+                    ),
+                ));
+            }
+            if matches!(inputs.sample_weight, Some(SampleWeight::PerElement(_))) {
+                return Err(Error::config(
+                    "loss",
+                    "label smoothing cannot take per-element sample weights",
                 ));
             }
         }

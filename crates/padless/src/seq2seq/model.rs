@@ -235,12 +235,29 @@ impl EncoderDecoder {
         decoder_input: Tensor<2, Int>,
         targets: Tensor<2, Int>,
     ) -> Result<LossOutput> {
+        self.smoothed_loss(source, decoder_input, targets, 0.0)
+    }
+
+    /// [`EncoderDecoder::loss`] with label smoothing `epsilon` in `[0, 1)`: the target
+    /// distribution at each valid step is `(1 - ε) one_hot + ε / n_target_tokens`.
+    ///
+    /// # Errors
+    /// As [`EncoderDecoder::loss`], and `epsilon` outside `[0, 1)`.
+    pub fn smoothed_loss(
+        &self,
+        source: Tensor<2, Int>,
+        decoder_input: Tensor<2, Int>,
+        targets: Tensor<2, Int>,
+        epsilon: f32,
+    ) -> Result<LossOutput> {
         let (logits, mask) = self.forward(source, decoder_input)?;
-        SequenceLoss::new(LossKind::SparseCategoricalCrossentropy { from_logits: true }).compute(
-            LossInputs::new(Targets::Labels(targets), logits)
-                .with_output_mask(mask)
-                .with_target_mask(TargetMask::PaddingLabel(PAD)),
-        )
+        SequenceLoss::new(LossKind::SparseCategoricalCrossentropy { from_logits: true })
+            .with_label_smoothing(epsilon)
+            .compute(
+                LossInputs::new(Targets::Labels(targets), logits)
+                    .with_output_mask(mask)
+                    .with_target_mask(TargetMask::PaddingLabel(PAD)),
+            )
     }
 
     /// One decoder step from the previous tokens `[batch]` and states: the logits `[batch,
