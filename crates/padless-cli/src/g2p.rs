@@ -77,8 +77,7 @@ pub struct TrainArgs {
     /// Units per encoder direction (overrides the preset).
     #[arg(long)]
     hidden: Option<usize>,
-    /// Dropout on embeddings, between encoder layers and before the output layer (overrides
-    /// the preset).
+    /// Dropout on embeddings and before the output layer (overrides the preset).
     #[arg(long)]
     dropout: Option<f64>,
     /// Stacked bidirectional LSTM layers of the encoder (overrides the preset).

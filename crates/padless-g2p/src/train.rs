@@ -31,7 +31,7 @@ pub struct TrainConfig {
     pub encoder_layers: usize,
     /// The attention score.
     pub attention: AttentionKind,
-    /// Dropout on embeddings, between encoder layers and before the output layer.
+    /// Dropout on embeddings and before the output layer.
     pub dropout: f64,
     /// Pairs per batch.
     pub batch_size: usize,

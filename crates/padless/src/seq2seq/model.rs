@@ -38,8 +38,7 @@ pub struct EncoderDecoderConfig {
     pub encoder_layers: usize,
     /// The attention score.
     pub attention: AttentionKind,
-    /// Dropout on embeddings, between stacked encoder layers and on the layer before the
-    /// output (training only).
+    /// Dropout on embeddings and on the layer before the output (training only).
     #[serde(default)]
     pub dropout: f64,
 }
@@ -158,11 +157,7 @@ impl EncoderDecoder {
         let (mut x, mask) = self.source_embedding.forward(source, None)?;
         x = self.dropout(x);
         let mut states = Vec::new();
-        for (i, layer) in self.encoder.iter().enumerate() {
-            if i > 0 {
-                // Between stacked layers as on the embeddings (training only).
-                x = self.dropout(x);
-            }
+        for layer in &self.encoder {
             let out = layer.forward(x, mask.as_ref())?;
             x = out.sequence;
             states = out.states;
