@@ -246,10 +246,9 @@ pub fn train(
                 start.elapsed().as_secs_f64() / budget,
                 ((epoch - 1) as f64 + i as f64 / epoch_steps as f64) / config.max_epochs as f64,
             );
-            let rate = config
+            rate_used = config
                 .schedule
                 .rate(config.learning_rate, learning_rate, progress);
-            rate_used = rate;
             let out = network.smoothed_loss(
                 batch.source.clone(),
                 batch.decoder_input.clone(),
@@ -261,7 +260,7 @@ pub fn train(
             loss_sum += value * batch.n_target_steps as f64;
             loss_steps += batch.n_target_steps;
             let grads = GradientsParams::from_grads(loss.backward(), &network);
-            network = optimizer.step(rate, network, grads);
+            network = optimizer.step(rate_used, network, grads);
             steps += 1;
             bar.inc(1);
             bar.set_message(format!("loss {:.4}", loss_sum / loss_steps as f64));

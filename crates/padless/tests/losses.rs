@@ -356,7 +356,8 @@ fn bad_input_gives_clear_errors() {
 /// of -log p is 1.4076060; with ε = 0.1 the loss is 0.9 * 0.4076060 + 0.1 * 1.4076060 =
 /// 0.5076060 (Keras' CategoricalCrossentropy(from_logits=True, label_smoothing=0.1) on the
 /// one-hot [0, 0, 1] gives the same). A second, masked step holds NaN logits and must not
-/// count; the dense form with explicitly smoothed targets and no smoothing agrees.
+/// count; the dense form with explicitly smoothed targets and no smoothing agrees, and so does
+/// the dense form of the one-hot with smoothing.
 #[test]
 fn label_smoothing_matches_hand_worked_values_and_skips_masked_steps() {
     let device = default_device();
@@ -385,6 +386,14 @@ fn label_smoothing_matches_hand_worked_values_and_skips_masked_steps() {
         .unwrap();
     assert!((f32_vec(dense.value.unwrap())[0] - sparse).abs() < 1e-6);
     let one_hot = tensor_from(&[0.0, 0.0, 1.0, 0.0, 0.0, 0.0], [1, 2, 3], &device);
+    let dense_smoothed = SequenceLoss::new(LossKind::CategoricalCrossentropy { from_logits: true })
+        .with_label_smoothing(0.1)
+        .compute(
+            LossInputs::new(Targets::Dense(one_hot.clone()), logits.clone())
+                .with_output_mask(Some(mask.clone())),
+        )
+        .unwrap();
+    assert!((f32_vec(dense_smoothed.value.unwrap())[0] - sparse).abs() < 1e-6);
     let err = SequenceLoss::new(LossKind::MeanSquaredError)
         .with_label_smoothing(0.1)
         .compute(LossInputs::new(

@@ -26,10 +26,7 @@ use crate::value::Value;
 /// # Panics
 /// `rate` outside `[0, 1)`.
 pub fn dropout<const D: usize>(x: Tensor<D>, rate: f64) -> Tensor<D> {
-    assert!(
-        (0.0..1.0).contains(&rate),
-        "dropout rate must be in [0, 1), found {rate}"
-    );
+    assert_rate(rate);
     let device = x.device();
     if rate == 0.0 || !device.is_autodiff() {
         return x;
@@ -51,6 +48,13 @@ pub fn dropout<const D: usize>(x: Tensor<D>, rate: f64) -> Tensor<D> {
         }
     }
     x * Tensor::<D>::from_data(TensorData::new(values, shape), &device)
+}
+
+fn assert_rate(rate: f64) {
+    assert!(
+        (0.0..1.0).contains(&rate),
+        "dropout rate must be in [0, 1), found {rate}"
+    );
 }
 
 /// 48 bits from the device's generator (two 24-bit uniform draws).
@@ -85,10 +89,7 @@ impl Dropout {
     /// # Panics
     /// `rate` outside `[0, 1)` (configs check it first and return an error).
     pub fn new(rate: f64) -> Self {
-        assert!(
-            (0.0..1.0).contains(&rate),
-            "dropout rate must be in [0, 1), found {rate}"
-        );
+        assert_rate(rate);
         Dropout { rate }
     }
 }

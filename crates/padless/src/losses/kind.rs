@@ -107,7 +107,10 @@ impl LossKind {
     }
 
     /// The per-step loss `[batch, time]` from targets and predictions `[batch, time, C]`, with
-    /// per-element weights `[batch, time, C]` applied before the last-axis reduction.
+    /// per-element weights `[batch, time, C]` applied before the last-axis reduction and, for
+    /// the categorical cross-entropies, label smoothing `epsilon`: `(1 - ε) CE(y) + ε
+    /// mean_c(-log p_c)` from the same log-probabilities (the caller checks `epsilon` and
+    /// refuses per-element weights with it).
     ///
     /// # Errors
     /// When the targets do not fit the loss.
@@ -116,7 +119,16 @@ impl LossKind {
         y_true: &Targets,
         y_pred: Tensor<3>,
         element_weight: Option<Tensor<3>>,
+        epsilon: f32,
     ) -> Result<Tensor<2>> {
+        let smoothed = |ce: Tensor<2>, log_p: Tensor<3>| {
+            if epsilon > 0.0 {
+                let uniform = log_p.mean_dim(2).squeeze_dim::<2>(2).neg();
+                ce * (1.0 - epsilon) + uniform * epsilon
+            } else {
+                ce
+            }
+        };
         let weigh = |e: Tensor<3>| match &element_weight {
             Some(w) => e * w.clone(),
             None => e,
@@ -127,8 +139,10 @@ impl LossKind {
             (self, y_true)
         {
             let log_p = log_probabilities(y_pred, *from_logits);
-            let picked = log_p.gather(2, labels.clone().unsqueeze_dim::<3>(2));
-            return Ok(picked.squeeze_dim::<2>(2).neg());
+            let picked = log_p
+                .clone()
+                .gather(2, labels.clone().unsqueeze_dim::<3>(2));
+            return Ok(smoothed(picked.squeeze_dim::<2>(2).neg(), log_p));
         }
         let Targets::Dense(y) = y_true else {
             return Err(Error::config(
@@ -141,7 +155,8 @@ impl LossKind {
         let y = y.clone();
         Ok(match self {
             LossKind::CategoricalCrossentropy { from_logits } => {
-                sum_c(y * log_probabilities(y_pred, *from_logits)).neg()
+                let log_p = log_probabilities(y_pred, *from_logits);
+                smoothed(sum_c(y * log_p.clone()).neg(), log_p)
             }
             LossKind::SparseCategoricalCrossentropy { .. } => {
                 return Err(Error::config(
@@ -187,7 +202,7 @@ impl LossKind {
 
 /// `log p` over the last axis: log-softmax of logits, or the log of normalised, clipped
 /// probabilities.
-pub(crate) fn log_probabilities(y_pred: Tensor<3>, from_logits: bool) -> Tensor<3> {
+fn log_probabilities(y_pred: Tensor<3>, from_logits: bool) -> Tensor<3> {
     if from_logits {
         log_softmax(y_pred, 2)
     } else {

@@ -2,7 +2,7 @@
 
 use burn::tensor::Tensor;
 
-use super::kind::{LossKind, log_probabilities};
+use super::kind::LossKind;
 use super::sample_weight::SampleWeight;
 use super::targets::{TargetMask, Targets, check_finite_targets};
 use crate::error::{Error, Result};
@@ -212,21 +212,10 @@ impl SequenceLoss {
             Some(SampleWeight::PerElement(w)) => Some(zero_masked(w.clone(), Some(&mask))),
             _ => None,
         };
-        let mut losses = self
+        let losses = self
             .kind
-            .per_step(&y_true, y_pred.clone(), element_weight)?;
-        if let (Some(from_logits), true) = (
-            self.kind.categorical_from_logits(),
-            self.label_smoothing > 0.0,
-        ) {
-            let epsilon = self.label_smoothing;
-            let uniform = log_probabilities(y_pred, from_logits)
-                .mean_dim(2)
-                .squeeze_dim::<2>(2)
-                .neg();
-            losses = losses * (1.0 - epsilon) + uniform * epsilon;
-        }
-        let losses = losses.mask_fill(padding.clone(), 0.0);
+            .per_step(&y_true, y_pred, element_weight, self.label_smoothing)?
+            .mask_fill(padding.clone(), 0.0);
         let class_weight = self.step_class_weight(&y_true, &device);
         let denominator_weight = match (&inputs.sample_weight, &class_weight) {
             (Some(w), Some(c)) => w.per_step(time) * c.clone(),

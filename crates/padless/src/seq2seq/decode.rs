@@ -27,7 +27,8 @@ pub fn greedy_decode(
     let [batch, _] = source.dims();
     let device = source.device();
     let mut encoded = model.encode(source)?;
-    let mut states = encoded.states.clone();
+    // The decoder's running states; the steps read only the keys and mask of `encoded`.
+    let mut states = std::mem::take(&mut encoded.states);
     // The rows still decoding (indices into the batch): a row that has emitted EOS is dropped
     // from the next steps' work once enough rows have ended to make the copy pay.
     let mut rows: Vec<usize> = (0..batch).collect();
