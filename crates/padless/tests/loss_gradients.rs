@@ -1,7 +1,8 @@
 //! Loss gradients in float64: autodiff against central finite differences for every loss
 //! (with a mask that has holes and an all-masked row, and per-step weights), gradients at
 //! masked steps exactly 0, NaN / inf / 1e20 at masked steps changing neither the loss nor its
-//! gradient, and custom losses getting masking and weighting for free.
+//! gradient (label-smoothed cross-entropies included), and custom losses getting masking and
+//! weighting for free.
 //!
 //! This binary configures the flex device for f64 once, before any tensor is made.
 
@@ -41,6 +42,8 @@ struct Case {
     kind: LossKind,
     sparse: bool,
     pred: (f64, f64),
+    /// Label smoothing (categorical cross-entropies only).
+    smoothing: f32,
 }
 
 fn cases() -> Vec<Case> {
@@ -49,6 +52,11 @@ fn cases() -> Vec<Case> {
         kind,
         sparse,
         pred,
+        smoothing: 0.0,
+    };
+    let smoothed = |name, kind, sparse, pred| Case {
+        smoothing: 0.1,
+        ..case(name, kind, sparse, pred)
     };
     let squared: Arc<dyn Fn(Tensor<3>, Tensor<3>) -> Tensor<3> + Send + Sync> =
         Arc::new(|y, p| (y - p).square());
@@ -75,6 +83,18 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "scce_logits",
+            LossKind::SparseCategoricalCrossentropy { from_logits: true },
+            true,
+            (-2.0, 2.0),
+        ),
+        smoothed(
+            "cce_smoothed",
+            LossKind::CategoricalCrossentropy { from_logits: false },
+            false,
+            (0.1, 1.0),
+        ),
+        smoothed(
+            "scce_logits_smoothed",
             LossKind::SparseCategoricalCrossentropy { from_logits: true },
             true,
             (-2.0, 2.0),
@@ -153,7 +173,9 @@ fn loss_value(
     dirty: bool,
 ) -> (Tensor<1>, Tensor<3>) {
     let y_pred = tensor(pred, [B, T, C]).require_grad();
-    let loss = SequenceLoss::new(case.kind.clone()).with_reduction(reduction);
+    let loss = SequenceLoss::new(case.kind.clone())
+        .with_reduction(reduction)
+        .with_label_smoothing(case.smoothing);
     let out = loss
         .compute(
             LossInputs::new(targets(case.sparse, dirty), y_pred.clone())
