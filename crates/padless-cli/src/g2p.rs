@@ -100,6 +100,11 @@ pub struct TrainArgs {
     /// Label smoothing of the training loss, in [0, 1) (overrides the preset).
     #[arg(long)]
     label_smoothing: Option<f64>,
+    /// Keep an exponential moving average of the weights with this decay per step (for
+    /// example 0.999), validate it each epoch and checkpoint it when it beats the trained
+    /// weights (overrides the preset).
+    #[arg(long, value_name = "DECAY")]
+    average_weights: Option<f64>,
     /// Seed of the weights and batches.
     #[arg(long)]
     seed: Option<u64>,
@@ -220,6 +225,12 @@ fn train_command(args: TrainArgs) -> Result<()> {
             config.label_smoothing
         );
     }
+    if let Some(decay) = args.average_weights {
+        if !(0.0..1.0).contains(&decay) {
+            bail!("--average-weights must be a decay in [0, 1), found {decay}");
+        }
+        config.weight_average = Some(decay);
+    }
     config.schedule = match args.schedule {
         Some(ScheduleArg::Plateau) => Schedule::Plateau,
         Some(ScheduleArg::Linear) => Schedule::Linear,
@@ -250,7 +261,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
         split.test.len()
     );
     println!(
-        "model: embedding {}, BiLSTM 2x{} x{} encoder, LSTM {} decoder, {:?} attention, dropout {}, label smoothing {}, {:?} schedule from lr {}; up to {} epochs or {} min",
+        "model: embedding {}, BiLSTM 2x{} x{} encoder, LSTM {} decoder, {:?} attention, dropout {}, label smoothing {}, {:?} schedule from lr {}, weight average {}; up to {} epochs or {} min",
         config.d_embedding,
         config.d_encoder,
         config.encoder_layers,
@@ -260,13 +271,19 @@ fn train_command(args: TrainArgs) -> Result<()> {
         config.label_smoothing,
         config.schedule,
         config.learning_rate,
+        config
+            .weight_average
+            .map_or("none".to_string(), |d| format!("decay {d}")),
         config.max_epochs,
         config.max_minutes
     );
     let device = padless::training_device();
     let report = train(&split, &config, &args.out, &device, |log| {
+        let average = log.average.map_or(String::new(), |(wer, per)| {
+            format!(", average WER {:.2}% PER {:.2}%", 100.0 * wer, 100.0 * per)
+        });
         println!(
-            "epoch {:>2}: loss {:.4}, validation WER {:.2}% PER {:.2}% (lr {:.1e}, {:.0} s)",
+            "epoch {:>2}: loss {:.4}, validation WER {:.2}% PER {:.2}%{average} (lr {:.1e}, {:.0} s)",
             log.epoch,
             log.train_loss,
             100.0 * log.validation_wer,

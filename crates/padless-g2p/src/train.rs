@@ -9,7 +9,7 @@ use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::Device;
 use padless::seq2seq::{AttentionKind, EncoderDecoderConfig};
-use padless::train::OptimizerConfig;
+use padless::train::{OptimizerConfig, WeightAverage};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{bucketed_batches, make_pairs};
@@ -57,6 +57,11 @@ pub struct TrainConfig {
     /// Label smoothing of the training loss (0: none).
     #[serde(default)]
     pub label_smoothing: f64,
+    /// Decay of an exponential moving average of the weights updated after every step
+    /// ([`WeightAverage`]; none when `None`). Each epoch validates the average beside the
+    /// trained weights and the better of the two competes for the checkpoint.
+    #[serde(default)]
+    pub weight_average: Option<f64>,
 }
 
 /// The learning-rate schedule of a training run.
@@ -103,6 +108,7 @@ impl TrainConfig {
             patience: 1,
             schedule: Schedule::Plateau,
             label_smoothing: 0.0,
+            weight_average: None,
         }
     }
 
@@ -124,6 +130,7 @@ impl TrainConfig {
             patience: 1,
             schedule: Schedule::Plateau,
             label_smoothing: 0.0,
+            weight_average: None,
         }
     }
 
@@ -152,6 +159,9 @@ pub struct EpochLog {
     pub validation_wer: f64,
     /// Greedy PER on the validation words.
     pub validation_per: f64,
+    /// Greedy WER and PER of the weight average on the validation words, when one is kept.
+    #[serde(default)]
+    pub average: Option<(f64, f64)>,
     /// The learning rate of the epoch's last step.
     pub learning_rate: f64,
     /// Seconds since the start of training.
@@ -223,13 +233,23 @@ pub fn train(
     let mut network = config.network(&letters, &phonemes).init(device)?;
     let parameters = network.n_parameters();
     let mut optimizer = OptimizerConfig::default().init(config.clip_norm);
+    let mut average = match config.weight_average {
+        Some(decay) => {
+            Some(WeightAverage::new(&network, decay).map_err(|e| G2pError::Config(e.to_string()))?)
+        }
+        None => None,
+    };
     let validation = &split.validation[..config.validation_words.min(split.validation.len())];
     let inference = device.clone().without_autodiff();
     let start = Instant::now();
     let budget = config.max_minutes * 60.0;
     let (mut history, mut steps) = (Vec::new(), 0);
-    let (mut best, mut learning_rate, mut since_best) =
-        ((f64::INFINITY, f64::INFINITY), config.learning_rate, 0);
+    let (mut best, mut best_trained, mut learning_rate, mut since_best) = (
+        (f64::INFINITY, f64::INFINITY),
+        (f64::INFINITY, f64::INFINITY),
+        config.learning_rate,
+        0,
+    );
     for epoch in 1..=config.max_epochs {
         let batches = bucketed_batches(
             &pairs,
@@ -261,6 +281,9 @@ pub fn train(
             loss_steps += batch.n_target_steps;
             let grads = GradientsParams::from_grads(loss.backward(), &network);
             network = optimizer.step(rate_used, network, grads);
+            if let Some(average) = average.as_mut() {
+                average.update(&network);
+            }
             steps += 1;
             bar.inc(1);
             bar.set_message(format!("loss {:.4}", loss_sum / loss_steps as f64));
@@ -275,35 +298,61 @@ pub fn train(
             phonemes: phonemes.clone(),
         };
         let report = evaluate(&model, validation, 1, 256, &inference)?;
+        let averaged = match average.as_ref() {
+            Some(average) => {
+                let averaged = G2p {
+                    network: average.model().clone(),
+                    ..model.clone()
+                };
+                let report = evaluate(&averaged, validation, 1, 256, &inference)?;
+                Some((averaged, (report.wer, report.per)))
+            }
+            None => None,
+        };
         let log = EpochLog {
             epoch,
             train_loss: loss_sum / loss_steps.max(1) as f64,
             validation_wer: report.wer,
             validation_per: report.per,
+            average: averaged.as_ref().map(|(_, score)| *score),
             learning_rate: rate_used,
             seconds: start.elapsed().as_secs_f64(),
         };
         on_epoch(&log);
         // Better WER, or the same WER with a better PER (WER moves in coarse steps early on).
-        if (log.validation_wer, log.validation_per) < best {
-            best = (log.validation_wer, log.validation_per);
+        // The schedule follows the trained weights; the checkpoint takes the better of the
+        // trained weights and their average.
+        let score = (log.validation_wer, log.validation_per);
+        let (model, kept) = match averaged {
+            Some((averaged, average_score)) if average_score < score => (averaged, average_score),
+            _ => (model, score),
+        };
+        if score < best_trained {
+            best_trained = score;
             since_best = 0;
+        } else {
+            since_best += 1;
+            if since_best % config.patience.max(1) == 0 && config.schedule == Schedule::Plateau {
+                learning_rate *= 0.5;
+            }
+        }
+        if kept < best {
+            best = kept;
             let train_config = serde_json::to_string(config).expect("plain data");
             model.save(
                 out,
                 &[
                     ("train_config", train_config),
                     ("epoch", epoch.to_string()),
-                    ("validation_wer", log.validation_wer.to_string()),
-                    ("validation_per", log.validation_per.to_string()),
+                    ("validation_wer", kept.0.to_string()),
+                    ("validation_per", kept.1.to_string()),
+                    (
+                        "weights",
+                        if kept == score { "trained" } else { "average" }.to_string(),
+                    ),
                     ("train_seconds", log.seconds.to_string()),
                 ],
             )?;
-        } else {
-            since_best += 1;
-            if since_best % config.patience.max(1) == 0 && config.schedule == Schedule::Plateau {
-                learning_rate *= 0.5;
-            }
         }
         history.push(log);
         if start.elapsed().as_secs_f64() > budget || since_best >= 4 * config.patience.max(1) {

@@ -8,8 +8,7 @@ use padless_g2p::split::split_by_word;
 use padless_g2p::train::{TrainConfig, train};
 use padless_g2p::{G2p, G2pError};
 
-#[test]
-fn a_tiny_run_learns_decodes_saves_and_reloads() {
+fn tiny_split() -> padless_g2p::split::Split {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../data/cmudict/cmudict.dict"
@@ -30,7 +29,11 @@ fn a_tiny_run_learns_decodes_saves_and_reloads() {
     // Validate on training words: this test checks learning, not generalisation.
     split.train.truncate(32);
     split.validation = split.train.clone();
-    let config = TrainConfig {
+    split
+}
+
+fn tiny_config() -> TrainConfig {
+    TrainConfig {
         d_embedding: 16,
         d_encoder: 24,
         batch_size: 8,
@@ -41,7 +44,13 @@ fn a_tiny_run_learns_decodes_saves_and_reloads() {
         dropout: 0.0,
         patience: 1000,
         ..TrainConfig::quick()
-    };
+    }
+}
+
+#[test]
+fn a_tiny_run_learns_decodes_saves_and_reloads() {
+    let split = tiny_split();
+    let config = tiny_config();
     let dir = std::env::temp_dir().join(format!("padless-g2p-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("model.safetensors");
@@ -94,5 +103,46 @@ fn a_tiny_run_learns_decodes_saves_and_reloads() {
     );
     let err = G2p::load(&dir.join("missing.safetensors"), &inference).unwrap_err();
     assert!(err.to_string().contains("missing.safetensors"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_weight_average_is_validated_each_epoch_and_the_better_weights_are_saved() {
+    let split = tiny_split();
+    let config = TrainConfig {
+        weight_average: Some(0.9),
+        ..tiny_config()
+    };
+    let dir = std::env::temp_dir().join(format!("padless-g2p-average-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("model.safetensors");
+    let device = padless::training_device();
+    let report = train(&split, &config, &path, &device, |log| eprintln!("{log:?}")).unwrap();
+    // Every epoch scores both; the best of all of them is what was saved.
+    let mut best = (f64::INFINITY, f64::INFINITY, "");
+    for log in &report.history {
+        let average = log.average.expect("the average is validated every epoch");
+        for (wer, per, which) in [
+            (log.validation_wer, log.validation_per, "trained"),
+            (average.0, average.1, "average"),
+        ] {
+            if (wer, per) < (best.0, best.1) {
+                best = (wer, per, which);
+            }
+        }
+    }
+    assert_eq!(report.best_validation_wer, best.0);
+    let inference = padless::default_device();
+    let (model, header) = G2p::load(&path, &inference).unwrap();
+    assert_eq!(header["weights"], best.2);
+    let reloaded = evaluate(&model, &split.validation, 1, 64, &inference).unwrap();
+    assert!((reloaded.wer - best.0).abs() < 1e-12 && (reloaded.per - best.1).abs() < 1e-12);
+    // The average of a model that learns also learns.
+    let last = report.history.last().unwrap().average.unwrap();
+    assert!(
+        last.0 < 0.5,
+        "average WER by epoch {:?}",
+        report.history.iter().map(|h| h.average).collect::<Vec<_>>()
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
