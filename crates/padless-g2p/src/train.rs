@@ -134,6 +134,21 @@ impl TrainConfig {
         }
     }
 
+    /// The README's best results model: [`TrainConfig::full`] with two bidirectional encoder
+    /// layers of 192 units per direction (2.30M parameters), dropout 0.3, label smoothing
+    /// 0.1, patience 2 and a weight average (decay 0.9995).
+    pub fn large() -> Self {
+        TrainConfig {
+            d_encoder: 192,
+            encoder_layers: 2,
+            dropout: 0.3,
+            patience: 2,
+            label_smoothing: 0.1,
+            weight_average: Some(0.9995),
+            ..TrainConfig::full()
+        }
+    }
+
     /// The network's config for these vocabularies.
     pub fn network(&self, letters: &Vocab, phonemes: &Vocab) -> EncoderDecoderConfig {
         EncoderDecoderConfig {
@@ -301,7 +316,7 @@ pub fn train(
         let averaged = match average.as_ref() {
             Some(average) => {
                 let averaged = G2p {
-                    network: average.model().clone(),
+                    network: average.model(),
                     ..model.clone()
                 };
                 let report = evaluate(&averaged, validation, 1, 256, &inference)?;

@@ -146,3 +146,32 @@ fn a_weight_average_is_validated_each_epoch_and_the_better_weights_are_saved() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn the_large_preset_is_the_model_of_the_readme_command() {
+    // `g2p train --preset full --hidden 192 --encoder-layers 2 --dropout 0.3 --patience 2
+    // --label-smoothing 0.1` printed "trained 2300232 parameters" (README results).
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../data/cmudict/cmudict.dict"
+    ))
+    .unwrap();
+    let dict = parse(&text, Malformed::Error).unwrap();
+    let (letters, phonemes) = padless_g2p::train::vocabularies(&dict.entries);
+    let large = TrainConfig::large();
+    let expected = TrainConfig {
+        d_encoder: 192,
+        encoder_layers: 2,
+        dropout: 0.3,
+        patience: 2,
+        label_smoothing: 0.1,
+        weight_average: Some(0.9995),
+        ..TrainConfig::full()
+    };
+    assert_eq!(large, expected);
+    let network = large
+        .network(&letters, &phonemes)
+        .init(&padless::default_device())
+        .unwrap();
+    assert_eq!(network.n_parameters(), 2_300_232);
+}

@@ -175,6 +175,9 @@ pub(crate) fn serialize_safetensors(
     safetensors::serialize(views, Some(metadata)).map_err(bad)
 }
 
+/// A tensor kept as raw bytes under its name (read by name, not converted to f32).
+pub(crate) type RawTensor = (String, Vec<u8>);
+
 /// The tensors of a safetensors file: f32 weights, and the u8 tensors named in `raw_names`
 /// as bytes. Any other dtype is an error naming the tensor.
 ///
@@ -184,7 +187,7 @@ pub(crate) fn parse_tensors(
     path: &Path,
     bytes: &[u8],
     raw_names: &[&str],
-) -> Result<(Vec<NamedWeight>, Vec<(String, Vec<u8>)>)> {
+) -> Result<(Vec<NamedWeight>, Vec<RawTensor>)> {
     let bad = |message: String| Error::WeightFile {
         path: path.to_path_buf(),
         message,

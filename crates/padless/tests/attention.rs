@@ -179,11 +179,11 @@ fn query_and_causal_masks_leave_each_query_step_its_own_keys() {
             .unwrap();
         assert_eq!(out.mask.as_ref().unwrap().to_vec(), query_mask.to_vec());
         let (context, weights) = (f32_vec(out.context.clone()), f32_vec(out.weights.clone()));
-        for row in 0..b {
-            for i in 0..t {
+        for (row, valid) in query_valid.iter().enumerate() {
+            for (i, &valid) in valid.iter().enumerate() {
                 let at = (row * t + i) * d;
                 let w_at = (row * t + i) * t;
-                if !query_valid[row][i] {
+                if !valid {
                     assert!(context[at..at + d].iter().all(|&v| v == 0.0), "{kind:?}");
                     assert!(
                         weights[w_at..w_at + t].iter().all(|&v| v == 0.0),
@@ -223,8 +223,8 @@ fn query_and_causal_masks_leave_each_query_step_its_own_keys() {
         );
         let g = f32_vec(query.grad(&grads).unwrap());
         assert!(g.iter().all(|v| v.is_finite()), "{kind:?}: gradient {g:?}");
-        for row in 0..b {
-            for i in (0..t).filter(|&i| !query_valid[row][i]) {
+        for (row, valid) in query_valid.iter().enumerate() {
+            for i in (0..t).filter(|&i| !valid[i]) {
                 let at = (row * t + i) * d;
                 assert!(
                     g[at..at + d].iter().all(|&v| v == 0.0),

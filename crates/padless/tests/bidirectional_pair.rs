@@ -78,10 +78,10 @@ macro_rules! observe_fn {
 observe_fn!(observe_lstm, LstmCell);
 observe_fn!(observe_gru, GruCell);
 
-fn check<C: Cell>(
-    layer: &mut Bidirectional<C>,
-    observe: fn(&Bidirectional<C>) -> Vec<(String, Vec<f32>)>,
-) {
+/// Named values a run produces (outputs, states, gradients).
+type Observed = Vec<(String, Vec<f32>)>;
+
+fn check<C: Cell>(layer: &mut Bidirectional<C>, observe: fn(&Bidirectional<C>) -> Observed) {
     // Distinct nonzero learned initial states (where the layer has them) make their use visible.
     let mut weights = layer.weights();
     for (i, w) in weights

@@ -150,7 +150,10 @@ fn option_sets() -> Vec<(RecurrentOptions, bool)> {
     ]
 }
 
-fn check(observe: fn(RecurrentOptions, bool) -> [Vec<(String, Vec<f32>)>; 2]) {
+/// Named values a run produces (outputs, states, gradients).
+type Observed = Vec<(String, Vec<f32>)>;
+
+fn check(observe: fn(RecurrentOptions, bool) -> [Observed; 2]) {
     for threads in [1, 2] {
         set_kernel_threads(threads);
         for (options, given_initial) in option_sets() {

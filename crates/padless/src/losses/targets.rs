@@ -57,6 +57,7 @@ impl Targets {
 /// A mask that comes with the targets, for outputs whose length differs from the inputs'
 /// (translation, G2P) or whose mask was consumed on the way (an encoder, RepeatVector).
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one per batch; boxing `Explicit` would burden callers
 pub enum TargetMask {
     /// Post-padded target lengths, one per row.
     Lengths(Vec<usize>),

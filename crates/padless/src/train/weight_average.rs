@@ -3,23 +3,25 @@
 //!
 //! Training moves the weights with the noise of each batch; the average of the last few
 //! thousand steps usually predicts better than the last step alone. The average is a second
-//! copy of the model, without autodiff, updated after each optimizer step and evaluated or
-//! saved in place of the trained model.
+//! copy of the weights, updated after each optimizer step; the model built from it is
+//! evaluated or saved in place of the trained model.
 
 use std::collections::HashMap;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 
 use crate::error::{Error, Result};
+use crate::tensor_util::f32_vec;
 
 /// An exponential moving average of a model's float parameters.
 ///
 /// After `n` updates the average moves towards the model's current weights `w` as
 /// `avg = d * avg + (1 - d) * w` with `d = min(decay, (1 + n) / (10 + n))`: the warm-up
 /// (TensorFlow's `num_updates`) lets the first updates forget the initial weights quickly.
-/// Integer and boolean parameters are not averaged (they keep the value of the copy taken by
-/// [`WeightAverage::new`]).
+/// The average lives on the host in float32 and is updated in one pass per parameter;
+/// [`WeightAverage::model`] builds a model from it. Integer and boolean parameters are not
+/// averaged (they keep the value of the copy taken by [`WeightAverage::new`]).
 ///
 /// # Example
 /// ```
@@ -37,13 +39,17 @@ use crate::error::{Error, Result};
 /// ```
 #[derive(Debug, Clone)]
 pub struct WeightAverage<M: Module> {
-    average: M,
+    /// The model as it was at the start, without autodiff: structure, ids and non-float
+    /// parameters of [`WeightAverage::model`].
+    template: M,
+    /// The averaged values of each float parameter, row-major.
+    values: HashMap<ParamId, Vec<f32>>,
     decay: f64,
     updates: u64,
 }
 
 impl<M: Module> WeightAverage<M> {
-    /// Starts the average at `model`'s current weights (a copy without autodiff).
+    /// Starts the average at `model`'s current weights.
     ///
     /// # Errors
     /// [`Error::Config`] when `decay` is not in `[0, 1)`.
@@ -54,8 +60,11 @@ impl<M: Module> WeightAverage<M> {
                 message: format!("decay must be in [0, 1), found {decay}"),
             });
         }
+        let mut values = Start(HashMap::new());
+        model.visit(&mut values);
         Ok(WeightAverage {
-            average: model.valid(),
+            template: model.valid(),
+            values: values.0,
             decay,
             updates: 0,
         })
@@ -74,20 +83,21 @@ impl<M: Module> WeightAverage<M> {
     /// # Panics
     /// When `model` has a float parameter the average does not have, or of another size.
     pub fn update(&mut self, model: &M) {
-        let mut current = CurrentWeights(HashMap::new());
-        model.visit(&mut current);
+        let step = (1.0 - self.next_decay()) as f32;
         let mut blend = Blend {
-            current: current.0,
-            keep: self.next_decay(),
+            values: &mut self.values,
+            step,
         };
-        let average = self.average.clone();
-        self.average = average.map(&mut blend);
+        model.visit(&mut blend);
         self.updates += 1;
     }
 
-    /// The averaged model (no autodiff).
-    pub fn model(&self) -> &M {
-        &self.average
+    /// The averaged model, on the device of the model the average was started from, without
+    /// autodiff.
+    pub fn model(&self) -> M {
+        self.template.clone().map(&mut Fill {
+            values: &self.values,
+        })
     }
 
     /// Number of updates so far.
@@ -96,41 +106,54 @@ impl<M: Module> WeightAverage<M> {
     }
 }
 
-/// Each float parameter's current value, flattened, without autodiff.
-struct CurrentWeights(HashMap<ParamId, Tensor<1>>);
+/// Each float parameter's starting value.
+struct Start(HashMap<ParamId, Vec<f32>>);
 
-impl ModuleVisitor for CurrentWeights {
+impl ModuleVisitor for Start {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let value = param.val().inner();
-        let n = value.shape().num_elements();
-        self.0.insert(param.id, value.reshape([n]));
+        self.0.insert(param.id, f32_vec(param.val().inner()));
     }
 }
 
-/// `avg = keep * avg + (1 - keep) * current`, parameter by parameter.
-struct Blend {
-    current: HashMap<ParamId, Tensor<1>>,
-    keep: f64,
+/// `avg += step * (current - avg)`, parameter by parameter.
+struct Blend<'a> {
+    values: &'a mut HashMap<ParamId, Vec<f32>>,
+    step: f32,
 }
 
-impl ModuleMapper for Blend {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let current = self.current.remove(&param.id).unwrap_or_else(|| {
+impl ModuleVisitor for Blend<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let current = f32_vec(param.val().inner());
+        let average = self.values.get_mut(&param.id).unwrap_or_else(|| {
             panic!(
-                "WeightAverage::update: parameter {} is not in the model",
+                "WeightAverage::update: parameter {} is not in the average",
                 param.id
             )
         });
-        let keep = self.keep;
-        param.map(|average| {
-            let dims = average.dims();
-            let n = average.shape().num_elements();
-            assert_eq!(
-                current.dims()[0],
-                n,
-                "WeightAverage::update: parameter {dims:?} changed size"
-            );
-            average.mul_scalar(keep) + current.reshape(dims).mul_scalar(1.0 - keep)
+        assert_eq!(
+            average.len(),
+            current.len(),
+            "WeightAverage::update: parameter {} changed size",
+            param.id
+        );
+        let step = self.step;
+        for (a, c) in average.iter_mut().zip(&current) {
+            *a += step * (c - *a);
+        }
+    }
+}
+
+/// Replaces each float parameter's value by its average.
+struct Fill<'a> {
+    values: &'a HashMap<ParamId, Vec<f32>>,
+}
+
+impl ModuleMapper for Fill<'_> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let values = self.values[&param.id].clone();
+        param.map(|template| {
+            let data = TensorData::new(values, template.shape());
+            Tensor::from_data(data, &template.device())
         })
     }
 }
@@ -139,7 +162,6 @@ impl ModuleMapper for Blend {
 mod tests {
     use super::*;
     use crate::layers::DenseConfig;
-    use crate::tensor_util::f32_vec;
     use burn::tensor::{Device, TensorData};
 
     fn set(dense: &mut crate::layers::Dense, kernel: [f32; 2], device: &Device) {
@@ -163,7 +185,7 @@ mod tests {
         // First update: d = min(0.5, 1/10) = 0.1.
         set(&mut dense, [11.0, 8.0], &device);
         average.update(&dense);
-        let first = kernel(average.model());
+        let first = kernel(&average.model());
         assert!(
             (first[0] - (0.1 * 1.0 + 0.9 * 11.0)).abs() < 1e-5,
             "{first:?}"
@@ -183,7 +205,7 @@ mod tests {
             expected = d * expected + (1.0 - d) * w as f64;
         }
         assert_eq!(average.updates(), 12);
-        let last = kernel(average.model());
+        let last = kernel(&average.model());
         assert!(
             (last[0] as f64 - expected).abs() < 1e-4,
             "{last:?} vs {expected}"
