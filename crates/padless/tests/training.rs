@@ -408,3 +408,83 @@ fn callbacks_follow_their_monitor() {
     assert!(best.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+fn weight_values(model: &Sequential) -> Vec<f32> {
+    model.weights().into_iter().flat_map(|w| w.values).collect()
+}
+
+#[test]
+fn a_weight_average_follows_the_steps_and_replaces_the_weights_after_fit() {
+    let _guard = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
+    let device = training_device();
+    let build = |average: Option<f64>| {
+        device.seed(3);
+        let mut config = compile();
+        config.weight_average = average;
+        Trainer::from_config(&model_config(), config, &device).unwrap()
+    };
+    let batches = make_batches(&reverse_task(96, 7), &BatchOptions::new(32), &device).unwrap();
+    let (mut plain, mut averaged) = (build(None), build(Some(0.5)));
+    // The average starts at the weights after the first step, then blends with
+    // d = min(0.5, (1 + n) / (10 + n)): 1/10, 2/11, ... (worked here in f64).
+    let mut expected: Option<Vec<f64>> = None;
+    for (n, batch) in batches.iter().chain(&batches).enumerate() {
+        plain.train_on_batch(batch).unwrap();
+        averaged.train_on_batch(batch).unwrap();
+        let w = weight_values(&averaged.model);
+        expected = Some(match expected {
+            None => w.iter().map(|&v| f64::from(v)).collect(),
+            Some(avg) => {
+                let d = f64::min(0.5, n as f64 / (9.0 + n as f64));
+                avg.iter()
+                    .zip(&w)
+                    .map(|(a, &v)| d * a + (1.0 - d) * f64::from(v))
+                    .collect()
+            }
+        });
+    }
+    assert!(plain.averaged_model().is_none());
+    let got = weight_values(&averaged.averaged_model().unwrap());
+    let expected = expected.unwrap();
+    let last = weight_values(&averaged.model);
+    let mut moved = 0.0f64;
+    for ((g, e), l) in got.iter().zip(&expected).zip(&last) {
+        assert!(
+            (f64::from(*g) - e).abs() < 1e-5 * (1.0 + e.abs()),
+            "{g} vs {e}"
+        );
+        moved = moved.max((e - f64::from(*l)).abs());
+    }
+    assert!(
+        moved > 1e-3,
+        "the average differs from the last weights ({moved})"
+    );
+
+    // fit ends with the average written over the weights; training goes on from there.
+    let mut config = compile();
+    config.weight_average = Some(0.9);
+    device.seed(3);
+    let mut trainer = Trainer::from_config(&model_config(), config, &device).unwrap();
+    trainer
+        .fit(&reverse_task(96, 7), None, &fit_config(2), &mut [])
+        .unwrap();
+    let after_fit = weight_values(&trainer.model);
+    assert_eq!(after_fit, weight_values(&trainer.averaged_model().unwrap()));
+    trainer.train_on_batch(&batches[0]).unwrap();
+    assert_ne!(
+        after_fit,
+        weight_values(&trainer.model),
+        "gradients still reach the weights"
+    );
+}
+
+#[test]
+fn a_weight_average_decay_outside_zero_one_is_refused_at_compile() {
+    let mut config = compile();
+    config.weight_average = Some(1.0);
+    let err = Trainer::from_config(&model_config(), config, &training_device())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("decay must be in [0, 1), found 1"), "{err}");
+}

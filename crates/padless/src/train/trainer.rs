@@ -9,6 +9,7 @@ use burn::tensor::{Device, Int, Tensor};
 use super::callbacks::{Callback, Control};
 use super::data::{Batch, BatchOptions, Example, make_batches, split_validation};
 use super::optimizer::{LrSchedule, OptimizerConfig};
+use super::weight_average::{WeightAverage, check_decay};
 use crate::error::{Error, Result};
 use crate::layer::Spec;
 use crate::losses::{LossInputs, LossOutput, SequenceLoss, TargetMask, Targets};
@@ -62,6 +63,13 @@ pub struct CompileConfig {
     pub metrics: Vec<MetricKind>,
     /// NaN or inf at valid steps of the inputs: an error, a warning, or unchecked.
     pub non_finite_inputs: NonFiniteInputs,
+    /// Keep an exponential moving average of the weights with this decay per step
+    /// ([`WeightAverage`]; Keras' `use_ema` with `ema_momentum`): started at the weights
+    /// after the first step and updated after each later one, available from
+    /// [`Trainer::averaged_model`], and written over the model's weights at the end of
+    /// [`Trainer::fit`] (as Keras does). Validation during `fit` uses the trained weights.
+    /// Checkpoints do not hold the average: a resumed run starts a new one.
+    pub weight_average: Option<f64>,
 }
 
 impl CompileConfig {
@@ -75,6 +83,7 @@ impl CompileConfig {
             loss,
             metrics: Vec::new(),
             non_finite_inputs: NonFiniteInputs::Error,
+            weight_average: None,
         }
     }
 }
@@ -105,6 +114,7 @@ pub struct Trainer {
     /// Factor on the scheduled rate, lowered by [`ReduceLrOnPlateau`](super::ReduceLrOnPlateau).
     pub lr_factor: f64,
     pub(crate) optimizer: ModuleOptimizer,
+    average: Option<WeightAverage<Sequential>>,
     input: Spec,
     output_time: Option<usize>,
     mask_dropped_by: Option<String>,
@@ -128,10 +138,14 @@ impl Trainer {
             _ => Some(1),
         };
         let mask_dropped_by = model.mask_dropped_by(input)?;
+        if let Some(decay) = config.weight_average {
+            check_decay(decay)?;
+        }
         Ok(Trainer {
             model,
             model_config: None,
             optimizer: config.optimizer.init(config.clip_norm),
+            average: None,
             learning_rate: config.learning_rate,
             config,
             epoch: 0,
@@ -251,7 +265,19 @@ impl Trainer {
         self.model = self
             .optimizer
             .step(self.learning_rate, self.model.clone(), grads);
+        if let Some(decay) = self.config.weight_average {
+            match self.average.as_mut() {
+                Some(average) => average.update(&self.model),
+                None => self.average = Some(WeightAverage::new(&self.model, decay)?),
+            }
+        }
         Ok(logs)
+    }
+
+    /// The model with the averaged weights (no autodiff), when
+    /// [`CompileConfig::weight_average`] is set and at least one step was taken.
+    pub fn averaged_model(&self) -> Option<Sequential> {
+        self.average.as_ref().map(WeightAverage::model)
     }
 
     /// The loss and metrics of `batch` with the inference model (dropout off, no gradients).
@@ -348,6 +374,9 @@ impl Trainer {
             if stop {
                 break;
             }
+        }
+        if let Some(average) = &self.average {
+            self.model = average.copy_into(self.model.clone());
         }
         for callback in callbacks.iter_mut() {
             callback.on_train_end(self)?;

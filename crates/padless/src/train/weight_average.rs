@@ -54,12 +54,7 @@ impl<M: Module> WeightAverage<M> {
     /// # Errors
     /// [`Error::Config`] when `decay` is not in `[0, 1)`.
     pub fn new(model: &M, decay: f64) -> Result<Self> {
-        if !(0.0..1.0).contains(&decay) {
-            return Err(Error::Config {
-                layer: "WeightAverage".into(),
-                message: format!("decay must be in [0, 1), found {decay}"),
-            });
-        }
+        check_decay(decay)?;
         let mut values = Start(HashMap::new());
         model.visit(&mut values);
         Ok(WeightAverage {
@@ -100,9 +95,33 @@ impl<M: Module> WeightAverage<M> {
         })
     }
 
+    /// `model` with each float parameter set to its average, on the parameter's own device,
+    /// keeping its id and whether it requires a gradient (training goes on from the average;
+    /// Keras overwrites the weights so at the end of `fit` with `use_ema`).
+    pub fn copy_into(&self, model: M) -> M {
+        model.map(&mut Fill {
+            values: &self.values,
+        })
+    }
+
     /// Number of updates so far.
     pub fn updates(&self) -> u64 {
         self.updates
+    }
+}
+
+/// Checks a decay for [`WeightAverage::new`].
+///
+/// # Errors
+/// [`Error::Config`] when `decay` is not in `[0, 1)`.
+pub(crate) fn check_decay(decay: f64) -> Result<()> {
+    if (0.0..1.0).contains(&decay) {
+        Ok(())
+    } else {
+        Err(Error::Config {
+            layer: "WeightAverage".into(),
+            message: format!("decay must be in [0, 1), found {decay}"),
+        })
     }
 }
 
@@ -153,7 +172,12 @@ impl ModuleMapper for Fill<'_> {
         let values = self.values[&param.id].clone();
         param.map(|template| {
             let data = TensorData::new(values, template.shape());
-            Tensor::from_data(data, &template.device())
+            let value = Tensor::from_data(data, &template.device());
+            if template.is_require_grad() {
+                value.require_grad()
+            } else {
+                value
+            }
         })
     }
 }
