@@ -338,9 +338,11 @@ pub fn train(
         // The schedule follows the trained weights; the checkpoint takes the better of the
         // trained weights and their average.
         let score = (log.validation_wer, log.validation_per);
-        let (model, kept) = match averaged {
-            Some((averaged, average_score)) if average_score < score => (averaged, average_score),
-            _ => (model, score),
+        let (model, kept, weights) = match averaged {
+            Some((averaged, average_score)) if average_score < score => {
+                (averaged, average_score, "average")
+            }
+            _ => (model, score, "trained"),
         };
         if score < best_trained {
             best_trained = score;
@@ -361,10 +363,7 @@ pub fn train(
                     ("epoch", epoch.to_string()),
                     ("validation_wer", kept.0.to_string()),
                     ("validation_per", kept.1.to_string()),
-                    (
-                        "weights",
-                        if kept == score { "trained" } else { "average" }.to_string(),
-                    ),
+                    ("weights", weights.to_string()),
                     ("train_seconds", log.seconds.to_string()),
                 ],
             )?;
