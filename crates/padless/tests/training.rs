@@ -9,7 +9,8 @@ use padless::model_config::{
 use padless::prelude::*;
 use padless::train::*;
 
-/// burn's random generator is per device: tests that seed it run one at a time.
+/// burn's random generator is per device: tests that seed it, or draw from it (any model
+/// built) while another seeded test runs, run one at a time.
 static SEEDED: Mutex<()> = Mutex::new(());
 
 fn reverse_task(n: usize, seed: u64) -> Vec<Example> {
@@ -164,6 +165,7 @@ fn a_resumed_run_continues_exactly_as_an_uninterrupted_one() {
 
 #[test]
 fn non_finite_inputs_at_valid_steps_are_an_error_or_a_warning_by_option() {
+    let _guard = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
     let device = training_device();
     let config = ModelConfig {
         input: InputConfig::Sequence {
@@ -480,6 +482,7 @@ fn a_weight_average_follows_the_steps_and_replaces_the_weights_after_fit() {
 
 #[test]
 fn a_weight_average_decay_outside_zero_one_is_refused_at_compile() {
+    let _guard = SEEDED.lock().unwrap_or_else(|e| e.into_inner());
     let mut config = compile();
     config.weight_average = Some(1.0);
     let err = Trainer::from_config(&model_config(), config, &training_device())
