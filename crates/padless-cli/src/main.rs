@@ -117,7 +117,23 @@ fn summary(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// mimalloc's `mi_option_purge_delay` (its position in mimalloc v3's `mi_option_e`, the
+/// version `libmimalloc-sys` builds by default).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Keeps freed memory mapped instead of returning it to the OS after mimalloc's default 10 ms:
+/// each fused call allocates buffers of megabytes that the OS would otherwise map and zero
+/// again (measured: 17,925 page faults in one G2P evaluation, 415 without purging; greedy
+/// decoding of the 3.98M model about 5% faster, the H=128 benchmark step 2 to 4%). The
+/// process's peak memory is unchanged; it simply keeps it until exit.
+fn keep_freed_memory_mapped() {
+    // SAFETY: `mi_option_set` takes an option number and a value, touches only mimalloc's
+    // option table, and may be called at any time; -1 means "never purge".
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+}
+
 fn main() -> ExitCode {
+    keep_freed_memory_mapped();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

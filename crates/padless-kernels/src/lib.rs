@@ -60,6 +60,7 @@
 mod backward;
 mod blocks;
 mod cells;
+mod elementwise;
 mod forward;
 mod kernel;
 mod matmul;
@@ -70,6 +71,7 @@ pub mod reference;
 mod team;
 
 pub use cells::{BackwardRow, CellKind, ForwardRow, Gru, Lstm, SimpleRnn};
+pub use elementwise::{tanh_backward_in_place, tanh_in_place};
 pub use kernel::{
     Gradients, GruKernel, KernelConfig, LstmKernel, RecurrentKernel, Sequences, SimpleRnnKernel,
     Weights, Workspace,

@@ -504,6 +504,27 @@ fn encoder_decoder_logits_do_not_depend_on_padding() {
     }
 }
 
+/// The decoder's attention skips zeroing the encoder outputs at padded source steps on every
+/// step because `Encoded::keys` is exactly 0 there: pin that.
+#[test]
+fn encoded_keys_are_exactly_zero_at_padded_source_steps() {
+    let device = padless::default_device();
+    let model = small_config(AttentionKind::General).init(&device).unwrap();
+    let encoded = model.encode(ids(&[&[3, 4, 5], &[6], &[2, 2]], 5)).unwrap();
+    let keys = f32_vec(encoded.keys.clone());
+    let mask = encoded.mask.unwrap().to_vec();
+    let width = encoded.keys.dims()[2];
+    assert_eq!(mask.iter().filter(|&&v| v).count(), 6);
+    for (step, valid) in mask.iter().enumerate() {
+        let row = &keys[step * width..][..width];
+        if *valid {
+            assert!(row.iter().any(|&v| v != 0.0), "valid step {step} all zero");
+        } else {
+            assert!(row.iter().all(|&v| v == 0.0), "padded step {step}: {row:?}");
+        }
+    }
+}
+
 #[test]
 fn decoding_is_the_same_alone_and_in_a_padded_batch_and_beam_1_is_greedy() {
     let device = padless::default_device();

@@ -33,7 +33,7 @@ impl ActivationKind {
         match self {
             ActivationKind::Linear => x,
             ActivationKind::Relu => act::relu(x),
-            ActivationKind::Tanh => x.tanh(),
+            ActivationKind::Tanh => crate::elementwise::tanh(x),
             ActivationKind::Sigmoid => act::sigmoid(x),
             ActivationKind::Softmax => act::softmax(x, D - 1),
             ActivationKind::Gelu => act::gelu(x),

@@ -188,9 +188,8 @@ impl Attention {
                     t_key,
                     d_attention,
                 ]);
-                let hidden = (q + k)
-                    .tanh()
-                    .reshape([batch * t_query * t_key, d_attention]);
+                let hidden =
+                    crate::elementwise::tanh(q + k).reshape([batch * t_query * t_key, d_attention]);
                 hidden
                     .matmul(v.reshape([d_attention, 1]))
                     .reshape([batch, t_query, t_key])
@@ -235,6 +234,34 @@ impl Attention {
         values: Tensor<3>,
         masks: AttentionMasks<'_>,
     ) -> Result<AttentionOutput> {
+        self.attend(query, keys, values, masks, false)
+    }
+
+    /// [`Attention::forward`] over values that are already exactly 0 at the masked key steps
+    /// (an [`Encoded`](super::Encoded)'s keys): the same result without zeroing all of them
+    /// again, which a decoding step would otherwise do for the whole encoder output.
+    pub(crate) fn forward_over_zeroed(
+        &self,
+        query: Tensor<3>,
+        values: Tensor<3>,
+        key_mask: Option<&Mask>,
+    ) -> Result<AttentionOutput> {
+        let masks = AttentionMasks {
+            keys: key_mask,
+            ..AttentionMasks::default()
+        };
+        self.attend(query, values.clone(), values, masks, true)
+    }
+
+    /// The attention; `values_zeroed`: the values are known to be 0 at masked key steps.
+    fn attend(
+        &self,
+        query: Tensor<3>,
+        keys: Tensor<3>,
+        values: Tensor<3>,
+        masks: AttentionMasks<'_>,
+        values_zeroed: bool,
+    ) -> Result<AttentionOutput> {
         let [batch, t_query, d_query] = query.dims();
         let [kb, t_key, d_key] = keys.dims();
         let [vb, vt, _] = values.dims();
@@ -258,7 +285,11 @@ impl Attention {
         };
         // Masked values are selected out, so that NaN or inf there cannot reach the context
         // through 0 * NaN.
-        let values = zero_masked(values, masks.keys);
+        let values = if values_zeroed {
+            values
+        } else {
+            zero_masked(values, masks.keys)
+        };
         let context = zero_masked(weights.clone().matmul(values), masks.query);
         Ok(AttentionOutput {
             context,

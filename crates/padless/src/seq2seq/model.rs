@@ -207,9 +207,10 @@ impl EncoderDecoder {
         mask: Option<&Mask>,
     ) -> Result<Tensor<3>> {
         let [batch, time, d] = h.dims();
+        // The keys are 0 at padded source steps (see `Encoded`).
         let attended = self
             .attention
-            .forward(h.clone(), keys.clone(), keys.clone(), mask)?;
+            .forward_over_zeroed(h.clone(), keys.clone(), mask)?;
         let joined = Tensor::cat(vec![h, attended.context], 2).reshape([batch * time, 2 * d]);
         let combined = self.dropout(self.combine.forward(joined));
         Ok(self

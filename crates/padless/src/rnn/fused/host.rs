@@ -4,12 +4,13 @@
 //! Written once for any backend `B` (only its data transfer is used); the fused path runs only
 //! on the CPU backend, where reading a tensor is a copy at most.
 
+use std::any::Any;
 use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, TensorMetadata};
+use burn::backend::{Backend, Flex, TensorMetadata};
 use burn::tensor::{DType, Element, TensorData};
 use padless_kernels::{
     CellKind, Gradients, Gru, Lstm, Real, RecurrentKernel, Sequences, SimpleRnn, Weights, Workspace,
@@ -122,42 +123,83 @@ pub(crate) fn forward<B: Backend>(
     }
 }
 
-/// A fused call's inputs read into host vectors.
-pub(crate) struct HostInputs<T> {
-    x: Vec<T>,
-    kernel: Vec<T>,
-    recurrent_kernel: Vec<T>,
-    bias: Vec<T>,
-    initial: Vec<Vec<T>>,
+/// A tensor's values on the host: borrowed in place from a contiguous CPU-backend tensor of
+/// the right float type (the weights, which the model still holds, are not copied on every
+/// call: that copy was about a tenth of a G2P decoding step), else read into a vector.
+pub(crate) enum HostData<T> {
+    /// Read (copied where the tensor was shared) into a vector.
+    Owned(Vec<T>),
+    /// A flex tensor whose storage is viewed in place.
+    Flex(FloatTensor<Flex>),
 }
 
-impl<T: Real + Element> HostInputs<T> {
+impl<T: Element + bytemuck::Pod> HostData<T> {
+    /// The values of a primitive of `B`, in place where they can be.
+    pub(crate) fn read<B: Backend>(tensor: FloatTensor<B>) -> Self {
+        let any: Box<dyn Any> = Box::new(tensor);
+        match any.downcast::<FloatTensor<Flex>>() {
+            Ok(flex) if flex.as_slice::<T>().is_some() => HostData::Flex(*flex),
+            Ok(flex) => HostData::Owned(read::<Flex, T>(*flex)),
+            Err(any) => {
+                let tensor = any
+                    .downcast::<FloatTensor<B>>()
+                    .expect("a boxed primitive of B is one");
+                HostData::Owned(read::<B, T>(*tensor))
+            }
+        }
+    }
+
+    /// The values, row-major.
+    pub(crate) fn as_slice(&self) -> &[T] {
+        match self {
+            HostData::Owned(values) => values,
+            HostData::Flex(tensor) => tensor
+                .as_slice::<T>()
+                .expect("checked contiguous and of type T when read"),
+        }
+    }
+}
+
+/// A fused call's inputs on the host.
+pub(crate) struct HostInputs<T> {
+    x: HostData<T>,
+    kernel: HostData<T>,
+    recurrent_kernel: HostData<T>,
+    bias: HostData<T>,
+    initial: Vec<HostData<T>>,
+}
+
+impl<T: Real + Element + bytemuck::Pod> HostInputs<T> {
     /// Reads the primitives (on the calling thread).
     pub(crate) fn read<B: Backend>(inputs: Inputs<B>) -> Self {
         HostInputs {
-            x: read::<B, T>(inputs.x),
-            kernel: read::<B, T>(inputs.kernel),
-            recurrent_kernel: read::<B, T>(inputs.recurrent_kernel),
-            bias: read::<B, T>(inputs.bias),
-            initial: inputs.initial.into_iter().map(read::<B, T>).collect(),
+            x: HostData::read::<B>(inputs.x),
+            kernel: HostData::read::<B>(inputs.kernel),
+            recurrent_kernel: HostData::read::<B>(inputs.recurrent_kernel),
+            bias: HostData::read::<B>(inputs.bias),
+            initial: inputs
+                .initial
+                .into_iter()
+                .map(HostData::read::<B>)
+                .collect(),
         }
     }
 
     /// Runs the kernel: the packed output `[batch, n_steps + n_states, d_hidden]` and, with
     /// `keep`, the workspace. Plain host work, so two calls may run on two threads.
     pub(crate) fn run(&self, spec: &FusedSpec, keep: bool) -> (Vec<T>, Option<Workspace<T>>) {
-        let initial_refs: Vec<&[T]> = self.initial.iter().map(Vec::as_slice).collect();
+        let initial_refs: Vec<&[T]> = self.initial.iter().map(HostData::as_slice).collect();
         let seq = Sequences {
-            x: &self.x,
+            x: self.x.as_slice(),
             batch: spec.batch,
             n_steps: spec.n_steps,
             mask: spec.mask.as_deref(),
             initial: &initial_refs,
         };
         let weights = Weights {
-            kernel: &self.kernel,
-            recurrent_kernel: &self.recurrent_kernel,
-            bias: Some(&self.bias),
+            kernel: self.kernel.as_slice(),
+            recurrent_kernel: self.recurrent_kernel.as_slice(),
+            bias: Some(self.bias.as_slice()),
         };
         let mut out = vec![T::ZERO; packed_len(spec)];
         fn run<C: CellKind, T: Real>(
@@ -217,7 +259,7 @@ pub(crate) fn packed_shape(spec: &FusedSpec) -> Vec<usize> {
 }
 
 /// The forward pass in the float type `T`: the packed output and, with `keep`, the workspace.
-fn forward_typed<B: Backend, T: Real + Element>(
+fn forward_typed<B: Backend, T: Real + Element + bytemuck::Pod>(
     inputs: Inputs<B>,
     spec: &FusedSpec,
     keep: bool,

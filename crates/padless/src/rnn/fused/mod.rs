@@ -19,6 +19,7 @@ use burn::tensor::{DType, Device, Tensor};
 use padless_kernels::KernelConfig;
 
 use crate::mask::Mask;
+pub(crate) use host::{HostData, read};
 pub use ops::{FusedCell, FusedRecurrentBackend, FusedSpec};
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
@@ -87,7 +88,7 @@ pub struct FusedParts {
 }
 
 /// Whether tensors on `device` run on the flex CPU backend (with or without autodiff).
-fn on_flex(device: &Device) -> bool {
+pub(crate) fn on_flex(device: &Device) -> bool {
     #[allow(unreachable_patterns)]
     match device.as_dispatch() {
         DispatchDevice::Flex(_) => true,

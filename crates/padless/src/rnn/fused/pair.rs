@@ -65,7 +65,7 @@ pub(crate) fn forward<B: Backend>(
     }
 }
 
-fn forward_typed<B: Backend, T: Real + Element>(
+fn forward_typed<B: Backend, T: Real + Element + bytemuck::Pod>(
     [first, second]: [Inputs<B>; 2],
     specs: &[FusedSpec; 2],
     keep: bool,
