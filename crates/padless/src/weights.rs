@@ -92,10 +92,11 @@ pub fn load_param<const D: usize>(
     weights: &[NamedWeight],
     name: &str,
 ) -> Result<()> {
-    let current = param.val();
-    let dims = current.dims();
+    // Shape and device without running the parameter's lazy initialiser: loading a model
+    // would otherwise draw (and orthonormalise) every recurrent kernel only to replace it.
+    let dims: [usize; D] = param.lazy_shape().dims();
     let weight = find_weight(weights, name, &dims)?;
-    let mut replaced = Param::from_tensor(tensor_from(&weight.values, dims, &current.device()));
+    let mut replaced = Param::from_tensor(tensor_from(&weight.values, dims, &param.lazy_device()));
     replaced.id = param.id;
     *param = replaced;
     Ok(())

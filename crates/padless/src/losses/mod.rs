@@ -6,6 +6,7 @@
 //! ([`Reduction`]) over the valid steps only. The mask is the model output's AND the
 //! [`TargetMask`] given with the targets.
 
+mod fused_cross_entropy;
 mod kind;
 mod sample_weight;
 mod sequence_loss;

@@ -2,12 +2,13 @@
 
 use burn::tensor::Tensor;
 
+use super::fused_cross_entropy::{CrossEntropySpec, CrossEntropyTargets, fused_per_step};
 use super::kind::LossKind;
 use super::sample_weight::SampleWeight;
 use super::targets::{TargetMask, Targets, check_finite_targets};
 use crate::error::{Error, Result};
 use crate::mask::{Mask, and_masks, zero_masked};
-use crate::tensor_util::{i64_vec, tensor_from};
+use crate::tensor_util::{f32_vec, i64_vec, tensor_from};
 
 /// How per-step losses become one number. Masked steps are **selected out**, never multiplied
 /// by 0, so NaN, inf or huge values there cannot leak.
@@ -204,19 +205,33 @@ impl SequenceLoss {
         }
         let padding = mask.padding();
         self.check_labels(&inputs.y_true, &mask, classes)?;
-        let y_true = select_targets(inputs.y_true, &mask);
-        let y_pred = inputs
-            .y_pred
-            .mask_fill(mask.padding_expanded(classes), self.kind.safe_prediction());
-        let element_weight = match &inputs.sample_weight {
-            Some(SampleWeight::PerElement(w)) => Some(zero_masked(w.clone(), Some(&mask))),
-            _ => None,
+        // The categorical cross-entropies run as one fused operation on the CPU backend (the
+        // same values; see `fused_cross_entropy`), the other losses and backends compose.
+        let fused = self
+            .fused_spec(&inputs, &mask, [batch, time, classes])
+            .and_then(|spec| fused_per_step(&inputs.y_pred, spec));
+        // Targets with masked steps replaced, for the composite loss and the class weights.
+        let y_true = (fused.is_none() || self.class_weight.is_some())
+            .then(|| select_targets(inputs.y_true, &mask));
+        let losses = match (fused, &y_true) {
+            (Some(losses), _) => losses,
+            (None, Some(y_true)) => {
+                let y_pred = inputs
+                    .y_pred
+                    .mask_fill(mask.padding_expanded(classes), self.kind.safe_prediction());
+                let element_weight = match &inputs.sample_weight {
+                    Some(SampleWeight::PerElement(w)) => Some(zero_masked(w.clone(), Some(&mask))),
+                    _ => None,
+                };
+                self.kind
+                    .per_step(y_true, y_pred, element_weight, self.label_smoothing)?
+                    .mask_fill(padding.clone(), 0.0)
+            }
+            (None, None) => unreachable!("the targets are selected when the loss is composite"),
         };
-        let losses = self
-            .kind
-            .per_step(&y_true, y_pred, element_weight, self.label_smoothing)?
-            .mask_fill(padding.clone(), 0.0);
-        let class_weight = self.step_class_weight(&y_true, &device);
+        let class_weight = y_true
+            .as_ref()
+            .and_then(|y_true| self.step_class_weight(y_true, &device));
         let denominator_weight = match (&inputs.sample_weight, &class_weight) {
             (Some(w), Some(c)) => w.per_step(time) * c.clone(),
             (Some(w), None) => w.per_step(time),
@@ -324,6 +339,31 @@ impl SequenceLoss {
             ));
         }
         Ok(())
+    }
+
+    /// The fused call's spec for a categorical cross-entropy without per-element weights (its
+    /// targets read to the host), else `None`.
+    fn fused_spec(
+        &self,
+        inputs: &LossInputs,
+        mask: &Mask,
+        shape: [usize; 3],
+    ) -> Option<CrossEntropySpec> {
+        let from_logits = self.kind.categorical_from_logits()?;
+        if matches!(inputs.sample_weight, Some(SampleWeight::PerElement(_))) {
+            return None;
+        }
+        let targets = match &inputs.y_true {
+            Targets::Dense(y) => CrossEntropyTargets::Dense(f32_vec(y.clone()).into()),
+            Targets::Labels(labels) => CrossEntropyTargets::Labels(i64_vec(labels.clone()).into()),
+        };
+        Some(CrossEntropySpec {
+            shape,
+            from_logits,
+            epsilon: self.label_smoothing,
+            targets,
+            valid: mask.to_vec().into(),
+        })
     }
 
     /// Labels at valid steps must be classes; labels at masked steps are not read.
