@@ -78,7 +78,7 @@ fn load(checkpoint: &Path) -> Result<Loaded> {
     let dir = run_dir(&file);
     let vocabs = Vocabs::load(&dir.join(VOCAB_FILE))?;
     let settings = load_settings(&dir.join(TRAINING_FILE))?;
-    let trainer = load_checkpoint(&file, settings.compile(), &padless::training_device())
+    let trainer = load_checkpoint(&file, settings.compile()?, &padless::training_device())
         .with_context(|| format!("loading {}", file.display()))?;
     Ok(Loaded { trainer, vocabs })
 }

@@ -93,7 +93,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 );
             }
             let settings = load_settings(&dir.join(TRAINING_FILE))?;
-            let trainer = load_checkpoint(checkpoint, settings.compile(), &device)
+            let trainer = load_checkpoint(checkpoint, settings.compile()?, &device)
                 .with_context(|| format!("resuming from {}", checkpoint.display()))?;
             let records = read_records(&args.data, args.format, vocabs.tokens, true)?;
             (trainer, vocabs, settings, records)
@@ -109,7 +109,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 .resolve(&vocabs)
                 .with_context(|| format!("filling the sizes of {}", config.display()))?;
             let settings = file.training.clone().resolve(&vocabs.target, &model);
-            let trainer = Trainer::from_config(&model, settings.compile(), &device)
+            let trainer = Trainer::from_config(&model, settings.compile()?, &device)
                 .with_context(|| format!("building the model of {}", config.display()))?;
             (trainer, vocabs, settings, records)
         }
