@@ -3,7 +3,7 @@
 //! the gradient to the previous `h`, and the weight and input gradients are large products
 //! over all slots after the loop.
 
-use crate::blocks::Blocks;
+use crate::blocks::{Blocks, StepShare};
 use crate::cells::{BackwardRow, CellKind};
 use crate::kernel::{Gradients, Workspace};
 use crate::matmul::{View, matmul};
@@ -172,19 +172,21 @@ pub(crate) fn backward<C: CellKind, T: Real>(mut ws: Workspace<T>, d_out: &[T]) 
     let keras_columns = blocks.keras_columns();
     let arch = pulp::Arch::new();
     run_team(ws.n_blocks, |worker| {
-        let (u0, u1) = blocks.units(worker.index);
         let (c0, c1) = blocks.cols(worker.index);
-        let (wu, wc) = (u1 - u0, c1 - c0);
-        // SAFETY (whole closure): this thread writes only its own columns `c0..c1` of the
-        // gate-gradient buffers and weight gradients, its own units `u0..u1` of the carried
-        // state gradients, and its own rows of the input gradients; reads of other threads'
-        // parts (all columns of one step's gate gradients, the transposed weights, all gate
-        // gradients after the loop) follow a `worker.sync()`. Offsets are bounds-checked.
+        let wc = c1 - c0;
+        let share = StepShare::new(&blocks, worker.index, std::mem::size_of::<T>());
+        let (s0, s1) = share.units;
+        // SAFETY (whole closure): in the loop this thread writes only the gate-gradient
+        // columns and the carried state gradients of its own units (`share`) in its own rows;
+        // by columns it reads the other thread's columns of one step's gate gradients after
+        // a `worker.sync()`. After the loop it writes its own columns `c0..c1` of the weight
+        // gradients and its own rows of the input gradients, reading everything else after a
+        // `worker.sync()`. Offsets are bounds-checked.
         unsafe {
-            // This thread's columns of U^T (all gate columns in the blocked order of the gate
-            // gradients), gathered from U once for all steps.
-            let recurrent_block_t = PackedRhs::gather(g, wu, recurrent_kernel, |r, c| {
-                (u0 + c) * g + keras_columns[r]
+            // The part of U^T this thread multiplies by (all gate columns, in the blocked
+            // order of the gate gradients), gathered from U once for all steps.
+            let recurrent_part_t = PackedRhs::gather(g, s1 - s0, recurrent_kernel, |r, c| {
+                (s0 + c) * g + keras_columns[r]
             });
             let product = if C::SEPARATE_RECURRENT {
                 d_rec_s
@@ -193,11 +195,13 @@ pub(crate) fn backward<C: CellKind, T: Real>(mut ws: Workspace<T>, d_out: &[T]) 
             };
             for k in (0..p.n_packed()).rev() {
                 let (n, o, n_next) = (p.active[k], p.offsets[k], p.active_at(k + 1));
-                for pos in n_next..n {
-                    d_h_s.slice_mut(pos * h + u0, wu).fill(T::ZERO);
+                let newly =
+                    n_next + (share.first + share.stride - n_next % share.stride) % share.stride;
+                for pos in (newly..n).step_by(share.stride) {
+                    d_h_s.slice_mut(pos * h + s0, s1 - s0).fill(T::ZERO);
                     if C::N_STATES == 2 {
-                        let src = d_c_final_s.slice(pos * h + u0, wu);
-                        d_c_s.slice_mut(pos * h + u0, wu).copy_from_slice(src);
+                        let src = d_c_final_s.slice(pos * h + s0, s1 - s0);
+                        d_c_s.slice_mut(pos * h + s0, s1 - s0).copy_from_slice(src);
                     }
                 }
                 arch.dispatch(BackwardStep::<C, T> {
@@ -207,10 +211,8 @@ pub(crate) fn backward<C: CellKind, T: Real>(mut ws: Workspace<T>, d_out: &[T]) 
                     o,
                     g,
                     h,
-                    c0,
-                    wc,
-                    u0,
-                    wu,
+                    blocks,
+                    share,
                     d_rec_s,
                     rec_s,
                     cs_s,
@@ -223,16 +225,21 @@ pub(crate) fn backward<C: CellKind, T: Real>(mut ws: Workspace<T>, d_out: &[T]) 
                     d_h_s,
                     cell: PhantomData,
                 });
-                worker.sync();
-                // d h_prev[:, own units] += d_gates_k · U^T[:, own units]
-                recurrent_block_t.multiply(
-                    n,
-                    d_h_s.ptr().add(u0),
-                    h,
-                    true,
-                    product.ptr().add(o * g),
-                    g,
-                );
+                if !share.by_rows {
+                    worker.sync();
+                }
+                // d h_prev[own rows, own units] += d_gates_k[own rows] · U^T[:, own units]
+                let mine = share.rows_of(n);
+                if mine > 0 {
+                    recurrent_part_t.multiply(
+                        mine,
+                        d_h_s.ptr().add(share.first * h + s0),
+                        share.stride * h,
+                        true,
+                        product.ptr().add((o + share.first) * g),
+                        share.stride * g,
+                    );
+                }
             }
             worker.sync();
             // Weight gradients of this thread's columns, each one product over all slots.
@@ -343,10 +350,8 @@ struct BackwardStep<'a, C, T> {
     o: usize,
     g: usize,
     h: usize,
-    c0: usize,
-    wc: usize,
-    u0: usize,
-    wu: usize,
+    blocks: Blocks,
+    share: StepShare,
     d_rec_s: Shared<T>,
     rec_s: Shared<T>,
     cs_s: Shared<T>,
@@ -372,10 +377,8 @@ impl<C: CellKind, T: Real> pulp::WithSimd for BackwardStep<'_, C, T> {
             o,
             g,
             h,
-            c0,
-            wc,
-            u0,
-            wu,
+            blocks,
+            share,
             d_rec_s,
             rec_s,
             cs_s,
@@ -388,44 +391,50 @@ impl<C: CellKind, T: Real> pulp::WithSimd for BackwardStep<'_, C, T> {
             d_h_s,
             ..
         } = self;
-        // SAFETY: as in `backward`'s team closure: this thread's own columns and units only.
+        // SAFETY: as in `backward`'s team closure: this thread's own units of its own rows.
         unsafe {
-            for pos in 0..n {
+            let mut pos = share.first;
+            while pos < n {
                 let slot = o + pos;
-                let (d_recurrent, recurrent) = if C::SEPARATE_RECURRENT {
-                    (
-                        d_rec_s.slice_mut(slot * g + c0, wc),
-                        rec_s.slice(slot * g + c0, wc),
-                    )
-                } else {
-                    (&mut [][..], &[][..])
-                };
-                let (c_prev, c, d_c) = if C::N_STATES == 2 {
-                    let prev = if k == 0 {
-                        c_init_s.slice(pos * h + u0, wu)
+                for b in share.blocks.0..share.blocks.1 {
+                    let ((u0, u1), (c0, c1)) = (blocks.units(b), blocks.cols(b));
+                    let (wu, wc) = (u1 - u0, c1 - c0);
+                    let (d_recurrent, recurrent) = if C::SEPARATE_RECURRENT {
+                        (
+                            d_rec_s.slice_mut(slot * g + c0, wc),
+                            rec_s.slice(slot * g + c0, wc),
+                        )
                     } else {
-                        cs_s.slice((p.offsets[k - 1] + pos) * h + u0, wu)
+                        (&mut [][..], &[][..])
                     };
-                    (
-                        prev,
-                        cs_s.slice(slot * h + u0, wu),
-                        d_c_s.slice_mut(pos * h + u0, wu),
-                    )
-                } else {
-                    (&[][..], &[][..], &mut [][..])
-                };
-                C::backward_row(BackwardRow {
-                    gates: gates_s.slice_mut(slot * g + c0, wc),
-                    d_recurrent,
-                    recurrent,
-                    h_prev: h_prev_s.slice(slot * h + u0, wu),
-                    c_prev,
-                    c,
-                    h: hs_s.slice(slot * h + u0, wu),
-                    d_h_ext: d_ext_s.slice(slot * h + u0, wu),
-                    d_h: d_h_s.slice_mut(pos * h + u0, wu),
-                    d_c,
-                });
+                    let (c_prev, c, d_c) = if C::N_STATES == 2 {
+                        let prev = if k == 0 {
+                            c_init_s.slice(pos * h + u0, wu)
+                        } else {
+                            cs_s.slice((p.offsets[k - 1] + pos) * h + u0, wu)
+                        };
+                        (
+                            prev,
+                            cs_s.slice(slot * h + u0, wu),
+                            d_c_s.slice_mut(pos * h + u0, wu),
+                        )
+                    } else {
+                        (&[][..], &[][..], &mut [][..])
+                    };
+                    C::backward_row(BackwardRow {
+                        gates: gates_s.slice_mut(slot * g + c0, wc),
+                        d_recurrent,
+                        recurrent,
+                        h_prev: h_prev_s.slice(slot * h + u0, wu),
+                        c_prev,
+                        c,
+                        h: hs_s.slice(slot * h + u0, wu),
+                        d_h_ext: d_ext_s.slice(slot * h + u0, wu),
+                        d_h: d_h_s.slice_mut(pos * h + u0, wu),
+                        d_c,
+                    });
+                }
+                pos += share.stride;
             }
         }
     }

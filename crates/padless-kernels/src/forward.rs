@@ -2,7 +2,7 @@
 //! packed step the recurrent product of the running rows and the fused cell; outputs are
 //! scattered back with the carry / zero rule for masked steps.
 
-use crate::blocks::Blocks;
+use crate::blocks::{Blocks, StepShare};
 use crate::cells::{CellKind, ForwardRow};
 use crate::kernel::{KernelConfig, Sequences, Weights, Workspace};
 use crate::matmul::{View, matmul};
@@ -157,13 +157,14 @@ pub(crate) fn forward<C: CellKind, T: Real>(
     let bias_s = Shared::read_only(&bias);
     let arch = pulp::Arch::new();
     run_team(n_blocks, |worker| {
-        let (u0, u1) = blocks.units(worker.index);
         let (c0, c1) = blocks.cols(worker.index);
-        let (wu, wc) = (u1 - u0, c1 - c0);
-        // SAFETY (whole closure): this thread writes only its own columns `c0..c1` of the
-        // gate buffers and its own units `u0..u1` of the state buffers; every read of another
-        // thread's part (the full `h_prev` rows in the recurrent product) follows the
-        // `worker.sync()` that ends the step that wrote them. Offsets are bounds-checked.
+        let wc = c1 - c0;
+        // SAFETY (whole closure): the input projection writes this thread's own columns
+        // `c0..c1` of every slot; in the loop this thread writes the gate columns and state
+        // units of its own share (`StepShare`) in its own rows; every read of another
+        // thread's part (all columns of its rows' gates by rows; the full `h_prev` rows in the
+        // recurrent product by columns) follows a `worker.sync()` after the write. Offsets
+        // are bounds-checked.
         unsafe {
             let bias_in = bias_s.slice(c0, wc);
             // The input projection of every valid step, for this thread's columns.
@@ -196,13 +197,19 @@ pub(crate) fn forward<C: CellKind, T: Real>(
                 }
             }
             let bias_rec = if C::SEPARATE_RECURRENT {
-                bias_s.slice(g + c0, wc)
+                bias_s.slice(g, g)
             } else {
                 &[][..]
             };
-            // This thread's block of U, packed once for all steps.
-            let recurrent_block = PackedRhs::gather(h, wc, recurrent_kernel, |r, c| {
-                r * g + keras_columns[c0 + c]
+            let share = StepShare::new(&blocks, worker.index, std::mem::size_of::<T>());
+            if share.by_rows {
+                // Each thread's rows read all columns of their gates from here on.
+                worker.sync();
+            }
+            let (s0, s1) = share.cols;
+            // The part of U this thread multiplies by, packed once for all steps.
+            let recurrent_part = PackedRhs::gather(h, s1 - s0, recurrent_kernel, |r, c| {
+                r * g + keras_columns[s0 + c]
             });
             for k in 0..p.n_packed() {
                 let (n, o) = (p.active[k], p.offsets[k]);
@@ -211,14 +218,18 @@ pub(crate) fn forward<C: CellKind, T: Real>(
                 } else {
                     (gates_s, true)
                 };
-                recurrent_block.multiply(
-                    n,
-                    product.ptr().add(o * g + c0),
-                    g,
-                    accumulate,
-                    h_prev_s.ptr().add(o * h),
-                    h,
-                );
+                let mine = share.rows_of(n);
+                if mine > 0 {
+                    let first = o + share.first;
+                    recurrent_part.multiply(
+                        mine,
+                        product.ptr().add(first * g + s0),
+                        share.stride * g,
+                        accumulate,
+                        h_prev_s.ptr().add(first * h),
+                        share.stride * h,
+                    );
+                }
                 let n_next = p.active_at(k + 1);
                 arch.dispatch(ForwardStep::<C, T> {
                     p,
@@ -228,10 +239,8 @@ pub(crate) fn forward<C: CellKind, T: Real>(
                     n_next,
                     g,
                     h,
-                    c0,
-                    wc,
-                    u0,
-                    wu,
+                    blocks,
+                    share,
                     rec_s,
                     bias_rec,
                     cs_s,
@@ -241,8 +250,11 @@ pub(crate) fn forward<C: CellKind, T: Real>(
                     h_prev_s,
                     cell: PhantomData,
                 });
-                worker.sync();
+                if !share.by_rows {
+                    worker.sync();
+                }
             }
+            worker.sync();
             // Every step is done (the last `sync`): the threads now only read the states
             // and write the outputs of their own rows.
             let (pos0, pos1) = worker.part(p.batch);
@@ -347,10 +359,8 @@ struct ForwardStep<'a, C, T> {
     n_next: usize,
     g: usize,
     h: usize,
-    c0: usize,
-    wc: usize,
-    u0: usize,
-    wu: usize,
+    blocks: Blocks,
+    share: StepShare,
     rec_s: Shared<T>,
     bias_rec: &'a [T],
     cs_s: Shared<T>,
@@ -374,10 +384,8 @@ impl<C: CellKind, T: Real> pulp::WithSimd for ForwardStep<'_, C, T> {
             n_next,
             g,
             h,
-            c0,
-            wc,
-            u0,
-            wu,
+            blocks,
+            share,
             rec_s,
             bias_rec,
             cs_s,
@@ -387,42 +395,49 @@ impl<C: CellKind, T: Real> pulp::WithSimd for ForwardStep<'_, C, T> {
             h_prev_s,
             ..
         } = self;
-        // SAFETY: as in `forward`'s team closure: this thread's own columns and units only.
+        // SAFETY: as in `forward`'s team closure: this thread's own columns and units of its
+        // own rows only.
         unsafe {
-            for pos in 0..n {
+            let mut pos = share.first;
+            while pos < n {
                 let slot = o + pos;
-                let recurrent = if C::SEPARATE_RECURRENT {
-                    let rec = rec_s.slice_mut(slot * g + c0, wc);
-                    for (v, &b) in rec.iter_mut().zip(bias_rec) {
-                        *v += b;
-                    }
-                    &*rec
-                } else {
-                    &[][..]
-                };
-                let (c_prev, c) = if C::N_STATES == 2 {
-                    let prev = if k == 0 {
-                        c_init_s.slice(pos * h + u0, wu)
+                for b in share.blocks.0..share.blocks.1 {
+                    let ((u0, u1), (c0, c1)) = (blocks.units(b), blocks.cols(b));
+                    let (wu, wc) = (u1 - u0, c1 - c0);
+                    let recurrent = if C::SEPARATE_RECURRENT {
+                        let rec = rec_s.slice_mut(slot * g + c0, wc);
+                        for (v, &b) in rec.iter_mut().zip(&bias_rec[c0..c1]) {
+                            *v += b;
+                        }
+                        &*rec
                     } else {
-                        cs_s.slice((p.offsets[k - 1] + pos) * h + u0, wu)
+                        &[][..]
                     };
-                    (prev, cs_s.slice_mut(slot * h + u0, wu))
-                } else {
-                    (&[][..], &mut [][..])
-                };
-                let h_new = hs_s.slice_mut(slot * h + u0, wu);
-                C::forward_row(ForwardRow {
-                    gates: gates_s.slice_mut(slot * g + c0, wc),
-                    recurrent,
-                    h_prev: h_prev_s.slice(slot * h + u0, wu),
-                    c_prev,
-                    h: h_new,
-                    c,
-                });
-                if pos < n_next {
-                    let next = p.offsets[k + 1] + pos;
-                    h_prev_s.slice_mut(next * h + u0, wu).copy_from_slice(h_new);
+                    let (c_prev, c) = if C::N_STATES == 2 {
+                        let prev = if k == 0 {
+                            c_init_s.slice(pos * h + u0, wu)
+                        } else {
+                            cs_s.slice((p.offsets[k - 1] + pos) * h + u0, wu)
+                        };
+                        (prev, cs_s.slice_mut(slot * h + u0, wu))
+                    } else {
+                        (&[][..], &mut [][..])
+                    };
+                    let h_new = hs_s.slice_mut(slot * h + u0, wu);
+                    C::forward_row(ForwardRow {
+                        gates: gates_s.slice_mut(slot * g + c0, wc),
+                        recurrent,
+                        h_prev: h_prev_s.slice(slot * h + u0, wu),
+                        c_prev,
+                        h: h_new,
+                        c,
+                    });
+                    if pos < n_next {
+                        let next = p.offsets[k + 1] + pos;
+                        h_prev_s.slice_mut(next * h + u0, wu).copy_from_slice(h_new);
+                    }
                 }
+                pos += share.stride;
             }
         }
     }

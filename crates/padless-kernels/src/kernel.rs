@@ -14,8 +14,8 @@ pub struct KernelConfig {
     pub d_input: usize,
     /// Hidden units.
     pub d_hidden: usize,
-    /// Threads: 1, or 2 for the thread pair (each owns half the hidden units). More than
-    /// `d_hidden` is clamped.
+    /// Threads: 1, or 2 for the thread pair (each runs half of the rows of every step, or
+    /// half of the hidden units for a large layer). More than `d_hidden` is clamped.
     pub threads: usize,
     /// Output 0 at masked steps instead of the carried `h`.
     pub zero_output_for_mask: bool,

@@ -14,8 +14,11 @@
 //!   (chosen at run time; gemm on other CPUs and for `f64`).
 //! - **Fused cells** ([`CellKind`]): gate non-linearities and the state update in one
 //!   branch-free pass per row, vectorised through run-time SIMD dispatch.
-//! - **A thread pair**: with `threads = 2` each thread owns half of the hidden units (all
-//!   their gates) for the whole call; the two meet once per step.
+//! - **A thread pair**: with `threads = 2` each thread runs every other row of each packed
+//!   step, all units, with no meeting inside the loop; above a recurrent matrix of 1 MB
+//!   (where a core's cache cannot hold all of it) each thread owns half of the hidden units
+//!   (all their gates) instead and the two meet once per step. The large products are split
+//!   by columns either way.
 //! - **Constant input** ([`KernelConfig::constant_input`]): a layer fed by `RepeatVector`
 //!   projects its input once per row.
 //!

@@ -1,9 +1,12 @@
 //! The thread pair: [`run_team`] runs one closure on 1 or 2 threads that meet at a
-//! [`Barrier`] once per time step, and [`Shared`] lets them write disjoint parts of one buffer.
+//! [`Barrier`] where their work depends on each other's, and [`Shared`] lets them write
+//! disjoint parts of one buffer.
 //!
 //! Measured on 2 cores (see the crate README numbers): gemm's own 2-thread mode on the small
 //! per-step products is slower than 1 thread at `d_hidden = 128`; two threads that each own
-//! half the gate columns for the whole sequence and meet once per step are faster. The helper
+//! half the gate columns for the whole sequence and meet once per step are faster, and two
+//! that each own half of the rows of every step and never meet inside the loop faster still
+//! (see `blocks::StepShare`). The helper
 //! thread is a scoped thread that lives for one kernel call, so it never spins or sleeps
 //! outside a call, and the buffers it touches are borrowed, not leaked.
 

@@ -1,10 +1,11 @@
 //! Two fused calls as one operation, each on its own thread: a `Bidirectional` layer's two
 //! directions, which are independent until their outputs merge.
 //!
-//! With the thread pair, each direction splits its hidden units over two threads that meet
-//! once per step; at small widths those meetings dominate (an LSTM(128) ran only 1.2 times
-//! faster on two threads than on one). Here each direction runs the one-thread kernel and the
-//! two directions run side by side with no meeting at all. The outputs are stacked into one
+//! With the thread pair, each direction splits its rows (or, for a large layer, its hidden
+//! units) over two threads; when this was written they split units and met once per step,
+//! and at small widths those meetings dominated (an LSTM(128) ran only 1.2 times faster on
+//! two threads than on one). Here each direction runs the one-thread kernel and the two
+//! directions run side by side with no meeting at all. The outputs are stacked into one
 //! tensor (a custom operation's node has one output); the backward pass splits its gradient
 //! and runs both directions' BPTT side by side again.
 
