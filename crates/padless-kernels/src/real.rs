@@ -41,27 +41,47 @@ pub trait Real:
 /// `e^x` for `f32`: Cody-Waite range reduction `x = n ln 2 + r`, `|r| <= ln 2 / 2`, and a
 /// degree-7 Taylor polynomial for `e^r`; no branches and no library calls, so the gate
 /// loops vectorise.
+// The polynomials and Newton steps use `mul_add`: inside the kernels' SIMD dispatch it is one
+// fused multiply-add instruction (half the arithmetic of a multiply and an add, and one
+// rounding); outside it, a correct but slower library call.
+
 #[inline(always)]
 fn fast_exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
     // Adding and subtracting 1.5 · 2^23 rounds to the nearest integer.
     const ROUND: f32 = 12_582_912.0;
-    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let shifted = x.mul_add(std::f32::consts::LOG2_E, ROUND);
     let n = shifted - ROUND;
     // ln 2 split in a part with few mantissa bits (exact product with n) and the rest.
-    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
+    let r = n.mul_add(2.121_944_4e-4, n.mul_add(-0.693_359_4, x));
     let mut p: f32 = 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
+    p = p.mul_add(r, 1.0 / 720.0);
+    p = p.mul_add(r, 1.0 / 120.0);
+    p = p.mul_add(r, 1.0 / 24.0);
+    p = p.mul_add(r, 1.0 / 6.0);
+    p = p.mul_add(r, 0.5);
+    p = p.mul_add(r, 1.0);
+    p = p.mul_add(r, 1.0);
     // The low mantissa bits of `shifted` hold n; move n + 127 into the exponent field.
     let scale = f32::from_bits(shifted.to_bits().wrapping_add(127) << 23);
     scale * p
 }
+
+/// `1 / x` for `x` in `[1, 2^125]` without a division (a vector division is the slowest
+/// instruction of the cells, one per gate activation): a guess from the exponent bits (within
+/// 12.5%), then three Newton steps, each squaring the relative error.
+#[inline(always)]
+fn fast_recip(x: f32) -> f32 {
+    let mut y = f32::from_bits(0x7ef3_11c3u32.wrapping_sub(x.to_bits()));
+    for _ in 0..3 {
+        // y + y (1 - x y), with `1 - x y` from one fused operation (exact near 1).
+        y = y.mul_add((-x).mul_add(y, 1.0), y);
+    }
+    y
+}
+
+/// The largest argument of [`fast_exp`] whose `1 + exp` [`fast_recip`] takes.
+const RECIP_EXP_MAX: f32 = 86.0;
 
 impl Real for f32 {
     const ZERO: f32 = 0.0;
@@ -79,7 +99,7 @@ impl Real for f32 {
 
     #[inline(always)]
     fn sigmoid(self) -> f32 {
-        1.0 / (1.0 + fast_exp(-self))
+        fast_recip(1.0 + fast_exp((-self).min(RECIP_EXP_MAX)))
     }
 
     /// `1 - 2 / (e^{2x} + 1)` away from 0, and a Taylor polynomial for `|x| < 0.25`, where the
@@ -87,13 +107,16 @@ impl Real for f32 {
     #[inline(always)]
     fn tanh(self) -> f32 {
         let x = self;
-        let wide = 1.0 - 2.0 / (fast_exp(2.0 * x) + 1.0);
+        let wide = (-2.0f32).mul_add(
+            fast_recip(fast_exp((2.0 * x).min(RECIP_EXP_MAX)) + 1.0),
+            1.0,
+        );
         let x2 = x * x;
         let mut p: f32 = 62.0 / 2835.0;
-        p = p * x2 - 17.0 / 315.0;
-        p = p * x2 + 2.0 / 15.0;
-        p = p * x2 - 1.0 / 3.0;
-        let small = x + x * x2 * p;
+        p = p.mul_add(x2, -17.0 / 315.0);
+        p = p.mul_add(x2, 2.0 / 15.0);
+        p = p.mul_add(x2, -1.0 / 3.0);
+        let small = (x * x2).mul_add(p, x);
         if x.abs() < 0.25 { small } else { wide }
     }
 }
