@@ -171,6 +171,17 @@ pub(crate) fn backward<C: CellKind, T: Real>(mut ws: Workspace<T>, d_out: &[T]) 
     let (kernel, recurrent_kernel) = (&ws.kernel, &ws.recurrent_kernel);
     let keras_columns = blocks.keras_columns();
     let arch = pulp::Arch::new();
+    // The part of U^T a thread multiplies by (all gate columns, in the blocked order of the
+    // gate gradients), gathered from U once for all steps: all of it when the threads split
+    // rows (packed here once for both), else each thread's own units.
+    let pack_recurrent_t = |share: StepShare| {
+        let (s0, s1) = share.units;
+        PackedRhs::gather(g, s1 - s0, recurrent_kernel, |r, c| {
+            (s0 + c) * g + keras_columns[r]
+        })
+    };
+    let first_share = StepShare::new(&blocks, 0, std::mem::size_of::<T>());
+    let whole_recurrent_t = first_share.by_rows.then(|| pack_recurrent_t(first_share));
     run_team(ws.n_blocks, |worker| {
         let (c0, c1) = blocks.cols(worker.index);
         let wc = c1 - c0;
@@ -183,11 +194,14 @@ pub(crate) fn backward<C: CellKind, T: Real>(mut ws: Workspace<T>, d_out: &[T]) 
         // gradients and its own rows of the input gradients, reading everything else after a
         // `worker.sync()`. Offsets are bounds-checked.
         unsafe {
-            // The part of U^T this thread multiplies by (all gate columns, in the blocked
-            // order of the gate gradients), gathered from U once for all steps.
-            let recurrent_part_t = PackedRhs::gather(g, s1 - s0, recurrent_kernel, |r, c| {
-                (s0 + c) * g + keras_columns[r]
-            });
+            let own;
+            let recurrent_part_t = match &whole_recurrent_t {
+                Some(whole) => whole,
+                None => {
+                    own = pack_recurrent_t(share);
+                    &own
+                }
+            };
             let product = if C::SEPARATE_RECURRENT {
                 d_rec_s
             } else {

@@ -62,17 +62,18 @@ fn check<C: CellKind, T>(
     );
 }
 
-/// Gathers `src` rows (`width` each) into `dst` in packed order.
+/// Gathers `src` rows (`width` each) into packed order, appended slot by slot (no zero fill).
 fn gather<T: Real>(packing: &Packing, cfg: &KernelConfig, x: &[T], width: usize) -> Vec<T> {
-    let mut dst = vec![T::ZERO; packing.n_slots() * width];
-    for (pos, &row) in packing.order.iter().enumerate().take(packing.n_running()) {
-        for k in 0..packing.counts[pos] {
-            let slot = packing.slot(k, pos);
+    let mut dst = Vec::with_capacity(packing.n_slots() * width);
+    for k in 0..packing.n_packed() {
+        for pos in 0..packing.active[k] {
+            let (row, slot) = (packing.order[pos], packing.slot(k, pos));
             let step = packing.input_step(packing.slot_step[slot], cfg.go_backwards);
             let src = (row * packing.n_steps + step) * width;
-            dst[slot * width..(slot + 1) * width].copy_from_slice(&x[src..src + width]);
+            dst.extend_from_slice(&x[src..src + width]);
         }
     }
+    debug_assert_eq!(dst.len(), packing.n_slots() * width);
     dst
 }
 
@@ -133,28 +134,41 @@ pub(crate) fn forward<C: CellKind, T: Real>(
             0
         }
     ];
-    let mut h_prev = vec![T::ZERO; n_slots * h];
-    let mut hs = vec![T::ZERO; n_slots * h];
-    let mut cs = vec![T::ZERO; if C::N_STATES == 2 { n_slots * h } else { 0 }];
+    // The state buffers are not zero-filled either: the team writes every slot of `hs` and
+    // `cs` (the cell), and of `h_prev` (step 0's slots here, each later slot as the previous
+    // step's `h` of its row); lengths set after the team.
+    let (hs_len, cs_len) = (n_slots * h, if C::N_STATES == 2 { n_slots * h } else { 0 });
+    let (mut h_prev, mut hs, mut cs) = (Vec::new(), Vec::new(), Vec::new());
     let c_initial = sorted_rows(&packing, seq.initial.get(1).copied(), h);
     let h_initial = sorted_rows(&packing, seq.initial.first().copied(), h);
-    h_prev[..n_running * h].copy_from_slice(&h_initial);
     let mut projection = vec![T::ZERO; if cfg.constant_input { n_running * g } else { 0 }];
 
     let p = &packing;
     let (gates_s, rec_s, h_prev_s) = (
         Shared::uninit(&mut gates, n_slots * g),
         Shared::new(&mut recurrent),
-        Shared::new(&mut h_prev),
+        Shared::uninit(&mut h_prev, hs_len),
     );
+    // SAFETY: no team runs yet; step 0's slots are the first `n_running` rows.
+    unsafe { h_prev_s.write(0, &h_initial) };
     let (hs_s, cs_s, proj_s) = (
-        Shared::new(&mut hs),
-        Shared::new(&mut cs),
+        Shared::uninit(&mut hs, hs_len),
+        Shared::uninit(&mut cs, cs_len),
         Shared::new(&mut projection),
     );
     let (inputs_s, c_init_s) = (Shared::read_only(&inputs), Shared::read_only(&c_initial));
-    let (hs_len, cs_len, out_s) = (hs.len(), cs.len(), Shared::new(out));
+    let out_s = Shared::new(out);
     let bias_s = Shared::read_only(&bias);
+    // The part of U a thread multiplies by, packed once for all steps: all of it when the
+    // threads split rows (packed here once for both), else each thread's own block.
+    let pack_recurrent = |share: StepShare| {
+        let (s0, s1) = share.cols;
+        PackedRhs::gather(h, s1 - s0, recurrent_kernel, |r, c| {
+            r * g + keras_columns[s0 + c]
+        })
+    };
+    let first_share = StepShare::new(&blocks, 0, std::mem::size_of::<T>());
+    let whole_recurrent = first_share.by_rows.then(|| pack_recurrent(first_share));
     let arch = pulp::Arch::new();
     run_team(n_blocks, |worker| {
         let (c0, c1) = blocks.cols(worker.index);
@@ -206,11 +220,15 @@ pub(crate) fn forward<C: CellKind, T: Real>(
                 // Each thread's rows read all columns of their gates from here on.
                 worker.sync();
             }
-            let (s0, s1) = share.cols;
-            // The part of U this thread multiplies by, packed once for all steps.
-            let recurrent_part = PackedRhs::gather(h, s1 - s0, recurrent_kernel, |r, c| {
-                r * g + keras_columns[s0 + c]
-            });
+            let s0 = share.cols.0;
+            let own;
+            let recurrent_part = match &whole_recurrent {
+                Some(whole) => whole,
+                None => {
+                    own = pack_recurrent(share);
+                    &own
+                }
+            };
             for k in 0..p.n_packed() {
                 let (n, o) = (p.active[k], p.offsets[k]);
                 let (product, accumulate) = if C::SEPARATE_RECURRENT {
@@ -264,8 +282,14 @@ pub(crate) fn forward<C: CellKind, T: Real>(
         }
     });
     // SAFETY: the team wrote every element of `gates` (see `Shared::uninit`): each thread
-    // its own columns of every slot, by bias or by the row's projection.
-    unsafe { gates.set_len(n_slots * g) };
+    // its own columns of every slot, by bias or by the row's projection; and every slot of
+    // the state buffers (see their allocation).
+    unsafe {
+        gates.set_len(n_slots * g);
+        h_prev.set_len(hs_len);
+        hs.set_len(hs_len);
+        cs.set_len(cs_len);
+    }
 
     let kept = |w: &[T]| if for_backward { w.to_vec() } else { Vec::new() };
     Workspace {
