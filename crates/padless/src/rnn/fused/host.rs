@@ -295,14 +295,15 @@ pub(crate) fn run_backward<T: Real>(
     }
 }
 
-fn backward_typed<B: Backend, T: Real + Element>(
+fn backward_typed<B: Backend, T: Real + Element + bytemuck::Pod>(
     ws: Workspace<T>,
     spec: &FusedSpec,
     grad: FloatTensor<B>,
 ) -> Grads<B> {
     let device = grad.device();
-    let d_out: Vec<T> = read::<B, T>(grad);
-    grads_to_tensors(run_backward(spec, ws, &d_out), spec, &device)
+    // Viewed in place on flex (a copy of the whole output gradient otherwise).
+    let d_out = HostData::<T>::read::<B>(grad);
+    grads_to_tensors(run_backward(spec, ws, d_out.as_slice()), spec, &device)
 }
 
 /// The kernel's gradients as primitives of `B`, in the shapes of the call's inputs.

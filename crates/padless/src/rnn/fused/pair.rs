@@ -97,14 +97,15 @@ pub(crate) fn backward<B: Backend>(
     }
 }
 
-fn backward_typed<B: Backend, T: Real + Element>(
+fn backward_typed<B: Backend, T: Real + Element + bytemuck::Pod>(
     [ws_first, ws_second]: [Workspace<T>; 2],
     specs: &[FusedSpec; 2],
     grad: FloatTensor<B>,
 ) -> [Grads<B>; 2] {
     let device = grad.device();
-    let d_out: Vec<T> = host::read::<B, T>(grad);
-    let (d_first, d_second) = d_out.split_at(host::packed_len(&specs[0]));
+    // Viewed in place on flex (a copy of the whole output gradient otherwise).
+    let d_out = host::HostData::<T>::read::<B>(grad);
+    let (d_first, d_second) = d_out.as_slice().split_at(host::packed_len(&specs[0]));
     let [first, second] = side_by_side(
         || host::run_backward(&specs[0], ws_first, d_first),
         || host::run_backward(&specs[1], ws_second, d_second),
