@@ -202,14 +202,6 @@ pub(crate) fn forward<C: CellKind, T: Real>(
                     View::rows(kernel.as_ptr().add(keras), g),
                 );
             }
-            if cfg.constant_input {
-                for k in 0..p.n_packed() {
-                    for pos in 0..p.active[k] {
-                        let src = proj_s.slice(pos * g + c0, wc);
-                        gates_s.write(p.slot(k, pos) * g + c0, src);
-                    }
-                }
-            }
             let bias_rec = if C::SEPARATE_RECURRENT {
                 bias_s.slice(g, g)
             } else {
@@ -231,10 +223,13 @@ pub(crate) fn forward<C: CellKind, T: Real>(
             };
             for k in 0..p.n_packed() {
                 let (n, o) = (p.active[k], p.offsets[k]);
+                // With a constant input the product goes straight to the gates and each
+                // step adds its row's projection (`ForwardStep`), instead of a copy of the
+                // projection into every slot first.
                 let (product, accumulate) = if C::SEPARATE_RECURRENT {
                     (rec_s, false)
                 } else {
-                    (gates_s, true)
+                    (gates_s, !cfg.constant_input)
                 };
                 let mine = share.rows_of(n);
                 if mine > 0 {
@@ -266,6 +261,7 @@ pub(crate) fn forward<C: CellKind, T: Real>(
                     hs_s,
                     gates_s,
                     h_prev_s,
+                    projection: cfg.constant_input.then_some(proj_s),
                     cell: PhantomData,
                 });
                 if !share.by_rows {
@@ -282,8 +278,9 @@ pub(crate) fn forward<C: CellKind, T: Real>(
         }
     });
     // SAFETY: the team wrote every element of `gates` (see `Shared::uninit`): each thread
-    // its own columns of every slot, by bias or by the row's projection; and every slot of
-    // the state buffers (see their allocation).
+    // its own columns of every slot, by bias and projection before the loop or, with a
+    // constant input, by the step's product (or the copied projection) in the loop; and
+    // every slot of the state buffers (see their allocation).
     unsafe {
         gates.set_len(n_slots * g);
         h_prev.set_len(hs_len);
@@ -392,6 +389,9 @@ struct ForwardStep<'a, C, T> {
     hs_s: Shared<T>,
     gates_s: Shared<T>,
     h_prev_s: Shared<T>,
+    /// The per-row input projection when the input is constant over time: added to (LSTM,
+    /// SimpleRNN) or copied into (GRU) each slot's gates before its cell runs.
+    projection: Option<Shared<T>>,
     cell: PhantomData<C>,
 }
 
@@ -417,6 +417,7 @@ impl<C: CellKind, T: Real> pulp::WithSimd for ForwardStep<'_, C, T> {
             hs_s,
             gates_s,
             h_prev_s,
+            projection,
             ..
         } = self;
         // SAFETY: as in `forward`'s team closure: this thread's own columns and units of its
@@ -428,6 +429,17 @@ impl<C: CellKind, T: Real> pulp::WithSimd for ForwardStep<'_, C, T> {
                 for b in share.blocks.0..share.blocks.1 {
                     let ((u0, u1), (c0, c1)) = (blocks.units(b), blocks.cols(b));
                     let (wu, wc) = (u1 - u0, c1 - c0);
+                    if let Some(projection) = projection {
+                        let src = projection.slice(pos * g + c0, wc);
+                        let gates = gates_s.slice_mut(slot * g + c0, wc);
+                        if C::SEPARATE_RECURRENT {
+                            gates.copy_from_slice(src);
+                        } else {
+                            for (v, &x) in gates.iter_mut().zip(src) {
+                                *v += x;
+                            }
+                        }
+                    }
                     let recurrent = if C::SEPARATE_RECURRENT {
                         let rec = rec_s.slice_mut(slot * g + c0, wc);
                         for (v, &b) in rec.iter_mut().zip(&bias_rec[c0..c1]) {

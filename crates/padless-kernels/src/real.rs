@@ -41,10 +41,10 @@ pub trait Real:
 /// `e^x` for `f32`: Cody-Waite range reduction `x = n ln 2 + r`, `|r| <= ln 2 / 2`, and a
 /// degree-7 Taylor polynomial for `e^r`; no branches and no library calls, so the gate
 /// loops vectorise.
-// The polynomials and Newton steps use `mul_add`: inside the kernels' SIMD dispatch it is one
-// fused multiply-add instruction (half the arithmetic of a multiply and an add, and one
-// rounding); outside it, a correct but slower library call.
-
+///
+/// The polynomials and Newton steps use `mul_add`: inside the kernels' SIMD dispatch it is
+/// one fused multiply-add instruction (half the arithmetic of a multiply and an add, and one
+/// rounding); outside it, a correct but slower library call.
 #[inline(always)]
 fn fast_exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
