@@ -115,6 +115,7 @@ pub(crate) fn forward<C: CellKind, T: Real>(
     // packs it), so no re-laid copy is made.
     let keras_columns = blocks.keras_columns();
     let (kernel, recurrent_kernel) = (weights.kernel, weights.recurrent_kernel);
+    let has_bias = weights.bias.is_some();
     let bias = weights.bias.map_or_else(
         || vec![T::ZERO; C::N_BIAS_ROWS * g],
         |b| blocks.to_blocked(b),
@@ -124,7 +125,8 @@ pub(crate) fn forward<C: CellKind, T: Real>(
     } else {
         gather(&packing, cfg, seq.x, d)
     };
-    // Every element of `gates` is written (bias, or the row's projection) before it is read.
+    // Every element of `gates` is written (the input projection, or the step's product with a
+    // constant input) before it is read.
     let mut gates = Vec::new();
     let mut recurrent = vec![
         T::ZERO;
@@ -180,16 +182,19 @@ pub(crate) fn forward<C: CellKind, T: Real>(
         // recurrent product by columns) follows a `worker.sync()` after the write. Offsets
         // are bounds-checked.
         unsafe {
-            let bias_in = bias_s.slice(c0, wc);
-            // The input projection of every valid step, for this thread's columns.
+            // The input projection of every valid step, for this thread's columns. A
+            // constant input's few rows start from the bias; the steps' gates get it added
+            // in the loop (`ForwardStep`), on rows already in cache, instead of a pass that
+            // writes it into every slot first.
             let (target, rows) = if cfg.constant_input {
+                let bias_in = bias_s.slice(c0, wc);
+                for r in 0..n_running {
+                    proj_s.write(r * g + c0, bias_in);
+                }
                 (proj_s, n_running)
             } else {
                 (gates_s, n_slots)
             };
-            for r in 0..rows {
-                target.write(r * g + c0, bias_in);
-            }
             for (keras, blocked, len) in blocks.runs_of(worker.index) {
                 matmul(
                     rows,
@@ -197,7 +202,7 @@ pub(crate) fn forward<C: CellKind, T: Real>(
                     d,
                     target.ptr().add(blocked),
                     g,
-                    true,
+                    cfg.constant_input,
                     View::rows(inputs_s.ptr(), d),
                     View::rows(kernel.as_ptr().add(keras), g),
                 );
@@ -262,6 +267,7 @@ pub(crate) fn forward<C: CellKind, T: Real>(
                     gates_s,
                     h_prev_s,
                     projection: cfg.constant_input.then_some(proj_s),
+                    bias_in: (!cfg.constant_input && has_bias).then(|| bias_s.slice(0, g)),
                     cell: PhantomData,
                 });
                 if !share.by_rows {
@@ -278,9 +284,9 @@ pub(crate) fn forward<C: CellKind, T: Real>(
         }
     });
     // SAFETY: the team wrote every element of `gates` (see `Shared::uninit`): each thread
-    // its own columns of every slot, by bias and projection before the loop or, with a
-    // constant input, by the step's product (or the copied projection) in the loop; and
-    // every slot of the state buffers (see their allocation).
+    // its own columns of every slot, by the projection before the loop or, with a constant
+    // input, by the step's product (or the copied projection) in the loop; and every slot
+    // of the state buffers (see their allocation).
     unsafe {
         gates.set_len(n_slots * g);
         h_prev.set_len(hs_len);
@@ -293,7 +299,7 @@ pub(crate) fn forward<C: CellKind, T: Real>(
         config: *cfg,
         packing,
         n_blocks,
-        has_bias: weights.bias.is_some(),
+        has_bias,
         kernel: kept(kernel),
         recurrent_kernel: kept(recurrent_kernel),
         inputs,
@@ -392,6 +398,9 @@ struct ForwardStep<'a, C, T> {
     /// The per-row input projection when the input is constant over time: added to (LSTM,
     /// SimpleRNN) or copied into (GRU) each slot's gates before its cell runs.
     projection: Option<Shared<T>>,
+    /// The input bias (blocked layout), added to each slot's gates before its cell runs when
+    /// the input is not constant (the projection wrote the products only).
+    bias_in: Option<&'a [T]>,
     cell: PhantomData<C>,
 }
 
@@ -418,6 +427,7 @@ impl<C: CellKind, T: Real> pulp::WithSimd for ForwardStep<'_, C, T> {
             gates_s,
             h_prev_s,
             projection,
+            bias_in,
             ..
         } = self;
         // SAFETY: as in `forward`'s team closure: this thread's own columns and units of its
@@ -438,6 +448,11 @@ impl<C: CellKind, T: Real> pulp::WithSimd for ForwardStep<'_, C, T> {
                             for (v, &x) in gates.iter_mut().zip(src) {
                                 *v += x;
                             }
+                        }
+                    } else if let Some(bias) = bias_in {
+                        let gates = gates_s.slice_mut(slot * g + c0, wc);
+                        for (v, &b) in gates.iter_mut().zip(&bias[c0..c1]) {
+                            *v += b;
                         }
                     }
                     let recurrent = if C::SEPARATE_RECURRENT {

@@ -20,7 +20,7 @@
 //!   (all their gates) instead and the two meet once per step. The large products are split
 //!   by columns either way.
 //! - **Constant input** ([`KernelConfig::constant_input`]): a layer fed by `RepeatVector`
-//!   projects its input once per row.
+//!   projects its input once per row and adds that row to each step's gates.
 //!
 //! The masking rules are padless' contract (`docs/SEMANTICS.md`): a masked step leaves the
 //! states unchanged, its output is the carried `h` (or 0 with `zero_output_for_mask`), the
