@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use padless::seq2seq::AttentionKind;
 use padless_g2p::G2p;
 use padless_g2p::cmudict::{Dictionary, Malformed, parse};
 use padless_g2p::eval::evaluate;
@@ -52,6 +53,34 @@ enum ScheduleArg {
     Linear,
 }
 
+/// The decoder's attention score (`--attention`).
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum AttentionArg {
+    /// `q · k` (Luong's dot; the presets' choice).
+    Dot,
+    /// `q · k / sqrt(d)` (Transformer-style).
+    ScaledDot,
+    /// `q W · k` with a learned square `W` (Luong's general).
+    General,
+    /// `v · tanh(q W_q + k W_k)` with as many hidden units as one encoder direction
+    /// (Bahdanau's additive).
+    Additive,
+}
+
+impl AttentionArg {
+    /// The attention of a model whose encoder has `d_encoder` units per direction.
+    fn kind(self, d_encoder: usize) -> AttentionKind {
+        match self {
+            AttentionArg::Dot => AttentionKind::Dot { scaled: false },
+            AttentionArg::ScaledDot => AttentionKind::Dot { scaled: true },
+            AttentionArg::General => AttentionKind::General,
+            AttentionArg::Additive => AttentionKind::Additive {
+                d_attention: d_encoder,
+            },
+        }
+    }
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug)]
 enum Preset {
     /// A few minutes on 2 cores.
@@ -86,6 +115,9 @@ pub struct TrainArgs {
     /// Stacked bidirectional LSTM layers of the encoder (overrides the preset).
     #[arg(long)]
     encoder_layers: Option<usize>,
+    /// The decoder's attention score (overrides the preset's `dot`).
+    #[arg(long, value_enum)]
+    attention: Option<AttentionArg>,
     /// Rows per training batch (overrides the preset).
     #[arg(long)]
     batch_size: Option<usize>,
@@ -221,6 +253,9 @@ fn train_command(args: TrainArgs) -> Result<()> {
     config.patience = args.patience.unwrap_or(config.patience);
     config.encoder_layers = args.encoder_layers.unwrap_or(config.encoder_layers);
     config.batch_size = args.batch_size.unwrap_or(config.batch_size);
+    if let Some(attention) = args.attention {
+        config.attention = attention.kind(config.d_encoder);
+    }
     config.learning_rate = args.learning_rate.unwrap_or(config.learning_rate);
     config.label_smoothing = args.label_smoothing.unwrap_or(config.label_smoothing);
     if !(0.0..1.0).contains(&config.label_smoothing) {

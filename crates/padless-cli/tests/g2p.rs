@@ -29,12 +29,20 @@ fn train_eval_and_pronounce_work_on_the_shipped_dictionary() {
         "2",
         "--batch-size",
         "32",
+        "--attention",
+        "additive",
         "--out",
         model,
     ]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("split by word:"), "{stdout}");
     assert!(stdout.contains("BiLSTM 2x16 x2 encoder"), "{stdout}");
+    // The attention chosen on the command line is built, saved and loaded back by `eval`
+    // and `pronounce` below.
+    assert!(
+        stdout.contains("Additive { d_attention: 16 } attention"),
+        "{stdout}"
+    );
     assert!(stdout.contains("epoch  1: loss"), "{stdout}");
     assert!(
         stdout.contains("test split:") && stdout.contains("WER"),
