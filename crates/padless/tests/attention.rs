@@ -476,8 +476,11 @@ fn small_config(attention: AttentionKind) -> EncoderDecoderConfig {
 #[test]
 fn encoder_decoder_logits_do_not_depend_on_padding() {
     let device = padless::default_device();
+    // Every score `padless g2p train --attention` offers.
     for kind in [
         AttentionKind::Dot { scaled: false },
+        AttentionKind::Dot { scaled: true },
+        AttentionKind::General,
         AttentionKind::Additive { d_attention: 4 },
     ] {
         let model = small_config(kind).init(&device).unwrap();
