@@ -60,6 +60,7 @@
 //! assert!(grads.d_recurrent_kernel.iter().any(|&g| g != 0.0));
 //! ```
 
+mod adam;
 mod backward;
 mod blocks;
 mod cells;
@@ -73,6 +74,7 @@ mod real;
 pub mod reference;
 mod team;
 
+pub use adam::{AdamStep, adam_update};
 pub use cells::{BackwardRow, CellKind, ForwardRow, Gru, Lstm, SimpleRnn};
 pub use elementwise::{tanh_backward_in_place, tanh_in_place};
 pub use kernel::{

@@ -36,6 +36,8 @@ pub trait Real:
     fn sigmoid(self) -> Self;
     /// The hyperbolic tangent.
     fn tanh(self) -> Self;
+    /// The square root (correctly rounded, as the standard library's).
+    fn sqrt(self) -> Self;
 }
 
 /// `e^x` for `f32`: Cody-Waite range reduction `x = n ln 2 + r`, `|r| <= ln 2 / 2`, and a
@@ -119,6 +121,11 @@ impl Real for f32 {
         let small = (x * x2).mul_add(p, x);
         if x.abs() < 0.25 { small } else { wide }
     }
+
+    #[inline(always)]
+    fn sqrt(self) -> f32 {
+        f32::sqrt(self)
+    }
 }
 
 impl Real for f64 {
@@ -143,6 +150,11 @@ impl Real for f64 {
     #[inline(always)]
     fn tanh(self) -> f64 {
         f64::tanh(self)
+    }
+
+    #[inline(always)]
+    fn sqrt(self) -> f64 {
+        f64::sqrt(self)
     }
 }
 

@@ -8,6 +8,7 @@
 mod callbacks;
 mod checkpoint;
 mod data;
+mod fused_adam;
 mod optimizer;
 mod trainer;
 mod weight_average;
@@ -18,6 +19,7 @@ pub use callbacks::{
 };
 pub use checkpoint::{CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint};
 pub use data::{Batch, BatchOptions, Example, InputSeq, TargetSeq, make_batches, split_validation};
+pub use fused_adam::{FusedAdam, HostAdamBackend};
 pub use optimizer::{LrSchedule, OptimizerConfig};
 pub use trainer::{CompileConfig, FitConfig, Logs, MetricKind, NonFiniteInputs, Trainer};
 pub use weight_average::WeightAverage;

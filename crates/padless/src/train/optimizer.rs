@@ -1,9 +1,11 @@
-//! [`OptimizerConfig`] (burn's Adam, AdamW, SGD with momentum, RMSprop with Keras defaults)
-//! and [`LrSchedule`].
+//! [`OptimizerConfig`] (Adam, fused on the CPU backend as [`FusedAdam`]; burn's AdamW, SGD
+//! with momentum, RMSprop; Keras defaults) and [`LrSchedule`].
 
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer, RmsPropConfig, SgdConfig};
+use burn::optim::{AdamWConfig, ModuleOptimizer, RmsPropConfig, SgdConfig};
+
+use super::FusedAdam;
 use serde::{Deserialize, Serialize};
 
 /// An optimizer and its settings. Epsilons default to Keras' 1e-7 (burn's own default is
@@ -73,7 +75,9 @@ impl Default for OptimizerConfig {
 }
 
 impl OptimizerConfig {
-    /// The burn optimizer, clipping each parameter's gradient to `clip_norm` when given.
+    /// The burn optimizer, clipping each parameter's gradient to `clip_norm` when given. Adam
+    /// is [`FusedAdam`] (the same update as burn's `Adam`, one in-place pass per parameter on
+    /// the CPU backend).
     pub fn init(&self, clip_norm: Option<f32>) -> ModuleOptimizer {
         let clip = clip_norm.map(GradientClippingConfig::Norm);
         match *self {
@@ -81,12 +85,13 @@ impl OptimizerConfig {
                 beta_1,
                 beta_2,
                 epsilon,
-            } => AdamConfig::new()
-                .with_beta_1(beta_1)
-                .with_beta_2(beta_2)
-                .with_epsilon(epsilon)
-                .with_grad_clipping(clip)
-                .init(),
+            } => {
+                let optimizer = ModuleOptimizer::from(FusedAdam::new(beta_1, beta_2, epsilon));
+                match clip {
+                    Some(clip) => optimizer.with_grad_clipping(clip.init()),
+                    None => optimizer,
+                }
+            }
             OptimizerConfig::AdamW { weight_decay } => AdamWConfig::new()
                 .with_epsilon(epsilon())
                 .with_weight_decay(weight_decay)
