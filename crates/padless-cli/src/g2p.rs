@@ -115,6 +115,9 @@ pub struct TrainArgs {
     /// Stacked bidirectional LSTM layers of the encoder (overrides the preset).
     #[arg(long)]
     encoder_layers: Option<usize>,
+    /// Stacked LSTM layers of the decoder (overrides the preset's 1).
+    #[arg(long)]
+    decoder_layers: Option<usize>,
     /// The decoder's attention score (overrides the preset's `dot`).
     #[arg(long, value_enum)]
     attention: Option<AttentionArg>,
@@ -252,6 +255,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
     config.dropout = args.dropout.unwrap_or(config.dropout);
     config.patience = args.patience.unwrap_or(config.patience);
     config.encoder_layers = args.encoder_layers.unwrap_or(config.encoder_layers);
+    config.decoder_layers = args.decoder_layers.unwrap_or(config.decoder_layers);
     config.batch_size = args.batch_size.unwrap_or(config.batch_size);
     if let Some(attention) = args.attention {
         config.attention = attention.kind(config.d_encoder);
@@ -284,10 +288,11 @@ fn train_command(args: TrainArgs) -> Result<()> {
     if !(0.0..1.0).contains(&config.dropout) {
         bail!("--dropout must be in [0, 1), found {}", config.dropout);
     }
-    if config.encoder_layers == 0 || config.batch_size == 0 {
+    if config.encoder_layers == 0 || config.decoder_layers == 0 || config.batch_size == 0 {
         bail!(
-            "--encoder-layers and --batch-size must be at least 1, found {} and {}",
+            "--encoder-layers, --decoder-layers and --batch-size must be at least 1, found {}, {} and {}",
             config.encoder_layers,
+            config.decoder_layers,
             config.batch_size
         );
     }
@@ -300,11 +305,12 @@ fn train_command(args: TrainArgs) -> Result<()> {
         split.test.len()
     );
     println!(
-        "model: embedding {}, BiLSTM 2x{} x{} encoder, LSTM {} decoder, {:?} attention, dropout {}, label smoothing {}, {:?} schedule from lr {}, weight average {}; up to {} epochs or {} min",
+        "model: embedding {}, BiLSTM 2x{} x{} encoder, LSTM {} x{} decoder, {:?} attention, dropout {}, label smoothing {}, {:?} schedule from lr {}, weight average {}; up to {} epochs or {} min",
         config.d_embedding,
         config.d_encoder,
         config.encoder_layers,
         2 * config.d_encoder,
+        config.decoder_layers,
         config.attention,
         config.dropout,
         config.label_smoothing,

@@ -31,14 +31,19 @@ fn train_eval_and_pronounce_work_on_the_shipped_dictionary() {
         "32",
         "--attention",
         "additive",
+        "--decoder-layers",
+        "2",
         "--out",
         model,
     ]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("split by word:"), "{stdout}");
-    assert!(stdout.contains("BiLSTM 2x16 x2 encoder"), "{stdout}");
-    // The attention chosen on the command line is built, saved and loaded back by `eval`
-    // and `pronounce` below.
+    assert!(
+        stdout.contains("BiLSTM 2x16 x2 encoder, LSTM 32 x2 decoder"),
+        "{stdout}"
+    );
+    // The attention and decoder layers chosen on the command line are built, saved and
+    // loaded back by `eval` and `pronounce` below.
     assert!(
         stdout.contains("Additive { d_attention: 16 } attention"),
         "{stdout}"
@@ -134,8 +139,15 @@ fn missing_files_and_malformed_lines_are_clear_errors() {
     );
     let (ok, _, stderr) = padless(&["g2p", "train", "--encoder-layers", "0"]);
     assert!(!ok);
+    let expected = "--encoder-layers, --decoder-layers and --batch-size must be at least 1";
     assert!(
-        stderr.contains("--encoder-layers and --batch-size must be at least 1, found 0 and 64"),
+        stderr.contains(&format!("{expected}, found 0, 1 and 64")),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = padless(&["g2p", "train", "--decoder-layers", "0"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!("{expected}, found 1, 0 and 64")),
         "{stderr}"
     );
     let (ok, _, stderr) = padless(&["g2p", "train", "--data", "/no/such.dict"]);

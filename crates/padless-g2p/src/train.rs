@@ -29,6 +29,9 @@ pub struct TrainConfig {
     pub d_encoder: usize,
     /// Bidirectional encoder layers.
     pub encoder_layers: usize,
+    /// Stacked LSTM decoder layers.
+    #[serde(default = "one")]
+    pub decoder_layers: usize,
     /// The attention score.
     pub attention: AttentionKind,
     /// Dropout on embeddings and before the output layer.
@@ -64,6 +67,10 @@ pub struct TrainConfig {
     pub weight_average: Option<f64>,
 }
 
+fn one() -> usize {
+    1
+}
+
 /// The learning-rate schedule of a training run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Schedule {
@@ -96,6 +103,7 @@ impl TrainConfig {
             d_embedding: 32,
             d_encoder: 64,
             encoder_layers: 1,
+            decoder_layers: 1,
             attention: AttentionKind::Dot { scaled: false },
             dropout: 0.0,
             batch_size: 64,
@@ -118,6 +126,7 @@ impl TrainConfig {
             d_embedding: 64,
             d_encoder: 128,
             encoder_layers: 1,
+            decoder_layers: 1,
             attention: AttentionKind::Dot { scaled: false },
             dropout: 0.1,
             batch_size: 128,
@@ -157,6 +166,7 @@ impl TrainConfig {
             d_embedding: self.d_embedding,
             d_encoder: self.d_encoder,
             encoder_layers: self.encoder_layers,
+            decoder_layers: self.decoder_layers,
             attention: self.attention,
             dropout: self.dropout,
         }

@@ -468,6 +468,7 @@ fn small_config(attention: AttentionKind) -> EncoderDecoderConfig {
         d_embedding: 5,
         d_encoder: 3,
         encoder_layers: 2,
+        decoder_layers: 1,
         attention,
         dropout: 0.0,
     }
@@ -476,14 +477,19 @@ fn small_config(attention: AttentionKind) -> EncoderDecoderConfig {
 #[test]
 fn encoder_decoder_logits_do_not_depend_on_padding() {
     let device = padless::default_device();
-    // Every score `padless g2p train --attention` offers.
-    for kind in [
-        AttentionKind::Dot { scaled: false },
-        AttentionKind::Dot { scaled: true },
-        AttentionKind::General,
-        AttentionKind::Additive { d_attention: 4 },
+    // Every score `padless g2p train --attention` offers, and a decoder of two layers.
+    for (kind, decoder_layers) in [
+        (AttentionKind::Dot { scaled: false }, 1),
+        (AttentionKind::Dot { scaled: true }, 1),
+        (AttentionKind::General, 1),
+        (AttentionKind::Additive { d_attention: 4 }, 1),
+        (AttentionKind::General, 2),
     ] {
-        let model = small_config(kind).init(&device).unwrap();
+        let config = EncoderDecoderConfig {
+            decoder_layers,
+            ..small_config(kind)
+        };
+        let model = config.init(&device).unwrap();
         let source: [&[i64]; 2] = [&[3, 4, 5], &[6]];
         let decoder_input: [&[i64]; 2] = [&[1, 3, 4, 7], &[1, 5]];
         let (short, _) = model
@@ -500,7 +506,8 @@ fn encoder_decoder_logits_do_not_depend_on_padding() {
                 assert!(mask[row * 6 + t]);
                 let a = &short[(row * 4 + t) * 8..][..8];
                 let b = &long[(row * 6 + t) * 8..][..8];
-                assert_close(&format!("{kind:?} row {row} step {t}"), a, b, 1e-5);
+                let what = format!("{kind:?}, {decoder_layers} decoder layers: row {row} step {t}");
+                assert_close(&what, a, b, 1e-5);
             }
             assert!(!mask[row * 6 + length]);
         }
@@ -547,9 +554,16 @@ fn decoding_is_the_same_alone_and_in_a_padded_batch_and_beam_1_is_greedy() {
 /// Greedy decoding drops rows that have ended from later steps; each row must still get
 /// exactly what teacher forcing on its own output predicts, whatever rows end around it. A
 /// model with one output symbol besides EOS ends rows at varied steps; models are drawn until
-/// one does (the check is that at least one of them did).
+/// one does (the check is that at least one of them did). With two decoder layers this also
+/// holds the one-step decoder (`step`, states per layer) to the teacher-forced one.
 #[test]
 fn greedy_rows_that_end_early_leave_the_others_unchanged() {
+    for decoder_layers in [1, 2] {
+        greedy_rows_end_early(decoder_layers);
+    }
+}
+
+fn greedy_rows_end_early(decoder_layers: usize) {
     let device = padless::default_device();
     let sources: Vec<Vec<i64>> = (0..12)
         .map(|r| {
@@ -564,6 +578,7 @@ fn greedy_rows_that_end_early_leave_the_others_unchanged() {
     for _ in 0..20 {
         let config = EncoderDecoderConfig {
             n_target_tokens: 4,
+            decoder_layers,
             ..small_config(AttentionKind::Dot { scaled: true })
         };
         let model = config.init(&device).unwrap();
@@ -584,7 +599,11 @@ fn greedy_rows_that_end_early_leave_the_others_unchanged() {
             if tokens.len() < max_len {
                 want.push(2);
             }
-            assert_eq!(picked[..want.len()], want[..], "row {r}");
+            assert_eq!(
+                picked[..want.len()],
+                want[..],
+                "{decoder_layers} decoder layers, row {r}"
+            );
         }
         let lengths: std::collections::BTreeSet<usize> = decoded.iter().map(Vec::len).collect();
         if lengths.len() > 2 && lengths.iter().any(|&l| l < max_len) {
@@ -592,7 +611,10 @@ fn greedy_rows_that_end_early_leave_the_others_unchanged() {
             break;
         }
     }
-    assert!(varied, "no model ended its rows at varied steps");
+    assert!(
+        varied,
+        "{decoder_layers} decoder layers: no model ended its rows at varied steps"
+    );
 }
 
 #[test]

@@ -36,6 +36,9 @@ pub struct EncoderDecoderConfig {
     /// Stacked bidirectional encoder layers (at least 1).
     #[serde(default = "one")]
     pub encoder_layers: usize,
+    /// Stacked decoder LSTM layers (at least 1; the attention reads the last one's outputs).
+    #[serde(default = "one")]
+    pub decoder_layers: usize,
     /// The attention score.
     pub attention: AttentionKind,
     /// Dropout on embeddings and on the layer before the output (training only).
@@ -63,6 +66,7 @@ impl EncoderDecoderConfig {
             || self.d_embedding == 0
             || self.d_encoder == 0
             || self.encoder_layers == 0
+            || self.decoder_layers == 0
             || !(0.0..1.0).contains(&self.dropout)
         {
             return Err(Error::config(
@@ -93,6 +97,13 @@ impl EncoderDecoderConfig {
             decoder: LstmConfig::new(self.d_embedding, d)
                 .with_return_sequences(true)
                 .init(device),
+            decoder_stack: (1..self.decoder_layers)
+                .map(|_| {
+                    LstmConfig::new(d, d)
+                        .with_return_sequences(true)
+                        .init(device)
+                })
+                .collect(),
             attention: Attention::new(self.attention, d, d, device)?,
             combine: DenseConfig::new(2 * d, d)
                 .with_activation(ActivationKind::Tanh)
@@ -104,7 +115,8 @@ impl EncoderDecoderConfig {
 }
 
 /// An encoder-decoder for sequence pairs whose lengths differ (grapheme to phoneme,
-/// translation).
+/// translation). The decoder is `decoder_layers` stacked LSTMs, each started from the
+/// encoder's final states.
 ///
 /// # Shapes
 /// Source ids `[batch, t_source]` and decoder input ids `[batch, t_target]` (teacher forcing:
@@ -125,6 +137,9 @@ pub struct EncoderDecoder {
     pub target_embedding: Embedding,
     /// The decoder, `2 d_encoder` units.
     pub decoder: Lstm,
+    /// Further decoder layers on the decoder's outputs (`decoder_layers - 1`), `2 d_encoder`
+    /// units each.
+    pub decoder_stack: Vec<Lstm>,
     /// Attention from decoder outputs over encoder outputs.
     pub attention: Attention,
     /// `tanh(W [h; context] + b)`.
@@ -143,8 +158,9 @@ pub struct Encoded {
     pub keys: Tensor<3>,
     /// The source mask `[batch, t_source]`.
     pub mask: Option<Mask>,
-    /// The decoder's initial states `[h, c]`, `[batch, d_decoder]` each: both directions'
-    /// final states concatenated.
+    /// The decoder's initial states `[h, c]` per decoder layer (`[h_1, c_1, h_2, c_2, ..]`),
+    /// `[batch, d_decoder]` each: every layer starts from both encoder directions' final
+    /// states concatenated.
     pub states: Vec<Tensor<2>>,
 }
 
@@ -165,10 +181,11 @@ impl EncoderDecoder {
         // states = [h_forward, c_forward, h_backward, c_backward]
         let h = Tensor::cat(vec![states[0].clone(), states[2].clone()], 1);
         let c = Tensor::cat(vec![states[1].clone(), states[3].clone()], 1);
+        let layers = 1 + self.decoder_stack.len();
         Ok(Encoded {
             keys: x,
             mask,
-            states: vec![h, c],
+            states: (0..layers).flat_map(|_| [h.clone(), c.clone()]).collect(),
         })
     }
 
@@ -192,11 +209,40 @@ impl EncoderDecoder {
         }
         let encoded = self.encode(source)?;
         let (y, mask) = self.target_embedding.forward(decoder_input, None)?;
-        let out = self
-            .decoder
-            .forward(self.dropout(y), mask.as_ref(), Some(encoded.states))?;
-        let logits = self.predict_from(out.sequence, &encoded.keys, encoded.mask.as_ref())?;
+        let (h, _) = self.run_decoder(self.dropout(y), mask.as_ref(), &encoded.states)?;
+        let logits = self.predict_from(h, &encoded.keys, encoded.mask.as_ref())?;
         Ok((logits, mask))
+    }
+
+    /// The decoder layers over `y [batch, t, d_embedding]` from `states` (`[h, c]` per layer):
+    /// the last layer's outputs and every layer's final states, in the order of `states`.
+    fn run_decoder(
+        &self,
+        y: Tensor<3>,
+        mask: Option<&Mask>,
+        states: &[Tensor<2>],
+    ) -> Result<(Tensor<3>, Vec<Tensor<2>>)> {
+        let layers = 1 + self.decoder_stack.len();
+        if states.len() != 2 * layers {
+            return Err(Error::config(
+                "EncoderDecoder decoder states",
+                format!(
+                    "expected [h, c] for each of the {layers} decoder layers ({} tensors), found {}",
+                    2 * layers,
+                    states.len()
+                ),
+            ));
+        }
+        let mut chunks = states.chunks(2);
+        let first = chunks.next().expect("at least one layer").to_vec();
+        let out = self.decoder.forward(y, mask, Some(first))?;
+        let (mut x, mut finals) = (out.sequence, out.states);
+        for (layer, initial) in self.decoder_stack.iter().zip(chunks) {
+            let out = layer.forward(x, mask, Some(initial.to_vec()))?;
+            x = out.sequence;
+            finals.extend(out.states);
+        }
+        Ok((x, finals))
     }
 
     /// Attention, combination and output layer for decoder outputs `[batch, t, d_decoder]`.
@@ -274,13 +320,10 @@ impl EncoderDecoder {
             .val()
             .select(0, previous)
             .unsqueeze_dim::<3>(1);
-        // One step of the decoder layer (the fused kernel where there is one).
-        let out = self.decoder.forward(y, None, Some(states.to_vec()))?;
-        let logits = self.predict_from(out.sequence, &encoded.keys, encoded.mask.as_ref())?;
-        Ok((
-            logits.reshape([batch, self.config.n_target_tokens]),
-            out.states,
-        ))
+        // One step of each decoder layer (the fused kernel where there is one).
+        let (h, states) = self.run_decoder(y, None, states)?;
+        let logits = self.predict_from(h, &encoded.keys, encoded.mask.as_ref())?;
+        Ok((logits.reshape([batch, self.config.n_target_tokens]), states))
     }
 
     /// Dropout at the configured rate (training devices only).
@@ -300,6 +343,9 @@ impl EncoderDecoder {
         }
         add("target_embedding", self.target_embedding.weights());
         add("decoder", self.decoder.weights());
+        for (i, layer) in self.decoder_stack.iter().enumerate() {
+            add(&format!("decoder_{}", i + 1), layer.weights());
+        }
         add("attention", self.attention.weights());
         add("combine", self.combine.weights());
         add("output", self.output.weights());
@@ -320,6 +366,9 @@ impl EncoderDecoder {
             .set_weights(&strip_prefix(weights, "target_embedding"))?;
         self.decoder
             .set_weights(&strip_prefix(weights, "decoder"))?;
+        for (i, layer) in self.decoder_stack.iter_mut().enumerate() {
+            layer.set_weights(&strip_prefix(weights, &format!("decoder_{}", i + 1)))?;
+        }
         self.attention
             .set_weights(&strip_prefix(weights, "attention"))?;
         self.combine
