@@ -4,9 +4,9 @@
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamWConfig, ModuleOptimizer, RmsPropConfig, SgdConfig};
+use serde::{Deserialize, Serialize};
 
 use super::FusedAdam;
-use serde::{Deserialize, Serialize};
 
 /// An optimizer and its settings. Epsilons default to Keras' 1e-7 (burn's own default is
 /// 1e-5).
