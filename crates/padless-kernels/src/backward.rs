@@ -100,7 +100,11 @@ fn scatter_inputs<T: Real>(ws: &Workspace<T>, d_inputs: &[T]) -> Vec<T> {
     d_x
 }
 
-pub(crate) fn backward<C: CellKind, T: Real>(mut ws: Workspace<T>, d_out: &[T]) -> Gradients<T> {
+pub(crate) fn backward<C: CellKind, T: Real>(
+    mut ws: Workspace<T>,
+    d_out: &[T],
+    input_gradient: bool,
+) -> Gradients<T> {
     let Gathered {
         d_h_ext,
         mut d_initial,
@@ -139,7 +143,7 @@ pub(crate) fn backward<C: CellKind, T: Real>(mut ws: Workspace<T>, d_out: &[T]) 
     let (mut d_kernel_keras, mut d_rk_keras) = (Vec::new(), Vec::new());
     let mut d_bias = vec![T::ZERO; C::N_BIAS_ROWS * g];
     let mut d_projection = vec![T::ZERO; if cfg.constant_input { n_running * g } else { 0 }];
-    let mut d_inputs = vec![T::ZERO; input_rows * d];
+    let mut d_inputs = vec![T::ZERO; if input_gradient { input_rows * d } else { 0 }];
 
     let gates_s = Shared::new(&mut ws.gates);
     let (d_rec_s, d_h_s, d_c_s) = (
@@ -311,6 +315,9 @@ pub(crate) fn backward<C: CellKind, T: Real>(mut ws: Workspace<T>, d_out: &[T]) 
                 }
             }
             worker.sync();
+            if !input_gradient {
+                return;
+            }
             // Input gradients of this thread's input features: d_inputs = d_gates · K^T.
             let (f0, f1) = worker.part(d);
             let input_block_t =
@@ -332,7 +339,11 @@ pub(crate) fn backward<C: CellKind, T: Real>(mut ws: Workspace<T>, d_out: &[T]) 
         d_kernel_keras.set_len(d * g);
         d_rk_keras.set_len(h * g);
     }
-    let d_x = scatter_inputs(&ws, &d_inputs);
+    let d_x = if input_gradient {
+        scatter_inputs(&ws, &d_inputs)
+    } else {
+        Vec::new()
+    };
     let p = &ws.packing;
     for (pos, &row) in p.order.iter().enumerate().take(n_running) {
         add(

@@ -113,7 +113,8 @@ impl<T> Workspace<T> {
 /// The gradients of a backward pass.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Gradients<T> {
-    /// Of the inputs, the shape of [`Sequences::x`]; exactly 0 at masked steps.
+    /// Of the inputs, the shape of [`Sequences::x`]; exactly 0 at masked steps. Empty from
+    /// [`RecurrentKernel::backward_weights`].
     pub d_x: Vec<T>,
     /// Of the kernel, `[d_input, n_gates * d_hidden]`.
     pub d_kernel: Vec<T>,
@@ -198,6 +199,13 @@ impl<C: CellKind> RecurrentKernel<C> {
 
     /// The backward pass (BPTT) from the gradient of the output buffer (same layout as `out`).
     pub fn backward<T: Real>(&self, workspace: Workspace<T>, d_out: &[T]) -> Gradients<T> {
-        crate::backward::backward::<C, T>(workspace, d_out)
+        crate::backward::backward::<C, T>(workspace, d_out, true)
+    }
+
+    /// [`RecurrentKernel::backward`] without the input gradient: [`Gradients::d_x`] comes
+    /// back empty and its product (`d_gates · K^T` over every valid step) is never computed.
+    /// For a layer whose input needs no gradient (data, not another layer's output).
+    pub fn backward_weights<T: Real>(&self, workspace: Workspace<T>, d_out: &[T]) -> Gradients<T> {
+        crate::backward::backward::<C, T>(workspace, d_out, false)
     }
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Case, Rng, run_kernel, scaled_error};
-use padless_kernels::{CellKind, Gru, KernelConfig, Lstm, SimpleRnn};
+use padless_kernels::{CellKind, Gru, KernelConfig, Lstm, RecurrentKernel, SimpleRnn};
 use proptest::prelude::*;
 
 /// Finite-difference step and tolerances (f64 throughout).
@@ -252,4 +252,34 @@ fn wide_layer_on_two_threads_matches_one_thread() {
     check_wide::<Lstm>(371);
     check_wide::<Gru>(371);
     check_wide::<SimpleRnn>(371);
+}
+
+/// `backward_weights` skips the input gradient and nothing else: every other gradient is the
+/// full backward's, bit for bit, on one thread and on two (units split, so the skipped
+/// product is each thread's last piece of work).
+fn check_weights_only<C: CellKind>(d_hidden: usize, threads: usize) {
+    let case = holes_case::<C>(d_hidden, threads);
+    let kernel = RecurrentKernel::<C>::new(case.config);
+    let d_out: Vec<f32> = case.d_out.iter().map(|&v| v as f32).collect();
+    case.with::<f32, _>(|seq, weights| {
+        let mut out = vec![0.0f32; kernel.output_len(case.batch, case.n_steps)];
+        let full = kernel.backward(kernel.forward(seq, weights, &mut out), &d_out);
+        let only = kernel.backward_weights(kernel.forward(seq, weights, &mut out), &d_out);
+        assert_eq!(full.d_x.len(), seq.x.len());
+        assert!(full.d_x.iter().any(|&v| v != 0.0));
+        assert!(only.d_x.is_empty());
+        assert_eq!(only.d_kernel, full.d_kernel);
+        assert_eq!(only.d_recurrent_kernel, full.d_recurrent_kernel);
+        assert_eq!(only.d_bias, full.d_bias);
+        assert_eq!(only.d_initial, full.d_initial);
+    });
+}
+
+#[test]
+fn weights_only_backward_equals_the_full_one_without_the_input_gradient() {
+    for (d_hidden, threads) in [(3, 1), (37, 2), (371, 2)] {
+        check_weights_only::<Lstm>(d_hidden, threads);
+        check_weights_only::<Gru>(d_hidden, threads);
+        check_weights_only::<SimpleRnn>(d_hidden, threads);
+    }
 }

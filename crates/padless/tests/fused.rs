@@ -182,3 +182,48 @@ fn fused_gru_equals_composite_outputs_and_gradients() {
 fn fused_simple_rnn_equals_composite_outputs_and_gradients() {
     check(observe_simple_rnn);
 }
+
+/// An input that is data (no gradient asked) takes the fused backward without the input
+/// gradient; the weight gradients still equal the composite loop's, for a single loop and a
+/// `Bidirectional` pair, on 1 and 2 threads.
+#[test]
+fn data_input_gets_no_gradient_and_weights_still_match() {
+    let device = device();
+    let lstm = LstmConfig::new(D_INPUT, D_HIDDEN).init(&device);
+    let both = LstmConfig::new(D_INPUT, D_HIDDEN)
+        .with_return_sequences(true)
+        .init_bidirectional(MergeMode::Concat, &device);
+    let run = || {
+        let x = tensor(
+            values(BATCH * TIME * D_INPUT, 1, 1.0),
+            [BATCH, TIME, D_INPUT],
+        );
+        let out = lstm.forward(x.clone(), Some(&mask(&device)), None).unwrap();
+        let paired = both.forward(x.clone(), Some(&mask(&device))).unwrap();
+        let (loss, _) = read_every_output(out.sequence, out.states);
+        let (paired_loss, _) = read_every_output(paired.sequence, paired.states);
+        let grads = (loss + paired_loss).backward();
+        assert!(x.grad(&grads).is_none(), "data gets no gradient");
+        let mut observed = vec![];
+        for kernel in [
+            lstm.cell.kernel.val(),
+            lstm.cell.recurrent_kernel.val(),
+            both.forward.cell.kernel.val(),
+            both.backward.cell.recurrent_kernel.val(),
+        ] {
+            observed.push(f32_vec(kernel.grad(&grads).unwrap()));
+        }
+        observed
+    };
+    for threads in [1, 2] {
+        set_kernel_threads(threads);
+        let calls = fused_calls();
+        let fused = run();
+        assert!(fused_calls() > calls, "the fused path ran");
+        let composite = with_composite(run);
+        for (i, (f, c)) in fused.iter().zip(&composite).enumerate() {
+            assert_close_to_scale(f, c, TOLERANCE, &format!("gradient {i}, {threads} threads"));
+        }
+    }
+    set_kernel_threads(0);
+}

@@ -36,7 +36,9 @@ impl<B: Backend> Backward<B, 6> for FusedRecurrentBackward {
         let grad = grads.consume::<B>(&ops.node);
         let (saved, spec) = ops.state;
         let saved = Arc::try_unwrap(saved).unwrap_or_else(|shared| (*shared).clone());
-        let all = host::backward::<B>(saved, &spec, grad).into_parents();
+        // An input that is data (no parent node) gets no gradient, so none is computed.
+        let input_gradient = ops.parents[0].is_some();
+        let all = host::backward::<B>(saved, &spec, grad, input_gradient).into_parents();
         for (parent, grad) in ops.parents.into_iter().zip(all) {
             if let (Some(node), Some(grad)) = (parent, grad) {
                 grads.register::<B>(node.id, grad);

@@ -44,7 +44,8 @@ impl<B: Backend> Inputs<B> {
 
 /// The gradients of a fused call, as primitives of backend `B`.
 pub(crate) struct Grads<B: Backend> {
-    pub x: FloatTensor<B>,
+    /// `None` when the input needs no gradient.
+    pub x: Option<FloatTensor<B>>,
     pub kernel: FloatTensor<B>,
     pub recurrent_kernel: FloatTensor<B>,
     pub bias: Option<FloatTensor<B>>,
@@ -57,7 +58,7 @@ impl<B: Backend> Grads<B> {
     pub fn into_parents(self) -> [Option<FloatTensor<B>>; 6] {
         let mut initial = self.initial.into_iter();
         [
-            Some(self.x),
+            self.x,
             Some(self.kernel),
             Some(self.recurrent_kernel),
             self.bias,
@@ -269,29 +270,50 @@ fn forward_typed<B: Backend, T: Real + Element + bytemuck::Pod>(
     (write::<B, T>(out, packed_shape(spec), &device), ws)
 }
 
-/// Runs the backward pass from the gradient of the packed output.
+/// Runs the backward pass from the gradient of the packed output; the input's gradient only
+/// with `input_gradient`.
 pub(crate) fn backward<B: Backend>(
     saved: Saved,
     spec: &FusedSpec,
     grad: FloatTensor<B>,
+    input_gradient: bool,
 ) -> Grads<B> {
     match saved {
-        Saved::F32(ws) => backward_typed::<B, f32>(ws, spec, grad),
-        Saved::F64(ws) => backward_typed::<B, f64>(ws, spec, grad),
+        Saved::F32(ws) => backward_typed::<B, f32>(ws, spec, grad, input_gradient),
+        Saved::F64(ws) => backward_typed::<B, f64>(ws, spec, grad, input_gradient),
     }
 }
 
-/// The kernel's backward pass on host vectors (plain host work, like [`HostInputs::run`]).
+/// The kernel's backward pass on host vectors (plain host work, like [`HostInputs::run`]);
+/// without `input_gradient` the input's gradient is skipped (`d_x` empty).
 pub(crate) fn run_backward<T: Real>(
     spec: &FusedSpec,
     ws: Workspace<T>,
     d_out: &[T],
+    input_gradient: bool,
 ) -> Gradients<T> {
+    fn run<C: padless_kernels::CellKind, T: Real>(
+        kernel: RecurrentKernel<C>,
+        ws: Workspace<T>,
+        d_out: &[T],
+        input_gradient: bool,
+    ) -> Gradients<T> {
+        if input_gradient {
+            kernel.backward(ws, d_out)
+        } else {
+            kernel.backward_weights(ws, d_out)
+        }
+    }
     let cfg = spec.config;
     match spec.cell {
-        FusedCell::Lstm => RecurrentKernel::<Lstm>::new(cfg).backward(ws, d_out),
-        FusedCell::Gru => RecurrentKernel::<Gru>::new(cfg).backward(ws, d_out),
-        FusedCell::SimpleRnn => RecurrentKernel::<SimpleRnn>::new(cfg).backward(ws, d_out),
+        FusedCell::Lstm => run(RecurrentKernel::<Lstm>::new(cfg), ws, d_out, input_gradient),
+        FusedCell::Gru => run(RecurrentKernel::<Gru>::new(cfg), ws, d_out, input_gradient),
+        FusedCell::SimpleRnn => run(
+            RecurrentKernel::<SimpleRnn>::new(cfg),
+            ws,
+            d_out,
+            input_gradient,
+        ),
     }
 }
 
@@ -299,11 +321,13 @@ fn backward_typed<B: Backend, T: Real + Element + bytemuck::Pod>(
     ws: Workspace<T>,
     spec: &FusedSpec,
     grad: FloatTensor<B>,
+    input_gradient: bool,
 ) -> Grads<B> {
     let device = grad.device();
     // Viewed in place on flex (a copy of the whole output gradient otherwise).
     let d_out = HostData::<T>::read::<B>(grad);
-    grads_to_tensors(run_backward(spec, ws, d_out.as_slice()), spec, &device)
+    let grads = run_backward(spec, ws, d_out.as_slice(), input_gradient);
+    grads_to_tensors(grads, spec, &device, input_gradient)
 }
 
 /// The kernel's gradients as primitives of `B`, in the shapes of the call's inputs.
@@ -311,6 +335,7 @@ pub(crate) fn grads_to_tensors<B: Backend, T: Real + Element>(
     grads: Gradients<T>,
     spec: &FusedSpec,
     device: &B::Device,
+    input_gradient: bool,
 ) -> Grads<B> {
     let cfg = &spec.config;
     let (d, h, batch) = (cfg.d_input, cfg.d_hidden, spec.batch);
@@ -321,7 +346,7 @@ pub(crate) fn grads_to_tensors<B: Backend, T: Real + Element>(
         vec![batch, spec.n_steps, d]
     };
     Grads {
-        x: write::<B, T>(grads.d_x, x_shape, device),
+        x: input_gradient.then(|| write::<B, T>(grads.d_x, x_shape, device)),
         kernel: write::<B, T>(grads.d_kernel, vec![d, width], device),
         recurrent_kernel: write::<B, T>(grads.d_recurrent_kernel, vec![h, width], device),
         bias: grads.d_bias.map(|b| {

@@ -89,10 +89,12 @@ pub(crate) fn backward<B: Backend>(
     saved: [Saved; 2],
     specs: &[FusedSpec; 2],
     grad: FloatTensor<B>,
+    input_gradients: [bool; 2],
 ) -> [Grads<B>; 2] {
+    let inputs = input_gradients;
     match saved {
-        [Saved::F32(a), Saved::F32(b)] => backward_typed::<B, f32>([a, b], specs, grad),
-        [Saved::F64(a), Saved::F64(b)] => backward_typed::<B, f64>([a, b], specs, grad),
+        [Saved::F32(a), Saved::F32(b)] => backward_typed::<B, f32>([a, b], specs, grad, inputs),
+        [Saved::F64(a), Saved::F64(b)] => backward_typed::<B, f64>([a, b], specs, grad, inputs),
         _ => unreachable!("both directions run in the input's float type"),
     }
 }
@@ -101,18 +103,19 @@ fn backward_typed<B: Backend, T: Real + Element + bytemuck::Pod>(
     [ws_first, ws_second]: [Workspace<T>; 2],
     specs: &[FusedSpec; 2],
     grad: FloatTensor<B>,
+    input_gradients: [bool; 2],
 ) -> [Grads<B>; 2] {
     let device = grad.device();
     // Viewed in place on flex (a copy of the whole output gradient otherwise).
     let d_out = host::HostData::<T>::read::<B>(grad);
     let (d_first, d_second) = d_out.as_slice().split_at(host::packed_len(&specs[0]));
     let [first, second] = side_by_side(
-        || host::run_backward(&specs[0], ws_first, d_first),
-        || host::run_backward(&specs[1], ws_second, d_second),
+        || host::run_backward(&specs[0], ws_first, d_first, input_gradients[0]),
+        || host::run_backward(&specs[1], ws_second, d_second, input_gradients[1]),
     );
     [
-        host::grads_to_tensors(first, &specs[0], &device),
-        host::grads_to_tensors(second, &specs[1], &device),
+        host::grads_to_tensors(first, &specs[0], &device, input_gradients[0]),
+        host::grads_to_tensors(second, &specs[1], &device, input_gradients[1]),
     ]
 }
 
@@ -133,7 +136,9 @@ impl<B: Backend> Backward<B, 12> for FusedPairBackward {
         let grad = grads.consume::<B>(&ops.node);
         let (saved, specs) = ops.state;
         let saved = Arc::try_unwrap(saved).unwrap_or_else(|shared| (*shared).clone());
-        let all = backward::<B>(saved, &specs, grad)
+        // An input that is data (no parent node) gets no gradient, so none is computed.
+        let input_gradients = [ops.parents[0].is_some(), ops.parents[6].is_some()];
+        let all = backward::<B>(saved, &specs, grad, input_gradients)
             .into_iter()
             .flat_map(Grads::into_parents);
         for (parent, grad) in ops.parents.into_iter().zip(all) {
