@@ -72,6 +72,7 @@ mod packing;
 mod panels;
 mod real;
 pub mod reference;
+mod softmax;
 mod team;
 
 pub use adam::{AdamStep, adam_update};
@@ -83,3 +84,4 @@ pub use kernel::{
 };
 pub use packing::Packing;
 pub use real::Real;
+pub use softmax::{softmax_backward_rows_in_place, softmax_rows_in_place};

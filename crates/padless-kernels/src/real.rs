@@ -38,6 +38,8 @@ pub trait Real:
     fn tanh(self) -> Self;
     /// The square root (correctly rounded, as the standard library's).
     fn sqrt(self) -> Self;
+    /// `e^x` (`f32`: the branch-free approximation, arguments clamped to `[-87, 88]`).
+    fn exp(self) -> Self;
 }
 
 /// `e^x` for `f32`: Cody-Waite range reduction `x = n ln 2 + r`, `|r| <= ln 2 / 2`, and a
@@ -126,6 +128,11 @@ impl Real for f32 {
     fn sqrt(self) -> f32 {
         f32::sqrt(self)
     }
+
+    #[inline(always)]
+    fn exp(self) -> f32 {
+        fast_exp(self)
+    }
 }
 
 impl Real for f64 {
@@ -155,6 +162,11 @@ impl Real for f64 {
     #[inline(always)]
     fn sqrt(self) -> f64 {
         f64::sqrt(self)
+    }
+
+    #[inline(always)]
+    fn exp(self) -> f64 {
+        f64::exp(self)
     }
 }
 

@@ -35,7 +35,7 @@ impl ActivationKind {
             ActivationKind::Relu => act::relu(x),
             ActivationKind::Tanh => crate::elementwise::tanh(x),
             ActivationKind::Sigmoid => act::sigmoid(x),
-            ActivationKind::Softmax => act::softmax(x, D - 1),
+            ActivationKind::Softmax => crate::elementwise::softmax(x),
             ActivationKind::Gelu => act::gelu(x),
         }
     }

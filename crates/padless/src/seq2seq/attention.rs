@@ -3,7 +3,6 @@
 
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
-use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -281,7 +280,7 @@ impl Attention {
         let scores = self.scores(query, keys);
         let weights = match combined_valid(batch, t_query, t_key, masks, &device) {
             Some(valid) => softmax_over_valid(scores, valid),
-            None => softmax(scores, 2),
+            None => crate::elementwise::softmax(scores),
         };
         // Masked values are selected out, so that NaN or inf there cannot reach the context
         // through 0 * NaN.
@@ -381,7 +380,7 @@ pub fn masked_softmax(scores: Tensor<3>, key_mask: Option<&Mask>) -> Tensor<3> {
     };
     match combined_valid(batch, t_query, t_key, masks, &scores.device()) {
         Some(valid) => softmax_over_valid(scores, valid),
-        None => softmax(scores, 2),
+        None => crate::elementwise::softmax(scores),
     }
 }
 

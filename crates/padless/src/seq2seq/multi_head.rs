@@ -4,7 +4,6 @@
 
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
-use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 
 use super::attention::{AttentionMasks, combined_valid, softmax_over_valid};
@@ -185,7 +184,7 @@ impl MultiHeadAttention {
                     .reshape([batch * h, t_query, t_key]);
                 (softmax_over_valid(scores, valid), Some(sees_nothing))
             }
-            None => (softmax(scores, 2), None),
+            None => (crate::elementwise::softmax(scores), None),
         };
         // Masked keys' projected values hold only the value bias; their weight is exactly 0.
         let context = weights
