@@ -31,7 +31,10 @@ struct Gathered<T> {
 fn gather_output_gradients<C: CellKind, T: Real>(ws: &Workspace<T>, d_out: &[T]) -> Gathered<T> {
     let (p, h) = (&ws.packing, ws.config.d_hidden);
     let n_steps = p.n_steps;
-    let per_row = (n_steps + C::N_STATES) * h;
+    let outputs = ws.config.outputs;
+    let per_row = outputs.rows_per_row(n_steps, C::N_STATES) * h;
+    // Where the states' gradients start in a row (after the steps', if those are there).
+    let states_at = if outputs.has_sequence() { n_steps } else { 0 };
     assert_eq!(
         d_out.len(),
         p.batch * per_row,
@@ -43,8 +46,13 @@ fn gather_output_gradients<C: CellKind, T: Real>(ws: &Workspace<T>, d_out: &[T])
     let mut d_c_final = vec![T::ZERO; p.n_running() * h];
     for (pos, &row) in p.order.iter().enumerate() {
         let grad = &d_out[row * per_row..(row + 1) * per_row];
-        let mut count = 0;
-        for step in 0..n_steps {
+        // Valid steps seen so far (all of them when the steps' gradients are not there).
+        let mut count = if outputs.has_sequence() {
+            0
+        } else {
+            p.counts[pos]
+        };
+        for step in (0..n_steps).filter(|_| outputs.has_sequence()) {
             let src = &grad[step * h..(step + 1) * h];
             let target = if p.valid[row * n_steps + step] {
                 count += 1;
@@ -59,8 +67,8 @@ fn gather_output_gradients<C: CellKind, T: Real>(ws: &Workspace<T>, d_out: &[T])
                 None => add(&mut d_initial[0][row * h..(row + 1) * h], src),
             }
         }
-        for s in 0..C::N_STATES {
-            let src = &grad[(n_steps + s) * h..(n_steps + s + 1) * h];
+        for s in (0..C::N_STATES).filter(|_| outputs.has_states()) {
+            let src = &grad[(states_at + s) * h..(states_at + s + 1) * h];
             match (count > 0, s) {
                 (true, 0) => {
                     let slot = p.slot(count - 1, pos);

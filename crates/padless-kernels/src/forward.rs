@@ -56,7 +56,7 @@ fn check<C: CellKind, T>(
     }
     assert_eq!(
         out.len(),
-        seq.batch * (seq.n_steps + C::N_STATES) * h,
+        seq.batch * cfg.outputs.rows_per_row(seq.n_steps, C::N_STATES) * h,
         "{}: output length",
         C::NAME
     );
@@ -334,7 +334,13 @@ unsafe fn scatter_outputs<C: CellKind, T: Real>(
     out: Shared<T>,
 ) {
     let (h, n_steps) = (cfg.d_hidden, seq.n_steps);
-    let per_row = (n_steps + C::N_STATES) * h;
+    let per_row = cfg.outputs.rows_per_row(n_steps, C::N_STATES) * h;
+    // Where the states start in a row's output (after the steps, if those are written).
+    let states_at = if cfg.outputs.has_sequence() {
+        n_steps
+    } else {
+        0
+    };
     let zeros = vec![T::ZERO; h];
     for (pos, &row) in p.order.iter().enumerate().take(pos1).skip(pos0) {
         let initial = |s: usize| {
@@ -344,6 +350,11 @@ unsafe fn scatter_outputs<C: CellKind, T: Real>(
         };
         // SAFETY: row `row` belongs to this call's positions only (the caller's contract).
         let row_out = unsafe { out.slice_mut(row * per_row, per_row) };
+        if !cfg.outputs.has_sequence() {
+            let count = p.counts[pos];
+            write_states::<C, T>(&mut row_out[..], 0, count, pos, p, hs, cs, &initial, h);
+            continue;
+        }
         let mut count = 0;
         for step in 0..n_steps {
             let dst = &mut row_out[step * h..(step + 1) * h];
@@ -360,16 +371,35 @@ unsafe fn scatter_outputs<C: CellKind, T: Real>(
                 dst.copy_from_slice(&hs[slot * h..(slot + 1) * h]);
             }
         }
-        let last = (count > 0).then(|| p.slot(count - 1, pos));
-        for s in 0..C::N_STATES {
-            let dst = &mut row_out[(n_steps + s) * h..(n_steps + s + 1) * h];
-            match last {
-                Some(slot) => {
-                    let src = if s == 0 { hs } else { cs };
-                    dst.copy_from_slice(&src[slot * h..(slot + 1) * h]);
-                }
-                None => dst.copy_from_slice(initial(s)),
+        if cfg.outputs.has_states() {
+            write_states::<C, T>(row_out, states_at, count, pos, p, hs, cs, &initial, h);
+        }
+    }
+}
+
+/// A row's final states into `row_out` from row `at` on: those after its last valid step
+/// (`count` valid steps at packed position `pos`), or the initial states without one.
+#[allow(clippy::too_many_arguments)]
+fn write_states<'a, C: CellKind, T: Real>(
+    row_out: &mut [T],
+    at: usize,
+    count: usize,
+    pos: usize,
+    p: &Packing,
+    hs: &[T],
+    cs: &[T],
+    initial: &impl Fn(usize) -> &'a [T],
+    h: usize,
+) {
+    let last = (count > 0).then(|| p.slot(count - 1, pos));
+    for s in 0..C::N_STATES {
+        let dst = &mut row_out[(at + s) * h..(at + s + 1) * h];
+        match last {
+            Some(slot) => {
+                let src = if s == 0 { hs } else { cs };
+                dst.copy_from_slice(&src[slot * h..(slot + 1) * h]);
             }
+            None => dst.copy_from_slice(initial(s)),
         }
     }
 }

@@ -24,6 +24,44 @@ pub struct KernelConfig {
     /// The input is the same at every step (`[batch, d_input]`, as behind a `RepeatVector`):
     /// its projection is computed once per row instead of once per step.
     pub constant_input: bool,
+    /// Which parts of the result the output buffer holds (default [`Outputs::All`]).
+    pub outputs: Outputs,
+}
+
+/// Which parts of a call's result the output buffer holds, per row: the step outputs
+/// (`n_steps * d_hidden`), the final states (`n_states * d_hidden`), or both, in that order.
+/// A caller that reads only one part asks for it alone: the other is never written, and its
+/// gradient is not read (it is 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Outputs {
+    /// Step outputs, then final states: `[batch, n_steps + n_states, d_hidden]`.
+    #[default]
+    All,
+    /// Step outputs only: `[batch, n_steps, d_hidden]` (a layer returning sequences).
+    Sequence,
+    /// Final states only: `[batch, n_states, d_hidden]` (a layer returning its last output).
+    States,
+}
+
+impl Outputs {
+    /// Rows of `d_hidden` values per batch row: `n_steps`, `n_states` or their sum.
+    pub fn rows_per_row(self, n_steps: usize, n_states: usize) -> usize {
+        match self {
+            Outputs::All => n_steps + n_states,
+            Outputs::Sequence => n_steps,
+            Outputs::States => n_states,
+        }
+    }
+
+    /// Whether the step outputs are written.
+    pub fn has_sequence(self) -> bool {
+        self != Outputs::States
+    }
+
+    /// Whether the final states are written.
+    pub fn has_states(self) -> bool {
+        self != Outputs::Sequence
+    }
 }
 
 impl KernelConfig {
@@ -36,6 +74,7 @@ impl KernelConfig {
             zero_output_for_mask: false,
             go_backwards: false,
             constant_input: false,
+            outputs: Outputs::All,
         }
     }
 }
@@ -132,7 +171,8 @@ pub struct Gradients<T> {
 /// # Shapes
 /// Inputs as [`Sequences`]; weights as [`Weights`]; the output buffer is
 /// `[batch, n_steps + n_states, d_hidden]`: each step's output in processing order, then the
-/// final states (`h`, then `c` for an LSTM).
+/// final states (`h`, then `c` for an LSTM); or one of the two parts alone
+/// ([`KernelConfig::outputs`]).
 ///
 /// # Masking
 /// A masked step leaves the states unchanged. Its output is the carried `h` (the initial `h`
@@ -170,9 +210,10 @@ impl<C: CellKind> RecurrentKernel<C> {
         C::N_STATES
     }
 
-    /// The length of the output buffer: `batch * (n_steps + n_states) * d_hidden`.
+    /// The length of the output buffer: `batch * (n_steps + n_states) * d_hidden` for
+    /// [`Outputs::All`] (see [`KernelConfig::outputs`] for the others).
     pub fn output_len(&self, batch: usize, n_steps: usize) -> usize {
-        batch * (n_steps + C::N_STATES) * self.config.d_hidden
+        batch * self.config.outputs.rows_per_row(n_steps, C::N_STATES) * self.config.d_hidden
     }
 
     /// The training forward pass: writes the outputs into `out` and returns what

@@ -79,8 +79,8 @@ pub use adam::{AdamStep, adam_update};
 pub use cells::{BackwardRow, CellKind, ForwardRow, Gru, Lstm, SimpleRnn};
 pub use elementwise::{tanh_backward_in_place, tanh_in_place};
 pub use kernel::{
-    Gradients, GruKernel, KernelConfig, LstmKernel, RecurrentKernel, Sequences, SimpleRnnKernel,
-    Weights, Workspace,
+    Gradients, GruKernel, KernelConfig, LstmKernel, Outputs, RecurrentKernel, Sequences,
+    SimpleRnnKernel, Weights, Workspace,
 };
 pub use packing::Packing;
 pub use real::Real;

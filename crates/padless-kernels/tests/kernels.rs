@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Case, Rng, run_kernel, scaled_error};
-use padless_kernels::{CellKind, Gru, KernelConfig, Lstm, RecurrentKernel, SimpleRnn};
+use padless_kernels::{CellKind, Gru, KernelConfig, Lstm, Outputs, RecurrentKernel, SimpleRnn};
 use proptest::prelude::*;
 
 /// Finite-difference step and tolerances (f64 throughout).
@@ -281,5 +281,65 @@ fn weights_only_backward_equals_the_full_one_without_the_input_gradient() {
         check_weights_only::<Lstm>(d_hidden, threads);
         check_weights_only::<Gru>(d_hidden, threads);
         check_weights_only::<SimpleRnn>(d_hidden, threads);
+    }
+}
+
+/// A call that writes only the step outputs or only the final states gives exactly those
+/// parts of the full output, and the gradients the full call gives when the other part's
+/// gradient is 0; on any mask, 1 and 2 threads (rows split and units split).
+fn check_output_parts<C: CellKind>(case: &Case) {
+    let (batch, n_steps, h) = (case.batch, case.n_steps, case.config.d_hidden);
+    let per_row = (n_steps + C::N_STATES) * h;
+    let (full_out, _) = run_kernel::<C, f64>(case);
+    for (outputs, keep) in [
+        (Outputs::Sequence, 0..n_steps * h),
+        (Outputs::States, n_steps * h..per_row),
+    ] {
+        // The full call with the other part's gradient zeroed ...
+        let mut zeroed = case.clone();
+        for (i, d) in zeroed.d_out.iter_mut().enumerate() {
+            if !keep.contains(&(i % per_row)) {
+                *d = 0.0;
+            }
+        }
+        let (_, want_grads) = run_kernel::<C, f64>(&zeroed);
+        // ... against the part alone, its gradient the kept columns.
+        let mut part = case.clone();
+        part.config.outputs = outputs;
+        part.d_out = (0..batch)
+            .flat_map(|b| case.d_out[b * per_row + keep.start..b * per_row + keep.end].to_vec())
+            .collect();
+        let (out, grads) = run_kernel::<C, f64>(&part);
+        let want_out: Vec<f64> = (0..batch)
+            .flat_map(|b| full_out[b * per_row + keep.start..b * per_row + keep.end].to_vec())
+            .collect();
+        assert_eq!(out, want_out, "{outputs:?} outputs");
+        for (i, (got, want)) in grads.iter().zip(&want_grads).enumerate() {
+            assert!(
+                scaled_error(got, want) < EXACT_TOLERANCE,
+                "{outputs:?} gradient {i}"
+            );
+        }
+    }
+}
+
+#[test]
+fn sequence_only_and_states_only_outputs_are_parts_of_the_full_call() {
+    for threads in [1, 2] {
+        for d_hidden in [3, 37, 371] {
+            check_output_parts::<Lstm>(&holes_case::<Lstm>(d_hidden, threads));
+            check_output_parts::<Gru>(&holes_case::<Gru>(d_hidden, threads));
+            check_output_parts::<SimpleRnn>(&holes_case::<SimpleRnn>(d_hidden, threads));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn output_parts_match_the_full_call_for_any_mask(shape in shapes()) {
+        check_output_parts::<Lstm>(&case_for::<Lstm>(&shape));
+        check_output_parts::<Gru>(&case_for::<Gru>(&shape));
     }
 }

@@ -107,20 +107,7 @@ impl AnyLayer {
             n: usize,
             prefix: Option<&[usize]>,
         ) -> Result<Value> {
-            let options = &layer.options;
-            let out = match prefix {
-                Some(lengths)
-                    if options.return_sequences && !options.stateful && !options.go_backwards =>
-                {
-                    layer.forward_repeated_prefix(vector, n, lengths)?
-                }
-                _ => layer.forward_repeated(vector, n)?,
-            };
-            Ok(if options.return_sequences {
-                Value::sequence(out.sequence, out.mask)
-            } else {
-                Value::Vector(out.last)
-            })
+            layer.repeated_value(vector, n, prefix)
         }
         match self {
             AnyLayer::SimpleRnn(l) => Some(value(l, vector, n_steps, prefix)),

@@ -227,3 +227,76 @@ fn data_input_gets_no_gradient_and_weights_still_match() {
     }
     set_kernel_threads(0);
 }
+
+/// Through `Layer::forward_value` a layer computes only the part it returns (the sequence,
+/// or the final states for its last output; both when stateful): values and the gradients
+/// of the input and the weights still equal the composite loop's, for every cell, with and
+/// without `return_sequences`, `go_backwards` and `zero_output_for_mask`.
+#[test]
+fn layer_values_computing_one_part_equal_the_composite_loop() {
+    fn observe<C: Cell>(layer: &Recurrent<C>) -> Vec<Vec<f32>> {
+        let device = device();
+        let x = tensor(
+            values(BATCH * TIME * D_INPUT, 4, 1.0),
+            [BATCH, TIME, D_INPUT],
+        )
+        .require_grad();
+        let input = Value::sequence(x.clone(), Some(mask(&device)));
+        let out = layer.forward_value(input).unwrap();
+        let (values_out, loss) = match out {
+            Value::Sequence {
+                values: sequence,
+                mask: out_mask,
+            } => {
+                assert!(out_mask.is_some(), "the mask passes on");
+                let w = tensor(
+                    values(BATCH * TIME * D_HIDDEN, 6, 1.0),
+                    [BATCH, TIME, D_HIDDEN],
+                );
+                (f32_vec(sequence.clone()), (sequence * w).sum())
+            }
+            Value::Vector(last) => {
+                let w = tensor(values(BATCH * D_HIDDEN, 7, 1.0), [BATCH, D_HIDDEN]);
+                (f32_vec(last.clone()), (last * w).sum())
+            }
+            other => panic!("unexpected output {}", other.kind()),
+        };
+        let grads = loss.backward();
+        let mut observed = vec![values_out, f32_vec(x.grad(&grads).unwrap())];
+        for w in layer
+            .cell
+            .fused_parts()
+            .map(|p| [p.kernel, p.recurrent_kernel])
+            .unwrap()
+        {
+            observed.push(f32_vec(w.grad(&grads).unwrap()));
+        }
+        observed
+    }
+    fn check<C: Cell>(layer: Recurrent<C>, what: &str) {
+        let calls = fused_calls();
+        let fused = observe(&layer);
+        assert!(fused_calls() > calls, "the fused path ran");
+        let composite = with_composite(|| observe(&layer));
+        for (i, (f, c)) in fused.iter().zip(&composite).enumerate() {
+            assert_close_to_scale(f, c, TOLERANCE, &format!("{what}: observed {i}"));
+        }
+    }
+    let device = device();
+    for return_sequences in [false, true] {
+        for (go_backwards, zero_output_for_mask) in [(false, false), (true, false), (false, true)] {
+            let what = format!(
+                "return_sequences {return_sequences}, go_backwards {go_backwards}, zero output {zero_output_for_mask}"
+            );
+            let mut lstm =
+                LstmConfig::new(D_INPUT, D_HIDDEN).with_return_sequences(return_sequences);
+            lstm.go_backwards = go_backwards;
+            lstm.zero_output_for_mask = zero_output_for_mask;
+            check(lstm.init(&device), &format!("LSTM {what}"));
+            let mut gru = GruConfig::new(D_INPUT, D_HIDDEN).with_return_sequences(return_sequences);
+            gru.go_backwards = go_backwards;
+            gru.zero_output_for_mask = zero_output_for_mask;
+            check(gru.init(&device), &format!("GRU {what}"));
+        }
+    }
+}

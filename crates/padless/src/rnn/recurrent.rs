@@ -7,7 +7,9 @@ use burn::module::{Module, Param};
 use burn::tensor::{Bool, Tensor};
 
 use super::cell::Cell;
-use super::fused::{FusedInput, PairHalf, try_fused_loop, try_fused_pair};
+use padless_kernels::Outputs;
+
+use super::fused::{FusedInput, LoopParts, PairHalf, try_fused_loop, try_fused_pair};
 use crate::error::{Error, Result};
 use crate::layer::{Layer, Spec};
 use crate::mask::{Mask, Padding, check_mask_for, zero_masked};
@@ -131,18 +133,9 @@ impl<C: Cell> Recurrent<C> {
         mask: Option<&Mask>,
         initial_state: Option<Vec<Tensor<2>>>,
     ) -> Result<RecurrentOutput> {
-        let (x, mask) = if self.options.go_backwards {
-            (x.flip([1]), mask.map(Mask::reverse_time))
-        } else {
-            (x, mask.cloned())
-        };
-        let (sequence, states) = self.run(x, mask.as_ref(), initial_state)?;
-        Ok(RecurrentOutput {
-            sequence,
-            last: states[0].clone(),
-            states,
-            mask,
-        })
+        let (x, mask) = self.in_processing_order(x, mask);
+        let parts = self.run_parts(x, mask.as_ref(), initial_state, Outputs::All)?;
+        Ok(self.output_of(parts, mask))
     }
 
     /// The same as [`Recurrent::forward`] on [`RepeatVector`](crate::layers::RepeatVector)'s
@@ -153,7 +146,8 @@ impl<C: Cell> Recurrent<C> {
     /// # Errors
     /// As [`Recurrent::forward`].
     pub fn forward_repeated(&self, vector: Tensor<2>, n_steps: usize) -> Result<RecurrentOutput> {
-        self.repeated(vector, n_steps, None)
+        self.repeated(vector, n_steps, None, Outputs::All)
+            .map(|parts| self.output_of(parts, None))
     }
 
     /// [`Recurrent::forward_repeated`] computing only the first `lengths[b]` steps of row `b`
@@ -174,10 +168,40 @@ impl<C: Cell> Recurrent<C> {
         n_steps: usize,
         lengths: &[usize],
     ) -> Result<RecurrentOutput> {
+        let mask = self.prefix_mask(&vector, n_steps, lengths)?;
+        self.repeated(vector, n_steps, Some(&mask), Outputs::All)
+            .map(|parts| self.output_of(parts, None))
+    }
+
+    /// The layer's output [`Value`] on `RepeatVector`'s output, as
+    /// [`Layer::forward_value`] gives it (a sequence without mask, or the last output):
+    /// [`Recurrent::forward_repeated_prefix`] over `prefix` where given and the options
+    /// allow it (sequences returned, not stateful, forward in time), else
+    /// [`Recurrent::forward_repeated`]. Only the part the value holds is computed.
+    pub(crate) fn repeated_value(
+        &self,
+        vector: Tensor<2>,
+        n_steps: usize,
+        prefix: Option<&[usize]>,
+    ) -> Result<Value> {
+        let options = &self.options;
+        let mask = match prefix {
+            Some(lengths)
+                if options.return_sequences && !options.stateful && !options.go_backwards =>
+            {
+                Some(self.prefix_mask(&vector, n_steps, lengths)?)
+            }
+            _ => None,
+        };
+        let parts = self.repeated(vector, n_steps, mask.as_ref(), self.outputs_read())?;
+        Ok(self.value_of(parts, None))
+    }
+
+    fn prefix_mask(&self, vector: &Tensor<2>, n_steps: usize, lengths: &[usize]) -> Result<Mask> {
         let batch = vector.dims()[0];
         let mask = Mask::from_lengths(lengths, n_steps, Padding::Post, &vector.device())?;
         mask.check(batch, n_steps, "decoder step lengths")?;
-        self.repeated(vector, n_steps, Some(&mask))
+        Ok(mask)
     }
 
     fn repeated(
@@ -185,48 +209,103 @@ impl<C: Cell> Recurrent<C> {
         vector: Tensor<2>,
         n_steps: usize,
         mask: Option<&Mask>,
-    ) -> Result<RecurrentOutput> {
+        outputs: Outputs,
+    ) -> Result<LoopParts> {
         let [batch, features] = vector.dims();
         if features == self.cell.d_input() && batch > 0 && n_steps > 0 {
             let initial = self.initial_states(batch, None, &vector.device())?;
             let input = FusedInput::Repeated(&vector, n_steps, mask);
             let zero_output = self.options.zero_output_for_mask;
-            if let Some((sequence, states)) =
-                try_fused_loop(self.cell.fused_parts(), input, &initial, zero_output)
-            {
-                self.keep_states(&states);
-                return Ok(RecurrentOutput {
-                    sequence,
-                    last: states[0].clone(),
-                    states,
-                    mask: None,
-                });
+            if let Some(parts) = try_fused_loop(
+                self.cell.fused_parts(),
+                input,
+                &initial,
+                zero_output,
+                outputs,
+            ) {
+                self.keep_states(&parts);
+                return Ok(parts);
             }
         }
         let repeated = vector
             .unsqueeze_dim::<3>(1)
             .expand([batch, n_steps, features]);
-        let mut out = self.forward(repeated, mask, None)?;
-        out.mask = None;
-        Ok(out)
+        let (x, mask) = self.in_processing_order(repeated, mask);
+        self.run_parts(x, mask.as_ref(), None, outputs)
     }
 
-    fn keep_states(&self, states: &[Tensor<2>]) {
+    /// Which parts of the loop [`Layer::forward_value`] reads: the sequence or the final
+    /// states, both for a stateful layer (it carries its states).
+    fn outputs_read(&self) -> Outputs {
+        match (self.options.stateful, self.options.return_sequences) {
+            (true, _) => Outputs::All,
+            (false, true) => Outputs::Sequence,
+            (false, false) => Outputs::States,
+        }
+    }
+
+    /// The input and mask in processing order (reversed in time for `go_backwards`).
+    fn in_processing_order(&self, x: Tensor<3>, mask: Option<&Mask>) -> (Tensor<3>, Option<Mask>) {
+        if self.options.go_backwards {
+            (x.flip([1]), mask.map(Mask::reverse_time))
+        } else {
+            (x, mask.cloned())
+        }
+    }
+
+    /// A [`RecurrentOutput`] from a loop that ran with both parts.
+    fn output_of(&self, parts: LoopParts, mask: Option<Mask>) -> RecurrentOutput {
+        let (sequence, states) = parts.both();
+        RecurrentOutput {
+            sequence,
+            last: states[0].clone(),
+            states,
+            mask,
+        }
+    }
+
+    /// The [`Value`] the layer returns from a loop that ran with [`Recurrent::outputs_read`].
+    fn value_of(&self, parts: LoopParts, mask: Option<Mask>) -> Value {
+        if self.options.return_sequences {
+            Value::sequence(
+                parts.sequence.expect("the loop ran with its sequence"),
+                mask,
+            )
+        } else {
+            let states = parts.states.expect("the loop ran with its states");
+            Value::Vector(states[0].clone())
+        }
+    }
+
+    fn keep_carried(&self, states: &[Tensor<2>]) {
         if self.options.stateful {
             self.carried
                 .set(Some(states.iter().map(|s| s.clone().detach()).collect()));
         }
     }
 
-    /// The loop in input order (no `go_backwards`): checks, initial states, stateful update.
-    pub(crate) fn run(
+    fn keep_states(&self, parts: &LoopParts) {
+        if self.options.stateful {
+            self.keep_carried(
+                parts
+                    .states
+                    .as_ref()
+                    .expect("a stateful layer asks for its states"),
+            );
+        }
+    }
+
+    /// The loop in input order (no `go_backwards`): checks, initial states, stateful update;
+    /// the parts `outputs` asks for (at least those).
+    fn run_parts(
         &self,
         x: Tensor<3>,
         mask: Option<&Mask>,
         initial_state: Option<Vec<Tensor<2>>>,
-    ) -> Result<(Tensor<3>, Vec<Tensor<2>>)> {
+        outputs: Outputs,
+    ) -> Result<LoopParts> {
         let initial = self.checked_initial(&x, mask, initial_state)?;
-        Ok(self.loop_and_keep(x, mask, initial))
+        Ok(self.loop_and_keep(x, mask, initial, outputs))
     }
 
     /// `masked_loop` from checked initial states, then the stateful update.
@@ -235,11 +314,12 @@ impl<C: Cell> Recurrent<C> {
         x: Tensor<3>,
         mask: Option<&Mask>,
         initial: Vec<Tensor<2>>,
-    ) -> (Tensor<3>, Vec<Tensor<2>>) {
+        outputs: Outputs,
+    ) -> LoopParts {
         let zero_output = self.options.zero_output_for_mask;
-        let (sequence, states) = masked_loop(&self.cell, x, mask, initial, zero_output);
-        self.keep_states(&states);
-        (sequence, states)
+        let parts = masked_loop(&self.cell, x, mask, initial, zero_output, outputs);
+        self.keep_states(&parts);
+        parts
     }
 
     /// [`Recurrent::run`] of this layer over `x` and of `other` over `x_other` (a
@@ -271,13 +351,16 @@ impl<C: Cell> Recurrent<C> {
                 zero_output,
             )
         {
-            self.keep_states(&pair[0].1);
-            other.keep_states(&pair[1].1);
+            let [(_, first), (_, second)] = &pair;
+            self.keep_carried(first);
+            other.keep_carried(second);
             return Ok(pair);
         }
         Ok([
-            self.loop_and_keep(x, mask, initial),
-            other.loop_and_keep(x_other, mask, initial_other),
+            self.loop_and_keep(x, mask, initial, Outputs::All).both(),
+            other
+                .loop_and_keep(x_other, mask, initial_other, Outputs::All)
+                .both(),
         ])
     }
 
@@ -390,9 +473,11 @@ pub(crate) fn masked_loop<C: Cell>(
     mask: Option<&Mask>,
     initial: Vec<Tensor<2>>,
     zero_output_for_mask: bool,
-) -> (Tensor<3>, Vec<Tensor<2>>) {
+    outputs: Outputs,
+) -> LoopParts {
     let input = FusedInput::Sequence(&x, mask);
-    if let Some(fused) = try_fused_loop(cell.fused_parts(), input, &initial, zero_output_for_mask) {
+    let parts = cell.fused_parts();
+    if let Some(fused) = try_fused_loop(parts, input, &initial, zero_output_for_mask, outputs) {
         return fused;
     }
     let [batch, time, _] = x.dims();
@@ -409,7 +494,7 @@ pub(crate) fn masked_loop<C: Cell>(
             .collect()
     });
     let mut states = initial;
-    let mut outputs = Vec::with_capacity(time);
+    let mut step_outputs = Vec::with_capacity(time);
     for (step_idx, input) in projected.chunk(time, 1).into_iter().enumerate() {
         let new_states = cell.step(input.squeeze_dim::<2>(1), &states);
         let output = match &step_masks {
@@ -431,9 +516,12 @@ pub(crate) fn masked_loop<C: Cell>(
                 states[0].clone()
             }
         };
-        outputs.push(output);
+        step_outputs.push(output);
     }
-    (Tensor::stack(outputs, 1), states)
+    LoopParts {
+        sequence: Some(Tensor::stack(step_outputs, 1)),
+        states: Some(states),
+    }
 }
 
 impl<C: Cell> Layer for Recurrent<C> {
@@ -443,12 +531,10 @@ impl<C: Cell> Layer for Recurrent<C> {
 
     fn forward_value(&self, input: Value) -> Result<Value> {
         let (x, mask) = input.into_sequence(C::TYPE_NAME)?;
-        let out = self.forward(x, mask.as_ref(), None)?;
-        Ok(if self.options.return_sequences {
-            Value::sequence(out.sequence, out.mask)
-        } else {
-            Value::Vector(out.last)
-        })
+        // Only the part the value holds is computed (see `Recurrent::outputs_read`).
+        let (x, mask) = self.in_processing_order(x, mask.as_ref());
+        let parts = self.run_parts(x, mask.as_ref(), None, self.outputs_read())?;
+        Ok(self.value_of(parts, mask))
     }
 
     fn output_spec(&self, input: &Spec) -> Result<Spec> {

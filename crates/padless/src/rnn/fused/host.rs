@@ -247,16 +247,17 @@ impl<T: Real + Element + bytemuck::Pod> HostInputs<T> {
 
 /// Elements of one call's packed output.
 pub(crate) fn packed_len(spec: &FusedSpec) -> usize {
-    spec.batch * (spec.n_steps + spec.cell.n_states()) * spec.config.d_hidden
+    packed_shape(spec).iter().product()
 }
 
-/// The shape of one call's packed output.
+/// The shape of one call's packed output: `[batch, n_steps + n_states, d_hidden]`, or one of
+/// the two parts alone ([`KernelConfig::outputs`](padless_kernels::KernelConfig::outputs)).
 pub(crate) fn packed_shape(spec: &FusedSpec) -> Vec<usize> {
-    vec![
-        spec.batch,
-        spec.n_steps + spec.cell.n_states(),
-        spec.config.d_hidden,
-    ]
+    let rows = spec
+        .config
+        .outputs
+        .rows_per_row(spec.n_steps, spec.cell.n_states());
+    vec![spec.batch, rows, spec.config.d_hidden]
 }
 
 /// The forward pass in the float type `T`: the packed output and, with `keep`, the workspace.

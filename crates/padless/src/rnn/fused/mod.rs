@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use burn::backend::{Dispatch, DispatchDevice};
 use burn::tensor::{DType, Device, Tensor};
-use padless_kernels::KernelConfig;
+use padless_kernels::{KernelConfig, Outputs};
 
 use crate::mask::Mask;
 pub(crate) use host::{HostData, read};
@@ -123,6 +123,7 @@ impl Call {
         initial: &[Tensor<2>],
         zero_output_for_mask: bool,
         threads: usize,
+        outputs: Outputs,
     ) -> Option<Call> {
         let (x, batch, n_steps, d_input, mask) = match input {
             FusedInput::Sequence(x, mask) => {
@@ -156,6 +157,7 @@ impl Call {
                 zero_output_for_mask,
                 go_backwards: false,
                 constant_input: matches!(input, FusedInput::Repeated(..)),
+                outputs,
             },
             batch,
             n_steps,
@@ -177,31 +179,59 @@ impl Call {
     }
 }
 
-/// Splits a packed output `[batch, n_steps + n_states, d_hidden]` into the sequence and the
-/// final states.
-fn unpack(packed: Tensor<3>, spec: &FusedSpec) -> (Tensor<3>, Vec<Tensor<2>>) {
+/// A loop's results: the sequence `[batch, time, d_hidden]` and the final states `[batch,
+/// d_hidden]` each, where they were asked for.
+pub(crate) struct LoopParts {
+    pub sequence: Option<Tensor<3>>,
+    pub states: Option<Vec<Tensor<2>>>,
+}
+
+impl LoopParts {
+    /// Both parts (the composite loop and `Outputs::All` have them).
+    pub fn both(self) -> (Tensor<3>, Vec<Tensor<2>>) {
+        (
+            self.sequence.expect("the loop ran with its sequence"),
+            self.states.expect("the loop ran with its states"),
+        )
+    }
+}
+
+/// Splits a packed output (`[batch, rows, d_hidden]`, the rows as `spec.config.outputs`
+/// says) into the sequence and the final states. A part asked for alone is the output
+/// itself or a small slice of it: no slice of a large tensor, whose backward pass would
+/// allocate and fill a zero gradient of the whole output.
+fn unpack(packed: Tensor<3>, spec: &FusedSpec) -> LoopParts {
     let (batch, n_steps, d_hidden) = (spec.batch, spec.n_steps, spec.config.d_hidden);
-    let sequence = packed.clone().slice([0..batch, 0..n_steps, 0..d_hidden]);
-    let states = (0..spec.cell.n_states())
-        .map(|s| {
-            let at = n_steps + s;
-            packed
-                .clone()
-                .slice([0..batch, at..at + 1, 0..d_hidden])
-                .reshape([batch, d_hidden])
-        })
-        .collect();
-    (sequence, states)
+    let outputs = spec.config.outputs;
+    let states_at = if outputs.has_sequence() { n_steps } else { 0 };
+    let states = outputs.has_states().then(|| {
+        (0..spec.cell.n_states())
+            .map(|s| {
+                let at = states_at + s;
+                packed
+                    .clone()
+                    .slice([0..batch, at..at + 1, 0..d_hidden])
+                    .reshape([batch, d_hidden])
+            })
+            .collect()
+    });
+    let sequence = match outputs {
+        Outputs::Sequence => Some(packed),
+        Outputs::All => Some(packed.slice([0..batch, 0..n_steps, 0..d_hidden])),
+        Outputs::States => None,
+    };
+    LoopParts { sequence, states }
 }
 
 /// The masked loop as one fused operation, or `None` where the fused path does not apply.
-/// Same contract as the composite loop: `(sequence [batch, time, d_hidden], states)`.
+/// Same contract as the composite loop, for the parts `outputs` asks for.
 pub(crate) fn try_fused_loop(
     parts: Option<FusedParts>,
     input: FusedInput<'_>,
     initial: &[Tensor<2>],
     zero_output_for_mask: bool,
-) -> Option<(Tensor<3>, Vec<Tensor<2>>)> {
+    outputs: Outputs,
+) -> Option<LoopParts> {
     let parts = parts.filter(|_| fused_enabled())?;
     let call = Call::new(
         parts,
@@ -209,6 +239,7 @@ pub(crate) fn try_fused_loop(
         initial,
         zero_output_for_mask,
         kernel_threads(),
+        outputs,
     )?;
     CALLS.fetch_add(1, Ordering::Relaxed);
     let [x, kernel, recurrent_kernel, bias, h0, c0] = call.tensors;
@@ -259,6 +290,7 @@ pub(crate) fn try_fused_pair(
             initial,
             zero_output_for_mask,
             1,
+            Outputs::All,
         )
     };
     let a = call(parts_first, first.x, first.initial)?;
@@ -291,5 +323,8 @@ pub(crate) fn try_fused_pair(
             .slice([i..i + 1, 0..batch, 0..rows, 0..d_hidden])
             .reshape([batch, rows, d_hidden])
     };
-    Some([unpack(half(0), &specs[0]), unpack(half(1), &specs[1])])
+    Some([
+        unpack(half(0), &specs[0]).both(),
+        unpack(half(1), &specs[1]).both(),
+    ])
 }
