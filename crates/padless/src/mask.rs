@@ -89,6 +89,21 @@ impl Mask {
     /// The Keras `Masking` rule: a step of `x [batch, time, features]` is masked iff **every**
     /// feature equals `padding_value` (so `-0.0` equals `0.0`; NaN never equals anything).
     pub fn from_padding_value(x: &Tensor<3>, padding_value: f32) -> Self {
+        let [batch, time, features] = x.dims();
+        if crate::rnn::fused::on_flex(&x.device())
+            && x.dtype() == burn::tensor::DType::F32
+            && features > 0
+        {
+            // On the CPU backend one pass over the values on the host (the tensor form is
+            // four operations over `[batch, time, features]` booleans).
+            let values = crate::tensor_util::f32_vec(x.clone());
+            let valid: Vec<bool> = values
+                .chunks_exact(features)
+                .map(|step| step.iter().any(|&v| v != padding_value))
+                .collect();
+            return Mask::from_bools(&valid, batch, time, &x.device())
+                .expect("one value per step of [batch, time]");
+        }
         let is_padding = x
             .clone()
             .equal_elem(padding_value)

@@ -86,22 +86,13 @@ fn step_targets(spec: &CrossEntropySpec, step: usize, t: &mut [f32]) {
     }
 }
 
-/// `log p` of one step, written into `log_p`; for probabilities also returns their sum.
-fn step_log_p(from_logits: bool, z: &[f32], log_p: &mut [f32]) -> f32 {
-    if from_logits {
-        let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let sum: f32 = z.iter().map(|&v| (v - max).exp()).sum();
-        let lse = max + sum.ln();
-        for (l, &v) in log_p.iter_mut().zip(z) {
-            *l = v - lse;
-        }
-        1.0
-    } else {
-        let total: f32 = z.iter().sum();
-        for (l, &v) in log_p.iter_mut().zip(z) {
-            *l = (v / total).clamp(EPSILON, 1.0 - EPSILON).ln();
-        }
-        total
+/// The log-softmax of one step's logits `z`, written into `log_p`.
+fn step_log_softmax(z: &[f32], log_p: &mut [f32]) {
+    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = z.iter().map(|&v| (v - max).exp()).sum();
+    let lse = max + sum.ln();
+    for (l, &v) in log_p.iter_mut().zip(z) {
+        *l = v - lse;
     }
 }
 
@@ -115,12 +106,20 @@ fn forward_host(y_pred: &[f32], spec: &CrossEntropySpec) -> Vec<f32> {
                 return 0.0;
             }
             step_targets(spec, step, &mut t);
-            step_log_p(
-                spec.from_logits,
-                &y_pred[step * classes..][..classes],
-                &mut log_p,
-            );
-            -t.iter().zip(&log_p).map(|(a, b)| a * b).sum::<f32>()
+            let z = &y_pred[step * classes..][..classes];
+            if spec.from_logits {
+                step_log_softmax(z, &mut log_p);
+                -t.iter().zip(&log_p).map(|(a, b)| a * b).sum::<f32>()
+            } else {
+                // The clipped log is finite, so classes with no target mass add exactly 0:
+                // one logarithm per class that has some (one for one-hot targets).
+                let total: f32 = z.iter().sum();
+                -t.iter()
+                    .zip(z)
+                    .filter(|&(&tc, _)| tc != 0.0)
+                    .map(|(&tc, &zc)| tc * (zc / total).clamp(EPSILON, 1.0 - EPSILON).ln())
+                    .sum::<f32>()
+            }
         })
         .collect()
 }
@@ -138,8 +137,8 @@ fn backward_host(y_pred: &[f32], d_loss: &[f32], spec: &CrossEntropySpec) -> Vec
         let z = &y_pred[step * classes..][..classes];
         let d = &mut d_pred[step * classes..][..classes];
         step_targets(spec, step, &mut t);
-        let total = step_log_p(spec.from_logits, z, &mut log_p);
         if spec.from_logits {
+            step_log_softmax(z, &mut log_p);
             // d/dz_k of -Σ t_c (z_c - lse) = p_k Σ_c t_c - t_k.
             let mass: f32 = t.iter().sum();
             for ((dk, &lk), &tk) in d.iter_mut().zip(&log_p).zip(&t) {
@@ -148,6 +147,7 @@ fn backward_host(y_pred: &[f32], d_loss: &[f32], spec: &CrossEntropySpec) -> Vec
         } else {
             // With q = y / Σ y and the clip passing the gradient where ε ≤ q ≤ 1 - ε:
             // G_c = -t_c / q_c there (else 0), d/dy_k = (G_k - Σ_c G_c q_c) / Σ y.
+            let total: f32 = z.iter().sum();
             let mut weighted = 0.0f32;
             for ((dk, &zk), &tk) in d.iter_mut().zip(z).zip(&t) {
                 let q = zk / total;

@@ -1,5 +1,7 @@
 //! [`SequenceLoss`]: a loss with masks, weights and a reduction that never counts padding.
 
+use std::sync::Arc;
+
 use burn::tensor::Tensor;
 
 use super::fused_cross_entropy::{CrossEntropySpec, CrossEntropyTargets, fused_per_step};
@@ -200,15 +202,25 @@ impl SequenceLoss {
                 Mask::all_valid(batch, time, &device)
             }
         };
-        if self.check_targets {
-            check_finite_targets(&inputs.y_true, &mask)?;
+        // Host copies, each read once: the mask, and the dense targets where the finiteness
+        // check or the fused loss reads them.
+        let valid: Arc<[bool]> = mask.to_vec().into();
+        let fusable = self.kind.categorical_from_logits().is_some();
+        let dense_host: Option<Arc<[f32]>> = match &inputs.y_true {
+            Targets::Dense(y) if self.check_targets || fusable => Some(f32_vec(y.clone()).into()),
+            _ => None,
+        };
+        if self.check_targets
+            && let Some(values) = &dense_host
+        {
+            check_finite_targets(values, [batch, time, classes], &valid)?;
         }
         let padding = mask.padding();
-        self.check_labels(&inputs.y_true, &mask, classes)?;
+        self.check_labels(&inputs.y_true, &valid, classes)?;
         // The categorical cross-entropies run as one fused operation on the CPU backend (the
         // same values; see `fused_cross_entropy`), the other losses and backends compose.
         let fused = self
-            .fused_spec(&inputs, &mask, [batch, time, classes])
+            .fused_spec(&inputs, valid, dense_host, [batch, time, classes])
             .and_then(|spec| fused_per_step(&inputs.y_pred, spec));
         // Targets with masked steps replaced, for the composite loss and the class weights.
         let y_true = (fused.is_none() || self.class_weight.is_some())
@@ -343,10 +355,12 @@ impl SequenceLoss {
 
     /// The fused call's spec for a categorical cross-entropy without per-element weights (its
     /// targets read to the host), else `None`.
+    /// The fused loss's spec; `dense` is the dense targets' host copy (read by the caller).
     fn fused_spec(
         &self,
         inputs: &LossInputs,
-        mask: &Mask,
+        valid: Arc<[bool]>,
+        dense: Option<Arc<[f32]>>,
         shape: [usize; 3],
     ) -> Option<CrossEntropySpec> {
         let from_logits = self.kind.categorical_from_logits()?;
@@ -354,7 +368,9 @@ impl SequenceLoss {
             return None;
         }
         let targets = match &inputs.y_true {
-            Targets::Dense(y) => CrossEntropyTargets::Dense(f32_vec(y.clone()).into()),
+            Targets::Dense(y) => {
+                CrossEntropyTargets::Dense(dense.unwrap_or_else(|| f32_vec(y.clone()).into()))
+            }
             Targets::Labels(labels) => CrossEntropyTargets::Labels(i64_vec(labels.clone()).into()),
         };
         Some(CrossEntropySpec {
@@ -362,15 +378,14 @@ impl SequenceLoss {
             from_logits,
             epsilon: self.label_smoothing,
             targets,
-            valid: mask.to_vec().into(),
+            valid,
         })
     }
 
     /// Labels at valid steps must be classes; labels at masked steps are not read.
-    fn check_labels(&self, y_true: &Targets, mask: &Mask, classes: usize) -> Result<()> {
+    fn check_labels(&self, y_true: &Targets, valid: &[bool], classes: usize) -> Result<()> {
         if let Targets::Labels(labels) = y_true {
             let [_, time] = labels.dims();
-            let valid = mask.to_vec();
             if let Some((i, label)) = i64_vec(labels.clone())
                 .into_iter()
                 .enumerate()
