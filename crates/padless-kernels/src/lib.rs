@@ -64,6 +64,7 @@ mod adam;
 mod backward;
 mod blocks;
 mod cells;
+mod dense;
 mod elementwise;
 mod forward;
 mod kernel;
@@ -77,6 +78,7 @@ mod team;
 
 pub use adam::{AdamStep, adam_update};
 pub use cells::{BackwardRow, CellKind, ForwardRow, Gru, Lstm, SimpleRnn};
+pub use dense::{DenseGradients, dense_backward, dense_forward};
 pub use elementwise::{tanh_backward_in_place, tanh_in_place};
 pub use kernel::{
     Gradients, GruKernel, KernelConfig, LstmKernel, Outputs, RecurrentKernel, Sequences,

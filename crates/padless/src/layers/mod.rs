@@ -4,6 +4,7 @@ mod activation;
 mod dense;
 mod dropout;
 mod embedding;
+mod fused_dense;
 mod layer_norm;
 mod masking;
 mod merge;

@@ -19,7 +19,7 @@ use burn::tensor::{DType, Device, Tensor};
 use padless_kernels::{KernelConfig, Outputs};
 
 use crate::mask::Mask;
-pub(crate) use host::{HostData, read};
+pub(crate) use host::{HostData, read, write};
 pub use ops::{FusedCell, FusedRecurrentBackend, FusedSpec};
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
