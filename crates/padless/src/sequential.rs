@@ -241,21 +241,13 @@ impl Sequential {
                         && steps.iter().all(|&s| s <= repeat.n_steps)
                         && self.layers[i + 2..].iter().all(AnyLayer::is_per_step)
                 });
-                let ta = std::time::Instant::now();
                 if let Some(out) = next.forward_repeated(vector.clone(), repeat.n_steps, prefix) {
                     value = out?;
-                    if std::env::var_os("PHASES").is_some() {
-                        eprintln!("PHASE L{}rep {:.2}", i, ta.elapsed().as_secs_f64() * 1e3);
-                    }
                     layers.next();
                     continue;
                 }
             }
-            let ta = std::time::Instant::now();
             value = layer.as_layer().forward_value(value)?;
-            if std::env::var_os("PHASES").is_some() {
-                eprintln!("PHASE L{} {:.2}", i, ta.elapsed().as_secs_f64() * 1e3);
-            }
         }
         Ok(value)
     }

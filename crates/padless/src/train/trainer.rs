@@ -201,12 +201,8 @@ impl Trainer {
         }
         // The loss reads no output step past a row's last valid target step: a decoder whose
         // later steps nobody reads skips them (exact, see `Sequential::forward_reading`).
-        let ta = std::time::Instant::now();
         let read_steps = read_steps(batch)?;
         let output = model.forward_reading(batch.inputs.clone(), Some(&read_steps))?;
-        if std::env::var_os("PHASES").is_some() {
-            eprintln!("PHASE model_fwd {:.2}", ta.elapsed().as_secs_f64() * 1e3);
-        }
         let (y_pred, mask) = match output {
             Value::Sequence { values, mask } => (values, mask),
             Value::Vector(values) => (values.unsqueeze_dim::<3>(1), None),
@@ -262,31 +258,13 @@ impl Trainer {
     /// # Errors
     /// As the model and the loss.
     pub fn train_on_batch(&mut self, batch: &Batch) -> Result<Logs> {
-        let t0 = std::time::Instant::now();
         let (out, y_pred) = self.loss_of(&self.model, batch)?;
-        let t1 = std::time::Instant::now();
         let logs = self.logs(&out, y_pred.detach(), &batch.targets)?;
-        let t2 = std::time::Instant::now();
         let value = out.value.unwrap_or_else(|| out.per_step.sum());
-        let raw = value.backward();
-        let t3 = std::time::Instant::now();
-        let grads = GradientsParams::from_grads(raw, &self.model);
-        let t4 = std::time::Instant::now();
+        let grads = GradientsParams::from_grads(value.backward(), &self.model);
         self.model = self
             .optimizer
             .step(self.learning_rate, self.model.clone(), grads);
-        let t5 = std::time::Instant::now();
-        if std::env::var_os("PHASES").is_some() {
-            let ms = |a: std::time::Instant, b: std::time::Instant| (b - a).as_secs_f64() * 1e3;
-            eprintln!(
-                "PHASE fwd+loss {:.2} logs {:.2} bwd {:.2} grads {:.2} opt {:.2}",
-                ms(t0, t1),
-                ms(t1, t2),
-                ms(t2, t3),
-                ms(t3, t4),
-                ms(t4, t5)
-            );
-        }
         if let Some(decay) = self.config.weight_average {
             match self.average.as_mut() {
                 Some(average) => average.update(&self.model),

@@ -33,7 +33,6 @@ impl<B: Backend> Backward<B, 6> for FusedRecurrentBackward {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let ta = std::time::Instant::now();
         let grad = grads.consume::<B>(&ops.node);
         let (saved, spec) = ops.state;
         let saved = Arc::try_unwrap(saved).unwrap_or_else(|shared| (*shared).clone());
@@ -44,9 +43,6 @@ impl<B: Backend> Backward<B, 6> for FusedRecurrentBackward {
             if let (Some(node), Some(grad)) = (parent, grad) {
                 grads.register::<B>(node.id, grad);
             }
-        }
-        if std::env::var_os("PHASES").is_some() {
-            eprintln!("PHASE fusedbwd {:.2}", ta.elapsed().as_secs_f64() * 1e3);
         }
     }
 }
