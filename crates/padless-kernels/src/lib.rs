@@ -67,6 +67,7 @@ mod cells;
 mod dense;
 mod elementwise;
 mod forward;
+mod helper;
 mod kernel;
 mod matmul;
 mod packing;

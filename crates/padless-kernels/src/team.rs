@@ -6,9 +6,9 @@
 //! per-step products is slower than 1 thread at `d_hidden = 128`; two threads that each own
 //! half the gate columns for the whole sequence and meet once per step are faster, and two
 //! that each own half of the rows of every step and never meet inside the loop faster still
-//! (see `blocks::StepShare`). The helper
-//! thread is a scoped thread that lives for one kernel call, so it never spins or sleeps
-//! outside a call, and the buffers it touches are borrowed, not leaked.
+//! (see `blocks::StepShare`). The second worker runs on the process's kept helper thread
+//! ([`crate::helper`]), or on a scoped thread when another caller is using it; either way it
+//! only borrows the buffers it touches, and the call returns after it has finished.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -76,17 +76,23 @@ impl Barrier {
     }
 }
 
-/// Runs `body` on `threads` threads (1 or more): the calling thread is worker 0, the others
-/// are scoped threads joined before this returns.
+/// Runs `body` on `threads` threads (1 or more): the calling thread is worker 0; with 2 the
+/// other is the kept helper thread when it is free, else (and for more) scoped threads
+/// joined before this returns.
 pub(crate) fn run_team(threads: usize, body: impl Fn(Worker<'_>) + Sync) {
     let barrier = Barrier::new();
     let count = threads.max(1);
+    let worker = |index| Worker {
+        index,
+        count,
+        barrier: &barrier,
+    };
     if count == 1 {
-        body(Worker {
-            index: 0,
-            count,
-            barrier: &barrier,
-        });
+        body(worker(0));
+        return;
+    }
+    if count == 2 && crate::helper::run_on_helper(|| body(worker(0)), &|| body(worker(1))).is_some()
+    {
         return;
     }
     std::thread::scope(|scope| {

@@ -322,9 +322,10 @@ impl<C: Cell> Recurrent<C> {
         parts
     }
 
-    /// [`Recurrent::run`] of this layer over `x` and of `other` over `x_other` (a
-    /// `Bidirectional` layer's halves, no given initial states): one fused operation with
-    /// the two loops side by side where it applies, else the two runs one after the other.
+    /// The loop (both parts, as `run_parts` gives them) of this layer over `x` and of `other`
+    /// over `x_other` (a `Bidirectional` layer's halves, no given initial states): one fused
+    /// operation with the two loops side by side where it applies, else the two runs one
+    /// after the other.
     pub(crate) fn run_pair(
         &self,
         other: &Recurrent<C>,
