@@ -2,13 +2,12 @@
 //! over the last axis.
 //!
 //! burn's flex backend computes `tanh` one element at a time through the C library (measured:
-//! about a fifth of a G2P decoding step went to `tanhf` in the attention's combine layer). On
-//! flex, [`tanh`] runs [`padless_kernels::tanh_in_place`] as one burn operation
-//! ([`FusedTanhBackend`]) with its own backward pass (`d_x = d_y (1 - y^2)` from the saved
-//! output); other backends and float types use burn's `tanh`. [`softmax`] does the same with
-//! [`padless_kernels::softmax_rows_in_place`] ([`FusedSoftmaxBackend`]; backward
-//! `d_x = y (d_y - Σ d_y y)` per row), where burn's softmax is five tensor operations forward
-//! and more backward.
+//! about a fifth of a G2P decoding step went to `tanhf` in the attention's combine layer), and
+//! its softmax is five tensor operations forward and more backward. On flex both run as one
+//! burn operation each ([`FusedOutputOpBackend`], an [`OutputOp`]): the forward pass through
+//! [`padless_kernels::tanh_in_place`] or [`padless_kernels::softmax_rows_in_place`], the
+//! backward pass from the saved output alone (`d_x = d_y (1 - y^2)`; `d_x = y (d_y - Σ d_y
+//! y)` per row). Other backends and float types use burn's functions.
 //!
 //! ```
 //! use burn::tensor::{Device, Tensor};
@@ -33,30 +32,37 @@ use padless_kernels::Real;
 
 use crate::rnn::fused::{HostData, fused_enabled, on_flex};
 
-/// `tanh` as one operation with its own backward pass.
+/// A function whose gradient its output alone gives, run by [`FusedOutputOpBackend`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputOp {
+    /// `tanh` element-wise; backward `d_x = d_y (1 - y^2)`.
+    Tanh,
+    /// Softmax over the last axis; backward `d_x = y (d_y - Σ d_y y)` per row.
+    Softmax,
+}
+
+/// An [`OutputOp`] as one operation with its own backward pass (from the saved output).
 #[backend_extension(Flex, Autodiff)]
-pub trait FusedTanhBackend: Backend {
-    /// `tanh(x)` element-wise; any shape, `f32` or `f64`.
-    fn fused_tanh(x: FloatTensor<Self>) -> FloatTensor<Self>;
+pub trait FusedOutputOpBackend: Backend {
+    /// `op(x)`, same shape (softmax over the last axis); `f32` or `f64`.
+    fn fused_output_op(x: FloatTensor<Self>, op: OutputOp) -> FloatTensor<Self>;
+}
+
+/// `op(x)` through the fused operation on flex in f32 / f64, else `None`.
+fn try_fused<const D: usize>(x: &Tensor<D>, op: OutputOp) -> Option<Tensor<D>> {
+    let fused =
+        fused_enabled() && on_flex(&x.device()) && matches!(x.dtype(), DType::F32 | DType::F64);
+    fused.then(|| {
+        let out =
+            <Dispatch as FusedOutputOpBackend>::fused_output_op(x.clone().into_dispatch(), op);
+        Tensor::from_dispatch(out)
+    })
 }
 
 /// `tanh(x)` element-wise, same shape; vectorised on the CPU backend (see the module docs),
 /// burn's `tanh` elsewhere. Differentiable. No mask: apply it to values and keep their mask.
 pub fn tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let fused =
-        fused_enabled() && on_flex(&x.device()) && matches!(x.dtype(), DType::F32 | DType::F64);
-    if !fused {
-        return x.tanh();
-    }
-    let out = <Dispatch as FusedTanhBackend>::fused_tanh(x.into_dispatch());
-    Tensor::from_dispatch(out)
-}
-
-/// The softmax over the last axis as one operation with its own backward pass.
-#[backend_extension(Flex, Autodiff)]
-pub trait FusedSoftmaxBackend: Backend {
-    /// `softmax(x)` over the last axis; any rank of at least 1, `f32` or `f64`.
-    fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    try_fused(&x, OutputOp::Tanh).unwrap_or_else(|| x.tanh())
 }
 
 /// `softmax(x)` over the last axis, same shape; one vectorised pass per row on the CPU
@@ -75,15 +81,12 @@ pub trait FusedSoftmaxBackend: Backend {
 /// }
 /// ```
 pub fn softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let fused = fused_enabled()
-        && on_flex(&x.device())
-        && matches!(x.dtype(), DType::F32 | DType::F64)
-        && x.dims()[D - 1] > 0;
-    if !fused {
-        return burn::tensor::activation::softmax(x, D - 1);
+    if x.dims()[D - 1] > 0
+        && let Some(y) = try_fused(&x, OutputOp::Softmax)
+    {
+        return y;
     }
-    let out = <Dispatch as FusedSoftmaxBackend>::fused_softmax(x.into_dispatch());
-    Tensor::from_dispatch(out)
+    burn::tensor::activation::softmax(x, D - 1)
 }
 
 /// Reads a primitive of `B` into a host vector of `T`, runs `f` on it and writes it back in
@@ -98,77 +101,66 @@ fn on_host<B: Backend, T: Real + Element>(
     B::float_from_data(TensorData::new(values, shape), &device)
 }
 
-fn tanh_host<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
-    match x.dtype() {
-        DType::F32 => on_host::<B, f32>(x, |v| padless_kernels::tanh_in_place(v)),
-        DType::F64 => on_host::<B, f64>(x, |v| padless_kernels::tanh_in_place(v)),
-        other => panic!("fused tanh runs on f32 or f64, got {other:?}"),
-    }
+/// The last axis' length (the softmax's row width; 1 for a tensor without axes).
+fn row_width<B: Backend>(x: &FloatTensor<B>) -> usize {
+    x.shape().last().copied().unwrap_or(1)
 }
 
-/// `d_y (1 - y^2)`.
-fn tanh_backward_host<B: Backend>(y: FloatTensor<B>, d_y: FloatTensor<B>) -> FloatTensor<B> {
-    fn typed<B: Backend, T: Real + Element + bytemuck::Pod>(
-        y: FloatTensor<B>,
-        d_y: FloatTensor<B>,
-    ) -> FloatTensor<B> {
-        let y = HostData::<T>::read::<B>(y);
-        on_host::<B, T>(d_y, |d| {
-            padless_kernels::tanh_backward_in_place(y.as_slice(), d)
+/// `op(x)` on the host.
+fn forward_host<B: Backend>(x: FloatTensor<B>, op: OutputOp) -> FloatTensor<B> {
+    fn typed<B: Backend, T: Real + Element>(x: FloatTensor<B>, op: OutputOp) -> FloatTensor<B> {
+        let width = row_width::<B>(&x);
+        on_host::<B, T>(x, |v| match op {
+            OutputOp::Tanh => padless_kernels::tanh_in_place(v),
+            OutputOp::Softmax => padless_kernels::softmax_rows_in_place(v, width),
         })
     }
-    match y.dtype() {
-        DType::F32 => typed::<B, f32>(y, d_y),
-        DType::F64 => typed::<B, f64>(y, d_y),
-        other => panic!("fused tanh runs on f32 or f64, got {other:?}"),
-    }
-}
-
-/// The last axis' length (the softmax's row width).
-fn row_width<B: Backend>(x: &FloatTensor<B>) -> usize {
-    *x.shape().last().expect("softmax needs at least one axis")
-}
-
-fn softmax_host<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
-    let width = row_width::<B>(&x);
     match x.dtype() {
-        DType::F32 => on_host::<B, f32>(x, |v| padless_kernels::softmax_rows_in_place(v, width)),
-        DType::F64 => on_host::<B, f64>(x, |v| padless_kernels::softmax_rows_in_place(v, width)),
-        other => panic!("fused softmax runs on f32 or f64, got {other:?}"),
+        DType::F32 => typed::<B, f32>(x, op),
+        DType::F64 => typed::<B, f64>(x, op),
+        other => panic!("fused {op:?} runs on f32 or f64, got {other:?}"),
     }
 }
 
-/// `y (d_y - Σ d_y y)` per row.
-fn softmax_backward_host<B: Backend>(y: FloatTensor<B>, d_y: FloatTensor<B>) -> FloatTensor<B> {
+/// The input's gradient from the output `y` and its gradient `d_y`.
+fn backward_host<B: Backend>(
+    y: FloatTensor<B>,
+    d_y: FloatTensor<B>,
+    op: OutputOp,
+) -> FloatTensor<B> {
     fn typed<B: Backend, T: Real + Element + bytemuck::Pod>(
         y: FloatTensor<B>,
         d_y: FloatTensor<B>,
+        op: OutputOp,
     ) -> FloatTensor<B> {
         let width = row_width::<B>(&y);
         let y = HostData::<T>::read::<B>(y);
-        on_host::<B, T>(d_y, |d| {
-            padless_kernels::softmax_backward_rows_in_place(y.as_slice(), d, width)
+        on_host::<B, T>(d_y, |d| match op {
+            OutputOp::Tanh => padless_kernels::tanh_backward_in_place(y.as_slice(), d),
+            OutputOp::Softmax => {
+                padless_kernels::softmax_backward_rows_in_place(y.as_slice(), d, width)
+            }
         })
     }
     match y.dtype() {
-        DType::F32 => typed::<B, f32>(y, d_y),
-        DType::F64 => typed::<B, f64>(y, d_y),
-        other => panic!("fused softmax runs on f32 or f64, got {other:?}"),
+        DType::F32 => typed::<B, f32>(y, d_y, op),
+        DType::F64 => typed::<B, f64>(y, d_y, op),
+        other => panic!("fused {op:?} runs on f32 or f64, got {other:?}"),
     }
 }
 
-impl FusedSoftmaxBackend for Flex {
-    fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        softmax_host::<Flex>(x)
+impl FusedOutputOpBackend for Flex {
+    fn fused_output_op(x: FloatTensor<Self>, op: OutputOp) -> FloatTensor<Self> {
+        forward_host::<Flex>(x, op)
     }
 }
 
 #[derive(Debug)]
-struct FusedSoftmaxBackward;
+struct FusedOutputOpBackward;
 
-impl<B: Backend> Backward<B, 1> for FusedSoftmaxBackward {
-    /// The output `y`.
-    type State = FloatTensor<B>;
+impl<B: Backend> Backward<B, 1> for FusedOutputOpBackward {
+    /// The output `y` and the function.
+    type State = (FloatTensor<B>, OutputOp);
 
     fn backward(
         self,
@@ -179,70 +171,26 @@ impl<B: Backend> Backward<B, 1> for FusedSoftmaxBackward {
         let d_y = grads.consume::<B>(&ops.node);
         let [parent] = ops.parents;
         if let Some(node) = parent {
-            grads.register::<B>(node.id, softmax_backward_host::<B>(ops.state, d_y));
+            let (y, op) = ops.state;
+            grads.register::<B>(node.id, backward_host::<B>(y, d_y, op));
         }
     }
 }
 
-impl<B: Backend, C: CheckpointStrategy> FusedSoftmaxBackend for Autodiff<B, C> {
-    fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
+impl<B: Backend, C: CheckpointStrategy> FusedOutputOpBackend for Autodiff<B, C> {
+    fn fused_output_op(x: FloatTensor<Self>, op: OutputOp) -> FloatTensor<Self> {
         let guards = [x.node()];
         let x = x.into_primitive();
-        match FusedSoftmaxBackward
+        match FusedOutputOpBackward
             .prepare::<C>(guards)
             .compute_bound()
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let y = softmax_host::<B>(x);
-                prep.finish(y.clone(), y)
+                let y = forward_host::<B>(x, op);
+                prep.finish((y.clone(), op), y)
             }
-            OpsKind::UnTracked(prep) => prep.finish(softmax_host::<B>(x)),
-        }
-    }
-}
-
-impl FusedTanhBackend for Flex {
-    fn fused_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        tanh_host::<Flex>(x)
-    }
-}
-
-#[derive(Debug)]
-struct FusedTanhBackward;
-
-impl<B: Backend> Backward<B, 1> for FusedTanhBackward {
-    /// The output `y`.
-    type State = FloatTensor<B>;
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 1>,
-        grads: &mut Gradients,
-        _checkpointer: &mut Checkpointer,
-    ) {
-        let d_y = grads.consume::<B>(&ops.node);
-        let [parent] = ops.parents;
-        if let Some(node) = parent {
-            grads.register::<B>(node.id, tanh_backward_host::<B>(ops.state, d_y));
-        }
-    }
-}
-
-impl<B: Backend, C: CheckpointStrategy> FusedTanhBackend for Autodiff<B, C> {
-    fn fused_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        let guards = [x.node()];
-        let x = x.into_primitive();
-        match FusedTanhBackward
-            .prepare::<C>(guards)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let y = tanh_host::<B>(x);
-                prep.finish(y.clone(), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(tanh_host::<B>(x)),
+            OpsKind::UnTracked(prep) => prep.finish(forward_host::<B>(x, op)),
         }
     }
 }
