@@ -16,6 +16,7 @@
 //! ```
 
 use crate::real::Real;
+use crate::team::{Shared, run_team};
 
 /// The settings of one Adam step. `time` is the step's number, from 1 (bias correction).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -104,14 +105,21 @@ pub fn adam_update<T: Real>(
         update_part(s, param, grad, m, v);
         return;
     }
-    let half = n / 2;
-    let (p0, p1) = param.split_at_mut(half);
-    let (g0, g1) = grad.split_at(half);
-    let (m0, m1) = m.split_at_mut(half);
-    let (v0, v1) = v.split_at_mut(half);
-    std::thread::scope(|scope| {
-        scope.spawn(move || update_part(s, p1, g1, m1, v1));
-        update_part(s, p0, g0, m0, v0);
+    let (param_s, m_s, v_s) = (Shared::new(param), Shared::new(m), Shared::new(v));
+    run_team(2, |worker| {
+        let (a, b) = worker.part(n);
+        // SAFETY: each thread updates its own half `a..b` of the three buffers (lengths
+        // checked above).
+        unsafe {
+            let len = b - a;
+            update_part(
+                s,
+                param_s.slice_mut(a, len),
+                &grad[a..b],
+                m_s.slice_mut(a, len),
+                v_s.slice_mut(a, len),
+            );
+        }
     });
 }
 

@@ -33,8 +33,7 @@ fn gather_output_gradients<C: CellKind, T: Real>(ws: &Workspace<T>, d_out: &[T])
     let n_steps = p.n_steps;
     let outputs = ws.config.outputs;
     let per_row = outputs.rows_per_row(n_steps, C::N_STATES) * h;
-    // Where the states' gradients start in a row (after the steps', if those are there).
-    let states_at = if outputs.has_sequence() { n_steps } else { 0 };
+    let states_at = outputs.states_at(n_steps);
     assert_eq!(
         d_out.len(),
         p.batch * per_row,

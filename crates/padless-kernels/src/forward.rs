@@ -335,12 +335,7 @@ unsafe fn scatter_outputs<C: CellKind, T: Real>(
 ) {
     let (h, n_steps) = (cfg.d_hidden, seq.n_steps);
     let per_row = cfg.outputs.rows_per_row(n_steps, C::N_STATES) * h;
-    // Where the states start in a row's output (after the steps, if those are written).
-    let states_at = if cfg.outputs.has_sequence() {
-        n_steps
-    } else {
-        0
-    };
+    let states_at = cfg.outputs.states_at(n_steps);
     let zeros = vec![T::ZERO; h];
     for (pos, &row) in p.order.iter().enumerate().take(pos1).skip(pos0) {
         let initial = |s: usize| {
@@ -350,13 +345,13 @@ unsafe fn scatter_outputs<C: CellKind, T: Real>(
         };
         // SAFETY: row `row` belongs to this call's positions only (the caller's contract).
         let row_out = unsafe { out.slice_mut(row * per_row, per_row) };
-        if !cfg.outputs.has_sequence() {
-            let count = p.counts[pos];
-            write_states::<C, T>(&mut row_out[..], 0, count, pos, p, hs, cs, &initial, h);
-            continue;
-        }
-        let mut count = 0;
-        for step in 0..n_steps {
+        // Valid steps seen so far (all of them when the step outputs are not written).
+        let mut count = if cfg.outputs.has_sequence() {
+            0
+        } else {
+            p.counts[pos]
+        };
+        for step in (0..n_steps).filter(|_| cfg.outputs.has_sequence()) {
             let dst = &mut row_out[step * h..(step + 1) * h];
             if p.valid[row * n_steps + step] {
                 let slot = p.slot(count, pos);

@@ -112,15 +112,7 @@ pub(crate) fn run_on_helper(mine: impl FnOnce(), theirs: &(dyn Fn() + Sync)) -> 
     }
     helper.wake.notify_one();
     let result = catch_unwind(AssertUnwindSafe(mine));
-    let mut spins = 0u32;
-    while helper.finished.load(Ordering::Acquire) == before {
-        if spins < IDLE_SPINS {
-            std::hint::spin_loop();
-            spins += 1;
-        } else {
-            std::thread::yield_now();
-        }
-    }
+    crate::team::spin_until(|| helper.finished.load(Ordering::Acquire) != before);
     if let Err(panic) = result {
         resume_unwind(panic);
     }

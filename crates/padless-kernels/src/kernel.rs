@@ -62,6 +62,12 @@ impl Outputs {
     pub fn has_states(self) -> bool {
         self != Outputs::Sequence
     }
+
+    /// The row (of `d_hidden` values, within a batch row) where the final states start:
+    /// after the `n_steps` step outputs when those are written, else 0.
+    pub fn states_at(self, n_steps: usize) -> usize {
+        if self.has_sequence() { n_steps } else { 0 }
+    }
 }
 
 impl KernelConfig {

@@ -64,14 +64,20 @@ impl Barrier {
             self.generation.fetch_add(1, Ordering::Release);
             return;
         }
-        let mut spins = 0u32;
-        while self.generation.load(Ordering::Acquire) == generation {
-            if spins < 20_000 {
-                std::hint::spin_loop();
-                spins += 1;
-            } else {
-                std::thread::yield_now();
-            }
+        spin_until(|| self.generation.load(Ordering::Acquire) != generation);
+    }
+}
+
+/// Waits until `done()`: spins briefly (the threads meet every few microseconds, far below a
+/// futex wake-up), then yields so that a spinning thread cannot starve the one it waits for.
+pub(crate) fn spin_until(done: impl Fn() -> bool) {
+    let mut spins = 0u32;
+    while !done() {
+        if spins < 20_000 {
+            std::hint::spin_loop();
+            spins += 1;
+        } else {
+            std::thread::yield_now();
         }
     }
 }

@@ -203,7 +203,7 @@ impl LoopParts {
 fn unpack(packed: Tensor<3>, spec: &FusedSpec) -> LoopParts {
     let (batch, n_steps, d_hidden) = (spec.batch, spec.n_steps, spec.config.d_hidden);
     let outputs = spec.config.outputs;
-    let states_at = if outputs.has_sequence() { n_steps } else { 0 };
+    let states_at = outputs.states_at(n_steps);
     let states = outputs.has_states().then(|| {
         (0..spec.cell.n_states())
             .map(|s| {
