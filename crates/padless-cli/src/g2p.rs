@@ -1,14 +1,17 @@
 //! `padless g2p`: train, evaluate and use a grapheme-to-phoneme model on the CMU Pronouncing
 //! Dictionary shipped in `data/cmudict/`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
 use clap::{Args, Subcommand, ValueEnum};
 use padless::seq2seq::AttentionKind;
 use padless_g2p::G2p;
 use padless_g2p::cmudict::{Dictionary, Malformed, parse};
-use padless_g2p::eval::evaluate;
+use padless_g2p::eval::{evaluate, evaluate_ensemble};
+use padless_g2p::model::pronounce_ensemble;
 use padless_g2p::split::{Split, split_by_word};
 use padless_g2p::train::{Schedule, TrainConfig, train};
 
@@ -18,7 +21,8 @@ pub enum G2pCommand {
     /// Train on the dictionary's train split (90% of the words), keep the best model on the
     /// validation split, then report the test split and pronounce a few unseen words.
     Train(TrainArgs),
-    /// Word and phoneme error rates of a saved model on a split.
+    /// Word and phoneme error rates of a saved model (or of several decoded together) on a
+    /// split.
     Eval(EvalArgs),
     /// Print the ARPAbet pronunciation of each word.
     Pronounce(PronounceArgs),
@@ -159,9 +163,10 @@ pub struct TrainArgs {
 pub struct EvalArgs {
     #[command(flatten)]
     data: DataArgs,
-    /// A model written by `g2p train`.
+    /// A model written by `g2p train`; repeat (`--model a --model b`) to decode several
+    /// models together as an ensemble (their phoneme probabilities averaged at each step).
     #[arg(long, default_value = "g2p-model.safetensors")]
-    model: PathBuf,
+    model: Vec<PathBuf>,
     /// Beam width (1 = greedy).
     #[arg(long, default_value_t = 1)]
     beam: usize,
@@ -186,9 +191,10 @@ pub struct PronounceArgs {
     /// Words to pronounce.
     #[arg(required = true)]
     words: Vec<String>,
-    /// A model written by `g2p train`.
+    /// A model written by `g2p train`; repeat to decode several models together as an
+    /// ensemble.
     #[arg(long, default_value = "g2p-model.safetensors")]
-    model: PathBuf,
+    model: Vec<PathBuf>,
     /// Beam width (1 = greedy).
     #[arg(long, default_value_t = 4)]
     beam: usize,
@@ -379,19 +385,35 @@ fn train_command(args: TrainArgs) -> Result<()> {
 fn eval_command(args: EvalArgs) -> Result<()> {
     let (_, split) = load_split(&args.data)?;
     let device = padless::default_device();
-    let (model, header) = G2p::load(&args.model, &device)
-        .with_context(|| format!("loading {}", args.model.display()))?;
+    let (models, headers) = load_models(&args.model, &device)?;
     let entries = match args.split {
         SplitArg::Train => &split.train,
         SplitArg::Validation => &split.validation,
         SplitArg::Test => &split.test,
     };
-    let report = evaluate(&model, entries, args.beam, args.batch_size, &device)?;
+    let report = evaluate_ensemble(&models, entries, args.beam, args.batch_size, &device)?;
+    let described: Vec<String> = args
+        .model
+        .iter()
+        .zip(&models)
+        .zip(&headers)
+        .map(|((path, model), header)| {
+            format!(
+                "{} ({} parameters, trained {} epochs)",
+                path.display(),
+                model.network.n_parameters(),
+                header.get("epoch").map_or("?", String::as_str)
+            )
+        })
+        .collect();
     println!(
-        "{} ({} parameters, trained {} epochs): {:?} split: {report}",
-        args.model.display(),
-        model.network.n_parameters(),
-        header.get("epoch").map_or("?", String::as_str),
+        "{}{}: {:?} split: {report}",
+        if models.len() > 1 {
+            format!("ensemble of {}: ", models.len())
+        } else {
+            String::new()
+        },
+        described.join(" + "),
         args.split
     );
     Ok(())
@@ -399,11 +421,26 @@ fn eval_command(args: EvalArgs) -> Result<()> {
 
 fn pronounce_command(args: PronounceArgs) -> Result<()> {
     let device = padless::default_device();
-    let (model, _) = G2p::load(&args.model, &device)
-        .with_context(|| format!("loading {}", args.model.display()))?;
-    let outputs = model.pronounce(&args.words, args.beam, 64, &device)?;
+    let (models, _) = load_models(&args.model, &device)?;
+    let outputs = pronounce_ensemble(&models, &args.words, args.beam, 64, &device)?;
     for (word, phonemes) in args.words.iter().zip(outputs) {
         println!("{word}\t{}", phonemes.join(" "));
     }
     Ok(())
+}
+
+/// A saved model's header entries (training figures among them).
+type Header = HashMap<String, String>;
+
+/// The models at `paths` (one or more, decoded together) with their headers.
+fn load_models(paths: &[PathBuf], device: &Device) -> Result<(Vec<G2p>, Vec<Header>)> {
+    let mut models = Vec::with_capacity(paths.len());
+    let mut headers = Vec::with_capacity(paths.len());
+    for path in paths {
+        let (model, header) =
+            G2p::load(path, device).with_context(|| format!("loading {}", path.display()))?;
+        models.push(model);
+        headers.push(header);
+    }
+    Ok((models, headers))
 }

@@ -68,6 +68,27 @@ fn train_eval_and_pronounce_work_on_the_shipped_dictionary() {
     ]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("beam 2: WER"), "{stdout}");
+    // `--model` twice decodes the two models together; two copies of one model pronounce as
+    // the model alone, so the figures are the same.
+    let eval = |models: &[&str]| {
+        let mut args = vec!["g2p", "eval", "--limit", "600", "--split", "validation"];
+        for m in models {
+            args.extend(["--model", m]);
+        }
+        let (ok, stdout, stderr) = padless(&args);
+        assert!(ok, "{stderr}");
+        let figures = stdout.split("greedy: ").nth(1).expect("greedy figures");
+        let wer_per = figures.split(", ").take(2).collect::<Vec<_>>().join(", ");
+        (stdout.clone(), wer_per)
+    };
+    let (_, single) = eval(&[model]);
+    let (stdout, together) = eval(&[model, model]);
+    assert!(stdout.starts_with("ensemble of 2: "), "{stdout}");
+    assert!(
+        single.starts_with("WER ") && single.contains("PER "),
+        "{single}"
+    );
+    assert_eq!(together, single);
     let (ok, stdout, stderr) = padless(&["g2p", "pronounce", "--model", model, "cat", "Zebra"]);
     assert!(ok, "{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();

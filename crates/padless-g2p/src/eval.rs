@@ -7,7 +7,7 @@ use padless::metrics::{error_rate, sequence_error_rate};
 
 use crate::cmudict::Entry;
 use crate::error::Result;
-use crate::model::G2p;
+use crate::model::{G2p, pronounce_ensemble};
 
 /// What [`evaluate`] measured.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,9 +53,29 @@ pub fn evaluate(
     batch_size: usize,
     device: &Device,
 ) -> Result<EvalReport> {
+    evaluate_ensemble(
+        std::slice::from_ref(model),
+        entries,
+        beam,
+        batch_size,
+        device,
+    )
+}
+
+/// [`evaluate`] for `models` decoded together ([`pronounce_ensemble`]).
+///
+/// # Errors
+/// No models, models whose vocabularies differ, or unknown characters.
+pub fn evaluate_ensemble(
+    models: &[G2p],
+    entries: &[Entry],
+    beam: usize,
+    batch_size: usize,
+    device: &Device,
+) -> Result<EvalReport> {
     let words: Vec<String> = entries.iter().map(|e| e.word.clone()).collect();
     let start = Instant::now();
-    let outputs = model.pronounce(&words, beam, batch_size, device)?;
+    let outputs = pronounce_ensemble(models, &words, beam, batch_size, device)?;
     let seconds = start.elapsed().as_secs_f64().max(1e-9);
     let references: Vec<Vec<Vec<String>>> =
         entries.iter().map(|e| e.pronunciations.clone()).collect();

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use burn::tensor::{Device, Int, Tensor};
 use padless::Padding;
-use padless::seq2seq::{EncoderDecoder, EncoderDecoderConfig, beam_decode, greedy_decode};
+use padless::seq2seq::{
+    EncoderDecoder, EncoderDecoderConfig, beam_decode_ensemble, greedy_decode_ensemble,
+};
 use padless::sequence::{Truncating, pad_sequences};
 use padless::tensor_util::int_tensor_from;
 use padless::weights::{load_safetensors, save_safetensors};
@@ -57,27 +59,7 @@ impl G2p {
         batch_size: usize,
         device: &Device,
     ) -> Result<Vec<Vec<String>>> {
-        // Sorting by length keeps padding (wasted work) low; the results go back in order.
-        let mut order: Vec<usize> = (0..words.len()).collect();
-        order.sort_by_key(|&i| words[i].chars().count());
-        let mut results = vec![Vec::new(); words.len()];
-        for chunk in order.chunks(batch_size.max(1)) {
-            let batch: Vec<String> = chunk.iter().map(|&i| words[i].to_lowercase()).collect();
-            let source = self.encode_words(&batch, device)?;
-            let longest = batch.iter().map(|w| w.chars().count()).max().unwrap_or(1);
-            let decoded = if beam <= 1 {
-                greedy_decode(&self.network, source, max_phonemes(longest))?
-            } else {
-                beam_decode(&self.network, source, beam, max_phonemes(longest))?
-            };
-            for (&i, ids) in chunk.iter().zip(decoded) {
-                results[i] = ids
-                    .iter()
-                    .filter_map(|&id| self.phonemes.symbol(id).map(str::to_string))
-                    .collect();
-            }
-        }
-        Ok(results)
+        pronounce_ensemble(std::slice::from_ref(self), words, beam, batch_size, device)
     }
 
     /// Writes the model atomically: weights, config and vocabularies, with `extra` header
@@ -144,6 +126,71 @@ impl G2p {
         };
         Ok((model, metadata))
     }
+}
+
+/// Pronounces `words` (lower-cased) with `models` decoded together (their next-phoneme
+/// probabilities averaged at every step: [`greedy_decode_ensemble`], [`beam_decode_ensemble`]),
+/// `batch_size` words at a time; `beam` 1 is greedy. One model pronounces as
+/// [`G2p::pronounce`].
+///
+/// # Errors
+/// No models, models whose letters or phonemes differ, unknown characters or an empty word.
+pub fn pronounce_ensemble(
+    models: &[G2p],
+    words: &[String],
+    beam: usize,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<Vec<String>>> {
+    let first = check_vocabularies(models)?;
+    let networks: Vec<&EncoderDecoder> = models.iter().map(|m| &m.network).collect();
+    // Sorting by length keeps padding (wasted work) low; the results go back in order.
+    let mut order: Vec<usize> = (0..words.len()).collect();
+    order.sort_by_key(|&i| words[i].chars().count());
+    let mut results = vec![Vec::new(); words.len()];
+    for chunk in order.chunks(batch_size.max(1)) {
+        let batch: Vec<String> = chunk.iter().map(|&i| words[i].to_lowercase()).collect();
+        let source = first.encode_words(&batch, device)?;
+        let longest = batch.iter().map(|w| w.chars().count()).max().unwrap_or(1);
+        let decoded = if beam <= 1 {
+            greedy_decode_ensemble(&networks, source, max_phonemes(longest))?
+        } else {
+            beam_decode_ensemble(&networks, source, beam, max_phonemes(longest))?
+        };
+        for (&i, ids) in chunk.iter().zip(decoded) {
+            results[i] = ids
+                .iter()
+                .filter_map(|&id| first.phonemes.symbol(id).map(str::to_string))
+                .collect();
+        }
+    }
+    Ok(results)
+}
+
+/// The first of `models`, once every model is known to read the same letters and write the
+/// same phonemes (ids and symbols), as an ensemble needs.
+fn check_vocabularies(models: &[G2p]) -> Result<&G2p> {
+    let first = models.first().ok_or_else(|| {
+        G2pError::Config("an ensemble needs at least one model, found none".to_string())
+    })?;
+    for (i, model) in models.iter().enumerate().skip(1) {
+        for (what, mine, theirs) in [
+            ("letters", &model.letters, &first.letters),
+            ("phonemes", &model.phonemes, &first.phonemes),
+        ] {
+            if mine.symbols != theirs.symbols {
+                return Err(G2pError::Config(format!(
+                    "models decoded together must share their {what}: model 1 has {} ({}), model {} has {} ({})",
+                    theirs.len(),
+                    theirs.symbols.join(" "),
+                    i + 1,
+                    mine.len(),
+                    mine.symbols.join(" ")
+                )));
+            }
+        }
+    }
+    Ok(first)
 }
 
 /// Letter ids of one word (lower-cased).

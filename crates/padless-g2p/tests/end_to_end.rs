@@ -187,3 +187,59 @@ fn the_large_preset_is_the_model_of_the_readme_command() {
         .unwrap();
     assert_eq!(network.n_parameters(), 3_982_280);
 }
+
+/// Models decoded together must read the same letters and write the same phonemes; an
+/// ensemble of copies of one model pronounces as the model (the mean of equal probabilities).
+#[test]
+fn an_ensemble_needs_shared_vocabularies_and_copies_pronounce_as_one_model() {
+    use padless_g2p::eval::evaluate_ensemble;
+    use padless_g2p::model::pronounce_ensemble;
+    use padless_g2p::vocab::{SOURCE_SPECIALS, TARGET_SPECIALS, Vocab};
+    let device = padless::default_device();
+    let letters = Vocab::new(
+        &SOURCE_SPECIALS,
+        "abcdefghijklmnopqrstuvwxyz".chars().map(String::from),
+    );
+    let phonemes = |symbols: &str| {
+        Vocab::new(
+            &TARGET_SPECIALS,
+            symbols.split_whitespace().map(String::from),
+        )
+    };
+    let make = |phonemes: Vocab| {
+        let config = padless::seq2seq::EncoderDecoderConfig {
+            n_source_tokens: letters.len(),
+            n_target_tokens: phonemes.len(),
+            ..tiny_config().network(&letters, &phonemes)
+        };
+        G2p {
+            network: config.init(&device).unwrap(),
+            letters: letters.clone(),
+            phonemes,
+        }
+    };
+    let model = make(phonemes("AE1 B K T D"));
+    let words: Vec<String> = ["cat", "dog", "abba", "a"].map(String::from).to_vec();
+    let alone = model.pronounce(&words, 1, 3, &device).unwrap();
+    let copies = [model.clone(), model.clone()];
+    assert_eq!(
+        pronounce_ensemble(&copies, &words, 1, 3, &device).unwrap(),
+        alone
+    );
+    let split = tiny_split();
+    let one = evaluate(&model, &split.validation, 1, 16, &device).unwrap();
+    let two = evaluate_ensemble(&copies, &split.validation, 1, 16, &device).unwrap();
+    assert_eq!((one.wer, one.per), (two.wer, two.per));
+    // Same size, other symbols: a clear error naming both.
+    let other = make(phonemes("AE1 B K T Z"));
+    let err = pronounce_ensemble(&[model.clone(), other], &words, 1, 3, &device).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("share their phonemes")
+            && message.contains("model 2")
+            && message.contains(" Z"),
+        "{message}"
+    );
+    let err = pronounce_ensemble(&[], &words, 1, 3, &device).unwrap_err();
+    assert!(err.to_string().contains("at least one model"), "{err}");
+}

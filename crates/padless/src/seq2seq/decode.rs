@@ -1,4 +1,5 @@
-//! Batched greedy and beam-search decoding for an [`EncoderDecoder`].
+//! Batched greedy and beam-search decoding for an [`EncoderDecoder`], alone or as an
+//! ensemble of models decoded together (their next-token probabilities averaged).
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor};
@@ -24,11 +25,38 @@ pub fn greedy_decode(
     source: Tensor<2, Int>,
     max_len: usize,
 ) -> Result<Vec<Vec<i64>>> {
+    greedy_decode_ensemble(&[model], source, max_len)
+}
+
+/// [`greedy_decode`] for an ensemble: every step takes the token with the highest mean
+/// probability over `models` (the log of that mean is [`ensemble_scores`]); each model keeps
+/// its own encoder result and decoder states. One model decodes exactly as
+/// [`greedy_decode`]. The models may differ in size and attention but must share the target
+/// tokens (and read the same source ids).
+///
+/// # Masking
+/// As [`greedy_decode`]: each model hides padded source letters from its encoder and
+/// attention, so a row decodes the same in any batch.
+///
+/// # Errors
+/// No models, models whose `n_target_tokens` differ, or source ids out of range.
+pub fn greedy_decode_ensemble(
+    models: &[&EncoderDecoder],
+    source: Tensor<2, Int>,
+    max_len: usize,
+) -> Result<Vec<Vec<i64>>> {
+    check_ensemble(models)?;
     let [batch, _] = source.dims();
     let device = source.device();
-    let mut encoded = model.encode(source)?;
-    // The decoder's running states; the steps read only the keys and mask of `encoded`.
-    let mut states = std::mem::take(&mut encoded.states);
+    let mut encoded: Vec<Encoded> = models
+        .iter()
+        .map(|m| m.encode(source.clone()))
+        .collect::<Result<_>>()?;
+    // Each model's running decoder states; the steps read only the keys and mask of `encoded`.
+    let mut states: Vec<Vec<Tensor<2>>> = encoded
+        .iter_mut()
+        .map(|e| std::mem::take(&mut e.states))
+        .collect();
     // The rows still decoding (indices into the batch): a row that has emitted EOS is dropped
     // from the next steps' work once enough rows have ended to make the copy pay.
     let mut rows: Vec<usize> = (0..batch).collect();
@@ -38,12 +66,12 @@ pub fn greedy_decode(
     for _ in 0..max_len {
         let n = rows.len();
         let tokens = int_tensor_from(&previous, [n], &device);
-        let (logits, next) = model.step(tokens, &states, &encoded)?;
+        let (scores, next) = ensemble_scores(models, tokens, &states, &encoded)?;
         states = next;
         // Padding and the start symbol are never outputs: the choice is among EOS and up.
-        let n_tokens = logits.dims()[1];
+        let n_tokens = scores.dims()[1];
         previous = i64_vec(
-            logits
+            scores
                 .slice([0..n, EOS as usize..n_tokens])
                 .argmax(1)
                 .reshape([n]),
@@ -68,10 +96,13 @@ pub fn greedy_decode(
         if 8 * (n - open.len()) >= n {
             let index: Vec<i64> = open.iter().map(|&i| i as i64).collect();
             let index = int_tensor_from(&index, [open.len()], &device);
-            encoded = select_rows(encoded, &index);
+            encoded = encoded
+                .into_iter()
+                .map(|e| select_rows(e, &index))
+                .collect();
             states = states
                 .into_iter()
-                .map(|s| s.select(0, index.clone()))
+                .map(|s| select_states(s, &index))
                 .collect();
             previous = open.iter().map(|&i| previous[i]).collect();
             rows = open.iter().map(|&i| rows[i]).collect();
@@ -94,6 +125,24 @@ pub fn beam_decode(
     width: usize,
     max_len: usize,
 ) -> Result<Vec<Vec<i64>>> {
+    beam_decode_ensemble(&[model], source, width, max_len)
+}
+
+/// [`beam_decode`] for an ensemble: a hypothesis scores the sum over its steps of the log of
+/// the mean probability over `models` ([`ensemble_scores`]); each model keeps its own encoder
+/// result and decoder states, reordered with the beams. One model decodes exactly as
+/// [`beam_decode`].
+///
+/// # Errors
+/// `width == 0`, no models, models whose `n_target_tokens` differ, or source ids out of
+/// range.
+pub fn beam_decode_ensemble(
+    models: &[&EncoderDecoder],
+    source: Tensor<2, Int>,
+    width: usize,
+    max_len: usize,
+) -> Result<Vec<Vec<i64>>> {
+    let n_tokens = check_ensemble(models)?;
     if width == 0 {
         return Err(Error::config(
             "beam_decode",
@@ -102,10 +151,12 @@ pub fn beam_decode(
     }
     let [batch, _] = source.dims();
     let device = source.device();
-    let n_tokens = model.config.n_target_tokens;
-    let encoded = expand(model.encode(source)?, width);
+    let encoded: Vec<Encoded> = models
+        .iter()
+        .map(|m| Ok(expand(m.encode(source.clone())?, width)))
+        .collect::<Result<_>>()?;
     let rows = batch * width;
-    let mut states = encoded.states.clone();
+    let mut states: Vec<Vec<Tensor<2>>> = encoded.iter().map(|e| e.states.clone()).collect();
     let mut scores: Vec<f32> = (0..rows)
         .map(|r| {
             if r % width == 0 {
@@ -121,8 +172,12 @@ pub fn beam_decode(
     let mut done = vec![false; batch];
     for _ in 0..max_len {
         let tokens = int_tensor_from(&previous, [rows], &device);
-        let (logits, next) = model.step(tokens, &states, &encoded)?;
-        let log_probs = f32_vec(log_softmax(logits, 1));
+        let (step_scores, next) = ensemble_scores(models, tokens, &states, &encoded)?;
+        let log_probs = f32_vec(if models.len() == 1 {
+            log_softmax(step_scores, 1)
+        } else {
+            step_scores
+        });
         let mut origin: Vec<i64> = (0..rows as i64).collect();
         for b in 0..batch {
             if done[b] {
@@ -180,10 +235,7 @@ pub fn beam_decode(
             }
         }
         let order = int_tensor_from(&origin, [rows], &device);
-        states = next
-            .into_iter()
-            .map(|s| s.select(0, order.clone()))
-            .collect();
+        states = next.into_iter().map(|s| select_states(s, &order)).collect();
         if done.iter().all(|&d| d) {
             break;
         }
@@ -203,6 +255,87 @@ pub fn beam_decode(
             })
         })
         .collect())
+}
+
+/// One decoder step of every model of an ensemble from the previous tokens `[rows]`: the
+/// next-token scores `[rows, n_target_tokens]` and each model's new states. With one model the
+/// scores are its logits; with `M` models they are the log of the mean probability,
+/// `log(Σ_m softmax(logits_m) / M)`, computed as a log-sum-exp of the models' log-softmaxes
+/// (finite wherever one model gives a token a finite log-probability).
+///
+/// # Errors
+/// As [`EncoderDecoder::step`].
+pub fn ensemble_scores(
+    models: &[&EncoderDecoder],
+    tokens: Tensor<1, Int>,
+    states: &[Vec<Tensor<2>>],
+    encoded: &[Encoded],
+) -> Result<(Tensor<2>, Vec<Vec<Tensor<2>>>)> {
+    check_ensemble(models)?;
+    if states.len() != models.len() || encoded.len() != models.len() {
+        return Err(Error::config(
+            "ensemble decoding",
+            format!(
+                "expected decoder states and an encoder result for each of the {} models, found {} and {}",
+                models.len(),
+                states.len(),
+                encoded.len()
+            ),
+        ));
+    }
+    let mut scores = Vec::with_capacity(models.len());
+    let mut next_states = Vec::with_capacity(models.len());
+    for ((model, s), e) in models.iter().zip(states).zip(encoded) {
+        let (logits, next) = model.step(tokens.clone(), s, e)?;
+        scores.push(logits);
+        next_states.push(next);
+    }
+    if models.len() == 1 {
+        let logits = scores.pop().expect("one model");
+        return Ok((logits, next_states));
+    }
+    let log_probs: Vec<Tensor<2>> = scores.into_iter().map(|l| log_softmax(l, 1)).collect();
+    let max = log_probs[1..]
+        .iter()
+        .fold(log_probs[0].clone(), |m, lp| m.max_pair(lp.clone()));
+    let sum = log_probs
+        .into_iter()
+        .map(|lp| (lp - max.clone()).exp())
+        .reduce(|a, b| a + b)
+        .expect("two or more models");
+    let mean = sum.log() + max - (models.len() as f32).ln();
+    Ok((mean, next_states))
+}
+
+/// The target vocabulary size shared by `models`.
+fn check_ensemble(models: &[&EncoderDecoder]) -> Result<usize> {
+    let Some(first) = models.first() else {
+        return Err(Error::config(
+            "ensemble decoding",
+            "expected at least one model, found none",
+        ));
+    };
+    let n_tokens = first.config.n_target_tokens;
+    for (i, model) in models.iter().enumerate().skip(1) {
+        if model.config.n_target_tokens != n_tokens {
+            return Err(Error::config(
+                "ensemble decoding",
+                format!(
+                    "every model must have the same target tokens: model 0 has {n_tokens}, model {i} has {}",
+                    model.config.n_target_tokens
+                ),
+            ));
+        }
+    }
+    Ok(n_tokens)
+}
+
+/// Decoder states `[h, c, ..]` at the rows `index [rows]`.
+fn select_states(states: Vec<Tensor<2>>, index: &Tensor<1, Int>) -> Vec<Tensor<2>> {
+    states
+        .into_iter()
+        .map(|s| s.select(0, index.clone()))
+        .collect()
 }
 
 /// Decoded sequences as a post-padded batch `[batch, t]` (`t` the longest, at least 1; id
@@ -244,10 +377,6 @@ fn select_rows(encoded: Encoded, index: &Tensor<1, Int>) -> Encoded {
         mask: encoded
             .mask
             .map(|m| Mask::from_valid(m.valid().int().select(0, index.clone()).equal_elem(1))),
-        states: encoded
-            .states
-            .into_iter()
-            .map(|s| s.select(0, index.clone()))
-            .collect(),
+        states: select_states(encoded.states, index),
     }
 }
