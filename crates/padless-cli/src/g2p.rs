@@ -147,6 +147,11 @@ pub struct TrainArgs {
     /// weights (overrides the preset).
     #[arg(long, value_name = "DECAY")]
     average_weights: Option<f64>,
+    /// Threads of the fused kernels, 1 or 2 (default: 2 where the process may use 2 or more
+    /// cores). Two runs side by side with 1 each (models to decode together) keep both cores
+    /// busier than the kernels' thread pair does.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=2))]
+    threads: Option<u64>,
     /// Seed of the weights and batches.
     #[arg(long)]
     seed: Option<u64>,
@@ -328,6 +333,9 @@ fn train_command(args: TrainArgs) -> Result<()> {
         config.max_epochs,
         config.max_minutes
     );
+    if let Some(threads) = args.threads {
+        padless::rnn::fused::set_kernel_threads(threads as usize);
+    }
     let device = padless::training_device();
     let report = train(&split, &config, &args.out, &device, |log| {
         let average = log.average.map_or(String::new(), |(wer, per)| {

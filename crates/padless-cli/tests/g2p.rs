@@ -29,6 +29,8 @@ fn train_eval_and_pronounce_work_on_the_shipped_dictionary() {
         "2",
         "--batch-size",
         "32",
+        "--threads",
+        "1",
         "--attention",
         "additive",
         "--decoder-layers",
@@ -117,6 +119,16 @@ fn train_eval_and_pronounce_work_on_the_shipped_dictionary() {
         "{stderr}"
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn g2p_train_takes_one_or_two_kernel_threads() {
+    let (ok, _, stderr) = padless(&["g2p", "train", "--threads", "3"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("--threads") && stderr.contains("3 is not in 1..=2"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -122,6 +122,42 @@ pub(crate) fn run_on_helper(mine: impl FnOnce(), theirs: &(dyn Fn() + Sync)) -> 
     Some(())
 }
 
+/// Runs `mine` on this thread and `theirs` on one more, and returns both results once both
+/// are done; a panic of either reaches the caller. The other thread is the kept helper that
+/// the kernels' thread pair uses when it is free (no thread started, and memory the helper
+/// freed is reused), else a scoped thread. For two independent pieces of work beside the
+/// kernels, such as the two directions of a `Bidirectional` layer or the models of an
+/// ensemble, each running its own kernels on one thread.
+pub fn side_by_side<A, B: Send>(
+    mine: impl FnOnce() -> A,
+    theirs: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    let job = Mutex::new(Some(theirs));
+    let result = Mutex::new(None);
+    let run_theirs = || {
+        let f = job.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(f) = f {
+            let out = f();
+            *result.lock().unwrap_or_else(|e| e.into_inner()) = Some(out);
+        }
+    };
+    let mut mine = Some(mine);
+    let mut mine_out = None;
+    let on_helper = run_on_helper(|| mine_out = mine.take().map(|f| f()), &run_theirs);
+    if on_helper.is_none() {
+        std::thread::scope(|scope| {
+            let other = scope.spawn(run_theirs);
+            mine_out = mine.take().map(|f| f());
+            other.join().unwrap_or_else(|panic| resume_unwind(panic));
+        });
+    }
+    let theirs = result
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .expect("the other thread's part ran");
+    (mine_out.expect("this thread's part ran"), theirs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +185,29 @@ mod tests {
             b.load(Ordering::Relaxed) >= ran,
             "each run ran the helper's part"
         );
+    }
+
+    #[test]
+    fn side_by_side_returns_both_parts_on_the_helper_or_beside_it() {
+        let other = || std::thread::current().id();
+        for i in 0..20u64 {
+            let ((a, outer), (b, inner)) = side_by_side(
+                // The outer call may hold the helper: the inner one then runs a scoped thread.
+                || (i * 3, side_by_side(|| i + 1, || format!("{i}"))),
+                move || (i * 5, other()),
+            );
+            assert_eq!((a, b), (i * 3, i * 5));
+            assert_eq!(outer, (i + 1, format!("{i}")));
+            assert_ne!(
+                inner,
+                std::thread::current().id(),
+                "their part ran on another thread"
+            );
+        }
+        let panicked =
+            catch_unwind(|| side_by_side(|| 1, || -> u32 { panic!("their part fails") }));
+        assert!(panicked.is_err());
+        assert_eq!(side_by_side(|| 2, || 3), (2, 3));
     }
 
     #[test]

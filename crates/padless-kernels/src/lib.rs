@@ -81,6 +81,7 @@ pub use adam::{AdamStep, adam_update};
 pub use cells::{BackwardRow, CellKind, ForwardRow, Gru, Lstm, SimpleRnn};
 pub use dense::{DenseGradients, dense_backward, dense_forward};
 pub use elementwise::{tanh_backward_in_place, tanh_in_place};
+pub use helper::side_by_side;
 pub use kernel::{
     Gradients, GruKernel, KernelConfig, LstmKernel, Outputs, RecurrentKernel, Sequences,
     SimpleRnnKernel, Weights, Workspace,

@@ -5,6 +5,7 @@
 //! decodes as that model, and bad ensembles are clear errors.
 
 use burn::tensor::{Int, Tensor};
+use padless::rnn::fused::{kernel_threads, with_kernel_threads};
 use padless::seq2seq::{
     AttentionKind, EOS, EncoderDecoder, EncoderDecoderConfig, beam_decode, beam_decode_ensemble,
     ensemble_scores, greedy_decode, greedy_decode_ensemble,
@@ -212,4 +213,47 @@ fn an_empty_ensemble_or_models_with_different_targets_are_clear_errors() {
     );
     let err = greedy_decode_ensemble(&[&a, &other], source, 4).unwrap_err();
     assert!(err.to_string().contains("same target tokens"), "{err}");
+}
+
+/// With two kernel threads the models of an ensemble run side by side, each on its own
+/// thread with one-thread kernels; with one they run one after the other. Same tokens.
+#[test]
+fn models_side_by_side_decode_as_one_after_the_other() {
+    let (a, b) = two_models();
+    let models = [&a, &b, &a];
+    let sources = sources();
+    let rows: Vec<&[i64]> = sources.iter().map(Vec::as_slice).collect();
+    let source = ids(&rows, 4);
+    let run = |threads: usize| {
+        with_kernel_threads(threads, || {
+            assert_eq!(kernel_threads(), threads);
+            (
+                greedy_decode_ensemble(&models, source.clone(), 7).unwrap(),
+                beam_decode_ensemble(&models, source.clone(), 2, 7).unwrap(),
+            )
+        })
+    };
+    assert_eq!(run(2), run(1));
+}
+
+#[test]
+fn the_kernel_threads_of_a_thread_are_restored_after_a_panic() {
+    let outside = kernel_threads();
+    let nested = with_kernel_threads(1, || {
+        assert_eq!(kernel_threads(), 1);
+        with_kernel_threads(2, kernel_threads)
+    });
+    assert_eq!(nested, 2);
+    assert_eq!(kernel_threads(), outside);
+    let panicked = std::panic::catch_unwind(|| with_kernel_threads(1, || panic!("inside")));
+    assert!(panicked.is_err());
+    assert_eq!(kernel_threads(), outside);
+}
+
+/// An error in one model's work (ids out of range), on either thread, is the ensemble's.
+#[test]
+fn an_error_of_any_model_is_the_ensembles() {
+    let (a, b) = two_models();
+    let err = greedy_decode_ensemble(&[&a, &b], ids(&[&[3, 9]], 2), 4).unwrap_err();
+    assert!(err.to_string().contains('9'), "{err}");
 }

@@ -7,6 +7,7 @@ use burn::tensor::{Int, Tensor};
 use super::model::{BOS, EOS, Encoded, EncoderDecoder};
 use crate::error::{Error, Result};
 use crate::mask::{Mask, Padding};
+use crate::rnn::fused::{composite_here, kernel_threads, with_composite, with_kernel_threads};
 use crate::sequence::{Truncating, pad_sequences};
 use crate::tensor_util::{f32_vec, i64_vec, int_tensor_from};
 
@@ -48,10 +49,7 @@ pub fn greedy_decode_ensemble(
     check_ensemble(models)?;
     let [batch, _] = source.dims();
     let device = source.device();
-    let mut encoded: Vec<Encoded> = models
-        .iter()
-        .map(|m| m.encode(source.clone()))
-        .collect::<Result<_>>()?;
+    let mut encoded = per_model(models.len(), |i| models[i].encode(source.clone()))?;
     // Each model's running decoder states; the steps read only the keys and mask of `encoded`.
     let mut states: Vec<Vec<Tensor<2>>> = encoded
         .iter_mut()
@@ -151,10 +149,9 @@ pub fn beam_decode_ensemble(
     }
     let [batch, _] = source.dims();
     let device = source.device();
-    let encoded: Vec<Encoded> = models
-        .iter()
-        .map(|m| Ok(expand(m.encode(source.clone())?, width)))
-        .collect::<Result<_>>()?;
+    let encoded = per_model(models.len(), |i| {
+        Ok(expand(models[i].encode(source.clone())?, width))
+    })?;
     let rows = batch * width;
     let mut states: Vec<Vec<Tensor<2>>> = encoded.iter().map(|e| e.states.clone()).collect();
     let mut scores: Vec<f32> = (0..rows)
@@ -283,13 +280,11 @@ pub fn ensemble_scores(
             ),
         ));
     }
-    let mut scores = Vec::with_capacity(models.len());
-    let mut next_states = Vec::with_capacity(models.len());
-    for ((model, s), e) in models.iter().zip(states).zip(encoded) {
-        let (logits, next) = model.step(tokens.clone(), s, e)?;
-        scores.push(logits);
-        next_states.push(next);
-    }
+    let (mut scores, next_states): (Vec<_>, Vec<_>) = per_model(models.len(), |i| {
+        models[i].step(tokens.clone(), &states[i], &encoded[i])
+    })?
+    .into_iter()
+    .unzip();
     if models.len() == 1 {
         let logits = scores.pop().expect("one model");
         return Ok((logits, next_states));
@@ -305,6 +300,29 @@ pub fn ensemble_scores(
         .expect("two or more models");
     let mean = sum.log() + max - (models.len() as f32).ln();
     Ok((mean, next_states))
+}
+
+/// `work(i)` for each of `n` models, in order. When the fused kernels may use two threads
+/// here, the models are split over this thread and one more (the kernels' kept helper thread,
+/// [`padless_kernels::side_by_side`]), each running its kernels on its own thread
+/// ([`with_kernel_threads`]): two models' steps side by side keep both cores busier than one
+/// model after the other with the kernels' thread pair. The results are the same either way.
+fn per_model<T: Send>(n: usize, work: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
+    if n < 2 || kernel_threads() < 2 {
+        return (0..n).map(work).collect();
+    }
+    let half = n.div_ceil(2);
+    let composite = composite_here();
+    let run = |range: std::ops::Range<usize>| {
+        let one = || with_kernel_threads(1, || range.map(&work).collect::<Vec<_>>());
+        if composite {
+            with_composite(one)
+        } else {
+            one()
+        }
+    };
+    let (mine, theirs) = padless_kernels::side_by_side(|| run(0..half), || run(half..n));
+    mine.into_iter().chain(theirs).collect()
 }
 
 /// The target vocabulary size shared by `models`.

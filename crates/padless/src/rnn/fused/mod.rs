@@ -29,6 +29,7 @@ static PAIR_CALLS: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
     static COMPOSITE_HERE: StdCell<bool> = const { StdCell::new(false) };
+    static THREADS_HERE: StdCell<usize> = const { StdCell::new(0) };
 }
 
 /// Switches the fused path on or off for the whole process (default on).
@@ -55,8 +56,35 @@ pub fn set_kernel_threads(threads: usize) {
     THREADS.store(threads, Ordering::Relaxed);
 }
 
-/// The threads the fused kernels use.
+/// Runs `f` with the fused kernels called on this thread using `threads` threads (1, or 2 for
+/// the thread pair) whatever the process-wide setting ([`set_kernel_threads`]); 0 defers to
+/// it. Work that already runs side by side on its own threads (the models of an ensemble
+/// decoded together) keeps each kernel on one thread this way. Restored when `f` returns or
+/// unwinds.
+pub fn with_kernel_threads<R>(threads: usize, f: impl FnOnce() -> R) -> R {
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            THREADS_HERE.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(THREADS_HERE.with(|c| c.replace(threads)));
+    f()
+}
+
+/// Whether this thread is inside [`with_composite`] (a thread started from it must enter it
+/// again to keep the composite path).
+pub(crate) fn composite_here() -> bool {
+    COMPOSITE_HERE.with(StdCell::get)
+}
+
+/// The threads the fused kernels called on this thread use: [`with_kernel_threads`]'s, else
+/// the process-wide setting.
 pub fn kernel_threads() -> usize {
+    let here = THREADS_HERE.with(StdCell::get);
+    if here != 0 {
+        return here;
+    }
     match THREADS.load(Ordering::Relaxed) {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(2)),
         n => n,

@@ -25,17 +25,12 @@ use padless_kernels::{Real, Workspace};
 use super::host::{self, Grads, HostInputs, Inputs, Saved};
 use super::ops::FusedSpec;
 
-/// Runs `first` and `second` on two threads (the caller's and a scoped one) and returns both
+/// Runs `first` and `second` on two threads ([`padless_kernels::side_by_side`]: the caller's
+/// and the kernels' kept helper, or a scoped thread when the helper is busy) and returns both
 /// results; a panic on either thread reaches the caller.
 fn side_by_side<R: Send>(first: impl FnOnce() -> R, second: impl FnOnce() -> R + Send) -> [R; 2] {
-    std::thread::scope(|scope| {
-        let other = scope.spawn(second);
-        let mine = first();
-        let theirs = other
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        [mine, theirs]
-    })
+    let (mine, theirs) = padless_kernels::side_by_side(first, second);
+    [mine, theirs]
 }
 
 /// Both forward passes side by side: the stacked packed outputs
