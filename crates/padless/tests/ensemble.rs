@@ -211,8 +211,20 @@ fn an_empty_ensemble_or_models_with_different_targets_are_clear_errors() {
         err.to_string().contains("model 0 has 6, model 1 has 9"),
         "{err}"
     );
-    let err = greedy_decode_ensemble(&[&a, &other], source, 4).unwrap_err();
+    let err = greedy_decode_ensemble(&[&a, &other], source.clone(), 4).unwrap_err();
     assert!(err.to_string().contains("same target tokens"), "{err}");
+    let letters = EncoderDecoderConfig {
+        n_source_tokens: 8,
+        ..config(AttentionKind::General, 6)
+    }
+    .init(&device)
+    .unwrap();
+    let err = greedy_decode_ensemble(&[&a, &letters], source, 4).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("same source tokens: model 0 has 7, model 1 has 8"),
+        "{err}"
+    );
 }
 
 /// With two kernel threads the models of an ensemble run side by side, each on its own

@@ -32,15 +32,16 @@ pub fn greedy_decode(
 /// [`greedy_decode`] for an ensemble: every step takes the token with the highest mean
 /// probability over `models` (the log of that mean is [`ensemble_scores`]); each model keeps
 /// its own encoder result and decoder states. One model decodes exactly as
-/// [`greedy_decode`]. The models may differ in size and attention but must share the target
-/// tokens (and read the same source ids).
+/// [`greedy_decode`]. The models may differ in size and attention but must share the source
+/// and target tokens.
 ///
 /// # Masking
 /// As [`greedy_decode`]: each model hides padded source letters from its encoder and
 /// attention, so a row decodes the same in any batch.
 ///
 /// # Errors
-/// No models, models whose `n_target_tokens` differ, or source ids out of range.
+/// No models, models whose `n_source_tokens` or `n_target_tokens` differ, or source ids out
+/// of range.
 pub fn greedy_decode_ensemble(
     models: &[&EncoderDecoder],
     source: Tensor<2, Int>,
@@ -132,8 +133,8 @@ pub fn beam_decode(
 /// [`beam_decode`].
 ///
 /// # Errors
-/// `width == 0`, no models, models whose `n_target_tokens` differ, or source ids out of
-/// range.
+/// `width == 0`, no models, models whose `n_source_tokens` or `n_target_tokens` differ, or
+/// source ids out of range.
 pub fn beam_decode_ensemble(
     models: &[&EncoderDecoder],
     source: Tensor<2, Int>,
@@ -325,7 +326,9 @@ fn per_model<T: Send>(n: usize, work: impl Fn(usize) -> Result<T> + Sync) -> Res
     mine.into_iter().chain(theirs).collect()
 }
 
-/// The target vocabulary size shared by `models`.
+/// The target vocabulary size shared by `models`, once they are known to share their source
+/// and target vocabulary sizes (ids the same models read and write must mean the same symbols,
+/// which only the caller can know; the sizes are what can be checked here).
 fn check_ensemble(models: &[&EncoderDecoder]) -> Result<usize> {
     let Some(first) = models.first() else {
         return Err(Error::config(
@@ -333,19 +336,30 @@ fn check_ensemble(models: &[&EncoderDecoder]) -> Result<usize> {
             "expected at least one model, found none",
         ));
     };
-    let n_tokens = first.config.n_target_tokens;
     for (i, model) in models.iter().enumerate().skip(1) {
-        if model.config.n_target_tokens != n_tokens {
-            return Err(Error::config(
-                "ensemble decoding",
-                format!(
-                    "every model must have the same target tokens: model 0 has {n_tokens}, model {i} has {}",
-                    model.config.n_target_tokens
-                ),
-            ));
+        for (what, theirs, mine) in [
+            (
+                "target",
+                first.config.n_target_tokens,
+                model.config.n_target_tokens,
+            ),
+            (
+                "source",
+                first.config.n_source_tokens,
+                model.config.n_source_tokens,
+            ),
+        ] {
+            if mine != theirs {
+                return Err(Error::config(
+                    "ensemble decoding",
+                    format!(
+                        "every model must have the same {what} tokens: model 0 has {theirs}, model {i} has {mine}"
+                    ),
+                ));
+            }
         }
     }
-    Ok(n_tokens)
+    Ok(first.config.n_target_tokens)
 }
 
 /// Decoder states `[h, c, ..]` at the rows `index [rows]`.
