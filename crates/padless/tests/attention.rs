@@ -1,17 +1,17 @@
 //! Attention against float64 numpy references (`fixtures/make_attention_reference.py`), the
 //! safe softmax, and the encoder-decoder's masking and decoding.
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use padless::Mask;
 use padless::seq2seq::{
     Attention, AttentionKind, AttentionMasks, EncoderDecoderConfig, MultiHeadAttention,
     beam_decode, greedy_decode, masked_softmax, pad_decoded,
 };
-use padless::tensor_util::{f32_vec, int_tensor_from, tensor_from};
+use padless::tensor_util::{f32_vec, tensor_from};
 use padless::weights::NamedWeight;
 
 mod common;
-use common::values;
+use common::{ids, values};
 use serde_json::Value as Json;
 
 fn floats(v: &Json) -> Vec<f32> {
@@ -450,15 +450,6 @@ fn dot_attention_rejects_sizes_that_do_not_fit() {
         )
         .unwrap_err();
     assert!(err.to_string().contains("query features 4"), "{err}");
-}
-
-fn ids(rows: &[&[i64]], time: usize) -> Tensor<2, Int> {
-    let mut values = Vec::new();
-    for row in rows {
-        values.extend_from_slice(row);
-        values.extend(std::iter::repeat_n(0, time - row.len()));
-    }
-    int_tensor_from(&values, [rows.len(), time], &padless::default_device())
 }
 
 fn small_config(attention: AttentionKind) -> EncoderDecoderConfig {

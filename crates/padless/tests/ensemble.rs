@@ -4,7 +4,6 @@
 //! logits), a row decodes the same alone and in a padded batch, an ensemble of one model
 //! decodes as that model, and bad ensembles are clear errors.
 
-use burn::tensor::{Int, Tensor};
 use padless::rnn::fused::{kernel_threads, with_kernel_threads};
 use padless::seq2seq::{
     AttentionKind, EOS, EncoderDecoder, EncoderDecoderConfig, beam_decode, beam_decode_ensemble,
@@ -12,14 +11,8 @@ use padless::seq2seq::{
 };
 use padless::tensor_util::{f32_vec, int_tensor_from};
 
-fn ids(rows: &[&[i64]], time: usize) -> Tensor<2, Int> {
-    let mut values = Vec::new();
-    for row in rows {
-        values.extend_from_slice(row);
-        values.extend(std::iter::repeat_n(0, time - row.len()));
-    }
-    int_tensor_from(&values, [rows.len(), time], &padless::default_device())
-}
+mod common;
+use common::ids;
 
 fn config(attention: AttentionKind, n_target_tokens: usize) -> EncoderDecoderConfig {
     EncoderDecoderConfig {

@@ -1,14 +1,14 @@
 //! Helpers shared by test binaries: the float64 device (`gradients.rs`, `loss_gradients.rs`),
 //! a seeded value stream with a scaled comparison (`fused.rs`, `decoder_skip.rs`,
 //! `attention.rs`, `bidirectional_pair.rs`) and a loss that reads every output of a recurrent
-//! layer (`fused.rs`, `bidirectional_pair.rs`). Each binary uses a part, so unused items are
-//! allowed.
+//! layer (`fused.rs`, `bidirectional_pair.rs`), and post-padded token ids (`attention.rs`,
+//! `ensemble.rs`). Each binary uses a part, so unused items are allowed.
 #![allow(dead_code)]
 
 use std::sync::OnceLock;
 
-use burn::tensor::{Device, FloatDType, Tensor, TensorData};
-use padless::tensor_util::f32_vec;
+use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
+use padless::tensor_util::{f32_vec, int_tensor_from};
 
 /// The flex device with autodiff, switched to f64 once per test binary, before any tensor
 /// is made (the setting is per device and per process).
@@ -82,4 +82,14 @@ pub fn assert_close_to_scale(got: &[f32], want: &[f32], tolerance: f32, what: &s
         .zip(want)
         .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(worst <= tolerance * scale, "{what}: differ by {worst}");
+}
+
+/// Rows of token ids post-padded with 0 to `time` steps: `[rows, time]` on the default device.
+pub fn ids(rows: &[&[i64]], time: usize) -> Tensor<2, Int> {
+    let mut values = Vec::new();
+    for row in rows {
+        values.extend_from_slice(row);
+        values.extend(std::iter::repeat_n(0, time - row.len()));
+    }
+    int_tensor_from(&values, [rows.len(), time], &padless::default_device())
 }
