@@ -97,8 +97,8 @@ pub(crate) fn run_team(threads: usize, body: impl Fn(Worker<'_>) + Sync) {
         body(worker(0));
         return;
     }
-    if count == 2 && crate::helper::run_on_helper(|| body(worker(0)), &|| body(worker(1))).is_some()
-    {
+    if count == 2 {
+        crate::helper::side_by_side(|| body(worker(0)), || body(worker(1)));
         return;
     }
     std::thread::scope(|scope| {
