@@ -187,9 +187,13 @@ pub(crate) fn backward<C: CellKind, T: Real>(
     // rows (packed here once for both), else each thread's own units.
     let pack_recurrent_t = |share: StepShare| {
         let (s0, s1) = share.units;
-        PackedRhs::gather(g, s1 - s0, recurrent_kernel, |r, c| {
-            (s0 + c) * g + keras_columns[r]
-        })
+        PackedRhs::gather(
+            g,
+            s1 - s0,
+            recurrent_kernel,
+            |r| keras_columns[r],
+            |c| (s0 + c) * g,
+        )
     };
     let first_share = StepShare::new(&blocks, 0, std::mem::size_of::<T>());
     let whole_recurrent_t = first_share.by_rows.then(|| pack_recurrent_t(first_share));
@@ -328,7 +332,7 @@ pub(crate) fn backward<C: CellKind, T: Real>(
             // Input gradients of this thread's input features: d_inputs = d_gates · K^T.
             let (f0, f1) = worker.part(d);
             let input_block_t =
-                PackedRhs::gather(g, f1 - f0, kernel, |r, c| (f0 + c) * g + keras_columns[r]);
+                PackedRhs::gather(g, f1 - f0, kernel, |r| keras_columns[r], |c| (f0 + c) * g);
             input_block_t.multiply(
                 rows,
                 d_inputs_s.ptr().add(f0),

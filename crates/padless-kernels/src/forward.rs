@@ -165,9 +165,13 @@ pub(crate) fn forward<C: CellKind, T: Real>(
     // threads split rows (packed here once for both), else each thread's own block.
     let pack_recurrent = |share: StepShare| {
         let (s0, s1) = share.cols;
-        PackedRhs::gather(h, s1 - s0, recurrent_kernel, |r, c| {
-            r * g + keras_columns[s0 + c]
-        })
+        PackedRhs::gather(
+            h,
+            s1 - s0,
+            recurrent_kernel,
+            |r| r * g,
+            |c| keras_columns[s0 + c],
+        )
     };
     let first_share = StepShare::new(&blocks, 0, std::mem::size_of::<T>());
     let whole_recurrent = first_share.by_rows.then(|| pack_recurrent(first_share));

@@ -48,17 +48,27 @@ fn packed_path<T: 'static>() -> bool {
 }
 
 impl<T: Real> PackedRhs<T> {
-    /// `B[r, c] = src[at(r, c)]` for `r < k`, `c < n`: the one pass over the weights per
-    /// call, which also does any re-layout (a column map, a transpose) on the way.
+    /// `B[r, c] = src[row(r) + col(c)]` for `r < k`, `c < n`: the one pass over the weights
+    /// per call, which also does any re-layout (a column map, a transpose) on the way. Where
+    /// a panel's columns are contiguous in `src` (the forward's recurrent weights) each panel
+    /// row is one copy; the offsets are computed once per row and per column, not per element.
     ///
     /// # Panics
-    /// If `at` leaves `src`.
-    pub fn gather(k: usize, n: usize, src: &[T], at: impl Fn(usize, usize) -> usize) -> Self {
+    /// If an index leaves `src`.
+    pub fn gather(
+        k: usize,
+        n: usize,
+        src: &[T],
+        row: impl Fn(usize) -> usize,
+        col: impl Fn(usize) -> usize,
+    ) -> Self {
         let panels = packed_path::<T>() && k > 0 && n > 0;
+        let rows: Vec<usize> = (0..k).map(row).collect();
         if !panels {
+            let cols: Vec<usize> = (0..n).map(col).collect();
             let mut storage = Vec::with_capacity(k * n);
-            for r in 0..k {
-                storage.extend((0..n).map(|c| src[at(r, c)]));
+            for &base in &rows {
+                storage.extend(cols.iter().map(|&c| src[base + c]));
             }
             return PackedRhs {
                 k,
@@ -69,20 +79,33 @@ impl<T: Real> PackedRhs<T> {
             };
         }
         let len = n.div_ceil(PANEL) * k * PANEL;
-        // 16 spare floats let the panels start on a 64-byte boundary.
-        let mut storage = vec![T::ZERO; len + 16];
+        // Up to 15 leading floats put the panels on a 64-byte boundary; the capacity never
+        // grows, so the address the offset is computed from stays. No zero fill first: every
+        // float is written once (a fresh zeroed block of megabytes cost page faults per call).
+        let mut storage = Vec::with_capacity(len + 15);
         let offset = (16 - (storage.as_ptr() as usize / 4) % 16) % 16;
-        for (p, panel) in storage[offset..offset + len]
-            .chunks_mut(k * PANEL)
-            .enumerate()
-        {
+        storage.resize(offset, T::ZERO);
+        let mut offsets = [0usize; PANEL];
+        for p in 0..n.div_ceil(PANEL) {
             let cols = PANEL.min(n - p * PANEL);
-            for (r, out) in panel.chunks_mut(PANEL).enumerate() {
-                for (c, o) in out[..cols].iter_mut().enumerate() {
-                    *o = src[at(r, p * PANEL + c)];
+            for (c, o) in offsets[..cols].iter_mut().enumerate() {
+                *o = col(p * PANEL + c);
+            }
+            let first = offsets[0];
+            let contiguous = offsets[..cols]
+                .iter()
+                .enumerate()
+                .all(|(c, &o)| o == first + c);
+            for &base in &rows {
+                if contiguous {
+                    storage.extend_from_slice(&src[base + first..base + first + cols]);
+                } else {
+                    storage.extend(offsets[..cols].iter().map(|&o| src[base + o]));
                 }
+                storage.resize(storage.len() + PANEL - cols, T::ZERO);
             }
         }
+        debug_assert_eq!(storage.len(), offset + len);
         PackedRhs {
             k,
             n,
@@ -325,7 +348,7 @@ mod tests {
             let a = values(m * lda, 1);
             let b = values(k * ldb, 2);
             let start = values(m * ldc, 3);
-            let rhs = PackedRhs::gather(k, n, &b, |r, c| r * ldb + c);
+            let rhs = PackedRhs::gather(k, n, &b, |r| r * ldb, |c| c);
             let want = naive(m, n, k, &a, lda, &b, ldb);
             for accumulate in [false, true] {
                 let mut c = start.clone();
@@ -355,12 +378,35 @@ mod tests {
     }
 
     #[test]
+    fn packed_products_gather_a_column_map_with_breaks_inside_panels() {
+        // Columns 0..20 contiguous, then a jump, then reversed pairs: a panel of 32 mixes a
+        // contiguous run with scattered columns, and the second panel is partial.
+        let (m, k, n, ld) = (5, 9, 45, 80);
+        let map = |c: usize| match c {
+            0..20 => c,
+            20..30 => c + 13,
+            _ => 79 - (c - 30),
+        };
+        let src = values(k * ld, 6);
+        let b: Vec<f32> = (0..k * n).map(|i| src[(i / n) * ld + map(i % n)]).collect();
+        let a = values(m * k, 7);
+        let rhs = PackedRhs::gather(k, n, &src, |r| r * ld, map);
+        let mut c = vec![0.0f32; m * n];
+        // SAFETY: C is `m x n`, A is `m x k`, both row-major.
+        unsafe { rhs.multiply(m, c.as_mut_ptr(), n, false, a.as_ptr(), k) };
+        let want = naive(m, n, k, &a, k, &b, n);
+        for (got, want) in c.iter().zip(&want) {
+            assert!((*got as f64 - want).abs() <= 1e-5 * (1.0 + want.abs()));
+        }
+    }
+
+    #[test]
     fn packed_products_gather_a_transpose() {
         let (m, n, k) = (7, 19, 11);
         let a = values(m * k, 4);
         let bt = values(n * k, 5); // B^T stored row-major [n, k]
         let b: Vec<f32> = (0..k * n).map(|i| bt[(i % n) * k + i / n]).collect();
-        let rhs = PackedRhs::gather(k, n, &bt, |r, c| c * k + r);
+        let rhs = PackedRhs::gather(k, n, &bt, |r| r, |c| c * k);
         let mut c = vec![0.0f32; m * n];
         // SAFETY: C is `m x n`, A is `m x k`, both row-major.
         unsafe { rhs.multiply(m, c.as_mut_ptr(), n, false, a.as_ptr(), k) };
