@@ -145,8 +145,10 @@ pub fn pronounce_ensemble(
     let first = check_vocabularies(models)?;
     let networks: Vec<&EncoderDecoder> = models.iter().map(|m| &m.network).collect();
     // Sorting by length keeps padding (wasted work) low; the results go back in order.
+    // Longest first: the first batch needs the most memory and later ones reuse it (shortest
+    // first touched fresh pages batch after batch as the buffers grew).
     let mut order: Vec<usize> = (0..words.len()).collect();
-    order.sort_by_key(|&i| words[i].chars().count());
+    order.sort_by_key(|&i| std::cmp::Reverse(words[i].chars().count()));
     let mut results = vec![Vec::new(); words.len()];
     for chunk in order.chunks(batch_size.max(1)) {
         let batch: Vec<String> = chunk.iter().map(|&i| words[i].to_lowercase()).collect();
