@@ -4,7 +4,7 @@
 //! logits), a row decodes the same alone and in a padded batch, an ensemble of one model
 //! decodes as that model, and bad ensembles are clear errors.
 
-use padless::rnn::fused::{kernel_threads, with_kernel_threads};
+use padless::rnn::fused::{fused_enabled, kernel_threads, with_composite, with_kernel_threads};
 use padless::seq2seq::{
     AttentionKind, EOS, EncoderDecoder, EncoderDecoderConfig, beam_decode, beam_decode_ensemble,
     ensemble_scores, greedy_decode, greedy_decode_ensemble,
@@ -242,7 +242,7 @@ fn models_side_by_side_decode_as_one_after_the_other() {
 }
 
 #[test]
-fn the_kernel_threads_of_a_thread_are_restored_after_a_panic() {
+fn the_kernel_threads_and_composite_switch_of_a_thread_are_restored_after_a_panic() {
     let outside = kernel_threads();
     let nested = with_kernel_threads(1, || {
         assert_eq!(kernel_threads(), 1);
@@ -253,6 +253,16 @@ fn the_kernel_threads_of_a_thread_are_restored_after_a_panic() {
     let panicked = std::panic::catch_unwind(|| with_kernel_threads(1, || panic!("inside")));
     assert!(panicked.is_err());
     assert_eq!(kernel_threads(), outside);
+    // The composite switch too: after a panic inside, this thread runs fused again.
+    assert!(fused_enabled());
+    let panicked = std::panic::catch_unwind(|| {
+        with_composite(|| {
+            assert!(!fused_enabled());
+            panic!("inside")
+        })
+    });
+    assert!(panicked.is_err());
+    assert!(fused_enabled());
 }
 
 /// An error in one model's work (ids out of range), on either thread, is the ensemble's.

@@ -37,12 +37,17 @@ pub fn set_fused_enabled(enabled: bool) {
     ENABLED.store(enabled, Ordering::Relaxed);
 }
 
-/// Runs `f` with the composite loop on this thread (for comparisons and tests).
+/// Runs `f` with the composite loop on this thread (for comparisons and tests). Restored when
+/// `f` returns or unwinds.
 pub fn with_composite<R>(f: impl FnOnce() -> R) -> R {
-    let before = COMPOSITE_HERE.with(|c| c.replace(true));
-    let result = f();
-    COMPOSITE_HERE.with(|c| c.set(before));
-    result
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            COMPOSITE_HERE.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(COMPOSITE_HERE.with(|c| c.replace(true)));
+    f()
 }
 
 /// Whether a recurrent layer called on this thread now would try the fused path.
