@@ -152,6 +152,11 @@ pub struct TrainArgs {
     /// busier than the kernels' thread pair does.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=2))]
     threads: Option<u64>,
+    /// Learn pronunciations last phoneme first (still pronounced in reading order): a
+    /// partner for a left-to-right model, `eval`/`pronounce --model a --model b` then rescores
+    /// both directions' best candidates with both models.
+    #[arg(long)]
+    right_to_left: bool,
     /// Seed of the weights and batches.
     #[arg(long)]
     seed: Option<u64>,
@@ -170,6 +175,8 @@ pub struct EvalArgs {
     data: DataArgs,
     /// A model written by `g2p train`; repeat (`--model a --model b`) to decode several
     /// models together as an ensemble (their phoneme probabilities averaged at each step).
+    /// Models of both directions (`--right-to-left`) rescore each other's candidates: each
+    /// direction proposes its `--beam` best, every model scores them all.
     #[arg(long, default_value = "g2p-model.safetensors")]
     model: Vec<PathBuf>,
     /// Beam width (1 = greedy).
@@ -285,6 +292,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
         }
         config.weight_average = Some(decay);
     }
+    config.right_to_left |= args.right_to_left;
     config.schedule = match args.schedule {
         Some(ScheduleArg::Plateau) => Schedule::Plateau,
         Some(ScheduleArg::Linear) => Schedule::Linear,
@@ -316,7 +324,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
         split.test.len()
     );
     println!(
-        "model: embedding {}, BiLSTM 2x{} x{} encoder, LSTM {} x{} decoder, {:?} attention, dropout {}, label smoothing {}, {:?} schedule from lr {}, weight average {}; up to {} epochs or {} min",
+        "model: embedding {}, BiLSTM 2x{} x{} encoder, LSTM {} x{} decoder, {:?} attention, dropout {}, label smoothing {}, {:?} schedule from lr {}, weight average {}, {}; up to {} epochs or {} min",
         config.d_embedding,
         config.d_encoder,
         config.encoder_layers,
@@ -330,6 +338,11 @@ fn train_command(args: TrainArgs) -> Result<()> {
         config
             .weight_average
             .map_or("none".to_string(), |d| format!("decay {d}")),
+        if config.right_to_left {
+            "right to left"
+        } else {
+            "left to right"
+        },
         config.max_epochs,
         config.max_minutes
     );
@@ -407,10 +420,15 @@ fn eval_command(args: EvalArgs) -> Result<()> {
         .zip(&headers)
         .map(|((path, model), header)| {
             format!(
-                "{} ({} parameters, trained {} epochs)",
+                "{} ({} parameters, trained {} epochs{})",
                 path.display(),
                 model.network.n_parameters(),
-                header.get("epoch").map_or("?", String::as_str)
+                header.get("epoch").map_or("?", String::as_str),
+                if model.right_to_left {
+                    ", right to left"
+                } else {
+                    ""
+                }
             )
         })
         .collect();

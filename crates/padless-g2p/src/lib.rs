@@ -23,6 +23,7 @@ pub mod cmudict;
 pub mod error;
 pub mod eval;
 pub mod model;
+pub mod rescore;
 pub mod split;
 pub mod train;
 pub mod vocab;

@@ -14,10 +14,16 @@ use padless::tensor_util::int_tensor_from;
 use padless::weights::{load_safetensors, save_safetensors};
 
 use crate::error::{G2pError, Result};
+use crate::rescore::rescore_both_directions;
 use crate::vocab::Vocab;
 
 /// The file format tag in a saved model's header.
 pub const MODEL_FORMAT: &str = "padless-g2p-1";
+
+/// The header value of a model that writes pronunciations in reading order.
+const LEFT_TO_RIGHT: &str = "left-to-right";
+/// The header value of a model that writes pronunciations last phoneme first.
+const RIGHT_TO_LEFT: &str = "right-to-left";
 
 /// The longest pronunciation the decoder produces for a word of `n` letters.
 pub fn max_phonemes(n_letters: usize) -> usize {
@@ -33,6 +39,10 @@ pub struct G2p {
     pub letters: Vocab,
     /// Phonemes (`<pad>`, `<s>`, `</s>` first).
     pub phonemes: Vocab,
+    /// Whether the network writes a pronunciation last phoneme first (trained with
+    /// [`crate::train::TrainConfig::right_to_left`]); [`G2p::pronounce`] returns reading order
+    /// either way.
+    pub right_to_left: bool,
 }
 
 impl G2p {
@@ -62,6 +72,15 @@ impl G2p {
         pronounce_ensemble(std::slice::from_ref(self), words, beam, batch_size, device)
     }
 
+    /// `left-to-right` or `right-to-left`, as saved in the header.
+    pub fn direction(&self) -> &'static str {
+        if self.right_to_left {
+            RIGHT_TO_LEFT
+        } else {
+            LEFT_TO_RIGHT
+        }
+    }
+
     /// Writes the model atomically: weights, config and vocabularies, with `extra` header
     /// entries (training figures).
     ///
@@ -83,6 +102,7 @@ impl G2p {
                 "phonemes".to_string(),
                 json(serde_json::to_string(&self.phonemes.symbols)),
             ),
+            ("direction".to_string(), self.direction().to_string()),
         ]);
         metadata.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
         save_safetensors(path, &self.network.weights(), &metadata)?;
@@ -119,10 +139,21 @@ impl G2p {
         network
             .set_weights(&weights)
             .map_err(|e| bad(e.to_string()))?;
+        // Models saved before the option existed have no `direction`: left to right.
+        let right_to_left = match metadata.get("direction").map(String::as_str) {
+            None | Some(LEFT_TO_RIGHT) => false,
+            Some(RIGHT_TO_LEFT) => true,
+            Some(other) => {
+                return Err(bad(format!(
+                    "direction `{other}`, expected `{LEFT_TO_RIGHT}` or `{RIGHT_TO_LEFT}`"
+                )));
+            }
+        };
         let model = G2p {
             network,
             letters: symbols("letters")?,
             phonemes: symbols("phonemes")?,
+            right_to_left,
         };
         Ok((model, metadata))
     }
@@ -131,7 +162,9 @@ impl G2p {
 /// Pronounces `words` (lower-cased) with `models` decoded together (their next-phoneme
 /// probabilities averaged at every step: [`greedy_decode_ensemble`], [`beam_decode_ensemble`]),
 /// `batch_size` words at a time; `beam` 1 is greedy. One model pronounces as
-/// [`G2p::pronounce`].
+/// [`G2p::pronounce`]. Right-to-left models decode the same way and their output is turned
+/// to reading order; models of both directions together rescore each other's candidates
+/// ([`rescore_both_directions`], `beam` candidates per direction).
 ///
 /// # Errors
 /// No models, models whose letters or phonemes differ, unknown characters or an empty word.
@@ -143,6 +176,9 @@ pub fn pronounce_ensemble(
     device: &Device,
 ) -> Result<Vec<Vec<String>>> {
     let first = check_vocabularies(models)?;
+    let both_directions = models
+        .iter()
+        .any(|m| m.right_to_left != first.right_to_left);
     let networks: Vec<&EncoderDecoder> = models.iter().map(|m| &m.network).collect();
     // Sorting by length keeps padding (wasted work) low; the results go back in order.
     // Longest first: the first batch needs the most memory and later ones reuse it (shortest
@@ -154,11 +190,16 @@ pub fn pronounce_ensemble(
         let batch: Vec<String> = chunk.iter().map(|&i| words[i].to_lowercase()).collect();
         let source = first.encode_words(&batch, device)?;
         let longest = batch.iter().map(|w| w.chars().count()).max().unwrap_or(1);
-        let decoded = if beam <= 1 {
+        let mut decoded = if both_directions {
+            rescore_both_directions(models, source, beam, max_phonemes(longest))?
+        } else if beam <= 1 {
             greedy_decode_ensemble(&networks, source, max_phonemes(longest))?
         } else {
             beam_decode_ensemble(&networks, source, beam, max_phonemes(longest))?
         };
+        if first.right_to_left && !both_directions {
+            decoded.iter_mut().for_each(|ids| ids.reverse());
+        }
         for (&i, ids) in chunk.iter().zip(decoded) {
             results[i] = ids
                 .iter()

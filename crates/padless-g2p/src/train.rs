@@ -65,6 +65,11 @@ pub struct TrainConfig {
     /// trained weights and the better of the two competes for the checkpoint.
     #[serde(default)]
     pub weight_average: Option<f64>,
+    /// Learn each pronunciation last phoneme first ([`G2p::right_to_left`]): a model whose
+    /// errors differ from a left-to-right one's, for rescoring a pair (see
+    /// [`crate::model::pronounce_ensemble`]). It still pronounces in reading order.
+    #[serde(default)]
+    pub right_to_left: bool,
 }
 
 fn one() -> usize {
@@ -117,6 +122,7 @@ impl TrainConfig {
             schedule: Schedule::Plateau,
             label_smoothing: 0.0,
             weight_average: None,
+            right_to_left: false,
         }
     }
 
@@ -140,6 +146,7 @@ impl TrainConfig {
             schedule: Schedule::Plateau,
             label_smoothing: 0.0,
             weight_average: None,
+            right_to_left: false,
         }
     }
 
@@ -253,7 +260,12 @@ pub fn train(
         .cloned()
         .collect();
     let (letters, phonemes) = vocabularies(&all);
-    let pairs = make_pairs(&split.train, &letters, &phonemes)?;
+    let mut pairs = make_pairs(&split.train, &letters, &phonemes)?;
+    if config.right_to_left {
+        for pair in &mut pairs {
+            pair.phonemes.reverse();
+        }
+    }
     device.seed(config.seed);
     let mut network = config.network(&letters, &phonemes).init(device)?;
     let parameters = network.n_parameters();
@@ -321,6 +333,7 @@ pub fn train(
             network: network.valid(),
             letters: letters.clone(),
             phonemes: phonemes.clone(),
+            right_to_left: config.right_to_left,
         };
         let report = evaluate(&model, validation, 1, 256, &inference)?;
         let averaged = match average.as_ref() {

@@ -216,6 +216,7 @@ fn an_ensemble_needs_shared_vocabularies_and_copies_pronounce_as_one_model() {
             network: config.init(&device).unwrap(),
             letters: letters.clone(),
             phonemes,
+            right_to_left: false,
         }
     };
     let model = make(phonemes("AE1 B K T D"));
@@ -242,4 +243,110 @@ fn an_ensemble_needs_shared_vocabularies_and_copies_pronounce_as_one_model() {
     );
     let err = pronounce_ensemble(&[], &words, 1, 3, &device).unwrap_err();
     assert!(err.to_string().contains("at least one model"), "{err}");
+}
+
+/// A right-to-left run learns too and pronounces in reading order (its network's raw output
+/// reversed); with a left-to-right model, each word gets the candidate of the two that scores
+/// higher summed over both models (each scoring in its own direction), in any batch.
+#[test]
+fn a_right_to_left_model_pronounces_in_reading_order_and_rescores_with_a_left_to_right_one() {
+    use padless::seq2seq::{greedy_decode, sequence_log_probs};
+    use padless_g2p::eval::evaluate_ensemble;
+    use padless_g2p::model::{max_phonemes, pronounce_ensemble};
+    let _run = one_run_at_a_time();
+    let split = tiny_split();
+    let dir = std::env::temp_dir().join(format!("padless-g2p-r2l-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (l2r_path, r2l_path) = (dir.join("l2r.safetensors"), dir.join("r2l.safetensors"));
+    let device = padless::training_device();
+    let config = TrainConfig {
+        max_epochs: 25,
+        ..tiny_config()
+    };
+    train(&split, &config, &l2r_path, &device, |_| {}).unwrap();
+    let r2l_config = TrainConfig {
+        right_to_left: true,
+        ..config
+    };
+    let report = train(&split, &r2l_config, &r2l_path, &device, |_| {}).unwrap();
+    // Validation compares reading-order output with the references: it learned.
+    assert!(report.best_validation_wer < 0.5, "{report:?}");
+    let inference = padless::default_device();
+    let (r2l, header) = G2p::load(&r2l_path, &inference).unwrap();
+    assert!(r2l.right_to_left);
+    assert_eq!(header["direction"], "right-to-left");
+    let (l2r, header) = G2p::load(&l2r_path, &inference).unwrap();
+    assert!(!l2r.right_to_left);
+    assert_eq!(header["direction"], "left-to-right");
+
+    // Training words and unseen ones (where the directions disagree more).
+    let words: Vec<String> = split
+        .validation
+        .iter()
+        .chain(&split.test)
+        .map(|e| e.word.clone())
+        .collect();
+    let r2l_words = r2l.pronounce(&words, 1, 64, &inference).unwrap();
+    let longest = words.iter().map(|w| w.len()).max().unwrap();
+    let raw = greedy_decode(
+        &r2l.network,
+        r2l.encode_words(&words, &inference).unwrap(),
+        max_phonemes(longest),
+    )
+    .unwrap();
+    for (said, raw) in r2l_words.iter().zip(&raw) {
+        let reversed: Vec<String> = raw
+            .iter()
+            .rev()
+            .map(|&id| r2l.phonemes.symbol(id).unwrap().to_string())
+            .collect();
+        assert_eq!(said, &reversed);
+    }
+
+    let l2r_words = l2r.pronounce(&words, 1, 64, &inference).unwrap();
+    let pair = [l2r.clone(), r2l.clone()];
+    let picks = pronounce_ensemble(&pair, &words, 1, 64, &inference).unwrap();
+    // Summed log-probability of a reading-order pronunciation of `word` over both models.
+    let score = |word: &String, phonemes: &[String]| -> f64 {
+        let ids: Vec<i64> = phonemes
+            .iter()
+            .map(|p| l2r.phonemes.id(p).unwrap())
+            .collect();
+        let backwards: Vec<i64> = ids.iter().rev().copied().collect();
+        [(&l2r, ids), (&r2l, backwards)]
+            .into_iter()
+            .map(|(model, ids)| {
+                let source = model
+                    .encode_words(std::slice::from_ref(word), &inference)
+                    .unwrap();
+                f64::from(sequence_log_probs(&model.network, source, &[ids]).unwrap()[0])
+            })
+            .sum()
+    };
+    let mut differ = 0;
+    for (i, word) in words.iter().enumerate() {
+        let (pick, a, b) = (&picks[i], &l2r_words[i], &r2l_words[i]);
+        assert!(
+            pick == a || pick == b,
+            "{word}: {pick:?} is neither {a:?} nor {b:?}"
+        );
+        let other = if pick == a { b } else { a };
+        assert!(
+            score(word, pick) >= score(word, other) - 1e-4,
+            "{word}: picked {pick:?} over {other:?}"
+        );
+        differ += usize::from(a != b);
+    }
+    assert!(
+        differ > 0,
+        "the two directions agree on every word: nothing was rescored"
+    );
+    // Batches of one pronounce the same; evaluation reads the same picks.
+    assert_eq!(
+        pronounce_ensemble(&pair, &words, 1, 1, &inference).unwrap(),
+        picks
+    );
+    let both = evaluate_ensemble(&pair, &split.validation, 1, 64, &inference).unwrap();
+    assert!(both.wer < 0.5, "{both:?}");
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -110,6 +110,10 @@ pub fn greedy_decode_ensemble(
     Ok(outputs)
 }
 
+/// One row's candidates from [`beam_decode_n_best`]: `(score, tokens)`, best first; the
+/// tokens without start or end symbol.
+pub type Candidates = Vec<(f32, Vec<i64>)>;
+
 /// Beam search with `width` hypotheses per row, batched over rows and beams. A hypothesis
 /// ends when it emits [`EOS`]; a row stops when it holds `width` ended hypotheses or when its
 /// best ended hypothesis beats every open one (scores only fall). The score is the sum of
@@ -141,6 +145,30 @@ pub fn beam_decode_ensemble(
     width: usize,
     max_len: usize,
 ) -> Result<Vec<Vec<i64>>> {
+    Ok(beam_decode_n_best(models, source, width, max_len)?
+        .into_iter()
+        .map(|list| list.into_iter().next().map(|h| h.1).unwrap_or_default())
+        .collect())
+}
+
+/// [`beam_decode_ensemble`]'s candidates: for each row, up to `width` hypotheses with their
+/// scores (the sum of the steps' log mean probabilities, [`ensemble_scores`]), best first:
+/// the ended ones, or the open ones of highest score where none ended within `max_len`
+/// steps. The first of each row is what [`beam_decode_ensemble`] returns. For rescoring the
+/// candidates with other models ([`sequence_log_probs`]).
+///
+/// # Masking
+/// As [`greedy_decode`]: padded source letters are invisible, so a row's candidates do not
+/// depend on the batch.
+///
+/// # Errors
+/// As [`beam_decode_ensemble`].
+pub fn beam_decode_n_best(
+    models: &[&EncoderDecoder],
+    source: Tensor<2, Int>,
+    width: usize,
+    max_len: usize,
+) -> Result<Vec<Candidates>> {
     let n_tokens = check_ensemble(models)?;
     if width == 0 {
         return Err(Error::config(
@@ -238,19 +266,22 @@ pub fn beam_decode_ensemble(
             break;
         }
     }
-    Ok((0..batch)
-        .map(|b| {
-            let best_ended = ended[b]
-                .iter()
-                .max_by(|x, y| x.0.total_cmp(&y.0))
-                .map(|e| e.1.clone());
-            best_ended.unwrap_or_else(|| {
-                (0..width)
+    Ok(ended
+        .into_iter()
+        .enumerate()
+        .map(|(b, mut list)| {
+            if list.is_empty() {
+                list = (0..width)
                     .map(|k| b * width + k)
-                    .max_by(|&x, &y| scores[x].total_cmp(&scores[y]))
-                    .map(|r| hypotheses[r].clone())
-                    .unwrap_or_default()
-            })
+                    .filter(|&r| scores[r].is_finite())
+                    .map(|r| (scores[r], hypotheses[r].clone()))
+                    .collect();
+            }
+            // Among equal scores the one found last comes first (a stable sort of the
+            // reversed list), as the single best pick always did.
+            list.reverse();
+            list.sort_by(|x, y| y.0.total_cmp(&x.0));
+            list
         })
         .collect())
 }

@@ -1,0 +1,134 @@
+//! Rescoring: `sequence_log_probs` is the sum of the per-step log-softmaxes that the model's
+//! own `step` gives the sequence and its end symbol (float64 reference), the same for a row
+//! alone and in a padded batch; `beam_decode_n_best` lists its candidates best first, its
+//! first is `beam_decode`'s pick, and a one-model beam's scores are the candidates' own
+//! log-probabilities; bad input is a clear error.
+
+use padless::seq2seq::{
+    AttentionKind, BOS, EOS, EncoderDecoder, EncoderDecoderConfig, beam_decode,
+    beam_decode_ensemble, beam_decode_n_best, sequence_log_probs,
+};
+use padless::tensor_util::{f32_vec, int_tensor_from};
+
+mod common;
+use common::ids;
+
+fn make_model(seed: u64, attention: AttentionKind) -> EncoderDecoder {
+    let device = padless::default_device();
+    device.seed(seed);
+    EncoderDecoderConfig {
+        n_source_tokens: 7,
+        n_target_tokens: 6,
+        d_embedding: 5,
+        d_encoder: 4,
+        encoder_layers: 1,
+        decoder_layers: 1,
+        attention,
+        dropout: 0.0,
+    }
+    .init(&device)
+    .unwrap()
+}
+
+/// `log p(sequence EOS | source row)` from the model's own steps, one row at a time, in f64.
+fn reference(model: &EncoderDecoder, source: &[i64], sequence: &[i64]) -> f64 {
+    let device = padless::default_device();
+    let source = ids(&[source], source.len());
+    let encoded = model.encode(source).unwrap();
+    let mut states = encoded.states.clone();
+    let mut previous = BOS;
+    let mut total = 0.0;
+    for &next in sequence.iter().chain(std::iter::once(&EOS)) {
+        let (logits, after) = model
+            .step(
+                int_tensor_from(&[previous], [1], &device),
+                &states,
+                &encoded,
+            )
+            .unwrap();
+        let logits: Vec<f64> = f32_vec(logits).iter().map(|&v| v as f64).collect();
+        let max = logits.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+        let log_sum = max + logits.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+        total += logits[next as usize] - log_sum;
+        states = after;
+        previous = next;
+    }
+    total
+}
+
+#[test]
+fn sequence_log_probs_sum_the_models_own_step_log_probabilities() {
+    let model = make_model(3, AttentionKind::Dot { scaled: true });
+    let rows: [&[i64]; 4] = [&[3, 4, 5], &[6], &[2, 2], &[1, 5, 6, 3]];
+    let sequences = vec![vec![3, 4], vec![], vec![5, 5, 5, 3], vec![4]];
+    let source = ids(&rows, 4);
+    let got = sequence_log_probs(&model, source, &sequences).unwrap();
+    for ((row, sequence), got) in rows.iter().zip(&sequences).zip(&got) {
+        let want = reference(&model, row, sequence);
+        assert!(
+            (*got as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
+            "{row:?} -> {sequence:?}: {got} vs {want}"
+        );
+        assert!(*got < 0.0);
+    }
+    // Alone (no padding, no longer sequence beside it) it scores the same.
+    let alone = sequence_log_probs(&model, ids(&[rows[1]], 1), &sequences[1..2]).unwrap();
+    assert!((alone[0] - got[1]).abs() <= 1e-5 * (1.0 + got[1].abs()));
+}
+
+#[test]
+fn n_best_lists_are_sorted_start_with_the_beams_pick_and_score_their_candidates() {
+    let model = make_model(5, AttentionKind::General);
+    let rows: [&[i64]; 3] = [&[3, 4, 5, 1], &[6, 2], &[2]];
+    let source = ids(&rows, 4);
+    let width = 3;
+    let n_best = beam_decode_n_best(&[&model], source.clone(), width, 20).unwrap();
+    let best = beam_decode(&model, source.clone(), width, 20).unwrap();
+    assert_eq!(n_best.len(), 3);
+    assert!(n_best.iter().any(|list| list.len() > 1), "{n_best:?}");
+    for ((list, best), row) in n_best.iter().zip(&best).zip(rows) {
+        assert!(!list.is_empty() && list.len() <= width);
+        assert_eq!(&list[0].1, best);
+        assert!(list.windows(2).all(|w| w[0].0 >= w[1].0), "{list:?}");
+        for (score, hypothesis) in list {
+            // Ended hypotheses score their end symbol too: the model's own log-probability.
+            let want = reference(&model, row, hypothesis);
+            assert!(
+                (*score as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                "{row:?}: {hypothesis:?} beam {score} vs {want}"
+            );
+        }
+    }
+    // Two models: the first candidate is still the ensemble beam's pick.
+    let other = make_model(9, AttentionKind::Dot { scaled: false });
+    let models = [&model, &other];
+    let lists = beam_decode_n_best(&models, source.clone(), width, 20).unwrap();
+    let picks = beam_decode_ensemble(&models, source, width, 20).unwrap();
+    for (list, pick) in lists.iter().zip(&picks) {
+        assert_eq!(&list[0].1, pick);
+    }
+}
+
+#[test]
+fn bad_sequences_are_clear_errors() {
+    let model = make_model(1, AttentionKind::Dot { scaled: true });
+    let source = ids(&[&[1, 2], &[3]], 2);
+    let err = sequence_log_probs(&model, source.clone(), &[vec![3]])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("one sequence per source row (2), found 1"),
+        "{err}"
+    );
+    let err = sequence_log_probs(&model, source.clone(), &[vec![3], vec![4, EOS]])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("sequence 1") && err.contains("found 2"),
+        "{err}"
+    );
+    let err = sequence_log_probs(&model, source, &[vec![6], vec![]])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("3..6, found 6"), "{err}");
+}
