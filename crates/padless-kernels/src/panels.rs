@@ -379,13 +379,14 @@ mod tests {
 
     #[test]
     fn packed_products_gather_a_column_map_with_breaks_inside_panels() {
-        // Columns 0..20 contiguous, then a jump, then reversed pairs: a panel of 32 mixes a
-        // contiguous run with scattered columns, and the second panel is partial.
+        // The first panel of 32 columns mixes a contiguous run (0..20) with columns in
+        // reverse order, so it is copied element by element; the second, partial one (13
+        // columns) is contiguous from an offset, so each of its rows is one copy.
         let (m, k, n, ld) = (5, 9, 45, 80);
         let map = |c: usize| match c {
             0..20 => c,
-            20..30 => c + 13,
-            _ => 79 - (c - 30),
+            20..32 => 79 - (c - 20),
+            _ => c + 14,
         };
         let src = values(k * ld, 6);
         let b: Vec<f32> = (0..k * n).map(|i| src[(i / n) * ld + map(i % n)]).collect();
