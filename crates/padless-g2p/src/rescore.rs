@@ -4,6 +4,7 @@
 //! candidates and every model scores every candidate ([`rescore_both_directions`]).
 
 use burn::tensor::{Int, Tensor};
+use padless::rnn::fused::side_by_side;
 use padless::seq2seq::{
     EncoderDecoder, beam_decode_n_best, greedy_decode_ensemble, sequence_log_probs,
 };
@@ -35,16 +36,17 @@ pub fn rescore_both_directions(
     let [batch, _] = source.dims();
     let device = source.device();
     let mut candidates: Vec<Vec<Vec<i64>>> = vec![Vec::new(); batch];
-    for right_to_left in [false, true] {
+    // Each direction's proposals: its models decoded together.
+    let propose = |right_to_left: bool| -> Result<Vec<Vec<Vec<i64>>>> {
         let group: Vec<&EncoderDecoder> = models
             .iter()
             .filter(|m| m.right_to_left == right_to_left)
             .map(|m| &m.network)
             .collect();
         if group.is_empty() {
-            continue;
+            return Ok(Vec::new());
         }
-        let proposals: Vec<Vec<Vec<i64>>> = if width <= 1 {
+        Ok(if width <= 1 {
             greedy_decode_ensemble(&group, source.clone(), max_len)?
                 .into_iter()
                 .map(|ids| vec![ids])
@@ -54,7 +56,11 @@ pub fn rescore_both_directions(
                 .into_iter()
                 .map(|list| list.into_iter().map(|(_, ids)| ids).collect())
                 .collect()
-        };
+        })
+    };
+    // The two directions side by side, each on one core.
+    let (forward, backward) = side_by_side(|| propose(false), || propose(true));
+    for (right_to_left, proposals) in [(false, forward?), (true, backward?)] {
         for (row, list) in candidates.iter_mut().zip(proposals) {
             for mut ids in list {
                 if right_to_left {
@@ -92,14 +98,23 @@ pub fn rescore_both_directions(
         .map(|ids| ids.iter().rev().copied().collect())
         .collect();
     let rows = source.select(0, int_tensor_from(&owners, [owners.len()], &device));
+    // Each model's scores of all candidates, half of the models beside the other half.
+    let score = |part: &[G2p]| -> Result<Vec<Vec<f32>>> {
+        part.iter()
+            .map(|model| {
+                let sequences = if model.right_to_left {
+                    &reversed
+                } else {
+                    &flat
+                };
+                Ok(sequence_log_probs(&model.network, rows.clone(), sequences)?)
+            })
+            .collect()
+    };
+    let (early, late) = models.split_at(models.len() / 2);
+    let (early, late) = side_by_side(|| score(early), || score(late));
     let mut total = vec![0.0f64; flat.len()];
-    for model in models {
-        let sequences = if model.right_to_left {
-            &reversed
-        } else {
-            &flat
-        };
-        let scores = sequence_log_probs(&model.network, rows.clone(), sequences)?;
+    for scores in early?.into_iter().chain(late?) {
         for (sum, score) in total.iter_mut().zip(scores) {
             *sum += f64::from(score);
         }

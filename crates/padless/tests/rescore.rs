@@ -13,6 +13,8 @@ use padless::tensor_util::{f32_vec, int_tensor_from};
 mod common;
 use common::ids;
 
+/// A model drawn from the device's generator (the tests of this binary run on parallel
+/// threads, so the draws interleave: every assertion here holds for any weights).
 fn make_model(seed: u64, attention: AttentionKind) -> EncoderDecoder {
     let device = padless::default_device();
     device.seed(seed);
@@ -30,15 +32,34 @@ fn make_model(seed: u64, attention: AttentionKind) -> EncoderDecoder {
     .unwrap()
 }
 
+/// `model` with the end symbol's output bias lowered by `shift`: its beams end late or not
+/// within a few steps, so each row keeps several open candidates.
+fn with_late_end(mut model: EncoderDecoder, shift: f32) -> EncoderDecoder {
+    let mut weights = model.weights();
+    let bias = weights
+        .iter_mut()
+        .find(|w| w.name == "output/bias")
+        .expect("the output layer's bias");
+    bias.values[EOS as usize] -= shift;
+    model.set_weights(&weights).unwrap();
+    model
+}
+
 /// `log p(sequence EOS | source row)` from the model's own steps, one row at a time, in f64.
 fn reference(model: &EncoderDecoder, source: &[i64], sequence: &[i64]) -> f64 {
+    reference_of(model, source, sequence, true)
+}
+
+/// [`reference`], with the end symbol's term only when `ended`.
+fn reference_of(model: &EncoderDecoder, source: &[i64], sequence: &[i64], ended: bool) -> f64 {
     let device = padless::default_device();
     let source = ids(&[source], source.len());
     let encoded = model.encode(source).unwrap();
     let mut states = encoded.states.clone();
     let mut previous = BOS;
     let mut total = 0.0;
-    for &next in sequence.iter().chain(std::iter::once(&EOS)) {
+    let end = ended.then_some(&EOS);
+    for &next in sequence.iter().chain(end) {
         let (logits, after) = model
             .step(
                 int_tensor_from(&[previous], [1], &device),
@@ -78,32 +99,40 @@ fn sequence_log_probs_sum_the_models_own_step_log_probabilities() {
 
 #[test]
 fn n_best_lists_are_sorted_start_with_the_beams_pick_and_score_their_candidates() {
-    let model = make_model(5, AttentionKind::General);
     let rows: [&[i64]; 3] = [&[3, 4, 5, 1], &[6, 2], &[2]];
     let source = ids(&rows, 4);
-    let width = 3;
-    let n_best = beam_decode_n_best(&[&model], source.clone(), width, 20).unwrap();
-    let best = beam_decode(&model, source.clone(), width, 20).unwrap();
-    assert_eq!(n_best.len(), 3);
-    assert!(n_best.iter().any(|list| list.len() > 1), "{n_best:?}");
-    for ((list, best), row) in n_best.iter().zip(&best).zip(rows) {
-        assert!(!list.is_empty() && list.len() <= width);
-        assert_eq!(&list[0].1, best);
-        assert!(list.windows(2).all(|w| w[0].0 >= w[1].0), "{list:?}");
-        for (score, hypothesis) in list {
-            // Ended hypotheses score their end symbol too: the model's own log-probability.
-            let want = reference(&model, row, hypothesis);
-            assert!(
-                (*score as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                "{row:?}: {hypothesis:?} beam {score} vs {want}"
-            );
+    let (width, max_len) = (3, 6);
+    // A model as drawn (its beams may end at once) and one that rarely emits the end symbol
+    // (its rows keep `width` open candidates, scored without an end term).
+    let drawn = make_model(5, AttentionKind::General);
+    let late = with_late_end(make_model(7, AttentionKind::Dot { scaled: false }), 4.0);
+    for (model, must_branch) in [(&drawn, false), (&late, true)] {
+        let n_best = beam_decode_n_best(&[model], source.clone(), width, max_len).unwrap();
+        let best = beam_decode(model, source.clone(), width, max_len).unwrap();
+        assert_eq!(n_best.len(), 3);
+        if must_branch {
+            assert!(n_best.iter().any(|list| list.len() > 1), "{n_best:?}");
+        }
+        for ((list, best), row) in n_best.iter().zip(&best).zip(rows) {
+            assert!(!list.is_empty() && list.len() <= width);
+            assert_eq!(&list[0].1, best);
+            assert!(list.windows(2).all(|w| w[0].0 >= w[1].0), "{list:?}");
+            for (score, hypothesis) in list {
+                // An ended hypothesis (shorter than `max_len`) scores its end symbol too: the
+                // model's own log-probability; an open one stops at `max_len` tokens.
+                let ended = hypothesis.len() < max_len;
+                let want = reference_of(model, row, hypothesis, ended);
+                assert!(
+                    (*score as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                    "{row:?}: {hypothesis:?} beam {score} vs {want}"
+                );
+            }
         }
     }
     // Two models: the first candidate is still the ensemble beam's pick.
-    let other = make_model(9, AttentionKind::Dot { scaled: false });
-    let models = [&model, &other];
-    let lists = beam_decode_n_best(&models, source.clone(), width, 20).unwrap();
-    let picks = beam_decode_ensemble(&models, source, width, 20).unwrap();
+    let models = [&drawn, &late];
+    let lists = beam_decode_n_best(&models, source.clone(), width, max_len).unwrap();
+    let picks = beam_decode_ensemble(&models, source, width, max_len).unwrap();
     for (list, pick) in lists.iter().zip(&picks) {
         assert_eq!(&list[0].1, pick);
     }

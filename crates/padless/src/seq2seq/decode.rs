@@ -7,7 +7,7 @@ use burn::tensor::{Int, Tensor};
 use super::model::{BOS, EOS, Encoded, EncoderDecoder};
 use crate::error::{Error, Result};
 use crate::mask::{Mask, Padding};
-use crate::rnn::fused::{composite_here, kernel_threads, with_composite, with_kernel_threads};
+use crate::rnn::fused::{kernel_threads, side_by_side};
 use crate::sequence::{Truncating, pad_sequences};
 use crate::tensor_util::{f32_vec, i64_vec, int_tensor_from};
 
@@ -335,25 +335,17 @@ pub fn ensemble_scores(
 }
 
 /// `work(i)` for each of `n` models, in order. When the fused kernels may use two threads
-/// here, the models are split over this thread and one more (the kernels' kept helper thread,
-/// [`padless_kernels::side_by_side`]), each running its kernels on its own thread
-/// ([`with_kernel_threads`]): two models' steps side by side keep both cores busier than one
-/// model after the other with the kernels' thread pair. The results are the same either way.
+/// here, the models are split over this thread and one more ([`side_by_side`]), each running
+/// its kernels on its own thread: two models' steps side by side keep both cores busier than
+/// one model after the other with the kernels' thread pair. The results are the same either
+/// way.
 fn per_model<T: Send>(n: usize, work: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
     if n < 2 || kernel_threads() < 2 {
         return (0..n).map(work).collect();
     }
     let half = n.div_ceil(2);
-    let composite = composite_here();
-    let run = |range: std::ops::Range<usize>| {
-        let one = || with_kernel_threads(1, || range.map(&work).collect::<Vec<_>>());
-        if composite {
-            with_composite(one)
-        } else {
-            one()
-        }
-    };
-    let (mine, theirs) = padless_kernels::side_by_side(|| run(0..half), || run(half..n));
+    let run = |range: std::ops::Range<usize>| range.map(&work).collect::<Vec<_>>();
+    let (mine, theirs) = side_by_side(|| run(0..half), || run(half..n));
     mine.into_iter().chain(theirs).collect()
 }
 

@@ -77,6 +77,42 @@ pub fn with_kernel_threads<R>(threads: usize, f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Runs `a` and `b`, side by side when the fused kernels called here may use two threads
+/// ([`kernel_threads`]): `a` on this thread and `b` on the kernels' kept helper (or a scoped
+/// thread, [`padless_kernels::side_by_side`]), each with one-thread kernels and this thread's
+/// composite switch; else one after the other as they are. For independent pieces of work
+/// that each run recurrent layers (the models of an ensemble, the two directions of a G2P
+/// pair): two of them side by side keep both cores busier than one after the other with the
+/// kernels' thread pair. The results are the same either way; a panic of either reaches the
+/// caller.
+pub fn side_by_side<A: Send, B: Send>(
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    if kernel_threads() < 2 {
+        let first = a();
+        return (first, b());
+    }
+    let composite = composite_here();
+    let one_thread = move |f: Box<dyn FnOnce() + Send + '_>| {
+        let run = || with_kernel_threads(1, f);
+        if composite {
+            with_composite(run)
+        } else {
+            run()
+        }
+    };
+    let (mut first, mut second) = (None, None);
+    padless_kernels::side_by_side(
+        || one_thread(Box::new(|| first = Some(a()))),
+        || one_thread(Box::new(|| second = Some(b()))),
+    );
+    (
+        first.expect("side_by_side ran a"),
+        second.expect("side_by_side ran b"),
+    )
+}
+
 /// Whether this thread is inside [`with_composite`] (a thread started from it must enter it
 /// again to keep the composite path).
 pub(crate) fn composite_here() -> bool {
