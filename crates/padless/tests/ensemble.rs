@@ -4,7 +4,9 @@
 //! logits), a row decodes the same alone and in a padded batch, an ensemble of one model
 //! decodes as that model, and bad ensembles are clear errors.
 
-use padless::rnn::fused::{fused_enabled, kernel_threads, with_composite, with_kernel_threads};
+use padless::rnn::fused::{
+    fused_enabled, kernel_threads, side_by_side, with_composite, with_kernel_threads,
+};
 use padless::seq2seq::{
     AttentionKind, EOS, EncoderDecoder, EncoderDecoderConfig, beam_decode, beam_decode_ensemble,
     ensemble_scores, greedy_decode, greedy_decode_ensemble,
@@ -263,6 +265,26 @@ fn the_kernel_threads_and_composite_switch_of_a_thread_are_restored_after_a_pani
     });
     assert!(panicked.is_err());
     assert!(fused_enabled());
+}
+
+/// `side_by_side` returns both results in order, gives each side one-thread kernels when two
+/// are allowed here (else runs them one after the other as they are), and keeps the caller's
+/// composite switch on both threads.
+#[test]
+fn side_by_side_keeps_order_kernel_threads_and_the_composite_switch() {
+    let seen = || (kernel_threads(), fused_enabled());
+    let (a, b) = side_by_side(seen, seen);
+    let expected = if kernel_threads() >= 2 {
+        (1, true)
+    } else {
+        (kernel_threads(), true)
+    };
+    assert_eq!((a, b), (expected, expected));
+    let (a, b) = with_composite(|| side_by_side(seen, seen));
+    assert_eq!((a.1, b.1), (false, false));
+    let (a, b) = with_kernel_threads(1, || side_by_side(|| 1, seen));
+    assert_eq!((a, b), (1, (1, true)));
+    assert_eq!(side_by_side(|| "first", || "second"), ("first", "second"));
 }
 
 /// An error in one model's work (ids out of range), on either thread, is the ensemble's.
