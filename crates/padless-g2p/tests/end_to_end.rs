@@ -243,6 +243,21 @@ fn an_ensemble_needs_shared_vocabularies_and_copies_pronounce_as_one_model() {
     );
     let err = pronounce_ensemble(&[], &words, 1, 3, &device).unwrap_err();
     assert!(err.to_string().contains("at least one model"), "{err}");
+    // A saved direction that is neither of the two is a clear error naming both.
+    let dir = std::env::temp_dir().join(format!("padless-g2p-dir-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sideways.safetensors");
+    model
+        .save(&path, &[("direction", "sideways".to_string())])
+        .unwrap();
+    let err = G2p::load(&path, &device).unwrap_err().to_string();
+    assert!(
+        err.contains("`sideways`")
+            && err.contains("left-to-right")
+            && err.contains("right-to-left"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// A right-to-left run learns too and pronounces in reading order (its network's raw output
