@@ -40,13 +40,23 @@ pub fn set_fused_enabled(enabled: bool) {
 /// Runs `f` with the composite loop on this thread (for comparisons and tests). Restored when
 /// `f` returns or unwinds.
 pub fn with_composite<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
+    with_thread_setting(&COMPOSITE_HERE, true, f)
+}
+
+/// Runs `f` with this thread's `setting` at `value`, restoring the previous value when `f`
+/// returns or unwinds (a drop guard).
+fn with_thread_setting<T: Copy + 'static, R>(
+    setting: &'static std::thread::LocalKey<StdCell<T>>,
+    value: T,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Restore<T: Copy + 'static>(&'static std::thread::LocalKey<StdCell<T>>, T);
+    impl<T: Copy + 'static> Drop for Restore<T> {
         fn drop(&mut self) {
-            COMPOSITE_HERE.with(|c| c.set(self.0));
+            self.0.with(|c| c.set(self.1));
         }
     }
-    let _restore = Restore(COMPOSITE_HERE.with(|c| c.replace(true)));
+    let _restore = Restore(setting, setting.with(|c| c.replace(value)));
     f()
 }
 
@@ -67,14 +77,7 @@ pub fn set_kernel_threads(threads: usize) {
 /// decoded together) keeps each kernel on one thread this way. Restored when `f` returns or
 /// unwinds.
 pub fn with_kernel_threads<R>(threads: usize, f: impl FnOnce() -> R) -> R {
-    struct Restore(usize);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            THREADS_HERE.with(|c| c.set(self.0));
-        }
-    }
-    let _restore = Restore(THREADS_HERE.with(|c| c.replace(threads)));
-    f()
+    with_thread_setting(&THREADS_HERE, threads, f)
 }
 
 /// Runs `a` and `b`, side by side when the fused kernels called here may use two threads
