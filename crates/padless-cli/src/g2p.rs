@@ -55,6 +55,7 @@ enum MalformedArg {
 enum ScheduleArg {
     Plateau,
     Linear,
+    Anneal,
 }
 
 /// The decoder's attention score (`--attention`).
@@ -133,7 +134,8 @@ pub struct TrainArgs {
     #[arg(long)]
     patience: Option<usize>,
     /// Learning-rate schedule: `plateau` halves it when validation stops improving, `linear`
-    /// takes it down to 0 at the end of the epoch or time budget (overrides the preset).
+    /// takes it down to 0 at the end of the epoch or time budget, `anneal` is `plateau` and
+    /// then a linear fall to 1% over the budget's last third (overrides the preset).
     #[arg(long, value_enum)]
     schedule: Option<ScheduleArg>,
     /// Adam's initial learning rate (overrides the preset).
@@ -296,6 +298,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
     config.schedule = match args.schedule {
         Some(ScheduleArg::Plateau) => Schedule::Plateau,
         Some(ScheduleArg::Linear) => Schedule::Linear,
+        Some(ScheduleArg::Anneal) => Schedule::Anneal,
         None => config.schedule,
     };
     if !(config.learning_rate > 0.0 && config.learning_rate.is_finite()) {

@@ -87,6 +87,11 @@ pub enum Schedule {
     /// `max_minutes` and the fraction of `max_epochs` done (at least 1% of the initial rate
     /// remains). Training on a fixed time budget gains from ending at a small rate.
     Linear,
+    /// The plateau rule, then over the last third of the budget a linear fall to 1% of the
+    /// rate it has reached: before each step the rate is `current * min(1, 3 (1 - progress))`
+    /// (at least 1% of `current`). A warmup-free "stable, then decay" schedule: most steps at
+    /// a high rate, and a short annealing that ends near a minimum.
+    Anneal,
 }
 
 impl Schedule {
@@ -96,6 +101,7 @@ impl Schedule {
         match self {
             Schedule::Plateau => current,
             Schedule::Linear => initial * (1.0 - progress.clamp(0.0, 1.0)).max(0.01),
+            Schedule::Anneal => current * (3.0 * (1.0 - progress)).clamp(0.01, 1.0),
         }
     }
 }
@@ -372,7 +378,7 @@ pub fn train(
             since_best = 0;
         } else {
             since_best += 1;
-            if since_best % config.patience.max(1) == 0 && config.schedule == Schedule::Plateau {
+            if since_best % config.patience.max(1) == 0 && config.schedule != Schedule::Linear {
                 learning_rate *= 0.5;
             }
         }
@@ -429,5 +435,17 @@ mod tests {
         assert!((rate(0.995) - 2e-5).abs() < 1e-15);
         assert!((rate(1.5) - 2e-5).abs() < 1e-15);
         assert_eq!(Schedule::Plateau.rate(2e-3, 5e-4, 0.7), 5e-4);
+    }
+
+    #[test]
+    fn anneal_keeps_the_plateau_rate_for_two_thirds_then_falls_to_one_percent_of_it() {
+        let rate = |progress| Schedule::Anneal.rate(2e-3, 5e-4, progress);
+        assert_eq!(rate(0.0), 5e-4);
+        assert_eq!(rate(0.6), 5e-4);
+        // 3 * (1 - 5/6) = 1/2 of the current rate; 3 * (1 - 0.9) = 0.3 of it.
+        assert!((rate(5.0 / 6.0) - 2.5e-4).abs() < 1e-15);
+        assert!((rate(0.9) - 1.5e-4).abs() < 1e-15);
+        assert!((rate(0.999) - 5e-6).abs() < 1e-15);
+        assert!((rate(1.2) - 5e-6).abs() < 1e-15);
     }
 }
