@@ -1,6 +1,6 @@
 //! Grapheme-to-phoneme conversion on the CMU Pronouncing Dictionary: letters in, ARPAbet
-//! phonemes with stress digits out, with padless's [`EncoderDecoder`]
-//! (padless::seq2seq::EncoderDecoder): a bidirectional LSTM encoder whose mask makes padded
+//! phonemes with stress digits out, with padless's
+//! [`EncoderDecoder`](padless::seq2seq::EncoderDecoder): a bidirectional LSTM encoder whose mask makes padded
 //! letters invisible, an LSTM decoder with attention over the encoder outputs that respects
 //! that mask, teacher forcing, and a loss masked on the decoder's targets.
 //!

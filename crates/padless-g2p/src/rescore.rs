@@ -1,12 +1,15 @@
 //! Models of both reading directions pronounced together: a model trained right to left
 //! ([`crate::train::TrainConfig::right_to_left`]) cannot share a decoding step with a
 //! left-to-right one (their steps write different phonemes), so each direction proposes
-//! candidates and every model scores every candidate ([`rescore_both_directions`]).
+//! candidates and every model scores every candidate ([`rescore_both_directions`]), each from
+//! its encoder result computed once, and its own greedy proposal by the sum its decoding
+//! steps gave it.
 
 use burn::tensor::{Int, Tensor};
 use padless::rnn::fused::side_by_side;
 use padless::seq2seq::{
-    EncoderDecoder, beam_decode_n_best, greedy_decode_ensemble, sequence_log_probs,
+    Encoded, EncoderDecoder, beam_decode_n_best_encoded, greedy_decode_scored,
+    sequence_log_probs_encoded,
 };
 use padless::tensor_util::int_tensor_from;
 
@@ -17,8 +20,10 @@ use crate::model::G2p;
 /// direction's models, decoded together, propose their `width` best pronunciations (beam
 /// search; greedy, one each, for `width` 1), taken in reading order. A word with one distinct
 /// candidate (the directions agree) gets it; otherwise each model scores each candidate by its
-/// log-probability (teacher forced, in the model's own direction: [`sequence_log_probs`]),
-/// and the candidate with the highest sum over the models wins.
+/// log-probability (in the model's own direction: [`sequence_log_probs_encoded`] from the
+/// encoder result its proposals used, or, for its own greedy proposal, the sum its decoding
+/// steps gave it: [`greedy_decode_scored`]), and the candidate with the highest sum over the
+/// models wins.
 /// Returns phoneme ids in reading order.
 ///
 /// # Masking
@@ -35,103 +40,179 @@ pub fn rescore_both_directions(
 ) -> Result<Vec<Vec<i64>>> {
     let [batch, _] = source.dims();
     let device = source.device();
-    let mut candidates: Vec<Vec<Vec<i64>>> = vec![Vec::new(); batch];
-    // Each direction's proposals: its models decoded together.
-    let propose = |right_to_left: bool| -> Result<Vec<Vec<Vec<i64>>>> {
-        let group: Vec<&EncoderDecoder> = models
-            .iter()
-            .filter(|m| m.right_to_left == right_to_left)
-            .map(|m| &m.network)
-            .collect();
-        if group.is_empty() {
-            return Ok(Vec::new());
-        }
-        Ok(if width <= 1 {
-            greedy_decode_ensemble(&group, source.clone(), max_len)?
-                .into_iter()
-                .map(|ids| vec![ids])
-                .collect()
-        } else {
-            beam_decode_n_best(&group, source.clone(), width, max_len)?
-                .into_iter()
-                .map(|list| list.into_iter().map(|(_, ids)| ids).collect())
-                .collect()
-        })
+    let group = |right_to_left: bool| -> Vec<usize> {
+        (0..models.len())
+            .filter(|&m| models[m].right_to_left == right_to_left)
+            .collect()
     };
-    // The two directions side by side, each on one core.
-    let (forward, backward) = side_by_side(|| propose(false), || propose(true));
-    for (right_to_left, proposals) in [(false, forward?), (true, backward?)] {
-        for (row, list) in candidates.iter_mut().zip(proposals) {
-            for mut ids in list {
-                if right_to_left {
+    let (forward_models, backward_models) = (group(false), group(true));
+    // The two directions side by side, each on one core; each model's encoder result serves
+    // both its direction's proposals and its scores.
+    let (forward, backward) = side_by_side(
+        || propose(models, &forward_models, &source, width, max_len),
+        || propose(models, &backward_models, &source, width, max_len),
+    );
+    let (forward, backward) = (forward?, backward?);
+    // Each word's distinct candidates in reading order, with the scores already known.
+    let mut candidates: Vec<Vec<Candidate>> = vec![Vec::new(); batch];
+    for (members, proposals) in [(&forward_models, &forward), (&backward_models, &backward)] {
+        for (row, list) in proposals.lists.iter().enumerate() {
+            for (k, ids) in list.iter().enumerate() {
+                let mut ids = ids.clone();
+                if proposals.right_to_left {
                     ids.reverse();
                 }
-                if !row.contains(&ids) {
-                    row.push(ids);
+                let at = match candidates[row].iter().position(|c| c.ids == ids) {
+                    Some(at) => at,
+                    None => {
+                        candidates[row].push(Candidate {
+                            ids,
+                            known: vec![None; models.len()],
+                        });
+                        candidates[row].len() - 1
+                    }
+                };
+                if k == 0 {
+                    for (slot, &m) in members.iter().enumerate() {
+                        if let Some(score) = proposals.own_scores.get(slot).and_then(|s| s[row]) {
+                            candidates[row][at].known[m] = Some(score);
+                        }
+                    }
                 }
             }
         }
     }
-    // One row per candidate of a word with two or more (where the directions agree there is
-    // nothing to choose), each with its word's letters.
-    let contested = |list: &Vec<Vec<i64>>| list.len() > 1;
-    let owners: Vec<i64> = candidates
-        .iter()
-        .enumerate()
-        .filter(|(_, list)| contested(list))
-        .flat_map(|(b, list)| std::iter::repeat_n(b as i64, list.len()))
-        .collect();
-    if owners.is_empty() {
-        return Ok(candidates
-            .into_iter()
-            .map(|mut list| list.remove(0))
-            .collect());
-    }
-    let flat: Vec<Vec<i64>> = candidates
-        .iter()
-        .filter(|list| contested(list))
-        .flatten()
-        .cloned()
-        .collect();
-    let reversed: Vec<Vec<i64>> = flat
-        .iter()
-        .map(|ids| ids.iter().rev().copied().collect())
-        .collect();
-    let rows = source.select(0, int_tensor_from(&owners, [owners.len()], &device));
-    // Each model's scores of all candidates, half of the models beside the other half.
-    let score = |part: &[G2p]| -> Result<Vec<Vec<f32>>> {
+    // Each model scores the candidates of contested words (two or more candidates; where the
+    // directions agree there is nothing to choose) whose score it does not know, from its
+    // encoder result at their words' rows; half of the models beside the other half.
+    let encoded_of = |m: usize| -> &Encoded {
+        let (members, proposals) = if models[m].right_to_left {
+            (&backward_models, &backward)
+        } else {
+            (&forward_models, &forward)
+        };
+        let slot = members.iter().position(|&x| x == m).expect("a member");
+        &proposals.encoded[slot]
+    };
+    let score = |part: &[usize]| -> Result<Vec<Vec<f32>>> {
         part.iter()
-            .map(|model| {
-                let sequences = if model.right_to_left {
-                    &reversed
-                } else {
-                    &flat
-                };
-                Ok(sequence_log_probs(&model.network, rows.clone(), sequences)?)
+            .map(|&m| {
+                let (owners, sequences): (Vec<i64>, Vec<Vec<i64>>) = candidates
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, list)| list.len() > 1)
+                    .flat_map(|(row, list)| {
+                        list.iter()
+                            .filter(|c| c.known[m].is_none())
+                            .map(move |c| (row as i64, c.ids.clone()))
+                    })
+                    .map(|(row, mut ids)| {
+                        if models[m].right_to_left {
+                            ids.reverse();
+                        }
+                        (row, ids)
+                    })
+                    .unzip();
+                if owners.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let index = int_tensor_from(&owners, [owners.len()], &device);
+                let rows = encoded_of(m).select_rows(&index);
+                Ok(sequence_log_probs_encoded(
+                    &models[m].network,
+                    &rows,
+                    &sequences,
+                )?)
             })
             .collect()
     };
-    let (early, late) = models.split_at(models.len() / 2);
+    let all: Vec<usize> = (0..models.len()).collect();
+    let (early, late) = all.split_at(models.len() / 2);
     let (early, late) = side_by_side(|| score(early), || score(late));
-    let mut total = vec![0.0f64; flat.len()];
-    for scores in early?.into_iter().chain(late?) {
-        for (sum, score) in total.iter_mut().zip(scores) {
-            *sum += f64::from(score);
+    let computed: Vec<Vec<f32>> = early?.into_iter().chain(late?).collect();
+    // Fill in the computed scores in the order they were listed.
+    for (m, scores) in computed.into_iter().enumerate() {
+        let mut scores = scores.into_iter();
+        for list in candidates.iter_mut().filter(|list| list.len() > 1) {
+            for candidate in list.iter_mut().filter(|c| c.known[m].is_none()) {
+                candidate.known[m] = scores.next();
+            }
         }
     }
-    let mut at = 0;
     Ok(candidates
         .into_iter()
         .map(|mut list| {
-            if !contested(&list) {
-                return list.remove(0);
+            if list.len() == 1 {
+                return list.remove(0).ids;
             }
-            let scores = &total[at..at + list.len()];
-            at += list.len();
+            let total = |c: &Candidate| -> f64 {
+                c.known
+                    .iter()
+                    .map(|s| f64::from(s.expect("every score known")))
+                    .sum()
+            };
             let best = (0..list.len())
-                .max_by(|&x, &y| scores[x].total_cmp(&scores[y]))
+                .max_by(|&x, &y| total(&list[x]).total_cmp(&total(&list[y])))
                 .unwrap_or(0);
-            list.swap_remove(best)
+            list.swap_remove(best).ids
         })
         .collect())
+}
+
+/// One candidate pronunciation of a word (reading order) with each model's score of it where
+/// known.
+#[derive(Clone)]
+struct Candidate {
+    ids: Vec<i64>,
+    known: Vec<Option<f32>>,
+}
+
+/// One direction's proposals: its models' encoder results, each row's candidates (in the
+/// direction's own order), and for greedy proposals each model's score of its row's first
+/// candidate (`own_scores[slot][row]`).
+struct Proposals {
+    right_to_left: bool,
+    encoded: Vec<Encoded>,
+    lists: Vec<Vec<Vec<i64>>>,
+    own_scores: Vec<Vec<Option<f32>>>,
+}
+
+/// The proposals of the models `members` (of one direction) decoded together.
+fn propose(
+    models: &[G2p],
+    members: &[usize],
+    source: &Tensor<2, Int>,
+    width: usize,
+    max_len: usize,
+) -> Result<Proposals> {
+    let right_to_left = members.first().is_some_and(|&m| models[m].right_to_left);
+    if members.is_empty() {
+        return Ok(Proposals {
+            right_to_left,
+            encoded: Vec::new(),
+            lists: Vec::new(),
+            own_scores: Vec::new(),
+        });
+    }
+    let networks: Vec<&EncoderDecoder> = members.iter().map(|&m| &models[m].network).collect();
+    let encoded = networks
+        .iter()
+        .map(|network| network.encode(source.clone()))
+        .collect::<padless::Result<Vec<_>>>()?;
+    let (lists, own_scores) = if width <= 1 {
+        let (tokens, scores) = greedy_decode_scored(&networks, encoded.clone(), max_len)?;
+        (tokens.into_iter().map(|ids| vec![ids]).collect(), scores)
+    } else {
+        let lists = beam_decode_n_best_encoded(&networks, encoded.clone(), width, max_len)?
+            .into_iter()
+            .map(|list| list.into_iter().map(|(_, ids)| ids).collect())
+            .collect();
+        (lists, Vec::new())
+    };
+    Ok(Proposals {
+        right_to_left,
+        encoded,
+        lists,
+        own_scores,
+    })
 }

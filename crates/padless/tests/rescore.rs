@@ -2,11 +2,14 @@
 //! own `step` gives the sequence and its end symbol (float64 reference), the same for a row
 //! alone and in a padded batch; `beam_decode_n_best` lists its candidates best first, its
 //! first is `beam_decode`'s pick, and a one-model beam's scores are the candidates' own
-//! log-probabilities; bad input is a clear error.
+//! log-probabilities; greedy decoding's own scores are each model's teacher-forced score of
+//! the output (none for a row that did not end); the `_encoded` variants, fed rows selected from one encoder result,
+//! equal the plain functions on those rows' sources; bad input is a clear error.
 
 use padless::seq2seq::{
     AttentionKind, BOS, EOS, EncoderDecoder, EncoderDecoderConfig, beam_decode,
-    beam_decode_ensemble, beam_decode_n_best, sequence_log_probs,
+    beam_decode_ensemble, beam_decode_n_best, beam_decode_n_best_encoded, greedy_decode_encoded,
+    greedy_decode_ensemble, greedy_decode_scored, sequence_log_probs, sequence_log_probs_encoded,
 };
 use padless::tensor_util::{f32_vec, int_tensor_from};
 
@@ -160,4 +163,119 @@ fn bad_sequences_are_clear_errors() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("3..6, found 6"), "{err}");
+}
+
+#[test]
+fn encoded_variants_on_selected_rows_equal_the_plain_functions_on_those_rows() {
+    let device = padless::default_device();
+    let a = make_model(11, AttentionKind::Dot { scaled: false });
+    let b = with_late_end(make_model(13, AttentionKind::General), 1.0);
+    let rows: [&[i64]; 4] = [&[3, 4, 5, 1], &[6], &[2, 2, 6], &[5, 1]];
+    let source = ids(&rows, 4);
+    // Rows 2, 0, 0, 3 of the batch's encoder results (one repeated, one left out): the
+    // shortest row's padding (t_source 4) stays masked after the selection.
+    let picked = [2i64, 0, 0, 3];
+    let index = int_tensor_from(&picked, [4], &device);
+    let picked_rows: Vec<&[i64]> = picked.iter().map(|&r| rows[r as usize]).collect();
+    let picked_source = ids(&picked_rows, 4);
+    let models = [&a, &b];
+    let encoded: Vec<_> = models
+        .iter()
+        .map(|m| m.encode(source.clone()).unwrap().select_rows(&index))
+        .collect();
+    let (max_len, width) = (5, 3);
+    assert_eq!(
+        greedy_decode_encoded(&models, encoded.clone(), max_len).unwrap(),
+        greedy_decode_ensemble(&models, picked_source.clone(), max_len).unwrap()
+    );
+    let from_encoded =
+        beam_decode_n_best_encoded(&models, encoded.clone(), width, max_len).unwrap();
+    let plain = beam_decode_n_best(&models, picked_source.clone(), width, max_len).unwrap();
+    for (x, y) in from_encoded.iter().zip(&plain) {
+        assert_eq!(x.len(), y.len());
+        for ((sx, hx), (sy, hy)) in x.iter().zip(y) {
+            assert_eq!(hx, hy);
+            assert!((sx - sy).abs() <= 1e-5 * (1.0 + sy.abs()), "{sx} vs {sy}");
+        }
+    }
+    let sequences = vec![vec![3, 4], vec![], vec![5], vec![4, 4, 3]];
+    for (model, encoded) in models.iter().zip(&encoded) {
+        let got = sequence_log_probs_encoded(model, encoded, &sequences).unwrap();
+        let want = sequence_log_probs(model, picked_source.clone(), &sequences).unwrap();
+        for ((g, w), (row, sequence)) in got
+            .iter()
+            .zip(&want)
+            .zip(picked_rows.iter().zip(&sequences))
+        {
+            assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{g} vs {w}");
+            let exact = reference(model, row, sequence);
+            assert!((*g as f64 - exact).abs() <= 1e-4 * (1.0 + exact.abs()));
+        }
+    }
+    // One encoder result per model, all of the same rows.
+    let err = greedy_decode_encoded(&models, encoded[..1].to_vec(), max_len)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("each of the 2 models, found 1"), "{err}");
+    let short = a.encode(ids(&rows[..3], 4)).unwrap();
+    let err = beam_decode_n_best_encoded(&models, vec![encoded[0].clone(), short], width, max_len)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("model 0's has 4, model 1's has 3"), "{err}");
+    let err = sequence_log_probs_encoded(&a, &encoded[0], &sequences[..2])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("one sequence per source row (4), found 2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn greedy_scores_are_each_models_own_score_of_the_output_and_none_where_no_end() {
+    let rows: [&[i64]; 3] = [&[3, 4, 5, 1], &[6, 2], &[2]];
+    let source = ids(&rows, 4);
+    let max_len = 4;
+    let drawn = make_model(17, AttentionKind::Dot { scaled: true });
+    // Lowered by 30 the end symbol never wins within `max_len` steps.
+    let never_ends = with_late_end(make_model(19, AttentionKind::General), 30.0);
+    // Raised by 6 it wins at once (a score of the end symbol alone); beside `drawn` the
+    // ensemble's rows end early too, and each model scores them its own way.
+    let ends_early = with_late_end(make_model(23, AttentionKind::General), -6.0);
+    for models in [vec![&drawn], vec![&ends_early, &drawn], vec![&never_ends]] {
+        let encoded: Vec<_> = models
+            .iter()
+            .map(|m| m.encode(source.clone()).unwrap())
+            .collect();
+        let (tokens, scores) = greedy_decode_scored(&models, encoded.clone(), max_len).unwrap();
+        assert_eq!(
+            tokens,
+            greedy_decode_ensemble(&models, source.clone(), max_len).unwrap()
+        );
+        assert_eq!(scores.len(), models.len());
+        for ((model, encoded), scores) in models.iter().zip(&encoded).zip(&scores) {
+            let teacher_forced = sequence_log_probs_encoded(model, encoded, &tokens).unwrap();
+            for ((score, want), (row, ids)) in scores
+                .iter()
+                .zip(&teacher_forced)
+                .zip(rows.iter().zip(&tokens))
+            {
+                if ids.len() == max_len {
+                    // No end symbol within `max_len` tokens: nothing to score by the steps.
+                    assert_eq!(*score, None, "{row:?} -> {ids:?}");
+                } else {
+                    let score = score.expect("an ended row has its score");
+                    assert!(
+                        (score - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                        "{row:?} -> {ids:?}: {score} vs {want}"
+                    );
+                }
+            }
+        }
+        if std::ptr::eq(models[0], &never_ends) {
+            assert!(scores[0].iter().all(Option::is_none), "{tokens:?}");
+        } else if std::ptr::eq(models[0], &ends_early) {
+            assert!(scores.iter().flatten().all(Option::is_some), "{tokens:?}");
+        }
+    }
 }

@@ -157,7 +157,7 @@ impl<C: Cell> Recurrent<C> {
     ///
     /// The outputs at steps `< lengths[b]` equal `forward_repeated`'s exactly (a forward
     /// recurrence is causal), so this replaces it wherever later steps are never read: a
-    /// decoder whose loss is masked by target lengths. [`Sequential`](crate::Sequential) uses
+    /// decoder whose loss is masked by target lengths. [`Sequential`](crate::sequential::Sequential) uses
     /// it that way during training.
     ///
     /// # Errors

@@ -1,5 +1,6 @@
-//! Batched greedy and beam-search decoding for an [`EncoderDecoder`], alone or as an
-//! ensemble of models decoded together (their next-token probabilities averaged).
+//! Batched greedy decoding for an [`EncoderDecoder`], alone or as an ensemble of models
+//! decoded together (their next-token probabilities averaged), and the ensemble step and
+//! checks that beam search ([`super::beam`]) shares.
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor};
@@ -48,9 +49,68 @@ pub fn greedy_decode_ensemble(
     max_len: usize,
 ) -> Result<Vec<Vec<i64>>> {
     check_ensemble(models)?;
-    let [batch, _] = source.dims();
-    let device = source.device();
-    let mut encoded = per_model(models.len(), |i| models[i].encode(source.clone()))?;
+    let encoded = per_model(models.len(), |i| models[i].encode(source.clone()))?;
+    greedy_decode_encoded(models, encoded, max_len)
+}
+
+/// [`greedy_decode_ensemble`] from each model's encoder result of the source rows
+/// (`encoded[m]` from `models[m]`'s [`EncoderDecoder::encode`]): for callers that encode once
+/// and then both decode and score the same rows ([`sequence_log_probs_encoded`]).
+///
+/// # Masking
+/// As [`greedy_decode`]: the encoder results carry the source mask, which attention keeps.
+///
+/// # Errors
+/// As [`greedy_decode_ensemble`], and a number of encoder results other than the number of
+/// models, or results whose batches differ.
+///
+/// [`sequence_log_probs_encoded`]: super::sequence_log_probs_encoded
+pub fn greedy_decode_encoded(
+    models: &[&EncoderDecoder],
+    encoded: Vec<Encoded>,
+    max_len: usize,
+) -> Result<Vec<Vec<i64>>> {
+    Ok(greedy(models, encoded, max_len, false)?.0)
+}
+
+/// [`greedy_decode_encoded`] that also returns what each model gives each row's output:
+/// `scores[m][row]` is `models[m]`'s `log p(tokens EOS | row)`, summed over the decoding
+/// steps as they run (what [`sequence_log_probs_encoded`] computes by teacher forcing, up to
+/// rounding), or `None` for a row that did not end within `max_len` tokens. A rescorer then
+/// needs to score only the candidates the models did not propose themselves.
+///
+/// # Errors
+/// As [`greedy_decode_encoded`].
+///
+/// [`sequence_log_probs_encoded`]: super::sequence_log_probs_encoded
+pub fn greedy_decode_scored(
+    models: &[&EncoderDecoder],
+    encoded: Vec<Encoded>,
+    max_len: usize,
+) -> Result<(Vec<Vec<i64>>, OutputScores)> {
+    let (tokens, sums) = greedy(models, encoded, max_len, true)?;
+    let scores = sums
+        .into_iter()
+        .map(|model| model.into_iter().map(|sum| sum.map(|s| s as f32)).collect())
+        .collect();
+    Ok((tokens, scores))
+}
+
+/// Each model's log-probability of each row's output, `scores[model][row]`, from
+/// [`greedy_decode_scored`]: `None` for a row that did not end.
+pub type OutputScores = Vec<Vec<Option<f32>>>;
+
+/// The greedy loop; with `keep_scores`, each model's summed log-probability of each row's
+/// tokens and end symbol (`None` until the row ends).
+#[allow(clippy::type_complexity)]
+fn greedy(
+    models: &[&EncoderDecoder],
+    mut encoded: Vec<Encoded>,
+    max_len: usize,
+    keep_scores: bool,
+) -> Result<(Vec<Vec<i64>>, Vec<Vec<Option<f64>>>)> {
+    let batch = check_encoded(models, &encoded)?;
+    let device = encoded[0].keys.device();
     // Each model's running decoder states; the steps read only the keys and mask of `encoded`.
     let mut states: Vec<Vec<Tensor<2>>> = encoded
         .iter_mut()
@@ -62,11 +122,27 @@ pub fn greedy_decode_ensemble(
     let mut finished = vec![false; batch];
     let mut previous = vec![BOS; batch];
     let mut outputs = vec![Vec::new(); batch];
+    let n_scored = if keep_scores { models.len() } else { 0 };
+    let mut sums = vec![vec![0.0f64; batch]; n_scored];
+    let mut ended = vec![vec![None; batch]; n_scored];
     for _ in 0..max_len {
         let n = rows.len();
         let tokens = int_tensor_from(&previous, [n], &device);
-        let (scores, next) = ensemble_scores(models, tokens, &states, &encoded)?;
-        states = next;
+        let (scores, model_log_probs) = if keep_scores {
+            let (logits, next) = step_each(models, tokens, &states, &encoded)?;
+            states = next;
+            let log_probs: Vec<Tensor<2>> = logits.into_iter().map(|l| log_softmax(l, 1)).collect();
+            let scores = if models.len() == 1 {
+                log_probs[0].clone()
+            } else {
+                mean_probability(log_probs.clone())
+            };
+            (scores, log_probs.into_iter().map(f32_vec).collect())
+        } else {
+            let (scores, next) = ensemble_scores(models, tokens, &states, &encoded)?;
+            states = next;
+            (scores, Vec::new())
+        };
         // Padding and the start symbol are never outputs: the choice is among EOS and up.
         let n_tokens = scores.dims()[1];
         previous = i64_vec(
@@ -78,9 +154,15 @@ pub fn greedy_decode_ensemble(
         .into_iter()
         .map(|t| t + EOS)
         .collect();
-        for (&row, &token) in rows.iter().zip(&previous) {
+        for (i, (&row, &token)) in rows.iter().zip(&previous).enumerate() {
             if finished[row] {
                 continue;
+            }
+            for (m, log_probs) in model_log_probs.iter().enumerate() {
+                sums[m][row] += f64::from(log_probs[i * n_tokens + token as usize]);
+                if token == EOS {
+                    ended[m][row] = Some(sums[m][row]);
+                }
             }
             if token == EOS {
                 finished[row] = true;
@@ -95,10 +177,7 @@ pub fn greedy_decode_ensemble(
         if 8 * (n - open.len()) >= n {
             let index: Vec<i64> = open.iter().map(|&i| i as i64).collect();
             let index = int_tensor_from(&index, [open.len()], &device);
-            encoded = encoded
-                .into_iter()
-                .map(|e| select_rows(e, &index))
-                .collect();
+            encoded = encoded.into_iter().map(|e| e.select_rows(&index)).collect();
             states = states
                 .into_iter()
                 .map(|s| select_states(s, &index))
@@ -107,183 +186,7 @@ pub fn greedy_decode_ensemble(
             rows = open.iter().map(|&i| rows[i]).collect();
         }
     }
-    Ok(outputs)
-}
-
-/// One row's candidates from [`beam_decode_n_best`]: `(score, tokens)`, best first; the
-/// tokens without start or end symbol.
-pub type Candidates = Vec<(f32, Vec<i64>)>;
-
-/// Beam search with `width` hypotheses per row, batched over rows and beams. A hypothesis
-/// ends when it emits [`EOS`]; a row stops when it holds `width` ended hypotheses or when its
-/// best ended hypothesis beats every open one (scores only fall). The score is the sum of
-/// log-probabilities; a row with no ended hypothesis after `max_len` steps returns its best
-/// open one. Width 1 equals [`greedy_decode`].
-///
-/// # Errors
-/// `width == 0`, or source ids out of range.
-pub fn beam_decode(
-    model: &EncoderDecoder,
-    source: Tensor<2, Int>,
-    width: usize,
-    max_len: usize,
-) -> Result<Vec<Vec<i64>>> {
-    beam_decode_ensemble(&[model], source, width, max_len)
-}
-
-/// [`beam_decode`] for an ensemble: a hypothesis scores the sum over its steps of the log of
-/// the mean probability over `models` ([`ensemble_scores`]); each model keeps its own encoder
-/// result and decoder states, reordered with the beams. One model decodes exactly as
-/// [`beam_decode`].
-///
-/// # Errors
-/// `width == 0`, no models, models whose `n_source_tokens` or `n_target_tokens` differ, or
-/// source ids out of range.
-pub fn beam_decode_ensemble(
-    models: &[&EncoderDecoder],
-    source: Tensor<2, Int>,
-    width: usize,
-    max_len: usize,
-) -> Result<Vec<Vec<i64>>> {
-    Ok(beam_decode_n_best(models, source, width, max_len)?
-        .into_iter()
-        .map(|list| list.into_iter().next().map(|h| h.1).unwrap_or_default())
-        .collect())
-}
-
-/// [`beam_decode_ensemble`]'s candidates: for each row, up to `width` hypotheses with their
-/// scores (the sum of the steps' log mean probabilities, [`ensemble_scores`]), best first:
-/// the ended ones, or the open ones of highest score where none ended within `max_len`
-/// steps. The first of each row is what [`beam_decode_ensemble`] returns. For rescoring the
-/// candidates with other models ([`sequence_log_probs`]).
-///
-/// # Masking
-/// As [`greedy_decode`]: padded source letters are invisible, so a row's candidates do not
-/// depend on the batch.
-///
-/// # Errors
-/// As [`beam_decode_ensemble`].
-pub fn beam_decode_n_best(
-    models: &[&EncoderDecoder],
-    source: Tensor<2, Int>,
-    width: usize,
-    max_len: usize,
-) -> Result<Vec<Candidates>> {
-    let n_tokens = check_ensemble(models)?;
-    if width == 0 {
-        return Err(Error::config(
-            "beam_decode",
-            "the beam width must be at least 1",
-        ));
-    }
-    let [batch, _] = source.dims();
-    let device = source.device();
-    let encoded = per_model(models.len(), |i| {
-        Ok(expand(models[i].encode(source.clone())?, width))
-    })?;
-    let rows = batch * width;
-    let mut states: Vec<Vec<Tensor<2>>> = encoded.iter().map(|e| e.states.clone()).collect();
-    let mut scores: Vec<f32> = (0..rows)
-        .map(|r| {
-            if r % width == 0 {
-                0.0
-            } else {
-                f32::NEG_INFINITY
-            }
-        })
-        .collect();
-    let mut hypotheses: Vec<Vec<i64>> = vec![Vec::new(); rows];
-    let mut previous = vec![BOS; rows];
-    let mut ended: Vec<Vec<(f32, Vec<i64>)>> = vec![Vec::new(); batch];
-    let mut done = vec![false; batch];
-    for _ in 0..max_len {
-        let tokens = int_tensor_from(&previous, [rows], &device);
-        let (step_scores, next) = ensemble_scores(models, tokens, &states, &encoded)?;
-        let log_probs = f32_vec(if models.len() == 1 {
-            log_softmax(step_scores, 1)
-        } else {
-            step_scores
-        });
-        let mut origin: Vec<i64> = (0..rows as i64).collect();
-        for b in 0..batch {
-            if done[b] {
-                continue;
-            }
-            let mut candidates: Vec<(f32, usize, i64)> = Vec::with_capacity(width * n_tokens);
-            for k in 0..width {
-                let r = b * width + k;
-                if scores[r].is_finite() {
-                    for token in (EOS as usize)..n_tokens {
-                        let lp = log_probs[r * n_tokens + token];
-                        candidates.push((scores[r] + lp, r, token as i64));
-                    }
-                }
-            }
-            candidates.sort_by(|a, c| c.0.total_cmp(&a.0));
-            let mut open = Vec::with_capacity(width);
-            for (score, r, token) in candidates {
-                if open.len() == width {
-                    break;
-                }
-                if token == EOS {
-                    if ended[b].len() < width {
-                        ended[b].push((score, hypotheses[r].clone()));
-                    }
-                } else {
-                    open.push((score, r, token));
-                }
-            }
-            let best_open = open.first().map_or(f32::NEG_INFINITY, |o| o.0);
-            let best_ended = ended[b]
-                .iter()
-                .map(|e| e.0)
-                .fold(f32::NEG_INFINITY, f32::max);
-            done[b] = ended[b].len() >= width || best_ended >= best_open;
-            let old: Vec<Vec<i64>> = (0..width)
-                .map(|k| hypotheses[b * width + k].clone())
-                .collect();
-            for k in 0..width {
-                let r = b * width + k;
-                match open.get(k) {
-                    Some(&(score, from, token)) => {
-                        let mut h = old[from - b * width].clone();
-                        h.push(token);
-                        hypotheses[r] = h;
-                        scores[r] = score;
-                        origin[r] = from as i64;
-                        previous[r] = token;
-                    }
-                    None => {
-                        scores[r] = f32::NEG_INFINITY;
-                        previous[r] = EOS;
-                    }
-                }
-            }
-        }
-        let order = int_tensor_from(&origin, [rows], &device);
-        states = next.into_iter().map(|s| select_states(s, &order)).collect();
-        if done.iter().all(|&d| d) {
-            break;
-        }
-    }
-    Ok(ended
-        .into_iter()
-        .enumerate()
-        .map(|(b, mut list)| {
-            if list.is_empty() {
-                list = (0..width)
-                    .map(|k| b * width + k)
-                    .filter(|&r| scores[r].is_finite())
-                    .map(|r| (scores[r], hypotheses[r].clone()))
-                    .collect();
-            }
-            // Among equal scores the one found last comes first (a stable sort of the
-            // reversed list), as the single best pick always did.
-            list.reverse();
-            list.sort_by(|x, y| y.0.total_cmp(&x.0));
-            list
-        })
-        .collect())
+    Ok((outputs, ended))
 }
 
 /// One decoder step of every model of an ensemble from the previous tokens `[rows]`: the
@@ -312,16 +215,33 @@ pub fn ensemble_scores(
             ),
         ));
     }
-    let (mut scores, next_states): (Vec<_>, Vec<_>) = per_model(models.len(), |i| {
-        models[i].step(tokens.clone(), &states[i], &encoded[i])
-    })?
-    .into_iter()
-    .unzip();
+    let (mut scores, next_states) = step_each(models, tokens, states, encoded)?;
     if models.len() == 1 {
         let logits = scores.pop().expect("one model");
         return Ok((logits, next_states));
     }
-    let log_probs: Vec<Tensor<2>> = scores.into_iter().map(|l| log_softmax(l, 1)).collect();
+    let log_probs = scores.into_iter().map(|l| log_softmax(l, 1)).collect();
+    Ok((mean_probability(log_probs), next_states))
+}
+
+/// One decoder step of each model: its logits `[rows, n_target_tokens]` and new states.
+#[allow(clippy::type_complexity)]
+fn step_each(
+    models: &[&EncoderDecoder],
+    tokens: Tensor<1, Int>,
+    states: &[Vec<Tensor<2>>],
+    encoded: &[Encoded],
+) -> Result<(Vec<Tensor<2>>, Vec<Vec<Tensor<2>>>)> {
+    Ok(per_model(models.len(), |i| {
+        models[i].step(tokens.clone(), &states[i], &encoded[i])
+    })?
+    .into_iter()
+    .unzip())
+}
+
+/// `log(Σ_m exp(log_probs_m) / M)` for two or more models' log-softmaxes, as a log-sum-exp.
+fn mean_probability(log_probs: Vec<Tensor<2>>) -> Tensor<2> {
+    let count = log_probs.len();
     let max = log_probs[1..]
         .iter()
         .fold(log_probs[0].clone(), |m, lp| m.max_pair(lp.clone()));
@@ -330,8 +250,7 @@ pub fn ensemble_scores(
         .map(|lp| (lp - max.clone()).exp())
         .reduce(|a, b| a + b)
         .expect("two or more models");
-    let mean = sum.log() + max - (models.len() as f32).ln();
-    Ok((mean, next_states))
+    sum.log() + max - (count as f32).ln()
 }
 
 /// `work(i)` for each of `n` models, in order. When the fused kernels may use two threads
@@ -339,7 +258,10 @@ pub fn ensemble_scores(
 /// its kernels on its own thread: two models' steps side by side keep both cores busier than
 /// one model after the other with the kernels' thread pair. The results are the same either
 /// way.
-fn per_model<T: Send>(n: usize, work: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
+pub(super) fn per_model<T: Send>(
+    n: usize,
+    work: impl Fn(usize) -> Result<T> + Sync,
+) -> Result<Vec<T>> {
     if n < 2 || kernel_threads() < 2 {
         return (0..n).map(work).collect();
     }
@@ -352,7 +274,7 @@ fn per_model<T: Send>(n: usize, work: impl Fn(usize) -> Result<T> + Sync) -> Res
 /// The target vocabulary size shared by `models`, once they are known to share their source
 /// and target vocabulary sizes (ids the same models read and write must mean the same symbols,
 /// which only the caller can know; the sizes are what can be checked here).
-fn check_ensemble(models: &[&EncoderDecoder]) -> Result<usize> {
+pub(super) fn check_ensemble(models: &[&EncoderDecoder]) -> Result<usize> {
     let Some(first) = models.first() else {
         return Err(Error::config(
             "ensemble decoding",
@@ -385,8 +307,34 @@ fn check_ensemble(models: &[&EncoderDecoder]) -> Result<usize> {
     Ok(first.config.n_target_tokens)
 }
 
+/// The batch shared by `encoded`, one encoder result per model of a known-good ensemble.
+pub(super) fn check_encoded(models: &[&EncoderDecoder], encoded: &[Encoded]) -> Result<usize> {
+    check_ensemble(models)?;
+    if encoded.len() != models.len() {
+        return Err(Error::config(
+            "ensemble decoding",
+            format!(
+                "expected an encoder result for each of the {} models, found {}",
+                models.len(),
+                encoded.len()
+            ),
+        ));
+    }
+    let batch = encoded[0].batch();
+    if let Some((m, e)) = encoded.iter().enumerate().find(|(_, e)| e.batch() != batch) {
+        return Err(Error::config(
+            "ensemble decoding",
+            format!(
+                "every encoder result must have the same rows: model 0's has {batch}, model {m}'s has {}",
+                e.batch()
+            ),
+        ));
+    }
+    Ok(batch)
+}
+
 /// Decoder states `[h, c, ..]` at the rows `index [rows]`.
-fn select_states(states: Vec<Tensor<2>>, index: &Tensor<1, Int>) -> Vec<Tensor<2>> {
+pub(super) fn select_states(states: Vec<Tensor<2>>, index: &Tensor<1, Int>) -> Vec<Tensor<2>> {
     states
         .into_iter()
         .map(|s| s.select(0, index.clone()))
@@ -414,24 +362,4 @@ pub fn pad_decoded(
     );
     let ids = int_tensor_from(&padded.values, [padded.batch, padded.time], device);
     Ok((ids, padded.mask(device)?))
-}
-
-/// Repeats each row of the encoder's result `width` times (row `b` becomes rows `b * width ..
-/// (b + 1) * width`).
-fn expand(encoded: Encoded, width: usize) -> Encoded {
-    let [batch, _, _] = encoded.keys.dims();
-    let device = encoded.keys.device();
-    let index: Vec<i64> = (0..batch * width).map(|r| (r / width) as i64).collect();
-    select_rows(encoded, &int_tensor_from(&index, [batch * width], &device))
-}
-
-/// The rows `index [rows]` of the encoder's result (keys, mask and states).
-fn select_rows(encoded: Encoded, index: &Tensor<1, Int>) -> Encoded {
-    Encoded {
-        keys: encoded.keys.select(0, index.clone()),
-        mask: encoded
-            .mask
-            .map(|m| Mask::from_valid(m.valid().int().select(0, index.clone()).equal_elem(1))),
-        states: select_states(encoded.states, index),
-    }
 }

@@ -164,6 +164,31 @@ pub struct Encoded {
     pub states: Vec<Tensor<2>>,
 }
 
+impl Encoded {
+    /// The rows `index [rows]` of this result (keys, mask and states), in the order of
+    /// `index`; a row may repeat. Decoding from the selected rows equals decoding those rows'
+    /// sources.
+    pub fn select_rows(&self, index: &Tensor<1, Int>) -> Encoded {
+        Encoded {
+            keys: self.keys.clone().select(0, index.clone()),
+            mask: self
+                .mask
+                .as_ref()
+                .map(|m| Mask::from_valid(m.valid().int().select(0, index.clone()).equal_elem(1))),
+            states: self
+                .states
+                .iter()
+                .map(|s| s.clone().select(0, index.clone()))
+                .collect(),
+        }
+    }
+
+    /// The number of rows.
+    pub fn batch(&self) -> usize {
+        self.keys.dims()[0]
+    }
+}
+
 impl EncoderDecoder {
     /// Runs the encoder over `source [batch, t_source]`.
     ///
@@ -208,6 +233,27 @@ impl EncoderDecoder {
             ));
         }
         let encoded = self.encode(source)?;
+        self.forward_encoded(&encoded, decoder_input)
+    }
+
+    /// [`EncoderDecoder::forward`] from the encoder's result of the source rows (computed
+    /// once by [`EncoderDecoder::encode`], for decoding and then scoring the same rows).
+    ///
+    /// # Errors
+    /// Ids out of range, or a decoder input whose batch differs from `encoded`'s.
+    pub fn forward_encoded(
+        &self,
+        encoded: &Encoded,
+        decoder_input: Tensor<2, Int>,
+    ) -> Result<(Tensor<3>, Option<Mask>)> {
+        let batch = encoded.batch();
+        if decoder_input.dims()[0] != batch {
+            return Err(Error::shape(
+                "EncoderDecoder decoder input",
+                format!("[{batch}, t_target]"),
+                &decoder_input.dims(),
+            ));
+        }
         let (y, mask) = self.target_embedding.forward(decoder_input, None)?;
         let (h, _) = self.run_decoder(self.dropout(y), mask.as_ref(), &encoded.states)?;
         let logits = self.predict_from(h, &encoded.keys, encoded.mask.as_ref())?;

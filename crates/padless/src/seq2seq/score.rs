@@ -5,7 +5,7 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor};
 
-use super::model::{BOS, EOS, EncoderDecoder, PAD};
+use super::model::{BOS, EOS, Encoded, EncoderDecoder, PAD};
 use crate::error::{Error, Result};
 use crate::tensor_util::{f32_vec, int_tensor_from};
 
@@ -29,6 +29,60 @@ pub fn sequence_log_probs(
     sequences: &[Vec<i64>],
 ) -> Result<Vec<f32>> {
     let [batch, _] = source.dims();
+    check_sequences(model, batch, sequences)?;
+    if batch == 0 {
+        return Ok(Vec::new());
+    }
+    sequence_log_probs_encoded(model, &model.encode(source)?, sequences)
+}
+
+/// [`sequence_log_probs`] from the model's encoder result of the source rows (one row per
+/// sequence; [`Encoded::select_rows`] picks them from a decoded batch's result, so
+/// candidates a model proposed are scored without encoding their words again).
+///
+/// # Masking
+/// As [`sequence_log_probs`].
+///
+/// # Errors
+/// As [`sequence_log_probs`], with `encoded`'s rows in place of the source rows.
+pub fn sequence_log_probs_encoded(
+    model: &EncoderDecoder,
+    encoded: &Encoded,
+    sequences: &[Vec<i64>],
+) -> Result<Vec<f32>> {
+    let batch = encoded.batch();
+    check_sequences(model, batch, sequences)?;
+    if batch == 0 {
+        return Ok(Vec::new());
+    }
+    let steps = 1 + sequences.iter().map(Vec::len).max().unwrap_or(0);
+    let mut input = vec![PAD; batch * steps];
+    for (row, sequence) in input.chunks_mut(steps).zip(sequences) {
+        row[0] = BOS;
+        row[1..=sequence.len()].copy_from_slice(sequence);
+    }
+    let input = int_tensor_from(&input, [batch, steps], &encoded.keys.device());
+    let (logits, _) = model.forward_encoded(encoded, input)?;
+    let n_tokens = model.config.n_target_tokens;
+    let log_p = f32_vec(log_softmax(logits, 2));
+    Ok(sequences
+        .iter()
+        .enumerate()
+        .map(|(r, sequence)| {
+            let at =
+                |step: usize, token: i64| log_p[(r * steps + step) * n_tokens + token as usize];
+            let body: f64 = sequence
+                .iter()
+                .enumerate()
+                .map(|(step, &token)| f64::from(at(step, token)))
+                .sum();
+            (body + f64::from(at(sequence.len(), EOS))) as f32
+        })
+        .collect())
+}
+
+/// One sequence per row, each of output tokens only.
+fn check_sequences(model: &EncoderDecoder, batch: usize, sequences: &[Vec<i64>]) -> Result<()> {
     if sequences.len() != batch {
         return Err(Error::config(
             "sequence_log_probs",
@@ -50,30 +104,5 @@ pub fn sequence_log_probs(
             ));
         }
     }
-    if batch == 0 {
-        return Ok(Vec::new());
-    }
-    let steps = 1 + sequences.iter().map(Vec::len).max().unwrap_or(0);
-    let mut input = vec![PAD; batch * steps];
-    for (row, sequence) in input.chunks_mut(steps).zip(sequences) {
-        row[0] = BOS;
-        row[1..=sequence.len()].copy_from_slice(sequence);
-    }
-    let input = int_tensor_from(&input, [batch, steps], &source.device());
-    let (logits, _) = model.forward(source, input)?;
-    let log_p = f32_vec(log_softmax(logits, 2));
-    Ok(sequences
-        .iter()
-        .enumerate()
-        .map(|(r, sequence)| {
-            let at =
-                |step: usize, token: i64| log_p[(r * steps + step) * n_tokens + token as usize];
-            let body: f64 = sequence
-                .iter()
-                .enumerate()
-                .map(|(step, &token)| f64::from(at(step, token)))
-                .sum();
-            (body + f64::from(at(sequence.len(), EOS))) as f32
-        })
-        .collect())
+    Ok(())
 }
