@@ -72,11 +72,10 @@ pub fn rescore_both_directions(
                         candidates[row].len() - 1
                     }
                 };
-                if k == 0 {
-                    for (slot, &m) in members.iter().enumerate() {
-                        if let Some(score) = proposals.own_scores.get(slot).and_then(|s| s[row]) {
-                            candidates[row][at].known[m] = Some(score);
-                        }
+                for (slot, &m) in members.iter().enumerate() {
+                    let own = proposals.own_scores.get(slot);
+                    if let Some(score) = own.and_then(|s| s[row].get(k).copied().flatten()) {
+                        candidates[row][at].known[m] = Some(score);
                     }
                 }
             }
@@ -168,13 +167,15 @@ struct Candidate {
 }
 
 /// One direction's proposals: its models' encoder results, each row's candidates (in the
-/// direction's own order), and for greedy proposals each model's score of its row's first
-/// candidate (`own_scores[slot][row]`).
+/// direction's own order), and the scores the decoding already gave them:
+/// `own_scores[slot][row][k]` is the direction's model `slot`'s log-probability of the
+/// row's candidate `k` where known (greedy: every model's of its one candidate; a beam of one
+/// model: its ended candidates'; a beam of several models scores by their mean, so none).
 struct Proposals {
     right_to_left: bool,
     encoded: Vec<Encoded>,
     lists: Vec<Vec<Vec<i64>>>,
-    own_scores: Vec<Vec<Option<f32>>>,
+    own_scores: Vec<Vec<Vec<Option<f32>>>>,
 }
 
 /// The proposals of the models `members` (of one direction) decoded together.
@@ -201,13 +202,31 @@ fn propose(
         .collect::<padless::Result<Vec<_>>>()?;
     let (lists, own_scores) = if width <= 1 {
         let (tokens, scores) = greedy_decode_scored(&networks, encoded.clone(), max_len)?;
+        let scores = scores
+            .into_iter()
+            .map(|model| model.into_iter().map(|score| vec![score]).collect())
+            .collect();
         (tokens.into_iter().map(|ids| vec![ids]).collect(), scores)
     } else {
-        let lists = beam_decode_n_best_encoded(&networks, encoded.clone(), width, max_len)?
+        let n_best = beam_decode_n_best_encoded(&networks, encoded.clone(), width, max_len)?;
+        // One model's beam scores are its own log-probabilities; a hypothesis of `max_len`
+        // tokens has not ended and lacks the end symbol's term.
+        let scores = if networks.len() == 1 {
+            let ended = |(score, ids): &(f32, Vec<i64>)| (ids.len() < max_len).then_some(*score);
+            vec![
+                n_best
+                    .iter()
+                    .map(|list| list.iter().map(ended).collect())
+                    .collect(),
+            ]
+        } else {
+            Vec::new()
+        };
+        let lists = n_best
             .into_iter()
             .map(|list| list.into_iter().map(|(_, ids)| ids).collect())
             .collect();
-        (lists, Vec::new())
+        (lists, scores)
     };
     Ok(Proposals {
         right_to_left,

@@ -265,7 +265,7 @@ fn an_ensemble_needs_shared_vocabularies_and_copies_pronounce_as_one_model() {
 /// higher summed over both models (each scoring in its own direction), in any batch.
 #[test]
 fn a_right_to_left_model_pronounces_in_reading_order_and_rescores_with_a_left_to_right_one() {
-    use padless::seq2seq::{greedy_decode, sequence_log_probs};
+    use padless::seq2seq::{beam_decode_n_best, greedy_decode, sequence_log_probs};
     use padless_g2p::eval::evaluate_ensemble;
     use padless_g2p::model::{max_phonemes, pronounce_ensemble};
     let _run = one_run_at_a_time();
@@ -363,5 +363,50 @@ fn a_right_to_left_model_pronounces_in_reading_order_and_rescores_with_a_left_to
     );
     let both = evaluate_ensemble(&pair, &split.validation, 1, 64, &inference).unwrap();
     assert!(both.wer < 0.5, "{both:?}");
+
+    // With beams each direction proposes its 3 best (a one-model beam knows its ended
+    // candidates' scores, the rest are scored by teacher forcing): the pick is the candidate
+    // of the union with the highest summed score, the same in batches of one.
+    let width = 3;
+    let beam_picks = pronounce_ensemble(&pair, &words, width, 64, &inference).unwrap();
+    assert_eq!(
+        pronounce_ensemble(&pair, &words, width, 1, &inference).unwrap(),
+        beam_picks
+    );
+    let to_symbols = |ids: &[i64]| -> Vec<String> {
+        ids.iter()
+            .map(|&id| l2r.phonemes.symbol(id).unwrap().to_string())
+            .collect()
+    };
+    let mut contested = 0;
+    for (word, pick) in words.iter().zip(&beam_picks) {
+        let mut union: Vec<Vec<String>> = Vec::new();
+        for model in [&l2r, &r2l] {
+            let source = model
+                .encode_words(std::slice::from_ref(word), &inference)
+                .unwrap();
+            let n_best =
+                beam_decode_n_best(&[&model.network], source, width, max_phonemes(word.len()))
+                    .unwrap();
+            for (_, mut ids) in n_best.into_iter().next().unwrap() {
+                if model.right_to_left {
+                    ids.reverse();
+                }
+                let symbols = to_symbols(&ids);
+                if !union.contains(&symbols) {
+                    union.push(symbols);
+                }
+            }
+        }
+        assert!(union.contains(pick), "{word}: {pick:?} not among {union:?}");
+        contested += usize::from(union.len() > 1);
+        for other in &union {
+            assert!(
+                score(word, pick) >= score(word, other) - 1e-4,
+                "{word}: picked {pick:?} over {other:?}"
+            );
+        }
+    }
+    assert!(contested > 0, "every word had one candidate");
     std::fs::remove_dir_all(&dir).ok();
 }
