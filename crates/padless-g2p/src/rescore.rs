@@ -2,8 +2,8 @@
 //! ([`crate::train::TrainConfig::right_to_left`]) cannot share a decoding step with a
 //! left-to-right one (their steps write different phonemes), so each direction proposes
 //! candidates and every model scores every candidate ([`rescore_both_directions`]), each from
-//! its encoder result computed once, and its own greedy proposal by the sum its decoding
-//! steps gave it.
+//! its encoder result computed once, and its own direction's proposals by the sums its
+//! decoding steps gave them where they did.
 
 use burn::tensor::{Int, Tensor};
 use padless::rnn::fused::side_by_side;
@@ -21,8 +21,9 @@ use crate::model::G2p;
 /// search; greedy, one each, for `width` 1), taken in reading order. A word with one distinct
 /// candidate (the directions agree) gets it; otherwise each model scores each candidate by its
 /// log-probability (in the model's own direction: [`sequence_log_probs_encoded`] from the
-/// encoder result its proposals used, or, for its own greedy proposal, the sum its decoding
-/// steps gave it: [`greedy_decode_scored`]), and the candidate with the highest sum over the
+/// encoder result its proposals used, or, for its own direction's proposals where its
+/// decoding steps already summed it, that sum: greedy ([`greedy_decode_scored`]) and a
+/// one-model beam's ended candidates), and the candidate with the highest sum over the
 /// models wins.
 /// Returns phoneme ids in reading order.
 ///
