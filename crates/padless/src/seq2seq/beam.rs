@@ -86,8 +86,7 @@ pub fn beam_decode_n_best_encoded(
     width: usize,
     max_len: usize,
 ) -> Result<Vec<Candidates>> {
-    let batch = check_encoded(models, &encoded)?;
-    let n_tokens = check_ensemble(models)?;
+    let (batch, n_tokens) = check_encoded(models, &encoded)?;
     check_width(width)?;
     let device = encoded[0].keys.device();
     let encoded: Vec<Encoded> = encoded.into_iter().map(|e| expand(&e, width)).collect();

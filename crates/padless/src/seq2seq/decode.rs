@@ -109,7 +109,7 @@ fn greedy(
     max_len: usize,
     keep_scores: bool,
 ) -> Result<(Vec<Vec<i64>>, Vec<Vec<Option<f64>>>)> {
-    let batch = check_encoded(models, &encoded)?;
+    let (batch, _) = check_encoded(models, &encoded)?;
     let device = encoded[0].keys.device();
     // Each model's running decoder states; the steps read only the keys and mask of `encoded`.
     let mut states: Vec<Vec<Tensor<2>>> = encoded
@@ -307,9 +307,13 @@ pub(super) fn check_ensemble(models: &[&EncoderDecoder]) -> Result<usize> {
     Ok(first.config.n_target_tokens)
 }
 
-/// The batch shared by `encoded`, one encoder result per model of a known-good ensemble.
-pub(super) fn check_encoded(models: &[&EncoderDecoder], encoded: &[Encoded]) -> Result<usize> {
-    check_ensemble(models)?;
+/// The ensemble's checks ([`check_ensemble`]) and one encoder result per model, all of the
+/// same rows: the batch and the shared target vocabulary size.
+pub(super) fn check_encoded(
+    models: &[&EncoderDecoder],
+    encoded: &[Encoded],
+) -> Result<(usize, usize)> {
+    let n_tokens = check_ensemble(models)?;
     if encoded.len() != models.len() {
         return Err(Error::config(
             "ensemble decoding",
@@ -330,7 +334,7 @@ pub(super) fn check_encoded(models: &[&EncoderDecoder], encoded: &[Encoded]) -> 
             ),
         ));
     }
-    Ok(batch)
+    Ok((batch, n_tokens))
 }
 
 /// Decoder states `[h, c, ..]` at the rows `index [rows]`.
