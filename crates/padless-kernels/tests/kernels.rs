@@ -254,6 +254,49 @@ fn wide_layer_on_two_threads_matches_one_thread() {
     check_wide::<SimpleRnn>(371);
 }
 
+/// A call of one step (a decoder run step by step) multiplies by the unpacked weights
+/// through gemm: outputs and gradients equal the reference's and one thread's, with the
+/// threads splitting rows (width 37) and units (371), in f64 and f32.
+#[test]
+fn one_step_calls_equal_the_reference_on_both_thread_splits() {
+    fn check<C: CellKind>(d_hidden: usize) {
+        let mask = vec![true, false, true, true, true, false];
+        let mut config = KernelConfig::new(3, d_hidden);
+        config.threads = 2;
+        let case = Case::random::<C>(config, 6, 1, Some(mask), true, true, 11);
+        let reference_out = case.with::<f64, _>(|seq, w| {
+            padless_kernels::reference::forward::<C, f64>(&case.config, seq, w)
+        });
+        let (out, grads) = run_kernel::<C, f64>(&case);
+        assert!(scaled_error(&out, &reference_out) < EXACT_TOLERANCE);
+        let mut single = case.clone();
+        single.config.threads = 1;
+        let (out1, grads1) = run_kernel::<C, f64>(&single);
+        assert!(scaled_error(&out1, &reference_out) < EXACT_TOLERANCE);
+        for (a, b) in grads.iter().zip(&grads1) {
+            assert!(scaled_error(a, b) < EXACT_TOLERANCE);
+        }
+        for threads in [1, 2] {
+            let mut case32 = case.clone();
+            case32.config.threads = threads;
+            let (out32, grads32) = run_kernel::<C, f32>(&case32);
+            assert!(
+                scaled_error(&out32, &reference_out) < 1e-4,
+                "{} f32",
+                C::NAME
+            );
+            for (a, b) in grads32.iter().zip(&grads) {
+                assert!(scaled_error(a, b) < 1e-4, "{} f32 gradients", C::NAME);
+            }
+        }
+    }
+    for d_hidden in [37, 371] {
+        check::<Lstm>(d_hidden);
+        check::<Gru>(d_hidden);
+        check::<SimpleRnn>(d_hidden);
+    }
+}
+
 /// `backward_weights` skips the input gradient and nothing else: every other gradient is the
 /// full backward's, bit for bit, on one thread and on two (units split, so the skipped
 /// product is each thread's last piece of work).
