@@ -62,6 +62,27 @@ pub(crate) unsafe fn matmul<T: Real>(
         }
         return;
     }
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && crate::amx::bf16_products() {
+        let (b_ptr, b_rows, b_cols) = (b.ptr, b.row_stride, b.col_stride);
+        // SAFETY: inside B by the caller's contract; T is f32 (checked above), so the casts
+        // reinterpret nothing.
+        let rhs = crate::amx::Bf16Rhs::gather(k, n, |r, col| unsafe {
+            (*b_ptr.add(r * b_rows + col * b_cols)).to_f64() as f32
+        });
+        // SAFETY: the caller's contract; the tiles are on only where available.
+        unsafe {
+            rhs.multiply(
+                m,
+                c as *mut f32,
+                c_row_stride,
+                accumulate,
+                a.ptr as *const f32,
+                a.row_stride,
+                a.col_stride,
+            )
+        };
+        return;
+    }
     // SAFETY: the caller's contract; gemm reads A and B and writes C within the shapes.
     unsafe {
         gemm::gemm(

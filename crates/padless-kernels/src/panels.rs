@@ -15,6 +15,7 @@
 
 use std::any::TypeId;
 
+use crate::amx::{Bf16Rhs, bf16_products};
 use crate::matmul::{View, matmul};
 use crate::real::Real;
 
@@ -28,6 +29,8 @@ const MAX_ROWS: usize = 12;
 pub(crate) struct PackedRhs<T> {
     k: usize,
     n: usize,
+    /// The bfloat16 tile layout instead, while [`crate::amx::bf16_products`] is on (f32).
+    bf16: Option<Bf16Rhs>,
     /// `true`: panels for the AVX-512 microkernel; `false`: a row-major `k x n` copy for gemm.
     panels: bool,
     /// Where the matrix starts inside `storage` (64-byte aligned for the panels).
@@ -62,8 +65,20 @@ impl<T: Real> PackedRhs<T> {
         row: impl Fn(usize) -> usize,
         col: impl Fn(usize) -> usize,
     ) -> Self {
-        let panels = packed_path::<T>() && k > 0 && n > 0;
         let rows: Vec<usize> = (0..k).map(row).collect();
+        if TypeId::of::<T>() == TypeId::of::<f32>() && bf16_products() {
+            let cols: Vec<usize> = (0..n).map(col).collect();
+            let bf16 = Bf16Rhs::gather(k, n, |r, c| src[rows[r] + cols[c]].to_f64() as f32);
+            return PackedRhs {
+                k,
+                n,
+                bf16: Some(bf16),
+                panels: false,
+                offset: 0,
+                storage: Vec::new(),
+            };
+        }
+        let panels = packed_path::<T>() && k > 0 && n > 0;
         if !panels {
             let cols: Vec<usize> = (0..n).map(col).collect();
             let mut storage = Vec::with_capacity(k * n);
@@ -73,6 +88,7 @@ impl<T: Real> PackedRhs<T> {
             return PackedRhs {
                 k,
                 n,
+                bf16: None,
                 panels,
                 offset: 0,
                 storage,
@@ -109,6 +125,7 @@ impl<T: Real> PackedRhs<T> {
         PackedRhs {
             k,
             n,
+            bf16: None,
             panels,
             offset,
             storage,
@@ -131,6 +148,21 @@ impl<T: Real> PackedRhs<T> {
         a_row_stride: usize,
     ) {
         if m == 0 {
+            return;
+        }
+        if let Some(bf16) = &self.bf16 {
+            // SAFETY: the caller's contract; T is f32 wherever `bf16` was built.
+            unsafe {
+                bf16.multiply(
+                    m,
+                    c as *mut f32,
+                    c_row_stride,
+                    accumulate,
+                    a as *const f32,
+                    a_row_stride,
+                    1,
+                )
+            };
             return;
         }
         if !self.panels {

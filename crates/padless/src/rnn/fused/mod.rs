@@ -21,6 +21,10 @@ use padless_kernels::{KernelConfig, Outputs};
 use crate::mask::Mask;
 pub(crate) use host::{HostData, read, write};
 pub use ops::{FusedCell, FusedRecurrentBackend, FusedSpec};
+/// The opt-in bfloat16 products of the CPU kernels (Intel AMX tiles): the fused recurrent
+/// layers' and the fused dense layer's `f32` matrix products round their operands to
+/// bfloat16 and sum in `f32`; off by default. See [`padless_kernels::set_bf16_products`].
+pub use padless_kernels::{bf16_products, bf16_products_available, set_bf16_products};
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
 static THREADS: AtomicUsize = AtomicUsize::new(0);
