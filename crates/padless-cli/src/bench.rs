@@ -222,8 +222,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
     let flops = spec_flops(args.hidden as f64);
     let valid_flops = valid_step_flops(args.hidden as f64, valid_steps as f64);
+    let products = if padless::rnn::fused::bf16_products() {
+        "bf16"
+    } else {
+        "f32"
+    };
     let json = serde_json::json!({
         "framework": "padless",
+        "products": products,
         "H": args.hidden,
         "threads": args.threads,
         "valid_fraction": valid_steps as f64 / (B * T) as f64,
@@ -239,7 +245,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "loss_last": last_loss,
     });
     eprintln!(
-        "padless H={} threads={} valid={:.2}: train {:.2} ms/step ({:.0} seq/s, {:.1} GFLOP/s of the SPEC count, {:.1} GFLOP/s on the {:.2} GFLOP of valid steps), infer {:.2} ms, loss {:.4} -> {:.4}",
+        "padless H={} threads={} products={products} valid={:.2}: train {:.2} ms/step ({:.0} seq/s, {:.1} GFLOP/s of the SPEC count, {:.1} GFLOP/s on the {:.2} GFLOP of valid steps), infer {:.2} ms, loss {:.4} -> {:.4}",
         args.hidden,
         args.threads,
         valid_steps as f64 / (B * T) as f64,
