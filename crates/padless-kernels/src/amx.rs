@@ -49,6 +49,11 @@ pub fn bf16_products() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
+/// Whether products of `T` go to the tiles now: `f32` while the switch is on.
+pub(crate) fn bf16_path<T: 'static>() -> bool {
+    std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && bf16_products()
+}
+
 /// `x` rounded to the nearest bfloat16 (ties to even), as its 16 bits.
 #[inline(always)]
 pub(crate) fn to_bf16(x: f32) -> u16 {
@@ -59,12 +64,16 @@ pub(crate) fn to_bf16(x: f32) -> u16 {
 /// `dst[i] = to_bf16(src[i])`, compiled for AVX-512 (which every AMX CPU has) so the loop
 /// runs 16 lanes wide.
 fn convert(dst: &mut [u16], src: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512bw")]
-    fn wide(dst: &mut [u16], src: &[f32]) {
+    #[inline(always)]
+    fn each(dst: &mut [u16], src: &[f32]) {
         for (d, &x) in dst.iter_mut().zip(src) {
             *d = to_bf16(x);
         }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn wide(dst: &mut [u16], src: &[f32]) {
+        each(dst, src);
     }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512bw") {
@@ -72,9 +81,7 @@ fn convert(dst: &mut [u16], src: &[f32]) {
         unsafe { wide(dst, src) };
         return;
     }
-    for (d, &x) in dst.iter_mut().zip(src) {
-        *d = to_bf16(x);
-    }
+    each(dst, src);
 }
 
 /// A right-hand matrix `B[k, n]` in the tiles' layout: blocks of 16 columns, each `k / 2`

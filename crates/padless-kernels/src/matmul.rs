@@ -62,7 +62,7 @@ pub(crate) unsafe fn matmul<T: Real>(
         }
         return;
     }
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && crate::amx::bf16_products() {
+    if crate::amx::bf16_path::<T>() {
         let (b_ptr, b_rows, b_cols) = (b.ptr, b.row_stride, b.col_stride);
         // SAFETY: inside B by the caller's contract; T is f32 (checked above), so the casts
         // reinterpret nothing.

@@ -15,7 +15,7 @@
 
 use std::any::TypeId;
 
-use crate::amx::{Bf16Rhs, bf16_products};
+use crate::amx::{Bf16Rhs, bf16_path};
 use crate::matmul::{View, matmul};
 use crate::real::Real;
 
@@ -29,13 +29,18 @@ const MAX_ROWS: usize = 12;
 pub(crate) struct PackedRhs<T> {
     k: usize,
     n: usize,
-    /// The bfloat16 tile layout instead, while [`crate::amx::bf16_products`] is on (f32).
-    bf16: Option<Bf16Rhs>,
-    /// `true`: panels for the AVX-512 microkernel; `false`: a row-major `k x n` copy for gemm.
-    panels: bool,
-    /// Where the matrix starts inside `storage` (64-byte aligned for the panels).
-    offset: usize,
-    storage: Vec<T>,
+    layout: Layout<T>,
+}
+
+/// How a [`PackedRhs`] holds its matrix.
+enum Layout<T> {
+    /// Panels for the AVX-512 microkernel, starting `offset` floats into `storage` (64-byte
+    /// aligned).
+    Panels { offset: usize, storage: Vec<T> },
+    /// A row-major `k x n` copy for gemm (`f64`, other CPUs).
+    RowMajor(Vec<T>),
+    /// The bfloat16 tile layout, while [`crate::amx::bf16_products`] is on (`f32` only).
+    Bf16(Bf16Rhs),
 }
 
 /// Whether this CPU runs the packed `f32` microkernel.
@@ -66,20 +71,16 @@ impl<T: Real> PackedRhs<T> {
         col: impl Fn(usize) -> usize,
     ) -> Self {
         let rows: Vec<usize> = (0..k).map(row).collect();
-        if TypeId::of::<T>() == TypeId::of::<f32>() && bf16_products() {
+        if bf16_path::<T>() {
             let cols: Vec<usize> = (0..n).map(col).collect();
             let bf16 = Bf16Rhs::gather(k, n, |r, c| src[rows[r] + cols[c]].to_f64() as f32);
             return PackedRhs {
                 k,
                 n,
-                bf16: Some(bf16),
-                panels: false,
-                offset: 0,
-                storage: Vec::new(),
+                layout: Layout::Bf16(bf16),
             };
         }
-        let panels = packed_path::<T>() && k > 0 && n > 0;
-        if !panels {
+        if !(packed_path::<T>() && k > 0 && n > 0) {
             let cols: Vec<usize> = (0..n).map(col).collect();
             let mut storage = Vec::with_capacity(k * n);
             for &base in &rows {
@@ -88,10 +89,7 @@ impl<T: Real> PackedRhs<T> {
             return PackedRhs {
                 k,
                 n,
-                bf16: None,
-                panels,
-                offset: 0,
-                storage,
+                layout: Layout::RowMajor(storage),
             };
         }
         let len = n.div_ceil(PANEL) * k * PANEL;
@@ -125,10 +123,7 @@ impl<T: Real> PackedRhs<T> {
         PackedRhs {
             k,
             n,
-            bf16: None,
-            panels,
-            offset,
-            storage,
+            layout: Layout::Panels { offset, storage },
         }
     }
 
@@ -150,9 +145,9 @@ impl<T: Real> PackedRhs<T> {
         if m == 0 {
             return;
         }
-        if let Some(bf16) = &self.bf16 {
-            // SAFETY: the caller's contract; T is f32 wherever `bf16` was built.
-            unsafe {
+        match &self.layout {
+            // SAFETY: the caller's contract; T is f32 wherever `Bf16` was built.
+            Layout::Bf16(bf16) => unsafe {
                 bf16.multiply(
                     m,
                     c as *mut f32,
@@ -162,12 +157,9 @@ impl<T: Real> PackedRhs<T> {
                     a_row_stride,
                     1,
                 )
-            };
-            return;
-        }
-        if !self.panels {
+            },
             // SAFETY: the caller's contract; the copy is `k x n` row-major.
-            unsafe {
+            Layout::RowMajor(storage) => unsafe {
                 matmul(
                     m,
                     self.n,
@@ -176,27 +168,28 @@ impl<T: Real> PackedRhs<T> {
                     c_row_stride,
                     accumulate,
                     View::rows(a, a_row_stride),
-                    View::rows(self.storage.as_ptr(), self.n),
+                    View::rows(storage.as_ptr(), self.n),
                 )
-            };
-            return;
+            },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: panels exist only where `packed_path` found AVX-512F and T is f32; the
+            // shapes are the caller's contract.
+            Layout::Panels { offset, storage } => unsafe {
+                avx512::multiply(
+                    self.k,
+                    self.n,
+                    storage[*offset..].as_ptr() as *const f32,
+                    m,
+                    c as *mut f32,
+                    c_row_stride,
+                    accumulate,
+                    a as *const f32,
+                    a_row_stride,
+                )
+            },
+            #[cfg(not(target_arch = "x86_64"))]
+            Layout::Panels { .. } => unreachable!("panels are built only on x86-64"),
         }
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: panels exist only where `packed_path` found AVX-512F and T is f32; the
-        // shapes are the caller's contract.
-        unsafe {
-            avx512::multiply(
-                self.k,
-                self.n,
-                self.storage[self.offset..].as_ptr() as *const f32,
-                m,
-                c as *mut f32,
-                c_row_stride,
-                accumulate,
-                a as *const f32,
-                a_row_stride,
-            )
-        };
     }
 }
 
