@@ -17,6 +17,8 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+mod pack;
+
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// Whether this CPU and OS can run the bfloat16 tile products (AMX-TILE and AMX-BF16 in
@@ -85,56 +87,30 @@ fn convert(dst: &mut [u16], src: &[f32]) {
 }
 
 /// A right-hand matrix `B[k, n]` in the tiles' layout: blocks of 16 columns, each `k / 2`
-/// rows of 16 column pairs `(B[2r, c], B[2r + 1, c])`; `k` padded to 32 and `n` to 32 with
-/// zeros.
+/// rows of 16 column pairs `(B[2r, c], B[2r + 1, c])` (one `u32` each, the even row in the
+/// low half); `k` padded to 32 and `n` to 32 with zeros. Built by [`Bf16Rhs::from_offsets`].
 pub(crate) struct Bf16Rhs {
     k: usize,
     n: usize,
     k_padded: usize,
     n_padded: usize,
-    data: Vec<u16>,
+    data: Vec<u32>,
 }
 
 impl Bf16Rhs {
-    /// `B[r, c] = get(r, c)` for `r < k`, `c < n`, read row by row (so a row-major source is
-    /// read in order).
+    /// `B[r, c] = get(r, c)`, through [`Bf16Rhs::from_offsets`] (the tests' plain builder).
+    #[cfg(test)]
     pub fn gather(k: usize, n: usize, get: impl Fn(usize, usize) -> f32) -> Self {
-        let (k_padded, n_padded) = (k.div_ceil(32) * 32, n.div_ceil(32) * 32);
-        // Every element is written: the values pair by pair, zeros past `k` and `n`.
-        let mut data = vec![0u16; k_padded * n_padded];
-        let (mut values, mut rows) = (
-            vec![0f32; n_padded],
-            [vec![0u16; n_padded], vec![0u16; n_padded]],
-        );
-        for pair in 0..k_padded / 2 {
-            for (half, row) in rows.iter_mut().enumerate() {
-                let r = 2 * pair + half;
-                if r < k {
-                    for (c, v) in values[..n].iter_mut().enumerate() {
-                        *v = get(r, c);
-                    }
-                    convert(row, &values);
-                } else {
-                    row.fill(0);
-                }
-            }
-            for block in 0..n_padded / 16 {
-                let at = block * k_padded * 16 + pair * 32;
-                let dst = &mut data[at..at + 32];
-                let (even, odd) = (&rows[0][block * 16..], &rows[1][block * 16..]);
-                for c in 0..16 {
-                    dst[2 * c] = even[c];
-                    dst[2 * c + 1] = odd[c];
-                }
-            }
-        }
-        Bf16Rhs {
-            k,
-            n,
-            k_padded,
-            n_padded,
-            data,
-        }
+        let values: Vec<f32> = (0..k * n).map(|i| get(i / n, i % n)).collect();
+        let rows: Vec<usize> = (0..k).map(|r| r * n).collect();
+        let cols: Vec<usize> = (0..n).collect();
+        Bf16Rhs::from_offsets(&values, &rows, &cols)
+    }
+
+    /// The layout as bfloat16 values, two per pair.
+    fn halves(&self) -> &[u16] {
+        // SAFETY: a `u32` is two `u16` with a stricter alignment.
+        unsafe { std::slice::from_raw_parts(self.data.as_ptr().cast::<u16>(), 2 * self.data.len()) }
     }
 
     /// `C[m, n] = A[m, k] · B` (or `+=` with `accumulate`), `A[r, i]` at
@@ -202,7 +178,7 @@ impl Bf16Rhs {
             };
             // SAFETY: `lhs` holds `m_padded x kp`, `data` the padded B; C is the caller's;
             // availability is the caller's.
-            unsafe { imp::tiles(m_padded, self.n_padded, kp, lhs, &self.data, &out) };
+            unsafe { imp::tiles(m_padded, self.n_padded, kp, lhs, self.halves(), &out) };
         });
     }
 }

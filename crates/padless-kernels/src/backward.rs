@@ -6,7 +6,7 @@
 use crate::blocks::{Blocks, StepShare};
 use crate::cells::{BackwardRow, CellKind};
 use crate::kernel::{Gradients, Workspace};
-use crate::matmul::{View, matmul};
+use crate::matmul::{View, matmul, matmul_shared_rhs};
 use crate::packing::Packing;
 use crate::panels::PackedRhs;
 use crate::real::Real;
@@ -271,17 +271,6 @@ pub(crate) fn backward<C: CellKind, T: Real>(
                 }
             }
             worker.sync();
-            // Weight gradients of this thread's columns, each one product over all slots.
-            matmul(
-                h,
-                wc,
-                n_slots,
-                d_rk_s.ptr().add(c0),
-                g,
-                false,
-                View::transposed(h_prev_s.ptr(), h),
-                View::rows(product.ptr().add(c0), g),
-            );
             let (input_grads, rows) = if cfg.constant_input {
                 (d_proj_s, n_running)
             } else {
@@ -305,16 +294,31 @@ pub(crate) fn backward<C: CellKind, T: Real>(
                     add(d_bias_rec, d_rec_s.slice(r * g + c0, wc));
                 }
             }
-            matmul(
+            // Weight gradients of this thread's columns, each one product over all slots (one
+            // right-hand operand for both where the input gradients are the gate gradients).
+            let d_rk_product = (
+                h,
+                d_rk_s.ptr().add(c0),
+                g,
+                View::transposed(h_prev_s.ptr(), h),
+            );
+            let d_kernel_product = (
                 d,
-                wc,
-                rows,
                 d_kernel_s.ptr().add(c0),
                 g,
-                false,
                 View::transposed(inputs_s.ptr(), d),
-                View::rows(input_grads.ptr().add(c0), g),
             );
+            if std::ptr::eq(input_grads.ptr(), product.ptr()) && rows == n_slots {
+                let d_gates = View::rows(product.ptr().add(c0), g);
+                matmul_shared_rhs(wc, n_slots, d_gates, [d_rk_product, d_kernel_product]);
+            } else {
+                for ((m, c, ldc, a), b, k) in [
+                    (d_rk_product, product, n_slots),
+                    (d_kernel_product, input_grads, rows),
+                ] {
+                    matmul(m, wc, k, c, ldc, false, a, View::rows(b.ptr().add(c0), g));
+                }
+            }
             // The weight gradients of this thread's units into Keras layout.
             for (matrix, keras_out, n_rows) in
                 [(d_kernel_s, d_kernel_keras_s, d), (d_rk_s, d_rk_keras_s, h)]

@@ -63,24 +63,10 @@ pub(crate) unsafe fn matmul<T: Real>(
         return;
     }
     if crate::amx::bf16_path::<T>() {
-        let (b_ptr, b_rows, b_cols) = (b.ptr, b.row_stride, b.col_stride);
-        // SAFETY: inside B by the caller's contract; T is f32 (checked above), so the casts
-        // reinterpret nothing.
-        let rhs = crate::amx::Bf16Rhs::gather(k, n, |r, col| unsafe {
-            (*b_ptr.add(r * b_rows + col * b_cols)).to_f64() as f32
-        });
+        // SAFETY: the caller's contract.
+        let rhs = unsafe { bf16_rhs(k, n, b) };
         // SAFETY: the caller's contract; the tiles are on only where available.
-        unsafe {
-            rhs.multiply(
-                m,
-                c as *mut f32,
-                c_row_stride,
-                accumulate,
-                a.ptr as *const f32,
-                a.row_stride,
-                a.col_stride,
-            )
-        };
+        unsafe { bf16_multiply(&rhs, m, c, c_row_stride, accumulate, a) };
         return;
     }
     // SAFETY: the caller's contract; gemm reads A and B and writes C within the shapes.
@@ -107,4 +93,76 @@ pub(crate) unsafe fn matmul<T: Real>(
             gemm::Parallelism::None,
         );
     }
+}
+
+/// `C_i[m_i, n] = A_i[m_i, k] · B[k, n]` for two products by the same `B` (the weight
+/// gradients `h_prev^T · d_gates` and `inputs^T · d_gates`): as two [`matmul`] calls, except
+/// that with the bfloat16 products on `B` is rounded and laid out once for both.
+///
+/// # Safety
+/// As [`matmul`], for both products.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn matmul_shared_rhs<T: Real>(
+    n: usize,
+    k: usize,
+    b: View<T>,
+    products: [(usize, *mut T, usize, View<T>); 2],
+) {
+    if crate::amx::bf16_path::<T>() && k > 0 {
+        // SAFETY: the caller's contract.
+        let rhs = unsafe { bf16_rhs(k, n, b) };
+        for (m, c, c_row_stride, a) in products {
+            // SAFETY: the caller's contract; the tiles are on only where available.
+            unsafe { bf16_multiply(&rhs, m, c, c_row_stride, false, a) };
+        }
+        return;
+    }
+    for (m, c, c_row_stride, a) in products {
+        // SAFETY: the caller's contract.
+        unsafe { matmul(m, n, k, c, c_row_stride, false, a, b) };
+    }
+}
+
+/// `B[k, n]` in the tiles' layout.
+///
+/// # Safety
+/// `B`'s elements inside a live buffer; `T` is `f32` ([`crate::amx::bf16_path`]).
+unsafe fn bf16_rhs<T: Real>(k: usize, n: usize, b: View<T>) -> crate::amx::Bf16Rhs {
+    let rows: Vec<usize> = (0..k).map(|r| r * b.row_stride).collect();
+    let cols: Vec<usize> = (0..n).map(|c| c * b.col_stride).collect();
+    let extent = if k == 0 || n == 0 {
+        0
+    } else {
+        (k - 1) * b.row_stride + (n - 1) * b.col_stride + 1
+    };
+    // SAFETY: B's elements lie inside `extent` floats from its pointer by the caller's
+    // contract; T is f32, so the cast reinterprets nothing.
+    let b_values = unsafe { std::slice::from_raw_parts(b.ptr.cast::<f32>(), extent) };
+    crate::amx::Bf16Rhs::from_offsets(b_values, &rows, &cols)
+}
+
+/// `C (+)= A · rhs` on the tiles.
+///
+/// # Safety
+/// As [`matmul`]; `T` is `f32` and the tiles are available.
+unsafe fn bf16_multiply<T: Real>(
+    rhs: &crate::amx::Bf16Rhs,
+    m: usize,
+    c: *mut T,
+    c_row_stride: usize,
+    accumulate: bool,
+    a: View<T>,
+) {
+    // SAFETY: the caller's contract; T is f32, so the casts reinterpret nothing.
+    unsafe {
+        rhs.multiply(
+            m,
+            c as *mut f32,
+            c_row_stride,
+            accumulate,
+            a.ptr as *const f32,
+            a.row_stride,
+            a.col_stride,
+        )
+    };
 }

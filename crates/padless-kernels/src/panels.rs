@@ -73,7 +73,9 @@ impl<T: Real> PackedRhs<T> {
         let rows: Vec<usize> = (0..k).map(row).collect();
         if bf16_path::<T>() {
             let cols: Vec<usize> = (0..n).map(col).collect();
-            let bf16 = Bf16Rhs::gather(k, n, |r, c| src[rows[r] + cols[c]].to_f64() as f32);
+            // SAFETY: T is f32 (checked by `bf16_path`), so the cast reinterprets nothing.
+            let src = unsafe { std::slice::from_raw_parts(src.as_ptr().cast::<f32>(), src.len()) };
+            let bf16 = Bf16Rhs::from_offsets(src, &rows, &cols);
             return PackedRhs {
                 k,
                 n,
