@@ -101,7 +101,6 @@ pub(crate) unsafe fn matmul<T: Real>(
 ///
 /// # Safety
 /// As [`matmul`], for both products.
-#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn matmul_shared_rhs<T: Real>(
     n: usize,
     k: usize,
