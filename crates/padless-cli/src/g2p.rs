@@ -15,12 +15,13 @@ use padless_g2p::model::pronounce_ensemble;
 use padless_g2p::split::{Split, split_by_word};
 use padless_g2p::train::{Schedule, TrainConfig, train};
 
-/// The G2P subcommands.
+/// The G2P subcommands (`Train` boxed: its many options would make every command as large as
+/// it).
 #[derive(Subcommand, Debug)]
 pub enum G2pCommand {
     /// Train on the dictionary's train split (90% of the words), keep the best model on the
     /// validation split, then report the test split and pronounce a few unseen words.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Word and phoneme error rates of a saved model (or of several decoded together) on a
     /// split.
     Eval(EvalArgs),
@@ -123,6 +124,10 @@ pub struct TrainArgs {
     /// Stacked LSTM layers of the decoder (overrides the preset's 1).
     #[arg(long)]
     decoder_layers: Option<usize>,
+    /// Residual LSTM layers over the attentional vectors, before the output layer: they see
+    /// every earlier step's attention (overrides the preset's 0).
+    #[arg(long)]
+    post_attention_layers: Option<usize>,
     /// The decoder's attention score (overrides the preset's `dot`).
     #[arg(long, value_enum)]
     attention: Option<AttentionArg>,
@@ -217,7 +222,7 @@ pub struct PronounceArgs {
 /// Runs a G2P subcommand.
 pub fn run(command: G2pCommand) -> Result<()> {
     match command {
-        G2pCommand::Train(args) => train_command(args),
+        G2pCommand::Train(args) => train_command(*args),
         G2pCommand::Eval(args) => eval_command(args),
         G2pCommand::Pronounce(args) => pronounce_command(args),
     }
@@ -276,6 +281,9 @@ fn train_command(args: TrainArgs) -> Result<()> {
     config.patience = args.patience.unwrap_or(config.patience);
     config.encoder_layers = args.encoder_layers.unwrap_or(config.encoder_layers);
     config.decoder_layers = args.decoder_layers.unwrap_or(config.decoder_layers);
+    config.post_attention_layers = args
+        .post_attention_layers
+        .unwrap_or(config.post_attention_layers);
     config.batch_size = args.batch_size.unwrap_or(config.batch_size);
     if let Some(attention) = args.attention {
         config.attention = attention.kind(config.d_encoder);

@@ -32,6 +32,10 @@ pub struct TrainConfig {
     /// Stacked LSTM decoder layers.
     #[serde(default = "one")]
     pub decoder_layers: usize,
+    /// Residual LSTM layers over the attentional vectors, before the output layer
+    /// ([`EncoderDecoderConfig::post_attention_layers`]).
+    #[serde(default)]
+    pub post_attention_layers: usize,
     /// The attention score.
     pub attention: AttentionKind,
     /// Dropout on embeddings and before the output layer.
@@ -115,6 +119,7 @@ impl TrainConfig {
             d_encoder: 64,
             encoder_layers: 1,
             decoder_layers: 1,
+            post_attention_layers: 0,
             attention: AttentionKind::Dot { scaled: false },
             dropout: 0.0,
             batch_size: 64,
@@ -139,6 +144,7 @@ impl TrainConfig {
             d_encoder: 128,
             encoder_layers: 1,
             decoder_layers: 1,
+            post_attention_layers: 0,
             attention: AttentionKind::Dot { scaled: false },
             dropout: 0.1,
             batch_size: 128,
@@ -180,6 +186,7 @@ impl TrainConfig {
             d_encoder: self.d_encoder,
             encoder_layers: self.encoder_layers,
             decoder_layers: self.decoder_layers,
+            post_attention_layers: self.post_attention_layers,
             attention: self.attention,
             dropout: self.dropout,
         }

@@ -460,6 +460,7 @@ fn small_config(attention: AttentionKind) -> EncoderDecoderConfig {
         d_encoder: 3,
         encoder_layers: 2,
         decoder_layers: 1,
+        post_attention_layers: 0,
         attention,
         dropout: 0.0,
     }
@@ -468,16 +469,19 @@ fn small_config(attention: AttentionKind) -> EncoderDecoderConfig {
 #[test]
 fn encoder_decoder_logits_do_not_depend_on_padding() {
     let device = padless::default_device();
-    // Every score `padless g2p train --attention` offers, and a decoder of two layers.
-    for (kind, decoder_layers) in [
-        (AttentionKind::Dot { scaled: false }, 1),
-        (AttentionKind::Dot { scaled: true }, 1),
-        (AttentionKind::General, 1),
-        (AttentionKind::Additive { d_attention: 4 }, 1),
-        (AttentionKind::General, 2),
+    // Every score `padless g2p train --attention` offers, a decoder of two layers and a
+    // post-attention layer.
+    for (kind, decoder_layers, post_attention_layers) in [
+        (AttentionKind::Dot { scaled: false }, 1, 0),
+        (AttentionKind::Dot { scaled: true }, 1, 0),
+        (AttentionKind::General, 1, 0),
+        (AttentionKind::Additive { d_attention: 4 }, 1, 0),
+        (AttentionKind::General, 2, 0),
+        (AttentionKind::Dot { scaled: true }, 1, 2),
     ] {
         let config = EncoderDecoderConfig {
             decoder_layers,
+            post_attention_layers,
             ..small_config(kind)
         };
         let model = config.init(&device).unwrap();
@@ -497,7 +501,9 @@ fn encoder_decoder_logits_do_not_depend_on_padding() {
                 assert!(mask[row * 6 + t]);
                 let a = &short[(row * 4 + t) * 8..][..8];
                 let b = &long[(row * 6 + t) * 8..][..8];
-                let what = format!("{kind:?}, {decoder_layers} decoder layers: row {row} step {t}");
+                let what = format!(
+                    "{kind:?}, {decoder_layers} decoder + {post_attention_layers} post-attention layers: row {row} step {t}"
+                );
                 assert_close(&what, a, b, 1e-5);
             }
             assert!(!mask[row * 6 + length]);
@@ -545,16 +551,17 @@ fn decoding_is_the_same_alone_and_in_a_padded_batch_and_beam_1_is_greedy() {
 /// Greedy decoding drops rows that have ended from later steps; each row must still get
 /// exactly what teacher forcing on its own output predicts, whatever rows end around it. A
 /// model with one output symbol besides EOS ends rows at varied steps; models are drawn until
-/// one does (the check is that at least one of them did). With two decoder layers this also
-/// holds the one-step decoder (`step`, states per layer) to the teacher-forced one.
+/// one does (the check is that at least one of them did). With two decoder layers, or a
+/// post-attention layer, this also holds the one-step decoder (`step`, states per layer) to
+/// the teacher-forced one.
 #[test]
 fn greedy_rows_that_end_early_leave_the_others_unchanged() {
-    for decoder_layers in [1, 2] {
-        greedy_rows_end_early(decoder_layers);
+    for (decoder_layers, post_attention_layers) in [(1, 0), (2, 0), (1, 1)] {
+        greedy_rows_end_early(decoder_layers, post_attention_layers);
     }
 }
 
-fn greedy_rows_end_early(decoder_layers: usize) {
+fn greedy_rows_end_early(decoder_layers: usize, post_attention_layers: usize) {
     let device = padless::default_device();
     let sources: Vec<Vec<i64>> = (0..12)
         .map(|r| {
@@ -570,6 +577,7 @@ fn greedy_rows_end_early(decoder_layers: usize) {
         let config = EncoderDecoderConfig {
             n_target_tokens: 4,
             decoder_layers,
+            post_attention_layers,
             ..small_config(AttentionKind::Dot { scaled: true })
         };
         let model = config.init(&device).unwrap();
@@ -593,7 +601,7 @@ fn greedy_rows_end_early(decoder_layers: usize) {
             assert_eq!(
                 picked[..want.len()],
                 want[..],
-                "{decoder_layers} decoder layers, row {r}"
+                "{decoder_layers} decoder + {post_attention_layers} post-attention layers, row {r}"
             );
         }
         let lengths: std::collections::BTreeSet<usize> = decoded.iter().map(Vec::len).collect();
@@ -604,7 +612,7 @@ fn greedy_rows_end_early(decoder_layers: usize) {
     }
     assert!(
         varied,
-        "{decoder_layers} decoder layers: no model ended its rows at varied steps"
+        "{decoder_layers} decoder + {post_attention_layers} post-attention layers: no model ended its rows at varied steps"
     );
 }
 

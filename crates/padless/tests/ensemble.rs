@@ -24,12 +24,14 @@ fn config(attention: AttentionKind, n_target_tokens: usize) -> EncoderDecoderCon
         d_encoder: 3,
         encoder_layers: 1,
         decoder_layers: 1,
+        post_attention_layers: 0,
         attention,
         dropout: 0.0,
     }
 }
 
-/// Two models that differ in weights, attention score and depth, sharing 6 target tokens.
+/// Two models that differ in weights, attention score and depth (the second with a
+/// post-attention layer), sharing 6 target tokens.
 fn two_models() -> (EncoderDecoder, EncoderDecoder) {
     let device = padless::default_device();
     let a = config(AttentionKind::Dot { scaled: true }, 6)
@@ -38,6 +40,7 @@ fn two_models() -> (EncoderDecoder, EncoderDecoder) {
     let b = EncoderDecoderConfig {
         encoder_layers: 2,
         decoder_layers: 2,
+        post_attention_layers: 1,
         ..config(AttentionKind::General, 6)
     }
     .init(&device)

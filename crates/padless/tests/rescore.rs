@@ -28,6 +28,7 @@ fn make_model(seed: u64, attention: AttentionKind) -> EncoderDecoder {
         d_encoder: 4,
         encoder_layers: 1,
         decoder_layers: 1,
+        post_attention_layers: 0,
         attention,
         dropout: 0.0,
     }

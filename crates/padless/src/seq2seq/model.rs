@@ -39,6 +39,12 @@ pub struct EncoderDecoderConfig {
     /// Stacked decoder LSTM layers (at least 1; the attention reads the last one's outputs).
     #[serde(default = "one")]
     pub decoder_layers: usize,
+    /// LSTM layers over the attentional vectors `tanh(W [h; context])`, each added to its
+    /// input (residual), before the output layer: they see every earlier step's attention,
+    /// which the decoder layers below the attention do not (0: none, as models saved before
+    /// the option).
+    #[serde(default)]
+    pub post_attention_layers: usize,
     /// The attention score.
     pub attention: AttentionKind,
     /// Dropout on embeddings and on the layer before the output (training only).
@@ -108,6 +114,13 @@ impl EncoderDecoderConfig {
             combine: DenseConfig::new(2 * d, d)
                 .with_activation(ActivationKind::Tanh)
                 .init(device),
+            post_attention: (0..self.post_attention_layers)
+                .map(|_| {
+                    LstmConfig::new(d, d)
+                        .with_return_sequences(true)
+                        .init(device)
+                })
+                .collect(),
             output: DenseConfig::new(d, self.n_target_tokens).init(device),
             config: self.clone(),
         })
@@ -116,7 +129,8 @@ impl EncoderDecoderConfig {
 
 /// An encoder-decoder for sequence pairs whose lengths differ (grapheme to phoneme,
 /// translation). The decoder is `decoder_layers` stacked LSTMs, each started from the
-/// encoder's final states.
+/// encoder's final states; `post_attention_layers` further LSTMs (also started from them) run
+/// over the attentional vectors before the output layer.
 ///
 /// # Shapes
 /// Source ids `[batch, t_source]` and decoder input ids `[batch, t_target]` (teacher forcing:
@@ -144,6 +158,9 @@ pub struct EncoderDecoder {
     pub attention: Attention,
     /// `tanh(W [h; context] + b)`.
     pub combine: Dense,
+    /// LSTMs over the attentional vectors (`post_attention_layers`), `2 d_encoder` units
+    /// each, residual.
+    pub post_attention: Vec<Lstm>,
     /// Logits over the target tokens.
     pub output: Dense,
     /// The configuration it was built from.
@@ -158,9 +175,9 @@ pub struct Encoded {
     pub keys: Tensor<3>,
     /// The source mask `[batch, t_source]`.
     pub mask: Option<Mask>,
-    /// The decoder's initial states `[h, c]` per decoder layer (`[h_1, c_1, h_2, c_2, ..]`),
-    /// `[batch, d_decoder]` each: every layer starts from both encoder directions' final
-    /// states concatenated.
+    /// The decoder's initial states `[h, c]` per decoder layer, then per post-attention layer
+    /// (`[h_1, c_1, h_2, c_2, ..]`), `[batch, d_decoder]` each: every layer starts from both
+    /// encoder directions' final states concatenated.
     pub states: Vec<Tensor<2>>,
 }
 
@@ -206,7 +223,7 @@ impl EncoderDecoder {
         // states = [h_forward, c_forward, h_backward, c_backward]
         let h = Tensor::cat(vec![states[0].clone(), states[2].clone()], 1);
         let c = Tensor::cat(vec![states[1].clone(), states[3].clone()], 1);
-        let layers = 1 + self.decoder_stack.len();
+        let layers = 1 + self.decoder_stack.len() + self.post_attention.len();
         Ok(Encoded {
             keys: x,
             mask,
@@ -256,30 +273,37 @@ impl EncoderDecoder {
         }
         let (y, mask) = self.target_embedding.forward(decoder_input, None)?;
         let (h, _) = self.run_decoder(self.dropout(y), mask.as_ref(), &encoded.states)?;
-        let logits = self.predict_from(h, &encoded.keys, encoded.mask.as_ref())?;
+        let (logits, _) =
+            self.predict_from(h, encoded, mask.as_ref(), self.post_states(&encoded.states))?;
         Ok((logits, mask))
     }
 
-    /// The decoder layers over `y [batch, t, d_embedding]` from `states` (`[h, c]` per layer):
-    /// the last layer's outputs and every layer's final states, in the order of `states`.
+    /// The post-attention layers' part of `states` (after the decoder layers' `[h, c]`).
+    fn post_states<'a>(&self, states: &'a [Tensor<2>]) -> &'a [Tensor<2>] {
+        &states[(2 * (1 + self.decoder_stack.len())).min(states.len())..]
+    }
+
+    /// The decoder layers over `y [batch, t, d_embedding]` from `states` (`[h, c]` per decoder
+    /// layer, then per post-attention layer): the last decoder layer's outputs and the decoder
+    /// layers' final states, in the order of `states`.
     fn run_decoder(
         &self,
         y: Tensor<3>,
         mask: Option<&Mask>,
         states: &[Tensor<2>],
     ) -> Result<(Tensor<3>, Vec<Tensor<2>>)> {
-        let layers = 1 + self.decoder_stack.len();
+        let layers = 1 + self.decoder_stack.len() + self.post_attention.len();
         if states.len() != 2 * layers {
             return Err(Error::config(
                 "EncoderDecoder decoder states",
                 format!(
-                    "expected [h, c] for each of the {layers} decoder layers ({} tensors), found {}",
+                    "expected [h, c] for each of the {layers} decoder and post-attention layers ({} tensors), found {}",
                     2 * layers,
                     states.len()
                 ),
             ));
         }
-        let mut chunks = states.chunks(2);
+        let mut chunks = states[..2 * (1 + self.decoder_stack.len())].chunks(2);
         let first = chunks.next().expect("at least one layer").to_vec();
         let out = self.decoder.forward(y, mask, Some(first))?;
         let (mut x, mut finals) = (out.sequence, out.states);
@@ -291,24 +315,37 @@ impl EncoderDecoder {
         Ok((x, finals))
     }
 
-    /// Attention, combination and output layer for decoder outputs `[batch, t, d_decoder]`.
+    /// Attention, combination, post-attention layers (from `post_states`, `[h, c]` each, over
+    /// the target steps of `target_mask`) and output layer for decoder outputs `[batch, t,
+    /// d_decoder]`: the logits and the post-attention layers' final states.
     fn predict_from(
         &self,
         h: Tensor<3>,
-        keys: &Tensor<3>,
-        mask: Option<&Mask>,
-    ) -> Result<Tensor<3>> {
+        encoded: &Encoded,
+        target_mask: Option<&Mask>,
+        post_states: &[Tensor<2>],
+    ) -> Result<(Tensor<3>, Vec<Tensor<2>>)> {
         let [batch, time, d] = h.dims();
         // The keys are 0 at padded source steps (see `Encoded`).
-        let attended = self
-            .attention
-            .forward_over_zeroed(h.clone(), keys.clone(), mask)?;
+        let attended = self.attention.forward_over_zeroed(
+            h.clone(),
+            encoded.keys.clone(),
+            encoded.mask.as_ref(),
+        )?;
         let joined = Tensor::cat(vec![h, attended.context], 2).reshape([batch * time, 2 * d]);
-        let combined = self.dropout(self.combine.forward(joined));
-        Ok(self
-            .output
-            .forward(combined)
-            .reshape([batch, time, self.config.n_target_tokens]))
+        let mut combined = self.dropout(self.combine.forward(joined));
+        let mut finals = Vec::new();
+        for (layer, initial) in self.post_attention.iter().zip(post_states.chunks(2)) {
+            let x = combined.reshape([batch, time, d]);
+            let out = layer.forward(x.clone(), target_mask, Some(initial.to_vec()))?;
+            finals.extend(out.states);
+            combined = (x + self.dropout(out.sequence)).reshape([batch * time, d]);
+        }
+        let logits =
+            self.output
+                .forward(combined)
+                .reshape([batch, time, self.config.n_target_tokens]);
+        Ok((logits, finals))
     }
 
     /// The masked sparse cross-entropy (mean over valid target steps) of `targets [batch,
@@ -367,9 +404,10 @@ impl EncoderDecoder {
             .select(0, previous)
             .unsqueeze_dim::<3>(1);
         // One step of each decoder layer (the fused kernel where there is one).
-        let (h, states) = self.run_decoder(y, None, states)?;
-        let logits = self.predict_from(h, &encoded.keys, encoded.mask.as_ref())?;
-        Ok((logits.reshape([batch, self.config.n_target_tokens]), states))
+        let (h, mut next) = self.run_decoder(y, None, states)?;
+        let (logits, post) = self.predict_from(h, encoded, None, self.post_states(states))?;
+        next.extend(post);
+        Ok((logits.reshape([batch, self.config.n_target_tokens]), next))
     }
 
     /// Dropout at the configured rate (training devices only).
@@ -394,6 +432,9 @@ impl EncoderDecoder {
         }
         add("attention", self.attention.weights());
         add("combine", self.combine.weights());
+        for (i, layer) in self.post_attention.iter().enumerate() {
+            add(&format!("post_attention_{i}"), layer.weights());
+        }
         add("output", self.output.weights());
         out
     }
@@ -419,6 +460,9 @@ impl EncoderDecoder {
             .set_weights(&strip_prefix(weights, "attention"))?;
         self.combine
             .set_weights(&strip_prefix(weights, "combine"))?;
+        for (i, layer) in self.post_attention.iter_mut().enumerate() {
+            layer.set_weights(&strip_prefix(weights, &format!("post_attention_{i}")))?;
+        }
         self.output.set_weights(&strip_prefix(weights, "output"))
     }
 
