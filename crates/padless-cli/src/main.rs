@@ -25,9 +25,11 @@ mod vocab;
 #[derive(Parser, Debug)]
 #[command(name = "padless", version, about)]
 struct Args {
-    /// Run the CPU kernels' f32 matrix products on Intel AMX tiles in bfloat16 (operands
-    /// rounded to 8 bits of mantissa, sums in f32): several times the f32 rate per core, about
-    /// three significant digits. Needs a Xeon of the 4th generation or later on Linux.
+    /// Run the CPU kernels' f32 matrix products in bfloat16 (operands rounded to 8 bits of
+    /// mantissa, sums in f32) on Intel AMX tiles, or on AVX512-BF16 where there are none:
+    /// several times (tiles) or up to twice (AVX512-BF16) the f32 rate per core, about three
+    /// significant digits. Needs a Xeon of the 4th generation or later on Linux, or an x86-64
+    /// CPU with AVX512-BF16 (AMD Zen 4 or later).
     #[arg(long, global = true)]
     bf16: bool,
     #[command(subcommand)]

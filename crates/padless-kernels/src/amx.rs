@@ -1,8 +1,10 @@
-//! Opt-in bfloat16 products on Intel AMX tiles ([`set_bf16_products`]): each `f32` operand is
+//! Opt-in bfloat16 products on Intel AMX tiles, or where a CPU has none, on AVX512-BF16
+//! (`vdpbf16ps`, AMD Zen 4 and later: [`dot`]) ([`set_bf16_products`]): each `f32` operand is
 //! rounded to bfloat16 (8 bits of mantissa, round to nearest even) and the products are summed
-//! in `f32` by the tile unit. Off by default; while on, every `f32` product of the kernels
-//! (the per-step products, the input projections, the weight gradients and the dense
-//! layer's) runs on the tiles; `f64` never does.
+//! in `f32`. Off by default; while on, every `f32` product of the kernels (the per-step
+//! products, the input projections, the weight gradients and the dense layer's) runs on the
+//! tiles (or the dot products); `f64` never does. Both units take the same operands and give
+//! the same sums up to the order of the `f32` additions.
 //!
 //! Measured on this project's 2-core Xeon (one thread, a plain 2 x 2 tile loop): 420 to 930
 //! GFLOP/s on the recurrent shapes (`64 x 512 · 512 x 1024` about 770) against 161 GFLOP/s,
@@ -10,22 +12,48 @@
 //! grows from about 1e-7 to about 1e-3 (bfloat16 inputs), as in mixed-precision training on
 //! GPUs.
 //!
-//! Linux on x86-64 only: the process asks the kernel for the tile state once
-//! (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`); elsewhere
-//! [`bf16_products_available`] is `false`.
+//! Tiles: Linux on x86-64 only: the process asks the kernel for the tile state once
+//! (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`). Dot products: any x86-64 OS.
+//! Elsewhere [`bf16_products_available`] is `false`.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+mod dot;
 mod pack;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
-/// Whether this CPU and OS can run the bfloat16 tile products (AMX-TILE and AMX-BF16 in
-/// CPUID, and the OS granted the tile state). Checked once per process.
+/// The unit that runs the bfloat16 products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unit {
+    /// AMX tiles ([`imp::tiles`]).
+    Tiles,
+    /// AVX512-BF16 dot products ([`dot::products`]).
+    Dot,
+}
+
+impl Unit {
+    /// Whether this CPU (and OS) can run this unit. Checked once per process.
+    fn available(self) -> bool {
+        static TILES: OnceLock<bool> = OnceLock::new();
+        static DOT: OnceLock<bool> = OnceLock::new();
+        match self {
+            Unit::Tiles => *TILES.get_or_init(imp::probe),
+            Unit::Dot => *DOT.get_or_init(dot::available),
+        }
+    }
+
+    /// The tiles where there are, else the dot products where there are.
+    fn best() -> Option<Unit> {
+        [Unit::Tiles, Unit::Dot].into_iter().find(|u| u.available())
+    }
+}
+
+/// Whether this CPU and OS can run the bfloat16 products: on AMX tiles (AMX-TILE and AMX-BF16
+/// in CPUID, and the OS granted the tile state) or on AVX512-BF16. Checked once per process.
 pub fn bf16_products_available() -> bool {
-    static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(imp::probe)
+    Unit::best().is_some()
 }
 
 /// Turns the bfloat16 tile products on or off for the whole process (every thread, every
@@ -38,7 +66,8 @@ pub fn set_bf16_products(on: bool) -> Result<(), String> {
     if on && !bf16_products_available() {
         return Err(
             "bfloat16 products need an x86-64 CPU with AMX-TILE and AMX-BF16 (Intel Xeon \
-             4th generation or later) and Linux granting the tile state; this machine has not"
+             4th generation or later, on Linux) or with AVX512-BF16 (AMD Zen 4 or later); \
+             this machine has neither"
                 .to_string(),
         );
     }
@@ -129,6 +158,38 @@ impl Bf16Rhs {
         a_row_stride: usize,
         a_col_stride: usize,
     ) {
+        let unit = Unit::best().expect("bfloat16 products run only where available");
+        // SAFETY: the caller's.
+        unsafe {
+            self.multiply_on(
+                unit,
+                m,
+                c,
+                c_row_stride,
+                accumulate,
+                a,
+                a_row_stride,
+                a_col_stride,
+            )
+        }
+    }
+
+    /// [`Bf16Rhs::multiply`] on `unit`.
+    ///
+    /// # Safety
+    /// As [`Bf16Rhs::multiply`], with `unit` available.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn multiply_on(
+        &self,
+        unit: Unit,
+        m: usize,
+        c: *mut f32,
+        c_row_stride: usize,
+        accumulate: bool,
+        a: *const f32,
+        a_row_stride: usize,
+        a_col_stride: usize,
+    ) {
         if m == 0 || self.n == 0 {
             return;
         }
@@ -178,7 +239,16 @@ impl Bf16Rhs {
             };
             // SAFETY: `lhs` holds `m_padded x kp`, `data` the padded B; C is the caller's;
             // availability is the caller's.
-            unsafe { imp::tiles(m_padded, self.n_padded, kp, lhs, self.halves(), &out) };
+            unsafe {
+                match unit {
+                    Unit::Tiles => {
+                        imp::tiles(m_padded, self.n_padded, kp, lhs, self.halves(), &out)
+                    }
+                    Unit::Dot => {
+                        dot::products(m_padded, self.n_padded, kp, lhs, self.halves(), &out)
+                    }
+                }
+            };
         });
     }
 }
@@ -447,15 +517,26 @@ mod tests {
         assert_eq!(to_bf16(-2.5), 0xc020);
     }
 
-    /// The tiles equal the f64 product of the bfloat16-rounded operands (summed in f32: a
-    /// relative 1e-5), for shapes that leave partial tiles in every dimension, with a strided
+    /// The tiles and the AVX512-BF16 dot products (each where this CPU has it) equal the f64
+    /// product of the bfloat16-rounded operands (summed in f32: a relative 1e-5), for shapes
+    /// that leave partial tiles and register blocks in every dimension, with a strided
     /// (transposed) left operand, written and accumulated.
     #[test]
-    fn tile_products_equal_the_product_of_the_rounded_operands() {
-        if !bf16_products_available() {
-            eprintln!("no AMX bfloat16 tiles here: skipped");
+    fn bf16_products_equal_the_product_of_the_rounded_operands() {
+        let units: Vec<Unit> = [Unit::Tiles, Unit::Dot]
+            .into_iter()
+            .filter(|u| u.available())
+            .collect();
+        if units.is_empty() {
+            eprintln!("neither AMX tiles nor AVX512-BF16 here: skipped");
             return;
         }
+        for unit in units {
+            products_on(unit);
+        }
+    }
+
+    fn products_on(unit: Unit) {
         let value =
             |i: usize, seed: usize| ((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.0 - 1.0;
         for &(m, k, n) in &[
@@ -464,6 +545,8 @@ mod tests {
             (16, 32, 32),
             (37, 70, 50),
             (48, 64, 96),
+            (9, 40, 33),
+            (70, 130, 100),
         ] {
             // A stored transposed: A[r, i] at a[i * m + r].
             let a: Vec<f32> = (0..m * k).map(|i| value(i, 1)).collect();
@@ -472,8 +555,10 @@ mod tests {
             let rhs = Bf16Rhs::gather(k, n, |r, c| b[r * n + c]);
             for accumulate in [false, true] {
                 let mut c = start.clone();
-                // SAFETY: C is m rows of n + 3; A is k x m (read transposed); tiles available.
-                unsafe { rhs.multiply(m, c.as_mut_ptr(), n + 3, accumulate, a.as_ptr(), 1, m) };
+                // SAFETY: C is m rows of n + 3; A is k x m (read transposed); `unit` available.
+                unsafe {
+                    rhs.multiply_on(unit, m, c.as_mut_ptr(), n + 3, accumulate, a.as_ptr(), 1, m)
+                };
                 for r in 0..m {
                     for col in 0..n + 3 {
                         let base = f64::from(start[r * (n + 3) + col]);
@@ -488,7 +573,7 @@ mod tests {
                         let got = f64::from(c[r * (n + 3) + col]);
                         assert!(
                             (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                            "m={m} k={k} n={n} acc={accumulate} ({r},{col}): {got} vs {want}"
+                            "{unit:?}: m={m} k={k} n={n} acc={accumulate} ({r},{col}): {got} vs {want}"
                         );
                     }
                 }

@@ -24,7 +24,9 @@
 //! - **Opt-in bfloat16 products** ([`set_bf16_products`]): on CPUs with Intel AMX (Xeon of
 //!   the 4th generation on), every `f32` product above runs on the tile unit with operands
 //!   rounded to bfloat16 and sums in `f32`: several times the `f32` rate, about three
-//!   significant digits per product. Off by default; `f64` never uses it.
+//!   significant digits per product; on CPUs with AVX512-BF16 but no tiles (AMD Zen 4 on),
+//!   the same operands run on `vdpbf16ps` (up to twice the `f32` rate). Off by default;
+//!   `f64` never uses it.
 //!
 //! The masking rules are padless' contract (`docs/SEMANTICS.md`): a masked step leaves the
 //! states unchanged, its output is the carried `h` (or 0 with `zero_output_for_mask`), the

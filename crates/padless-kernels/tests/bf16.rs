@@ -52,7 +52,7 @@ fn bf16_products_stay_within_bfloat16_precision_of_the_reference() {
     if !bf16_products_available() {
         assert!(set_bf16_products(true).is_err());
         assert!(!bf16_products());
-        eprintln!("no AMX bfloat16 tiles here: only the refusal is checked");
+        eprintln!("neither AMX tiles nor AVX512-BF16 here: only the refusal is checked");
         return;
     }
     for d_hidden in [37, 300] {
@@ -72,7 +72,7 @@ fn bf16_products_stay_within_bfloat16_precision_of_the_reference() {
             let bf16_error = check(&case);
             set_bf16_products(false).unwrap();
             // f32 products: about 1e-7 of the scale; bfloat16 inputs: 2e-3 to 4e-3 here (8 bits of
-            // mantissa), far above f32's, so the tiles did run.
+            // mantissa), far above f32's, so the bfloat16 products did run.
             eprintln!("{name} {d_hidden}: f32 {f32_error:.2e} bf16 {bf16_error:.2e}");
             assert!(f32_error < 1e-5, "{name} {d_hidden}: f32 {f32_error}");
             assert!(
