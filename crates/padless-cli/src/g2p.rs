@@ -195,6 +195,11 @@ pub struct EvalArgs {
     /// Words decoded at once.
     #[arg(long, default_value_t = 512)]
     batch_size: usize,
+    /// Write the words it gets wrong to this file, one per line, tab-separated: the word,
+    /// the output, the references (joined by ` | `) and `stress` where only a stress digit
+    /// is wrong, else `phonemes`.
+    #[arg(long, value_name = "PATH")]
+    errors: Option<PathBuf>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -453,6 +458,30 @@ fn eval_command(args: EvalArgs) -> Result<()> {
         described.join(" + "),
         args.split
     );
+    println!(
+        "wrong: {} words, {} of them only in stress (the phonemes right, a stress digit wrong)",
+        report.errors.len(),
+        report.stress_only_errors()
+    );
+    if let Some(path) = &args.errors {
+        let mut text = String::from("word\toutput\treferences\twrong\n");
+        for error in &report.errors {
+            let references: Vec<String> = error.references.iter().map(|r| r.join(" ")).collect();
+            text.push_str(&format!(
+                "{}\t{}\t{}\t{}\n",
+                error.word,
+                error.output.join(" "),
+                references.join(" | "),
+                if error.stress_only() {
+                    "stress"
+                } else {
+                    "phonemes"
+                }
+            ));
+        }
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote them to {}", path.display());
+    }
     Ok(())
 }
 

@@ -84,6 +84,52 @@ fn train_eval_and_pronounce_work_on_the_shipped_dictionary() {
         (stdout.clone(), wer_per)
     };
     let (_, single) = eval(&[model]);
+    // `--errors` lists the wrong words: as many as the WER says, each with its output, its
+    // references and what is wrong.
+    let errors_path = dir.join("errors.tsv");
+    let errors_file = errors_path.to_str().unwrap();
+    let (ok, stdout, stderr) = padless(&[
+        "g2p",
+        "eval",
+        "--limit",
+        "600",
+        "--split",
+        "validation",
+        "--model",
+        model,
+        "--errors",
+        errors_file,
+    ]);
+    assert!(ok, "{stderr}");
+    let words: f64 = stdout
+        .split("Validation split: ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("word count");
+    let wer: f64 = single
+        .trim_start_matches("WER ")
+        .split('%')
+        .next()
+        .and_then(|w| w.parse().ok())
+        .expect("WER");
+    let listed = std::fs::read_to_string(&errors_path).unwrap();
+    let rows: Vec<&str> = listed.lines().skip(1).collect();
+    assert_eq!(
+        rows.len(),
+        (wer / 100.0 * words).round() as usize,
+        "{listed}"
+    );
+    assert!(
+        stdout.contains(&format!("wrong: {} words", rows.len())),
+        "{stdout}"
+    );
+    for row in &rows {
+        let fields: Vec<&str> = row.split('\t').collect();
+        assert_eq!(fields.len(), 4, "{row}");
+        assert!(fields[2].split(" | ").all(|r| r != fields[1]), "{row}");
+        assert!(["stress", "phonemes"].contains(&fields[3]), "{row}");
+    }
     let (stdout, together) = eval(&[model, model]);
     assert!(stdout.starts_with("ensemble of 2: "), "{stdout}");
     assert!(

@@ -22,6 +22,42 @@ pub struct EvalReport {
     pub words_per_second: f64,
     /// Beam width (1 = greedy).
     pub beam: usize,
+    /// The words whose output equals none of their references (`wer * words` of them), in
+    /// the order of the entries.
+    pub errors: Vec<WordError>,
+}
+
+/// A word that [`evaluate`] got wrong.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WordError {
+    /// The word as spelled in the dictionary.
+    pub word: String,
+    /// The model's phonemes.
+    pub output: Vec<String>,
+    /// Every pronunciation the dictionary gives.
+    pub references: Vec<Vec<String>>,
+}
+
+impl WordError {
+    /// Whether the output's phonemes, stress digits aside, equal one of the references': only
+    /// a stress digit is wrong (`AH0` against `AH1`, or a vowel's digit moved).
+    pub fn stress_only(&self) -> bool {
+        let strip = |phonemes: &[String]| -> Vec<String> {
+            phonemes
+                .iter()
+                .map(|p| p.trim_end_matches(|c: char| c.is_ascii_digit()).to_string())
+                .collect()
+        };
+        let output = strip(&self.output);
+        self.references.iter().any(|r| strip(r) == output)
+    }
+}
+
+impl EvalReport {
+    /// How many of [`EvalReport::errors`] are wrong only in stress ([`WordError::stress_only`]).
+    pub fn stress_only_errors(&self) -> usize {
+        self.errors.iter().filter(|e| e.stress_only()).count()
+    }
 }
 
 impl std::fmt::Display for EvalReport {
@@ -79,11 +115,49 @@ pub fn evaluate_ensemble(
     let seconds = start.elapsed().as_secs_f64().max(1e-9);
     let references: Vec<Vec<Vec<String>>> =
         entries.iter().map(|e| e.pronunciations.clone()).collect();
+    let errors = entries
+        .iter()
+        .zip(&outputs)
+        .filter(|(entry, output)| !entry.pronunciations.contains(output))
+        .map(|(entry, output)| WordError {
+            word: entry.word.clone(),
+            output: output.clone(),
+            references: entry.pronunciations.clone(),
+        })
+        .collect();
     Ok(EvalReport {
         words: words.len(),
         wer: sequence_error_rate(&outputs, &references)?,
         per: error_rate(&outputs, &references)?,
         words_per_second: words.len() as f64 / seconds,
         beam,
+        errors,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phonemes(text: &str) -> Vec<String> {
+        text.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn an_error_is_stress_only_when_the_phonemes_without_digits_match_a_reference() {
+        let error = |output: &str, references: &[&str]| WordError {
+            word: "w".to_string(),
+            output: phonemes(output),
+            references: references.iter().map(|r| phonemes(r)).collect(),
+        };
+        // The stress moved from the first vowel to the second.
+        assert!(error("P ER0 M IH1 T", &["P ER1 M IH0 T"]).stress_only());
+        // The second reference matches without digits.
+        assert!(error("R IY0 D", &["R EH1 D", "R IY1 D"]).stress_only());
+        // A vowel differs: not only stress.
+        assert!(!error("R AE1 D", &["R EH1 D", "R IY1 D"]).stress_only());
+        // A phoneme missing, one extra.
+        assert!(!error("K AE1", &["K AE1 T"]).stress_only());
+        assert!(!error("K AE1 T S", &["K AE1 T"]).stress_only());
+    }
 }

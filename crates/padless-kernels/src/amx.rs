@@ -48,6 +48,15 @@ impl Unit {
     fn best() -> Option<Unit> {
         [Unit::Tiles, Unit::Dot].into_iter().find(|u| u.available())
     }
+
+    /// [`Unit::best`], for the kernels' products, which run on a unit only while the switch
+    /// is on ([`set_bf16_products`] refuses it where there is none).
+    ///
+    /// # Panics
+    /// Where this CPU has neither unit.
+    pub fn chosen() -> Unit {
+        Unit::best().expect("bfloat16 products run only where a unit is available")
+    }
 }
 
 /// Whether this CPU and OS can run the bfloat16 products: on AMX tiles (AMX-TILE and AMX-BF16
@@ -142,44 +151,14 @@ impl Bf16Rhs {
         unsafe { std::slice::from_raw_parts(self.data.as_ptr().cast::<u16>(), 2 * self.data.len()) }
     }
 
-    /// `C[m, n] = A[m, k] · B` (or `+=` with `accumulate`), `A[r, i]` at
+    /// `C[m, n] = A[m, k] · B` (or `+=` with `accumulate`) on `unit` (the kernels pass
+    /// [`Unit::chosen`]; the tests each available unit), `A[r, i]` at
     /// `a + r * a_row_stride + i * a_col_stride`, `C` row-major with `c_row_stride`.
     ///
     /// # Safety
-    /// As [`crate::matmul::matmul`]; and [`bf16_products_available`] must be `true`.
+    /// As [`crate::matmul::matmul`]; and `unit` must be available on this CPU.
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn multiply(
-        &self,
-        m: usize,
-        c: *mut f32,
-        c_row_stride: usize,
-        accumulate: bool,
-        a: *const f32,
-        a_row_stride: usize,
-        a_col_stride: usize,
-    ) {
-        let unit = Unit::best().expect("bfloat16 products run only where available");
-        // SAFETY: the caller's.
-        unsafe {
-            self.multiply_on(
-                unit,
-                m,
-                c,
-                c_row_stride,
-                accumulate,
-                a,
-                a_row_stride,
-                a_col_stride,
-            )
-        }
-    }
-
-    /// [`Bf16Rhs::multiply`] on `unit`.
-    ///
-    /// # Safety
-    /// As [`Bf16Rhs::multiply`], with `unit` available.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn multiply_on(
         &self,
         unit: Unit,
         m: usize,
@@ -557,7 +536,7 @@ mod tests {
                 let mut c = start.clone();
                 // SAFETY: C is m rows of n + 3; A is k x m (read transposed); `unit` available.
                 unsafe {
-                    rhs.multiply_on(unit, m, c.as_mut_ptr(), n + 3, accumulate, a.as_ptr(), 1, m)
+                    rhs.multiply(unit, m, c.as_mut_ptr(), n + 3, accumulate, a.as_ptr(), 1, m)
                 };
                 for r in 0..m {
                     for col in 0..n + 3 {

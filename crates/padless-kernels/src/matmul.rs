@@ -155,6 +155,7 @@ unsafe fn bf16_multiply<T: Real>(
     // SAFETY: the caller's contract; T is f32, so the casts reinterpret nothing.
     unsafe {
         rhs.multiply(
+            crate::amx::Unit::chosen(),
             m,
             c as *mut f32,
             c_row_stride,

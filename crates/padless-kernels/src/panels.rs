@@ -15,7 +15,7 @@
 
 use std::any::TypeId;
 
-use crate::amx::{Bf16Rhs, bf16_path};
+use crate::amx::{Bf16Rhs, Unit, bf16_path};
 use crate::matmul::{View, matmul};
 use crate::real::Real;
 
@@ -151,6 +151,7 @@ impl<T: Real> PackedRhs<T> {
             // SAFETY: the caller's contract; T is f32 wherever `Bf16` was built.
             Layout::Bf16(bf16) => unsafe {
                 bf16.multiply(
+                    Unit::chosen(),
                     m,
                     c as *mut f32,
                     c_row_stride,

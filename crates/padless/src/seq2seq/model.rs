@@ -96,6 +96,17 @@ impl EncoderDecoderConfig {
                 .with_mask_zero(true)
                 .init(device)
         };
+        // `d -> d` LSTMs returning every step: the decoder's upper layers and the post-attention
+        // layers (built in field order, which fixes what a seed draws).
+        let square_stack = |layers: usize| -> Vec<Lstm> {
+            (0..layers)
+                .map(|_| {
+                    LstmConfig::new(d, d)
+                        .with_return_sequences(true)
+                        .init(device)
+                })
+                .collect()
+        };
         Ok(EncoderDecoder {
             source_embedding: embedding(self.n_source_tokens),
             encoder,
@@ -103,24 +114,12 @@ impl EncoderDecoderConfig {
             decoder: LstmConfig::new(self.d_embedding, d)
                 .with_return_sequences(true)
                 .init(device),
-            decoder_stack: (1..self.decoder_layers)
-                .map(|_| {
-                    LstmConfig::new(d, d)
-                        .with_return_sequences(true)
-                        .init(device)
-                })
-                .collect(),
+            decoder_stack: square_stack(self.decoder_layers - 1),
             attention: Attention::new(self.attention, d, d, device)?,
             combine: DenseConfig::new(2 * d, d)
                 .with_activation(ActivationKind::Tanh)
                 .init(device),
-            post_attention: (0..self.post_attention_layers)
-                .map(|_| {
-                    LstmConfig::new(d, d)
-                        .with_return_sequences(true)
-                        .init(device)
-                })
-                .collect(),
+            post_attention: square_stack(self.post_attention_layers),
             output: DenseConfig::new(d, self.n_target_tokens).init(device),
             config: self.clone(),
         })
