@@ -31,6 +31,35 @@ pub struct AdamStep {
     pub epsilon: f32,
     /// The step's number, 1 for the first step.
     pub time: u32,
+    /// Clip the gradient's L2 norm to this first (scaled by [`norm_clip_scale`], as burn's
+    /// `GradientClipping::Norm`); `None` uses it as it is.
+    pub clip_norm: Option<f32>,
+}
+
+/// The factor that clips a gradient's L2 norm to `threshold`: `min(threshold / (‖g‖ + τ),
+/// 1)` with τ the smallest positive normal `f32`, as burn's `GradientClipping::Norm`
+/// computes it (the squares summed in `f64` here, 16 lanes apart, so the factor can differ
+/// from burn's in its last bits).
+///
+/// ```
+/// // ‖(3, 4)‖ = 5: clipped to 1 the gradient is scaled by 1/5; below the threshold, by 1.
+/// assert!((padless_kernels::norm_clip_scale(&[3.0f32, 4.0], 1.0) - 0.2).abs() < 1e-7);
+/// assert_eq!(padless_kernels::norm_clip_scale(&[3.0f32, 4.0], 10.0), 1.0);
+/// ```
+pub fn norm_clip_scale<T: Real>(grad: &[T], threshold: f32) -> f32 {
+    let mut lanes = [0f64; 16];
+    let chunks = grad.chunks_exact(16);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &g) in lanes.iter_mut().zip(chunk) {
+            let g = g.to_f64();
+            *lane += g * g;
+        }
+    }
+    let squares: f64 =
+        lanes.iter().sum::<f64>() + rest.iter().map(|&g| g.to_f64() * g.to_f64()).sum::<f64>();
+    let norm = squares.sqrt() as f32;
+    (threshold / (norm + f32::MIN_POSITIVE)).min(1.0)
 }
 
 /// Parameters from this size on are updated by two threads, each owning half of the slices.
@@ -46,10 +75,12 @@ struct Scalars<T> {
     combined: T,
     epsilon: T,
     lr: T,
+    /// The gradient's factor ([`AdamStep::clip_norm`]); exactly 1 where it is not clipped.
+    grad_scale: T,
 }
 
 impl<T: Real> Scalars<T> {
-    fn new(step: &AdamStep) -> Self {
+    fn new(step: &AdamStep, grad_scale: f32) -> Self {
         let time = step.time.min(i32::MAX as u32) as i32;
         let correction_2 = (1.0 - step.beta_2.powi(time)).sqrt();
         let combined = correction_2 / (1.0 - step.beta_1.powi(time));
@@ -62,6 +93,7 @@ impl<T: Real> Scalars<T> {
             combined: t(combined),
             epsilon: t(step.epsilon * correction_2),
             lr: T::from_f64(step.lr),
+            grad_scale: t(grad_scale),
         }
     }
 }
@@ -76,7 +108,7 @@ impl<T: Real> Scalars<T> {
 /// ```
 /// use padless_kernels::{AdamStep, adam_update};
 ///
-/// let step = AdamStep { lr: 0.1, beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7, time: 1 };
+/// let step = AdamStep { lr: 0.1, beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7, time: 1, clip_norm: None };
 /// let (mut p, mut m, mut v) = (vec![1.0f32, -2.0], vec![0.0; 2], vec![0.0; 2]);
 /// adam_update(&step, &mut p, &[0.5, -4.0], &mut m, &mut v);
 /// // The first step moves each weight by about lr against the gradient's sign.
@@ -100,7 +132,10 @@ pub fn adam_update<T: Real>(
         v.len()
     );
     assert!(step.time >= 1, "adam: steps are numbered from 1, got 0");
-    let s = Scalars::<T>::new(step);
+    let scale = step
+        .clip_norm
+        .map_or(1.0, |threshold| norm_clip_scale(grad, threshold));
+    let s = Scalars::<T>::new(step, scale);
     if n < TWO_THREADS_FROM {
         update_part(s, param, grad, m, v);
         return;
@@ -146,9 +181,23 @@ impl<T: Real> pulp::WithSimd for Update<'_, T> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        // Two loops, so the common unclipped one has no multiply and no branch.
+        if self.s.grad_scale == T::from_f64(1.0) {
+            self.run::<false>();
+        } else {
+            self.run::<true>();
+        }
+    }
+}
+
+impl<T: Real> Update<'_, T> {
+    #[inline(always)]
+    fn run<const SCALED: bool>(self) {
         let s = self.s;
         let moments = self.m.iter_mut().zip(self.v.iter_mut());
         for ((p, &g), (m, v)) in self.param.iter_mut().zip(self.grad).zip(moments) {
+            // burn's clipping multiplies the gradient by the factor, in its own type.
+            let g = if SCALED { g * s.grad_scale } else { g };
             let m_new = *m * s.beta_1 + g * s.one_minus_beta_1;
             let v_new = *v * s.beta_2 + (g * g) * s.one_minus_beta_2;
             let update = (m_new * s.combined) / (v_new.sqrt() + s.epsilon);
@@ -206,6 +255,7 @@ mod tests {
                     beta_2: 0.999,
                     epsilon: 1e-7,
                     time: t as u32 + 1,
+                    clip_norm: None,
                 };
                 adam_update(&step, &mut p, g, &mut m, &mut v);
             }
@@ -232,6 +282,7 @@ mod tests {
             beta_2: 0.999,
             epsilon: 1e-7,
             time: 1,
+            clip_norm: None,
         };
         adam_update(
             &step,
@@ -240,5 +291,54 @@ mod tests {
             &mut [0.0; 3],
             &mut [0.0; 3],
         );
+    }
+
+    /// A clipped step is the unclipped step of the gradient times the clipping factor (bit
+    /// for bit, as burn's clipping and then its Adam), the factor brings the norm to the
+    /// threshold (by hand: the gradient below has norm sqrt(n * 0.25 + ...)), and a gradient
+    /// under the threshold is left alone.
+    #[test]
+    fn a_clipped_step_is_the_step_of_the_scaled_gradient() {
+        for n in [5, 40, TWO_THREADS_FROM + 3] {
+            let grad: Vec<f32> = (0..n).map(|i| ((i * 7) % 23) as f32 * 0.1 - 1.1).collect();
+            let norm: f64 = grad
+                .iter()
+                .map(|&g| f64::from(g) * f64::from(g))
+                .sum::<f64>()
+                .sqrt();
+            let threshold = (norm / 3.0) as f32;
+            let scale = norm_clip_scale(&grad, threshold);
+            assert!(
+                (f64::from(scale) - 1.0 / 3.0).abs() < 1e-6,
+                "n {n}: {scale}"
+            );
+            assert_eq!(norm_clip_scale(&grad, (norm * 2.0) as f32), 1.0);
+            let p0: Vec<f32> = (0..n).map(|i| (i % 11) as f32 * 0.3 - 1.5).collect();
+            let (m0, v0): (Vec<f32>, Vec<f32>) =
+                (0..n).map(|i| (0.01 * (i % 3) as f32, 0.02)).unzip();
+            let step = |clip_norm| AdamStep {
+                lr: 0.01,
+                beta_1: 0.9,
+                beta_2: 0.999,
+                epsilon: 1e-7,
+                time: 3,
+                clip_norm,
+            };
+            let run = |clip_norm, grad: &[f32]| {
+                let (mut p, mut m, mut v) = (p0.clone(), m0.clone(), v0.clone());
+                adam_update(&step(clip_norm), &mut p, grad, &mut m, &mut v);
+                (p, m, v)
+            };
+            let scaled: Vec<f32> = grad.iter().map(|&g| g * scale).collect();
+            assert!(run(Some(threshold), &grad) == run(None, &scaled), "n {n}");
+            assert!(
+                run(Some((norm * 2.0) as f32), &grad) == run(None, &grad),
+                "n {n}"
+            );
+            assert!(
+                run(Some(threshold), &grad) != run(None, &grad),
+                "n {n}: clipping changed nothing"
+            );
+        }
     }
 }

@@ -101,27 +101,17 @@ pub(crate) fn to_bf16(x: f32) -> u16 {
     ((bits + 0x7fff + ((bits >> 16) & 1)) >> 16) as u16
 }
 
-/// `dst[i] = to_bf16(src[i])`, compiled for AVX-512 (which every AMX CPU has) so the loop
-/// runs 16 lanes wide.
+/// `dst[i] = to_bf16(src[i])`, 16 lanes at a time with AVX-512.
 fn convert(dst: &mut [u16], src: &[f32]) {
-    #[inline(always)]
-    fn each(dst: &mut [u16], src: &[f32]) {
-        for (d, &x) in dst.iter_mut().zip(src) {
-            *d = to_bf16(x);
-        }
-    }
+    let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512bw")]
-    fn wide(dst: &mut [u16], src: &[f32]) {
-        each(dst, src);
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the feature was detected.
+        done = unsafe { pack::wide::convert(dst, src) };
     }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512bw") {
-        // SAFETY: the features were detected.
-        unsafe { wide(dst, src) };
-        return;
+    for (d, &x) in dst[done..].iter_mut().zip(&src[done..]) {
+        *d = to_bf16(x);
     }
-    each(dst, src);
 }
 
 /// A right-hand matrix `B[k, n]` in the tiles' layout: blocks of 16 columns, each `k / 2`
@@ -494,6 +484,36 @@ mod tests {
         // 1 + 3 * 2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: ties to the even upper one.
         assert_eq!(to_bf16(1.0 + 3.0 / 256.0), 0x3f82);
         assert_eq!(to_bf16(-2.5), 0xc020);
+    }
+
+    /// The vectorised conversion equals the scalar rounding bit for bit, ties included, for
+    /// lengths that leave a partial vector.
+    #[test]
+    fn converting_a_slice_rounds_every_element_as_to_bf16() {
+        let ties = [
+            1.0 + 1.0 / 256.0,
+            1.0 + 3.0 / 256.0,
+            -2.5,
+            0.0,
+            -0.0,
+            f32::MAX,
+            1e-40,
+        ];
+        for len in [0, 1, 15, 16, 17, 40, 100] {
+            let src: Vec<f32> = (0..len)
+                .map(|i| {
+                    if i % 5 == 0 {
+                        ties[i / 5 % ties.len()]
+                    } else {
+                        ((i * 7919) % 2003) as f32 / 7.0 - 140.0
+                    }
+                })
+                .collect();
+            let mut dst = vec![0u16; len];
+            convert(&mut dst, &src);
+            let want: Vec<u16> = src.iter().map(|&x| to_bf16(x)).collect();
+            assert_eq!(dst, want, "len {len}");
+        }
     }
 
     /// The tiles and the AVX512-BF16 dot products (each where this CPU has it) equal the f64

@@ -84,7 +84,7 @@ pub mod reference;
 mod softmax;
 mod team;
 
-pub use adam::{AdamStep, adam_update};
+pub use adam::{AdamStep, adam_update, norm_clip_scale};
 pub use amx::{bf16_products, bf16_products_available, set_bf16_products};
 pub use cells::{BackwardRow, CellKind, ForwardRow, Gru, Lstm, SimpleRnn};
 pub use dense::{DenseGradients, dense_backward, dense_forward};

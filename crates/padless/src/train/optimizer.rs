@@ -86,11 +86,10 @@ impl OptimizerConfig {
                 beta_2,
                 epsilon,
             } => {
-                let optimizer = ModuleOptimizer::from(FusedAdam::new(beta_1, beta_2, epsilon));
-                match clip {
-                    Some(clip) => optimizer.with_grad_clipping(clip.init()),
-                    None => optimizer,
-                }
+                // The norm clip runs inside the fused pass.
+                ModuleOptimizer::from(
+                    FusedAdam::new(beta_1, beta_2, epsilon).with_clip_norm(clip_norm),
+                )
             }
             OptimizerConfig::AdamW { weight_decay } => AdamWConfig::new()
                 .with_epsilon(epsilon())
