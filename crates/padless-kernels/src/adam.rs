@@ -294,9 +294,9 @@ mod tests {
     }
 
     /// A clipped step is the unclipped step of the gradient times the clipping factor (bit
-    /// for bit, as burn's clipping and then its Adam), the factor brings the norm to the
-    /// threshold (by hand: the gradient below has norm sqrt(n * 0.25 + ...)), and a gradient
-    /// under the threshold is left alone.
+    /// for bit, as burn's clipping and then its Adam), the factor brings the norm (summed
+    /// here in f64, in order) to a third of itself when the threshold is a third, and a
+    /// gradient under the threshold is left alone.
     #[test]
     fn a_clipped_step_is_the_step_of_the_scaled_gradient() {
         for n in [5, 40, TWO_THREADS_FROM + 3] {

@@ -238,29 +238,31 @@ mod tests {
     use crate::tensor_util::f32_vec;
 
     /// Three Adam steps of a Dense layer on `sum((dense(x) - y)^2)`, fused (`composite` false)
-    /// or through burn's `Adam`; the weights after each step.
+    /// or through burn's `Adam`, with burn's norm clipping on the optimizer where `clip` is
+    /// given; the weights after each step.
     fn train(initial: &Dense, composite: bool, clip: Option<f32>) -> Vec<Vec<f32>> {
-        let run = || {
-            let mut optimizer = ModuleOptimizer::from(FusedAdam::new(0.9, 0.999, 1e-7));
-            if let Some(norm) = clip {
-                optimizer = optimizer.with_grad_clipping(
+        steps(initial, composite, || {
+            let optimizer = ModuleOptimizer::from(FusedAdam::new(0.9, 0.999, 1e-7));
+            match clip {
+                Some(norm) => optimizer.with_grad_clipping(
                     burn::optim::grad_clipping::GradientClippingConfig::Norm(norm).init(),
-                );
+                ),
+                None => optimizer,
             }
-            steps(initial, optimizer)
-        };
-        if composite {
-            with_composite(run)
-        } else {
-            run()
-        }
+        })
     }
 
-    /// The weights after each of three steps of `optimizer` from `initial`.
-    fn steps(initial: &Dense, mut optimizer: ModuleOptimizer) -> Vec<Vec<f32>> {
-        {
+    /// The weights after each of three steps of the optimizer `make` builds, from `initial`,
+    /// on the fused path or (`composite`) burn's.
+    fn steps(
+        initial: &Dense,
+        composite: bool,
+        make: impl Fn() -> ModuleOptimizer,
+    ) -> Vec<Vec<f32>> {
+        let run = || {
             let device = crate::training_device();
             let mut dense = initial.clone();
+            let mut optimizer = make();
             let xs: Vec<f32> = (0..20).map(|i| ((i * 7) % 11) as f32 * 0.2 - 1.0).collect();
             let ys: Vec<f32> = (0..12).map(|i| ((i * 5) % 7) as f32 * 0.3 - 0.9).collect();
             let x = Tensor::<1>::from_floats(xs.as_slice(), &device).reshape([4, 5]);
@@ -275,6 +277,11 @@ mod tests {
                 seen.push(weights);
             }
             seen
+        };
+        if composite {
+            with_composite(run)
+        } else {
+            run()
         }
     }
 
@@ -288,13 +295,9 @@ mod tests {
     fn clipping_inside_the_fused_pass_equals_burns_clipping() {
         let initial: Dense = DenseConfig::new(5, 3).init(&crate::training_device());
         let inside = |composite: bool| {
-            let optimizer = FusedAdam::new(0.9, 0.999, 1e-7).with_clip_norm(Some(1e-6));
-            let run = || steps(&initial, ModuleOptimizer::from(optimizer.clone()));
-            if composite {
-                with_composite(run)
-            } else {
-                run()
-            }
+            steps(&initial, composite, || {
+                ModuleOptimizer::from(FusedAdam::new(0.9, 0.999, 1e-7).with_clip_norm(Some(1e-6)))
+            })
         };
         let burns = train(&initial, true, Some(1e-6));
         let unclipped = train(&initial, true, None);
