@@ -463,6 +463,11 @@ fn eval_command(args: EvalArgs) -> Result<()> {
         report.errors.len(),
         report.stress_only_errors()
     );
+    println!(
+        "stress digits ignored on both sides: WER {:.2}%, PER {:.2}%",
+        100.0 * report.wer_without_stress,
+        100.0 * report.per_without_stress
+    );
     if let Some(path) = &args.errors {
         let mut text = String::from("word\toutput\treferences\twrong\n");
         for error in &report.errors {

@@ -22,6 +22,10 @@ pub struct EvalReport {
     pub words_per_second: f64,
     /// Beam width (1 = greedy).
     pub beam: usize,
+    /// [`EvalReport::wer`] with stress digits ignored on both sides ([`without_stress`]).
+    pub wer_without_stress: f64,
+    /// [`EvalReport::per`] with stress digits ignored on both sides ([`without_stress`]).
+    pub per_without_stress: f64,
     /// The words whose output equals none of their references (`wer * words` of them), in
     /// the order of the entries.
     pub errors: Vec<WordError>,
@@ -42,15 +46,38 @@ impl WordError {
     /// Whether the output's phonemes, stress digits aside, equal one of the references': only
     /// a stress digit is wrong (`AH0` against `AH1`, or a vowel's digit moved).
     pub fn stress_only(&self) -> bool {
-        let strip = |phonemes: &[String]| -> Vec<String> {
-            phonemes
-                .iter()
-                .map(|p| p.trim_end_matches(|c: char| c.is_ascii_digit()).to_string())
-                .collect()
-        };
-        let output = strip(&self.output);
-        self.references.iter().any(|r| strip(r) == output)
+        let output = without_stress(&self.output);
+        self.references.iter().any(|r| without_stress(r) == output)
     }
+}
+
+/// The phonemes with their stress digits removed (`AH0` -> `AH`, `K` stays `K`): the
+/// 39-phoneme ARPAbet that stress-free G2P results are scored in.
+pub fn without_stress(phonemes: &[String]) -> Vec<String> {
+    phonemes
+        .iter()
+        .map(|p| p.trim_end_matches(|c: char| c.is_ascii_digit()).to_string())
+        .collect()
+}
+
+/// Word and phoneme error rates (`(wer, per)`, as [`EvalReport::wer`] and
+/// [`EvalReport::per`]) with stress digits removed from outputs and references alike.
+///
+/// # Errors
+/// When the number of outputs and reference lists differ, or a word has no reference.
+pub fn rates_without_stress(
+    outputs: &[Vec<String>],
+    references: &[Vec<Vec<String>>],
+) -> Result<(f64, f64)> {
+    let outputs: Vec<Vec<String>> = outputs.iter().map(|o| without_stress(o)).collect();
+    let references: Vec<Vec<Vec<String>>> = references
+        .iter()
+        .map(|refs| refs.iter().map(|r| without_stress(r)).collect())
+        .collect();
+    Ok((
+        sequence_error_rate(&outputs, &references)?,
+        error_rate(&outputs, &references)?,
+    ))
 }
 
 impl EvalReport {
@@ -125,12 +152,15 @@ pub fn evaluate_ensemble(
             references: entry.pronunciations.clone(),
         })
         .collect();
+    let (wer_without_stress, per_without_stress) = rates_without_stress(&outputs, &references)?;
     Ok(EvalReport {
         words: words.len(),
         wer: sequence_error_rate(&outputs, &references)?,
         per: error_rate(&outputs, &references)?,
         words_per_second: words.len() as f64 / seconds,
         beam,
+        wer_without_stress,
+        per_without_stress,
         errors,
     })
 }
@@ -159,5 +189,28 @@ mod tests {
         // A phoneme missing, one extra.
         assert!(!error("K AE1", &["K AE1 T"]).stress_only());
         assert!(!error("K AE1 T S", &["K AE1 T"]).stress_only());
+    }
+
+    #[test]
+    fn rates_without_stress_ignore_the_digits_on_both_sides() {
+        let outputs = vec![
+            phonemes("P ER0 M IH1 T"), // stress moved: right without digits
+            phonemes("R AE1 D"),       // one vowel wrong against either reference
+            phonemes("K AE1 T"),       // right with digits
+            phonemes("D AO1 G Z"),     // one phoneme extra and a digit wrong
+        ];
+        let references = vec![
+            vec![phonemes("P ER1 M IH0 T")],
+            vec![phonemes("R EH1 D"), phonemes("R IY1 D")],
+            vec![phonemes("K AE1 T")],
+            vec![phonemes("D AO2 G")],
+        ];
+        let (wer, per) = rates_without_stress(&outputs, &references).unwrap();
+        // Two of four words wrong; edits 0 + 1 + 0 + 1 over lengths 5 + 3 + 3 + 3.
+        assert_eq!(wer, 0.5);
+        assert!((per - 2.0 / 14.0).abs() < 1e-12, "{per}");
+        // With the digits, three words are wrong and the first word costs two edits.
+        assert_eq!(sequence_error_rate(&outputs, &references).unwrap(), 0.75);
+        assert!((error_rate(&outputs, &references).unwrap() - 5.0 / 14.0).abs() < 1e-12);
     }
 }
