@@ -109,8 +109,11 @@ impl LossKind {
     /// The per-step loss `[batch, time]` from targets and predictions `[batch, time, C]`, with
     /// per-element weights `[batch, time, C]` applied before the last-axis reduction and, for
     /// the categorical cross-entropies, label smoothing `epsilon`: `(1 - ε) CE(y) + ε
-    /// mean_c(-log p_c)` from the same log-probabilities (the caller checks `epsilon` and
-    /// refuses per-element weights with it).
+    /// mean_c(-log p_c)` from the same log-probabilities, the cross-entropy against the
+    /// smoothed target `(1 - ε) y + ε / C` (the caller checks `epsilon`). With per-element
+    /// weights `w` every element term is weighed, the uniform part's included: `Σ_c w_c t_c
+    /// (-log p_c)` for the smoothed target `t`. For sparse labels `y` the one-hot target's
+    /// elements are 0 but at the label, so the plain loss is `w[y] (-log p[y])`.
     ///
     /// # Errors
     /// When the targets do not fit the loss.
@@ -121,28 +124,35 @@ impl LossKind {
         element_weight: Option<Tensor<3>>,
         epsilon: f32,
     ) -> Result<Tensor<2>> {
-        let smoothed = |ce: Tensor<2>, log_p: Tensor<3>| {
-            if epsilon > 0.0 {
-                let uniform = log_p.mean_dim(2).squeeze_dim::<2>(2).neg();
-                ce * (1.0 - epsilon) + uniform * epsilon
-            } else {
-                ce
-            }
-        };
         let weigh = |e: Tensor<3>| match &element_weight {
             Some(w) => e * w.clone(),
             None => e,
         };
         let sum_c = |e: Tensor<3>| weigh(e).sum_dim(2).squeeze_dim::<2>(2);
         let mean_c = |e: Tensor<3>| weigh(e).mean_dim(2).squeeze_dim::<2>(2);
+        // The uniform part `ε / C` of the smoothed target weighs every class's term.
+        let smoothed = |ce: Tensor<2>, log_p: Tensor<3>| {
+            if epsilon > 0.0 {
+                ce * (1.0 - epsilon) + mean_c(log_p).neg() * epsilon
+            } else {
+                ce
+            }
+        };
         if let (LossKind::SparseCategoricalCrossentropy { from_logits }, Targets::Labels(labels)) =
             (self, y_true)
         {
             let log_p = log_probabilities(y_pred, *from_logits);
-            let picked = log_p
-                .clone()
-                .gather(2, labels.clone().unsqueeze_dim::<3>(2));
-            return Ok(smoothed(picked.squeeze_dim::<2>(2).neg(), log_p));
+            let at_label = |x: Tensor<3>| {
+                x.gather(2, labels.clone().unsqueeze_dim::<3>(2))
+                    .squeeze_dim::<2>(2)
+            };
+            let picked = at_label(log_p.clone()).neg();
+            // Per-element weights count at the label: the one-hot target is 0 elsewhere.
+            let picked = match &element_weight {
+                Some(w) => picked * at_label(w.clone()),
+                None => picked,
+            };
+            return Ok(smoothed(picked, log_p));
         }
         let Targets::Dense(y) = y_true else {
             return Err(Error::config(
