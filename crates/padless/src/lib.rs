@@ -76,6 +76,10 @@ pub fn cuda_training_device() -> burn::tensor::Device {
     burn::tensor::Device::cuda(0).autodiff()
 }
 
+/// The README (`README.md`); its library example runs as a test.
+#[doc = include_str!("../../../README.md")]
+pub mod readme {}
+
 /// The masking guide (`docs/masking.md`); its snippets run as tests.
 #[doc = include_str!("../../../docs/masking.md")]
 pub mod guide {}
