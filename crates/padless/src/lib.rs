@@ -35,6 +35,7 @@
 
 pub mod elementwise;
 pub mod error;
+pub mod files;
 pub mod layer;
 pub mod layers;
 pub mod losses;
