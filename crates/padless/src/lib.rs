@@ -33,6 +33,7 @@
 
 #![warn(missing_docs)]
 
+pub mod budget;
 pub mod elementwise;
 pub mod error;
 pub mod files;
