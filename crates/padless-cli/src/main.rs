@@ -17,6 +17,8 @@ mod demo;
 mod encode;
 mod eval_cmd;
 mod flags;
+#[cfg(test)]
+mod fuzz;
 mod g2p;
 mod model_file;
 mod paths;
