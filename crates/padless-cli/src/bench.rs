@@ -144,6 +144,29 @@ fn model_config(hidden: usize) -> ModelConfig {
     }
 }
 
+/// Checks that the model of `hidden` units and a training step on the `B x T` batch fit in
+/// the memory budget before either is built.
+fn check_size(hidden: usize) -> anyhow::Result<()> {
+    let (h, v) = (hidden as u64, V as u64);
+    let lstm = |d_input: u64| 4u64.saturating_mul(h).saturating_mul(d_input + h + 1);
+    let parameters = lstm(v)
+        .saturating_add(lstm(h))
+        .saturating_add(h.saturating_mul(v) + v);
+    let what = format!("--hidden {hidden}");
+    padless::budget::check_model_size(&format!("{what}: the model's parameters"), parameters)?;
+    // Each LSTM keeps its gates and states (6 H floats) for every one of the B x T steps.
+    let activations = 2u64
+        .saturating_mul((B * T) as u64)
+        .saturating_mul(6)
+        .saturating_mul(h);
+    padless::budget::check_elements(
+        &format!("{what}: the activations of a {B} x {T} batch"),
+        activations,
+        4,
+    )?;
+    Ok(())
+}
+
 /// `flops_per_train_step` of the peers (every one of the `B x T` steps of both LSTMs).
 fn spec_flops(h: f64) -> f64 {
     let (b, t, v) = (B as f64, T as f64, V as f64);
@@ -191,6 +214,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         args.steps > 0 && args.repeats > 0,
         "--steps and --repeats must be at least 1"
     );
+    check_size(args.hidden)?;
     padless::rnn::fused::set_kernel_threads(args.threads);
     let device = training_device();
     device.seed(1);

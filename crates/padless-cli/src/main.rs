@@ -16,8 +16,12 @@ mod data_files;
 mod demo;
 mod encode;
 mod eval_cmd;
+mod flags;
+#[cfg(test)]
+mod fuzz;
 mod g2p;
 mod model_file;
+mod paths;
 mod train_cmd;
 mod vocab;
 
@@ -46,7 +50,7 @@ enum Command {
         #[arg(long, default_value_t = 123)]
         seed: u64,
         /// Training epochs.
-        #[arg(long, default_value_t = 12)]
+        #[arg(long, default_value_t = 12, value_parser = flags::epochs)]
         epochs: usize,
     },
     /// Grapheme-to-phoneme conversion on the CMU Pronouncing Dictionary in data/cmudict.
@@ -56,16 +60,17 @@ enum Command {
     /// RepeatVector, LSTM(H), TimeDistributed softmax; B = T = 64) through the public API.
     Bench {
         /// Hidden units of both LSTMs.
-        #[arg(long, default_value_t = 128)]
+        #[arg(long, default_value_t = 128, value_parser = flags::count)]
         hidden: usize,
-        /// Threads of the fused recurrent kernels (1 or 2).
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
+        /// Threads of the fused recurrent kernels, 1 or 2 [default: 2, or 1 on one core].
+        #[arg(long, value_parser = flags::kernel_threads)]
+        threads: Option<usize>,
         /// Timed steps per repeat (3 repeats, median reported).
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 20, value_parser = flags::count)]
         steps: usize,
-        /// Fraction of valid input steps (lengths scaled); the SPEC lengths when absent.
-        #[arg(long)]
+        /// Fraction of valid input steps, in (0, 1] (lengths scaled); the SPEC lengths when
+        /// absent.
+        #[arg(long, value_parser = flags::fraction)]
         valid_fraction: Option<f64>,
     },
     /// Print a model config's layers, output shapes, parameters and where masks go.
@@ -96,7 +101,7 @@ fn run() -> anyhow::Result<()> {
             valid_fraction,
         } => bench::run(&bench::BenchArgs {
             hidden,
-            threads,
+            threads: threads.unwrap_or_else(flags::available_threads),
             steps,
             repeats: 3,
             warmup: 3,

@@ -33,8 +33,10 @@
 
 #![warn(missing_docs)]
 
+pub mod budget;
 pub mod elementwise;
 pub mod error;
+pub mod files;
 pub mod layer;
 pub mod layers;
 pub mod losses;
