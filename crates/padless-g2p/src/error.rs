@@ -25,8 +25,9 @@ pub enum G2pError {
         /// The characters the model knows.
         alphabet: String,
     },
-    /// A file that cannot be read or written.
-    #[error("{}: {source}", path.display())]
+    /// A file that cannot be read or written. The message names the file; the I/O error is
+    /// the [`std::error::Error::source`], so a printed chain of causes shows it once.
+    #[error("{}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -61,3 +62,34 @@ pub enum G2pError {
 
 /// `Result` with [`G2pError`].
 pub type Result<T, E = G2pError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `err` and its causes, joined as `main`'s `{:#}` prints an error chain.
+    fn chain(err: &dyn std::error::Error) -> String {
+        let mut parts = vec![err.to_string()];
+        let mut source = err.source();
+        while let Some(cause) = source {
+            parts.push(cause.to_string());
+            source = cause.source();
+        }
+        parts.join(": ")
+    }
+
+    #[test]
+    fn an_io_error_names_its_file_and_its_cause_once() {
+        let err = G2pError::Io {
+            path: PathBuf::from("g2p-model.safetensors"),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        };
+        assert_eq!(chain(&err), "g2p-model.safetensors: no such file");
+        // A library error inside keeps its one mention of the cause too.
+        let err = G2pError::from(padless::Error::Io {
+            path: PathBuf::from("m.safetensors"),
+            source: std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied"),
+        });
+        assert_eq!(chain(&err), "m.safetensors: denied");
+    }
+}

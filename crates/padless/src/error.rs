@@ -99,8 +99,9 @@ pub enum Error {
         /// What was expected and what was found.
         message: String,
     },
-    /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    /// Reading or writing a file failed. The message names the file; the I/O error is the
+    /// [`std::error::Error::source`], so a printed chain of causes shows it once.
+    #[error("{}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -131,5 +132,31 @@ impl Error {
             layer: layer.into(),
             message: message.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `err` and its causes, joined as `main`'s `{:#}` prints an error chain.
+    fn chain(err: &dyn std::error::Error) -> String {
+        let mut parts = vec![err.to_string()];
+        let mut source = err.source();
+        while let Some(cause) = source {
+            parts.push(cause.to_string());
+            source = cause.source();
+        }
+        parts.join(": ")
+    }
+
+    #[test]
+    fn an_io_error_names_its_file_and_its_cause_once() {
+        let err = Error::Io {
+            path: PathBuf::from("runs/model.safetensors"),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        };
+        assert_eq!(err.to_string(), "runs/model.safetensors");
+        assert_eq!(chain(&err), "runs/model.safetensors: no such file");
     }
 }

@@ -303,7 +303,10 @@ mod tests {
             Err(std::io::Error::other("interrupted"))
         })
         .unwrap_err();
-        assert!(err.to_string().contains("interrupted"), "{err}");
+        // The error names the file; the write's own error is its source.
+        assert!(err.to_string().contains("ckpt"), "{err}");
+        let source = std::error::Error::source(&err).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("interrupted"), "{err:?}");
         assert_eq!(std::fs::read(&path).unwrap(), b"previous");
         assert_eq!(
             std::fs::read_dir(&dir).unwrap().count(),
