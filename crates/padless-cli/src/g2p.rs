@@ -474,6 +474,11 @@ fn train_command(args: TrainArgs) -> Result<()> {
             entry.pronunciations[0].join(" ")
         );
     }
+    // The curves of the run's CSV log, when it wrote one.
+    let log = args.out.with_extension("csv");
+    if log.is_file() {
+        crate::plot::write_svg(&log, &log.with_extension("svg"))?;
+    }
     Ok(())
 }
 

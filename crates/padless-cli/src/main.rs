@@ -22,6 +22,7 @@ mod fuzz;
 mod g2p;
 mod model_file;
 mod paths;
+mod plot;
 mod train_cmd;
 mod vocab;
 
@@ -85,6 +86,9 @@ enum Command {
     Evaluate(eval_cmd::EvaluateArgs),
     /// Print a checkpoint's decoded outputs for a data file or one input.
     Predict(eval_cmd::PredictArgs),
+    /// Draw a training log (CSV: an epoch column, then numeric columns) as an SVG plot: losses
+    /// on one panel, rates and accuracies on another.
+    Plot(plot::PlotArgs),
 }
 
 fn run() -> anyhow::Result<()> {
@@ -112,6 +116,7 @@ fn run() -> anyhow::Result<()> {
         Command::Train(args) => train_cmd::run(args),
         Command::Evaluate(args) => eval_cmd::evaluate(args),
         Command::Predict(args) => eval_cmd::predict_cmd(args),
+        Command::Plot(args) => plot::run(args),
     }
 }
 

@@ -2,7 +2,8 @@
 //! out; `--resume` continues a run with its optimizer state, epoch and learning rate.
 //!
 //! The output directory holds `best.safetensors` (best epoch by `val_loss`, or `loss`
-//! without validation data), `last.safetensors` (every epoch), `log.csv` (one row per epoch),
+//! without validation data), `last.safetensors` (every epoch), `log.csv` (one row per epoch)
+//! and its plot `log.svg`,
 //! `vocab.json` and `training.json` (the resolved `training` section), all written
 //! atomically. `evaluate` and `predict` read the last two beside the checkpoint they load.
 
@@ -79,6 +80,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             "best.safetensors",
             "last.safetensors",
             "log.csv",
+            "log.svg",
             VOCAB_FILE,
             TRAINING_FILE,
         ],
@@ -184,13 +186,16 @@ pub fn run(args: TrainArgs) -> Result<()> {
         &fit,
         &mut [&mut progress, &mut checkpoint, &mut logger],
     )?;
+    let plot = log.with_extension("svg");
+    crate::plot::write_svg(&log, &plot)?;
     println!(
-        "\nepochs {} -> {}; best checkpoint by {monitor}: {}; last: {}; log: {}",
+        "epochs {} -> {}; best checkpoint by {monitor}: {}; last: {}; log: {}; plot: {}",
         first_epoch,
         trainer.epoch,
         best.display(),
         last.display(),
-        log.display()
+        log.display(),
+        plot.display()
     );
     Ok(())
 }
