@@ -36,6 +36,8 @@ pub struct BenchArgs {
     /// Scale the lengths so this fraction of the `B x T` input steps is valid (the SPEC data
     /// has about 0.57); `None` keeps the SPEC lengths.
     pub valid_fraction: Option<f64>,
+    /// Print the figures as one JSON object rather than a line of text.
+    pub json: bool,
 }
 
 /// numpy's legacy `RandomState` (MT19937 seeded by `init_genrand`) and its `randint`, so the
@@ -208,7 +210,8 @@ fn time_ms(
     Ok((sorted[sorted.len() / 2], means))
 }
 
-/// Runs the benchmark and prints one summary line and one JSON line.
+/// Runs the benchmark and prints its figures on stdout: one line of text, or one JSON object
+/// with `--json`.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.steps > 0 && args.repeats > 0,
@@ -233,6 +236,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .context("one batch")?;
     let valid_steps: usize = examples.iter().map(|e| e.input.len()).sum();
 
+    crate::status!(
+        "timing training steps at H={}: {} warm-up steps, then {} repeats of {}",
+        args.hidden,
+        args.warmup,
+        args.repeats,
+        args.steps
+    );
     let first_loss = trainer.train_on_batch(&batch)?["loss"];
     let mut last_loss = first_loss;
     let (train_ms, train_repeats) = time_ms(args, || {
@@ -268,7 +278,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "loss_first": first_loss,
         "loss_last": last_loss,
     });
-    eprintln!(
+    if args.json {
+        return crate::output::write_json(&json);
+    }
+    println!(
         "padless H={} threads={} products={products} valid={:.2}: train {:.2} ms/step ({:.0} seq/s, {:.1} GFLOP/s of the SPEC count, {:.1} GFLOP/s on the {:.2} GFLOP of valid steps), infer {:.2} ms, loss {:.4} -> {:.4}",
         args.hidden,
         args.threads,
@@ -282,7 +295,6 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         first_loss,
         last_loss
     );
-    println!("{json}");
     Ok(())
 }
 

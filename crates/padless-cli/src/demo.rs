@@ -1,5 +1,8 @@
-//! `padless demo`: the seed question's model, trained on a generated task, with its masked
-//! and unmasked losses side by side.
+//! `padless masking-demo` (also `demo`): a Keras character-level sequence-to-sequence model
+//! whose encoder drops the mask, trained on a generated task, with its masked and unmasked
+//! losses side by side.
+//!
+//! Its report (summary, losses, predictions) goes to stdout, the training progress to stderr.
 
 use anyhow::{Context, ensure};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -97,7 +100,7 @@ pub fn run(seed: u64, epochs: usize) -> anyhow::Result<()> {
     let mut trainer =
         Trainer::from_config(&config, compile, &device).context("building the model")?;
     println!(
-        "The seed question's model (Masking, LSTM encoder, RepeatVector, LSTM decoder, TimeDistributed softmax):\n"
+        "A character-level sequence-to-sequence model (Masking, LSTM encoder, RepeatVector, LSTM decoder, TimeDistributed softmax):\n"
     );
     print!("{}", trainer.model.summary(config.input.spec(false))?);
     println!(
@@ -116,7 +119,7 @@ pub fn run(seed: u64, epochs: usize) -> anyhow::Result<()> {
         batches,
         validation_split: 0.1,
     };
-    let mut progress = Progress::new(epochs);
+    let mut progress = crate::output::Progress::new(epochs);
     trainer.fit(&train, None, &fit, &mut [&mut progress])?;
 
     let test = trainer.evaluate(&held_out, 200)?;

@@ -1,7 +1,11 @@
 //! `padless g2p`: train, evaluate and use a grapheme-to-phoneme model on the CMU Pronouncing
 //! Dictionary shipped in `data/cmudict/`.
+//!
+//! Results (the trained model's scores, `eval`'s report, `pronounce`'s lines) go to stdout;
+//! what is being read and trained, to stderr.
 
 use std::collections::HashMap;
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -11,7 +15,7 @@ use padless::seq2seq::AttentionKind;
 use padless_g2p::G2p;
 use padless_g2p::cmudict::{Dictionary, Entry, Malformed, PhonemeSet, parse_with};
 use padless_g2p::eval::{evaluate, evaluate_ensemble};
-use padless_g2p::model::{max_phonemes, pronounce_ensemble};
+use padless_g2p::model::{letter_ids, max_phonemes, pronounce_ensemble};
 use padless_g2p::split::{Side, Split, split_by_word};
 use padless_g2p::train::{Schedule, TrainConfig, train, vocabularies};
 
@@ -27,7 +31,7 @@ pub enum G2pCommand {
     /// Word and phoneme error rates of a saved model (or of several decoded together) on a
     /// split.
     Eval(EvalArgs),
-    /// Print the ARPAbet pronunciation of each word.
+    /// Print the ARPAbet pronunciation of each word, given or read from stdin.
     Pronounce(PronounceArgs),
 }
 
@@ -233,6 +237,9 @@ pub struct EvalArgs {
     /// is wrong, else `phonemes`.
     #[arg(long, value_name = "PATH")]
     errors: Option<PathBuf>,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -255,8 +262,8 @@ impl SplitArg {
 /// `g2p pronounce` options.
 #[derive(Args, Debug)]
 pub struct PronounceArgs {
-    /// Words to pronounce.
-    #[arg(required = true)]
+    /// Words to pronounce; when none are given, words are read from stdin (one per line, or
+    /// separated by whitespace).
     words: Vec<String>,
     /// A model written by `g2p train`; repeat to decode several models together as an
     /// ensemble.
@@ -265,6 +272,11 @@ pub struct PronounceArgs {
     /// Beam width (1 = greedy).
     #[arg(long, default_value_t = 4, value_parser = flags::count)]
     beam: usize,
+    /// Stop with an error (exit status 1) at the first word that cannot be pronounced (a
+    /// character the model does not know, an empty word), instead of naming it on stderr and
+    /// going on with the others.
+    #[arg(long)]
+    strict: bool,
 }
 
 /// Runs a G2P subcommand.
@@ -308,7 +320,7 @@ fn load_split(args: &DataArgs, sides: &[Side]) -> Result<(Dictionary, Split)> {
     let mut dict = parse_with(&text, policy, &phonemes)
         .with_context(|| format!("parsing {}", path.display()))?;
     if !dict.skipped.is_empty() {
-        eprintln!(
+        crate::status!(
             "skipped {} malformed lines of {} (first: line {}: {})",
             dict.skipped.len(),
             path.display(),
@@ -389,7 +401,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
         );
     }
     check_training_size(&args, &config, &dict)?;
-    println!(
+    crate::status!(
         "CMUdict: {} words ({} pronunciations); split by word: {} train, {} validation, {} test",
         dict.entries.len(),
         dict.n_pronunciations(),
@@ -397,7 +409,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
         split.validation.len(),
         split.test.len()
     );
-    println!(
+    crate::status!(
         "model: embedding {}, BiLSTM 2x{} x{} encoder, LSTM {} x{} decoder, {:?} attention, dropout {}, label smoothing {}, {:?} schedule from lr {}, weight average {}, {}; up to {} epochs or {} min",
         config.d_embedding,
         config.d_encoder,
@@ -428,7 +440,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
         let average = log.average.map_or(String::new(), |(wer, per)| {
             format!(", average WER {:.2}% PER {:.2}%", 100.0 * wer, 100.0 * per)
         });
-        println!(
+        crate::status!(
             "epoch {:>2}: loss {:.4}, validation WER {:.2}% PER {:.2}%{average} (lr {:.1e}, {:.0} s)",
             log.epoch,
             log.train_loss,
@@ -516,6 +528,55 @@ fn eval_command(args: EvalArgs) -> Result<()> {
             )
         })
         .collect();
+    if let Some(path) = &args.errors {
+        let mut text = String::from("word\toutput\treferences\twrong\n");
+        for error in &report.errors {
+            let references: Vec<String> = error.references.iter().map(|r| r.join(" ")).collect();
+            text.push_str(&format!(
+                "{}\t{}\t{}\t{}\n",
+                error.word,
+                error.output.join(" "),
+                references.join(" | "),
+                if error.stress_only() {
+                    "stress"
+                } else {
+                    "phonemes"
+                }
+            ));
+        }
+        padless::files::write_atomically(path, text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        crate::status!("wrote the wrong words to {}", path.display());
+    }
+    if args.json {
+        let models: Vec<serde_json::Value> = args
+            .model
+            .iter()
+            .zip(&models)
+            .zip(&headers)
+            .map(|((path, model), header)| {
+                serde_json::json!({
+                    "path": path.display().to_string(),
+                    "parameters": model.network.n_parameters(),
+                    "epochs": header.get("epoch").and_then(|e| e.parse::<u64>().ok()),
+                    "direction": model.direction(),
+                })
+            })
+            .collect();
+        return crate::output::write_json(&serde_json::json!({
+            "models": models,
+            "split": format!("{:?}", args.split).to_lowercase(),
+            "beam": report.beam,
+            "words": report.words,
+            "wer": report.wer,
+            "per": report.per,
+            "wer_without_stress": report.wer_without_stress,
+            "per_without_stress": report.per_without_stress,
+            "wrong_words": report.errors.len(),
+            "stress_only_errors": report.stress_only_errors(),
+            "words_per_second": report.words_per_second,
+        }));
+    }
     println!(
         "{}{}: {:?} split: {report}",
         if models.len() > 1 {
@@ -536,45 +597,108 @@ fn eval_command(args: EvalArgs) -> Result<()> {
         100.0 * report.wer_without_stress,
         100.0 * report.per_without_stress
     );
-    if let Some(path) = &args.errors {
-        let mut text = String::from("word\toutput\treferences\twrong\n");
-        for error in &report.errors {
-            let references: Vec<String> = error.references.iter().map(|r| r.join(" ")).collect();
-            text.push_str(&format!(
-                "{}\t{}\t{}\t{}\n",
-                error.word,
-                error.output.join(" "),
-                references.join(" | "),
-                if error.stress_only() {
-                    "stress"
-                } else {
-                    "phonemes"
-                }
-            ));
-        }
-        padless::files::write_atomically(path, text.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?;
-        println!("wrote them to {}", path.display());
-    }
     Ok(())
 }
+
+/// Words read from stdin and decoded as one group (64 at a time): memory stays bounded
+/// however long the input is.
+const PRONOUNCE_GROUP: usize = 1024;
+
+/// Words decoded at once by `g2p pronounce`.
+const PRONOUNCE_BATCH: usize = 64;
 
 fn pronounce_command(args: PronounceArgs) -> Result<()> {
     let device = padless::default_device();
     let (models, _) = load_models(&args.model, &device)?;
-    let words: Vec<Entry> = args
-        .words
+    // The settings alone (a one-letter word) must fit in the memory budget; a word that does
+    // not fit beyond that is too long, and left out as unpronounceable.
+    check_decoding_size(&models, &[], args.beam, PRONOUNCE_BATCH)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if !args.words.is_empty() {
+        for group in args.words.chunks(PRONOUNCE_GROUP) {
+            pronounce_group(&models, group, &args, &device, &mut out)?;
+        }
+        return Ok(());
+    }
+    let stdin = std::io::stdin();
+    // A person typing words gets each line's answer at once; a pipe is read in groups.
+    let group_size = if stdin.is_terminal() {
+        1
+    } else {
+        PRONOUNCE_GROUP
+    };
+    let mut group = Vec::new();
+    for line in stdin.lock().lines() {
+        let line = line.context("reading words from stdin")?;
+        group.extend(line.split_whitespace().map(String::from));
+        if group.len() >= group_size {
+            pronounce_group(&models, &group, &args, &device, &mut out)?;
+            group.clear();
+        }
+    }
+    pronounce_group(&models, &group, &args, &device, &mut out)
+}
+
+/// Pronounces `words` onto `out`, `word<TAB>phonemes` per line. A word that cannot be
+/// pronounced is named on stderr and left out, or with `--strict` ends the command with an
+/// error once the words before it are printed.
+fn pronounce_group(
+    models: &[G2p],
+    words: &[String],
+    args: &PronounceArgs,
+    device: &Device,
+    out: &mut impl Write,
+) -> Result<()> {
+    let mut pronounceable = Vec::with_capacity(words.len());
+    for word in words {
+        match check_pronounceable(models, word, args.beam) {
+            Ok(()) => pronounceable.push(word.clone()),
+            Err(err) if args.strict => {
+                write_pronunciations(models, &pronounceable, args.beam, device, out)?;
+                return Err(err);
+            }
+            // Not silenced by --quiet: the word is missing from the results.
+            Err(err) => eprintln!("padless: warning: {err:#}"),
+        }
+    }
+    write_pronunciations(models, &pronounceable, args.beam, device, out)
+}
+
+/// Whether the models can pronounce `word`: every character known, not empty, and its
+/// decoding inside the memory budget.
+fn check_pronounceable(models: &[G2p], word: &str, beam: usize) -> Result<()> {
+    letter_ids(&models[0].letters, word)?;
+    let entry = Entry {
+        word: word.to_string(),
+        pronunciations: Vec::new(),
+    };
+    check_decoding_size(models, std::slice::from_ref(&entry), beam, 1)
+        .with_context(|| format!("cannot pronounce `{word}`"))
+}
+
+fn write_pronunciations(
+    models: &[G2p],
+    words: &[String],
+    beam: usize,
+    device: &Device,
+    out: &mut impl Write,
+) -> Result<()> {
+    if words.is_empty() {
+        return Ok(());
+    }
+    let entries: Vec<Entry> = words
         .iter()
         .map(|word| Entry {
             word: word.clone(),
             pronunciations: Vec::new(),
         })
         .collect();
-    check_decoding_size(&models, &words, args.beam, 64)?;
-    let outputs = pronounce_ensemble(&models, &args.words, args.beam, 64, &device)?;
-    for (word, phonemes) in args.words.iter().zip(outputs) {
-        println!("{word}\t{}", phonemes.join(" "));
+    check_decoding_size(models, &entries, beam, PRONOUNCE_BATCH)?;
+    let outputs = pronounce_ensemble(models, words, beam, PRONOUNCE_BATCH, device)?;
+    for (word, phonemes) in words.iter().zip(outputs) {
+        writeln!(out, "{word}\t{}", phonemes.join(" "))?;
     }
+    out.flush()?;
     Ok(())
 }
 
@@ -586,8 +710,8 @@ fn load_models(paths: &[PathBuf], device: &Device) -> Result<(Vec<G2p>, Vec<Head
     let mut models = Vec::with_capacity(paths.len());
     let mut headers = Vec::with_capacity(paths.len());
     for path in paths {
-        let (model, header) =
-            G2p::load(path, device).with_context(|| format!("loading {}", path.display()))?;
+        // The error names the file.
+        let (model, header) = G2p::load(path, device).context("loading a model")?;
         models.push(model);
         headers.push(header);
     }

@@ -21,32 +21,53 @@ mod flags;
 mod fuzz;
 mod g2p;
 mod model_file;
+mod output;
 mod paths;
 mod plot;
 mod train_cmd;
 mod vocab;
 
+/// Shown after the flags by `padless --help` only: what `--bf16` does (one line on every other
+/// page) and where output goes.
+const AFTER_LONG_HELP: &str = "\
+bfloat16 products (--bf16, before or after the command):
+  Runs the CPU kernels' f32 matrix products in bfloat16 (operands rounded to 8 bits of
+  mantissa, sums in f32) on Intel AMX tiles, or on AVX512-BF16 where there are none: several
+  times (tiles) or up to twice (AVX512-BF16) the f32 rate per core, about three significant
+  digits. Needs a Xeon of the 4th generation or later on Linux, or an x86-64 CPU with
+  AVX512-BF16 (AMD Zen 4 or later); an error elsewhere.
+
+Output:
+  Results go to stdout, progress and logs to stderr, errors to stderr as `padless: ` and
+  their chain of causes (exit status 1). --quiet leaves only results and errors.";
+
 /// Mask-aware sequence models: padding never leaks into states, losses or gradients.
 #[derive(Parser, Debug)]
-#[command(name = "padless", version, about)]
+#[command(name = "padless", version, about, after_long_help = AFTER_LONG_HELP)]
 struct Args {
-    /// Run the CPU kernels' f32 matrix products in bfloat16 (operands rounded to 8 bits of
-    /// mantissa, sums in f32) on Intel AMX tiles, or on AVX512-BF16 where there are none:
-    /// several times (tiles) or up to twice (AVX512-BF16) the f32 rate per core, about three
-    /// significant digits. Needs a Xeon of the 4th generation or later on Linux, or an x86-64
-    /// CPU with AVX512-BF16 (AMD Zen 4 or later).
+    /// Run the CPU kernels' matrix products in bfloat16 (details: `padless --help`).
     #[arg(long, global = true)]
     bf16: bool,
+    /// Print only results and errors: no progress, no logs.
+    #[arg(long, short, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Train the seed question's model (Masking, LSTM encoder, RepeatVector, LSTM decoder,
-    /// TimeDistributed softmax) on a generated word-reversal task, with progress, then print
-    /// the masked and unmasked losses side by side and a few predictions.
-    Demo {
+    /// Train a seq2seq model whose encoder drops the mask; print its masked and unmasked losses.
+    ///
+    /// The model is the Keras character-level model of a common question about masks: Masking,
+    /// an LSTM encoder (which consumes the mask), RepeatVector (which makes none), an LSTM
+    /// decoder and a softmax per step. It learns to reverse generated words of the letters a to
+    /// e, pre-padded with all-zero steps. padless masks the loss with the targets' lengths, so
+    /// padded target steps are never scored; the unmasked loss beside it is what a framework
+    /// that lost the mask reports. Prints the model's summary, the two losses, the accuracies
+    /// and a few predictions (progress on stderr).
+    #[command(name = "masking-demo", alias = "demo")]
+    MaskingDemo {
         /// Seed for the weights, the data and the shuffling.
         #[arg(long, default_value_t = 123)]
         seed: u64,
@@ -73,6 +94,9 @@ enum Command {
         /// absent.
         #[arg(long, value_parser = flags::fraction)]
         valid_fraction: Option<f64>,
+        /// Print the figures as one JSON object instead of a line of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Print a model config's layers, output shapes, parameters and where masks go.
     Summary {
@@ -80,7 +104,7 @@ enum Command {
         config: std::path::PathBuf,
     },
     /// Train a model config on data files (JSON Lines, CSV or text), with progress, best and
-    /// last checkpoints and a CSV log; --resume continues a run.
+    /// last checkpoints, a CSV log and its plot; --resume continues a run.
     Train(train_cmd::TrainArgs),
     /// Print the masked loss and metrics of a checkpoint on a data file.
     Evaluate(eval_cmd::EvaluateArgs),
@@ -93,16 +117,18 @@ enum Command {
 
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
+    output::set_quiet(args.quiet);
     if args.bf16 {
         padless::rnn::fused::set_bf16_products(true).map_err(anyhow::Error::msg)?;
     }
     match args.command {
-        Command::Demo { seed, epochs } => demo::run(seed, epochs),
+        Command::MaskingDemo { seed, epochs } => demo::run(seed, epochs),
         Command::Bench {
             hidden,
             threads,
             steps,
             valid_fraction,
+            json,
         } => bench::run(&bench::BenchArgs {
             hidden,
             threads: threads.unwrap_or_else(flags::available_threads),
@@ -110,6 +136,7 @@ fn run() -> anyhow::Result<()> {
             repeats: 3,
             warmup: 3,
             valid_fraction,
+            json,
         }),
         Command::Summary { config } => summary(&config),
         Command::G2p(command) => g2p::run(command),
@@ -156,6 +183,8 @@ fn main() -> ExitCode {
     keep_freed_memory_mapped();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of stdout went away (`padless ... | head`): the output simply ends.
+        Err(err) if output::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("padless: {err:#}");
             ExitCode::FAILURE

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use padless::train::{
-    BatchOptions, CsvLogger, FitConfig, ModelCheckpoint, Progress, Trainer, load_checkpoint,
+    BatchOptions, CsvLogger, FitConfig, ModelCheckpoint, Trainer, load_checkpoint,
 };
 
 use crate::data_files::{Format, Tokens, read_records};
@@ -149,7 +149,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let training_path = args.out.join(TRAINING_FILE);
     padless::weights::write_atomically(&training_path, &json)
         .with_context(|| format!("writing {}", training_path.display()))?;
-    print!("{}", trainer.model.summary(trainer.input_spec())?);
+    crate::status!(
+        "{}",
+        trainer.model.summary(trainer.input_spec())?.trim_end()
+    );
 
     let has_validation = validation.is_some() || args.validation_split > 0.0;
     let monitor = if has_validation { "val_loss" } else { "loss" };
@@ -166,7 +169,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let mut checkpoint = ModelCheckpoint::new(Some(best.clone()), Some(last.clone()), monitor)
         .with_best_so_far(best_so_far);
     let first_epoch = trainer.epoch;
-    let mut progress = Progress::new(first_epoch + args.epochs);
+    let mut progress = crate::output::Progress::new(first_epoch + args.epochs);
     let mut batches = BatchOptions::new(args.batch_size);
     batches.shuffle_seed = Some(args.seed);
     let fit = FitConfig {
@@ -174,7 +177,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         batches,
         validation_split: args.validation_split,
     };
-    eprintln!(
+    crate::status!(
         "training on {} sequences from epoch {} ({})",
         train.len(),
         first_epoch + 1,

@@ -529,7 +529,7 @@ const CASES: &[Case] = &[
         &["g2p", "pronounce", "--model", "m.safetensors", "--beam", "100000000000", "cat"], REFUSED,
         "--beam 100000000000 --batch-size 64: 100000000000 hypotheses of"),
     case("g2p eval of a file that is not a model", &[EVAL],
-        &["g2p", "eval", "--data", "dict.txt", "--model", "m.safetensors"], REFUSED, "loading m.safetensors"),
+        &["g2p", "eval", "--data", "dict.txt", "--model", "m.safetensors"], REFUSED, "loading a model: weight file m.safetensors"),
 ];
 
 /// Counts the tests of this file that passed; the last one removes the shared folder.

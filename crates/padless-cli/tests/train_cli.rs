@@ -82,8 +82,9 @@ fn train_evaluate_and_predict_the_shipped_tagger_sample() {
         s(&out),
     ]);
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("bidirectional (Bidirectional)"), "{stdout}");
+    assert!(stderr.contains("bidirectional (Bidirectional)"), "{stderr}");
     assert!(stderr.contains("epoch 4/4: accuracy"), "{stderr}");
+    assert!(stdout.starts_with("epochs 0 -> 4; "), "{stdout}");
     for file in [
         "best.safetensors",
         "last.safetensors",
