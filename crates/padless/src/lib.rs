@@ -40,6 +40,7 @@ pub mod layers;
 pub mod losses;
 pub mod mask;
 pub mod metrics;
+pub mod model;
 pub mod model_config;
 pub mod rnn;
 pub mod seq2seq;
@@ -52,6 +53,7 @@ pub mod weights;
 
 pub use error::{Error, Result};
 pub use mask::{Mask, Padding};
+pub use model::{AnyModel, Inputs, Model, load, save};
 pub use value::Value;
 
 /// The embedded CPU device (burn's `flex` backend), without autodiff: for inference.
@@ -89,6 +91,7 @@ pub mod prelude {
     pub use crate::layer::{Layer, Spec};
     pub use crate::layers::*;
     pub use crate::losses::*;
+    pub use crate::model::{AnyModel, Inputs, Model};
     pub use crate::rnn::*;
     pub use crate::sequential::{AnyLayer, Sequential};
     pub use crate::tensor_util::{f32_vec, tensor_from};
