@@ -108,11 +108,10 @@ fn spec_examples(valid_fraction: Option<f64>) -> Vec<Example> {
     (0..B)
         .map(|b| {
             let row = &symbols[b * T..b * T + lengths[b]];
-            Example {
-                input: InputSeq::Features(row.iter().map(|&s| one_hot(s)).collect()),
-                target: TargetSeq::Dense(row.iter().rev().map(|&s| one_hot(s)).collect()),
-                weight: None,
-            }
+            Example::new(
+                InputSeq::Features(row.iter().map(|&s| one_hot(s)).collect()),
+                TargetSeq::Dense(row.iter().rev().map(|&s| one_hot(s)).collect()),
+            )
         })
         .collect()
 }
@@ -207,7 +206,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .into_iter()
         .next()
         .context("one batch")?;
-    let valid_steps: usize = examples.iter().map(|e| e.input.len()).sum();
+    let valid_steps: usize = examples.iter().map(|e| e.inputs[0].len()).sum();
 
     let first_loss = trainer.train_on_batch(&batch)?["loss"];
     let mut last_loss = first_loss;
@@ -269,7 +268,7 @@ mod tests {
     #[test]
     fn random_state_matches_numpy() {
         // The SPEC batch has 2365 valid steps.
-        let valid: usize = spec_examples(None).iter().map(|e| e.input.len()).sum();
+        let valid: usize = spec_examples(None).iter().map(|e| e.inputs[0].len()).sum();
         assert_eq!(valid, 2365);
         // numpy: np.random.RandomState(1234).randint(8, 65, size=5) -> [55, 27, 46, 61, 20]
         let mut rng = NumpyRandomState::new(1234);

@@ -49,11 +49,10 @@ fn example(word: &[i64]) -> Example {
     };
     let mut target: Vec<i64> = word.iter().rev().copied().collect();
     target.push(END);
-    Example {
-        input: InputSeq::Features(word.iter().map(|&l| one_hot(l)).collect()),
-        target: TargetSeq::Labels(target),
-        weight: None,
-    }
+    Example::new(
+        InputSeq::Features(word.iter().map(|&l| one_hot(l)).collect()),
+        TargetSeq::Labels(target),
+    )
 }
 
 fn model_config() -> ModelConfig {
@@ -112,9 +111,8 @@ pub fn run(seed: u64, epochs: usize) -> anyhow::Result<()> {
     batches.input_padding = Padding::Pre;
     batches.shuffle_seed = Some(seed);
     let fit = FitConfig {
-        epochs,
-        batches,
         validation_split: 0.1,
+        ..FitConfig::new(epochs, batches)
     };
     let mut progress = Progress::new(epochs);
     trainer.fit(&train, None, &fit, &mut [&mut progress])?;

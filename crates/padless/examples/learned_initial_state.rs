@@ -44,11 +44,10 @@ fn rows(n_pairs: usize, seed: u64) -> Vec<Vec<f32>> {
 }
 
 fn example(row: &[f32]) -> Example {
-    Example {
-        input: InputSeq::Features(row.iter().map(|&v| vec![v]).collect()),
-        target: TargetSeq::Dense(row.iter().map(|&v| vec![v * v]).collect()),
-        weight: None,
-    }
+    Example::new(
+        InputSeq::Features(row.iter().map(|&v| vec![v]).collect()),
+        TargetSeq::Dense(row.iter().map(|&v| vec![v * v]).collect()),
+    )
 }
 
 /// The variance of the targets over every step: the least mean squared error of any
@@ -92,11 +91,7 @@ fn train(learn_initial_state: bool, train: &[Example]) -> padless::Result<Traine
     let mut trainer = Trainer::from_config(&config(learn_initial_state), compile, &device)?;
     let mut batches = BatchOptions::new(32);
     batches.shuffle_seed = Some(4);
-    let fit = FitConfig {
-        epochs: 15,
-        batches,
-        validation_split: 0.0,
-    };
+    let fit = FitConfig::new(15, batches);
     trainer.fit(train, None, &fit, &mut [])?;
     Ok(trainer)
 }

@@ -61,11 +61,10 @@ fn chunk_examples(k: usize) -> Vec<Example> {
         .map(|row| {
             let (x, y) = (stream(row), targets(row));
             let range = k * CHUNK..((k + 1) * CHUNK).min(x.len());
-            Example {
-                input: InputSeq::Features(x[range.clone()].iter().map(|&v| vec![v]).collect()),
-                target: TargetSeq::Dense(y[range].iter().map(|&v| vec![v]).collect()),
-                weight: None,
-            }
+            Example::new(
+                InputSeq::Features(x[range.clone()].iter().map(|&v| vec![v]).collect()),
+                TargetSeq::Dense(y[range].iter().map(|&v| vec![v]).collect()),
+            )
         })
         .collect()
 }
@@ -176,11 +175,7 @@ fn main() -> padless::Result<()> {
     let n_chunks = stream(0).len().div_ceil(CHUNK);
     let examples: Vec<Example> = (0..n_chunks).flat_map(chunk_examples).collect();
     let epochs = 30;
-    let fit = FitConfig {
-        epochs,
-        batches: BatchOptions::new(2),
-        validation_split: 0.0,
-    };
+    let fit = FitConfig::new(epochs, BatchOptions::new(2));
     let mut reset = StatefulReset::new(|_, batch| batch + 1 == BOUNDARY);
     let history = trainer.fit(&examples, None, &fit, &mut [&mut reset])?;
     let (first, last) = (history[0]["loss"], history[epochs - 1]["loss"]);

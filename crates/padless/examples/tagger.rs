@@ -34,11 +34,10 @@ fn examples(n: usize, seed: u64) -> Vec<Example> {
                     }]
                 })
                 .collect();
-            Example {
-                input: InputSeq::Features(values.iter().map(|&v| vec![v]).collect()),
-                target: TargetSeq::Dense(tags),
-                weight: None,
-            }
+            Example::new(
+                InputSeq::Features(values.iter().map(|&v| vec![v]).collect()),
+                TargetSeq::Dense(tags),
+            )
         })
         .collect()
 }
@@ -75,11 +74,7 @@ fn main() -> padless::Result<()> {
     let mut trainer = Trainer::from_config(&config, compile, &device)?;
     let mut batches = BatchOptions::new(32);
     batches.shuffle_seed = Some(1);
-    let fit = FitConfig {
-        epochs: 15,
-        batches,
-        validation_split: 0.0,
-    };
+    let fit = FitConfig::new(15, batches);
     let history = trainer.fit(&examples(400, 3), None, &fit, &mut [])?;
     let first = history[0]["loss"];
     let last = history.last().expect("epochs")["loss"];
