@@ -562,6 +562,7 @@ impl Callback<EncoderDecoder> for Validate<'_> {
         logs: &mut Logs,
         trainer: &mut Trainer<EncoderDecoder>,
     ) -> padless::Result<Control> {
+        let started = std::time::Instant::now();
         let (model, score) = self.score(trainer.model.valid())?;
         logs.insert("val_wer".into(), score.0);
         logs.insert("val_per".into(), score.1);
@@ -582,7 +583,8 @@ impl Callback<EncoderDecoder> for Validate<'_> {
             validation_per: score.1,
             average: averaged.as_ref().map(|(_, score)| *score),
             learning_rate: trainer.learning_rate,
-            seconds: trainer.train_seconds,
+            // Validation included (the trainer counts it once every callback has run).
+            seconds: trainer.train_seconds + started.elapsed().as_secs_f64(),
         };
         (self.on_epoch)(&log);
         // The schedule follows the trained weights; the saved model is the better of the

@@ -566,3 +566,35 @@ fn the_time_budget_stops_after_the_step_that_passes_it() {
     assert!(again.is_empty());
     assert_eq!(trainer.step, 1);
 }
+
+/// Callbacks get their saved states back only in a resumed trainer's first fit: a later fit
+/// of the same trainer starts its callbacks afresh (as Keras does).
+#[test]
+fn a_later_fit_starts_its_callbacks_afresh() {
+    let _guard = one_at_a_time();
+    let device = training_device();
+    device.seed(6);
+    let mut trainer =
+        Trainer::from_config(&tagger_config(), CompileConfig::new(sparse_loss()), &device).unwrap();
+    let examples = reverse_task(16, 4);
+    let fit = |trainer: &mut Trainer| {
+        let mut scores = Scores {
+            values: vec![1.0; 8],
+            weights: Vec::new(),
+        };
+        let mut stop = EarlyStopping::new("score", 1);
+        trainer
+            .fit(
+                &examples,
+                None,
+                &FitConfig::new(4, BatchOptions::new(8)),
+                &mut [&mut scores, &mut stop],
+            )
+            .unwrap()
+            .len()
+    };
+    // A flat score: the first epoch sets the best, the second stops.
+    assert_eq!(fit(&mut trainer), 2);
+    assert_eq!(fit(&mut trainer), 2);
+    assert_eq!(trainer.epoch, 4);
+}

@@ -230,7 +230,7 @@ impl<M: Model> Trainer<M> {
                     .map_err(|e| file.error(e.to_string()))?,
             );
         }
-        trainer.callback_states = state
+        trainer.resumed_states = state
             .callbacks
             .into_iter()
             .enumerate()
@@ -239,6 +239,7 @@ impl<M: Model> Trainer<M> {
                 (key, CallbackState { values, weights })
             })
             .collect();
+        trainer.callback_states = trainer.resumed_states.clone();
         trainer.epoch = state.epoch;
         trainer.step = state.step;
         trainer.learning_rate = state.learning_rate;

@@ -160,9 +160,10 @@ pub struct Trainer<M: Model = Sequential> {
     pub train_seconds: f64,
     pub(crate) optimizer: ModuleOptimizer,
     pub(crate) average: Option<WeightAverage<M>>,
-    /// The callbacks' states after the last epoch, by key (saved in checkpoints, given back
-    /// to the callbacks of the next `fit`).
+    /// The callbacks' states after the last epoch, by key (saved in checkpoints).
     pub(crate) callback_states: BTreeMap<String, CallbackState>,
+    /// The states a resumed trainer gives back to the callbacks of its first `fit`.
+    pub(crate) resumed_states: BTreeMap<String, CallbackState>,
     pending: Option<GradientsParams>,
     input: Option<Spec>,
     output_steps: Option<usize>,
@@ -212,6 +213,7 @@ impl<M: Model> Trainer<M> {
             seed,
             train_seconds: 0.0,
             callback_states: BTreeMap::new(),
+            resumed_states: BTreeMap::new(),
             pending: None,
             input,
             output_steps,
@@ -444,7 +446,8 @@ impl<M: Model> Trainer<M> {
 
     /// [`Trainer::fit`] on the batches `source` makes for each epoch (a task's own batching),
     /// validating on `validation` after each; `fit.batches` and `fit.validation_split` are not
-    /// read.
+    /// read. The first fit of a resumed trainer gives each callback the state its key had in
+    /// the checkpoint ([`Callback::state_key`]).
     ///
     /// # Errors
     /// The first error of the source, a batch or a callback, or two callbacks saving their
@@ -544,9 +547,11 @@ impl<M: Model> Trainer<M> {
         Ok(history)
     }
 
-    /// Gives each callback the state saved under its key (a resumed run), after checking that
-    /// no two callbacks share a key.
+    /// Gives each callback the state its key had in the checkpoint this trainer was resumed
+    /// from (once: a later `fit` starts its callbacks afresh, as Keras does), after checking
+    /// that no two callbacks share a key.
     fn give_back_states(&mut self, callbacks: &mut [&mut dyn Callback<M>]) -> Result<()> {
+        let resumed = std::mem::take(&mut self.resumed_states);
         let mut keys = Vec::new();
         for callback in callbacks.iter_mut() {
             let Some(key) = callback.state_key() else {
@@ -558,7 +563,7 @@ impl<M: Model> Trainer<M> {
                     format!("two callbacks keep their state under {key}; expected one per key"),
                 ));
             }
-            if let Some(state) = self.callback_states.get(&key) {
+            if let Some(state) = resumed.get(&key) {
                 callback.load_state(state.clone())?;
             }
             keys.push(key);
