@@ -45,6 +45,7 @@ pub mod rnn;
 pub mod seq2seq;
 pub mod sequence;
 pub mod sequential;
+mod strict;
 pub mod tensor_util;
 pub mod train;
 pub mod value;
