@@ -22,7 +22,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use padless::layers::ActivationKind;
+use padless::layers::{ActivationKind, TimeDistributedConfig};
 use padless::losses::{LossKind, SequenceLoss};
 use padless::model_config::{LayerConfig, ModelConfig};
 use padless::train::{CompileConfig, MetricKind, NonFiniteInputs, OptimizerConfig};
@@ -95,9 +95,10 @@ impl TrainingSettings {
             LossName::MeanSquaredError
         });
         let last_activation = model.layers.iter().rev().find_map(|l| match l {
-            LayerConfig::Dense { activation, .. }
-            | LayerConfig::TimeDistributedDense { activation, .. }
-            | LayerConfig::Activation { activation } => Some(*activation),
+            LayerConfig::Dense(c) | LayerConfig::TimeDistributed(TimeDistributedConfig(c)) => {
+                Some(c.activation)
+            }
+            LayerConfig::Activation(c) => Some(c.activation),
             _ => None,
         });
         self.from_logits.get_or_insert(!matches!(
@@ -237,6 +238,7 @@ fn fill(object: &mut serde_json::Map<String, Json>, key: &str, size: usize, when
 mod tests {
     use super::*;
     use crate::data_files::{RawSeq, Record, Tokens};
+    use padless::layers::{DenseConfig, EmbeddingConfig};
 
     #[test]
     fn vocabulary_sizes_fill_the_embedding_and_the_last_layer() {
@@ -249,7 +251,7 @@ mod tests {
         let file = ModelFile {
             model: json!({"layers": [
                 {"type": "embedding", "d_model": 4, "mask_zero": true},
-                {"type": "recurrent", "cell": "gru", "units": 3},
+                {"type": "gru", "units": 3},
                 {"type": "dense", "units": "vocab", "activation": "softmax"}]}),
             training: TrainingSettings::default(),
         };
@@ -257,11 +259,11 @@ mod tests {
         // 3 reserved symbols + a, b; 3 reserved + x.
         assert!(matches!(
             config.layers[0],
-            LayerConfig::Embedding { n_tokens: 5, .. }
+            LayerConfig::Embedding(EmbeddingConfig { n_tokens: 5, .. })
         ));
         assert!(matches!(
             config.layers[2],
-            LayerConfig::Dense { units: 4, .. }
+            LayerConfig::Dense(DenseConfig { units: 4, .. })
         ));
         let settings = file.training.resolve(&vocabs.target, &config);
         assert_eq!(settings.loss, Some(LossName::SparseCategoricalCrossentropy));

@@ -41,6 +41,7 @@ pub mod losses;
 pub mod mask;
 pub mod metrics;
 pub mod model_config;
+pub mod registry;
 pub mod rnn;
 pub mod seq2seq;
 pub mod sequence;
