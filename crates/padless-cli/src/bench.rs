@@ -9,9 +9,7 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use padless::model_config::{
-    CellConfig, InputConfig, LayerConfig, ModelConfig, RecurrentLayerConfig,
-};
+use padless::model_config::{InputConfig, LayerConfig, ModelConfig};
 use padless::prelude::*;
 use padless::train::*;
 
@@ -118,13 +116,12 @@ fn spec_examples(valid_fraction: Option<f64>) -> Vec<Example> {
 }
 
 fn model_config(hidden: usize) -> ModelConfig {
-    let lstm = |return_sequences| LayerConfig::Recurrent {
-        cell: CellConfig::Lstm,
-        options: RecurrentLayerConfig {
+    let lstm = |return_sequences| {
+        LayerConfig::Lstm(LstmConfig {
             units: hidden,
             return_sequences,
             ..Default::default()
-        },
+        })
     };
     ModelConfig {
         input: InputConfig::Sequence {
@@ -132,14 +129,15 @@ fn model_config(hidden: usize) -> ModelConfig {
             features: V,
         },
         layers: vec![
-            LayerConfig::Masking { mask_value: 0.0 },
+            LayerConfig::Masking(MaskingConfig { mask_value: 0.0 }),
             lstm(false),
-            LayerConfig::RepeatVector { n_steps: T },
+            LayerConfig::RepeatVector(RepeatVectorConfig { n_steps: T }),
             lstm(true),
-            LayerConfig::TimeDistributedDense {
+            LayerConfig::TimeDistributed(TimeDistributedConfig(DenseConfig {
                 units: V,
                 activation: ActivationKind::Softmax,
-            },
+                ..Default::default()
+            })),
         ],
     }
 }

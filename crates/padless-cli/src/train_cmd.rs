@@ -124,7 +124,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
             let model = file
                 .resolve(&vocabs)
                 .with_context(|| format!("filling the sizes of {}", config.display()))?;
-            let settings = file.training.clone().resolve(&vocabs.target, &model);
+            let settings = file
+                .training
+                .clone()
+                .resolve(&vocabs.target, &model)
+                .with_context(|| format!("reading the training section of {}", config.display()))?;
             let trainer = Trainer::from_config(&model, settings.compile()?, &device)
                 .with_context(|| format!("building the model of {}", config.display()))?;
             (trainer, vocabs, settings, records)

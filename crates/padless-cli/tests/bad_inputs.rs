@@ -20,14 +20,14 @@ use std::sync::OnceLock;
 /// A tiny tagger: letters (or words) in, one tag per letter out.
 const TAGGER: &[u8] = br#"{"input": {"kind": "tokens"}, "layers": [
     {"type": "embedding", "d_model": 8, "mask_zero": true},
-    {"type": "recurrent", "cell": "gru", "units": 8, "return_sequences": true},
+    {"type": "gru", "units": 8, "return_sequences": true},
     {"type": "time_distributed_dense", "units": "vocab", "activation": "softmax"}],
   "training": {"learning_rate": 0.02}}"#;
 
 /// The same tagger over vectors of numbers (the input's width filled from the data).
 const VECTOR_TAGGER: &[u8] = br#"{"layers": [
     {"type": "masking", "mask_value": 0.0},
-    {"type": "recurrent", "cell": "gru", "units": 8, "return_sequences": true},
+    {"type": "gru", "units": 8, "return_sequences": true},
     {"type": "time_distributed_dense", "units": "vocab", "activation": "softmax"}]}"#;
 
 /// Letters in, `v` (vowel) or `c` (consonant) per letter out.

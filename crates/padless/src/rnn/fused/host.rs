@@ -16,7 +16,9 @@ use padless_kernels::{
     CellKind, Gradients, Gru, Lstm, Real, RecurrentKernel, Sequences, SimpleRnn, Weights, Workspace,
 };
 
-use super::ops::{FusedCell, FusedSpec};
+use super::ops::FusedSpec;
+// The library's cell kind, mapped here (the one place) to the kernels' cell types.
+use crate::rnn::CellKind as Kind;
 
 /// The tensor inputs of a fused call, as primitives of backend `B`.
 pub(crate) struct Inputs<B: Backend> {
@@ -219,21 +221,21 @@ impl<T: Real + Element + bytemuck::Pod> HostInputs<T> {
         }
         let cfg = spec.config;
         let ws = match spec.cell {
-            FusedCell::Lstm => run(
+            Kind::Lstm => run(
                 RecurrentKernel::<Lstm>::new(cfg),
                 &seq,
                 &weights,
                 &mut out,
                 keep,
             ),
-            FusedCell::Gru => run(
+            Kind::Gru => run(
                 RecurrentKernel::<Gru>::new(cfg),
                 &seq,
                 &weights,
                 &mut out,
                 keep,
             ),
-            FusedCell::SimpleRnn => run(
+            Kind::SimpleRnn => run(
                 RecurrentKernel::<SimpleRnn>::new(cfg),
                 &seq,
                 &weights,
@@ -307,9 +309,9 @@ pub(crate) fn run_backward<T: Real>(
     }
     let cfg = spec.config;
     match spec.cell {
-        FusedCell::Lstm => run(RecurrentKernel::<Lstm>::new(cfg), ws, d_out, input_gradient),
-        FusedCell::Gru => run(RecurrentKernel::<Gru>::new(cfg), ws, d_out, input_gradient),
-        FusedCell::SimpleRnn => run(
+        Kind::Lstm => run(RecurrentKernel::<Lstm>::new(cfg), ws, d_out, input_gradient),
+        Kind::Gru => run(RecurrentKernel::<Gru>::new(cfg), ws, d_out, input_gradient),
+        Kind::SimpleRnn => run(
             RecurrentKernel::<SimpleRnn>::new(cfg),
             ws,
             d_out,

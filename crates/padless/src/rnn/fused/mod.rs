@@ -20,7 +20,7 @@ use padless_kernels::{KernelConfig, Outputs};
 
 use crate::mask::Mask;
 pub(crate) use host::{HostData, read, write};
-pub use ops::{FusedCell, FusedRecurrentBackend, FusedSpec};
+pub use ops::{FusedRecurrentBackend, FusedSpec};
 /// The opt-in bfloat16 products of the CPU kernels (Intel AMX tiles): the fused recurrent
 /// layers' and the fused dense layer's `f32` matrix products round their operands to
 /// bfloat16 and sum in `f32`; off by default. See [`padless_kernels::set_bf16_products`].
@@ -154,7 +154,7 @@ pub fn fused_pair_calls() -> usize {
 #[derive(Debug, Clone)]
 pub struct FusedParts {
     /// Which kernel.
-    pub cell: FusedCell,
+    pub cell: crate::rnn::CellKind,
     /// `[d_input, n_gates * d_hidden]`.
     pub kernel: Tensor<2>,
     /// `[d_hidden, n_gates * d_hidden]`.
@@ -216,7 +216,7 @@ impl Call {
             return None;
         }
         let d_hidden = parts.recurrent_kernel.dims()[0];
-        let n_bias = if parts.cell == FusedCell::Gru {
+        let n_bias = if parts.cell == crate::rnn::CellKind::Gru {
             6
         } else {
             parts.cell.n_gates()

@@ -8,43 +8,14 @@ use burn::backend::{Backend, Flex, backend_extension};
 use padless_kernels::KernelConfig;
 
 use super::{host, pair};
-
-/// Which cell the fused kernels run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FusedCell {
-    /// [`padless_kernels::LstmKernel`].
-    Lstm,
-    /// [`padless_kernels::GruKernel`].
-    Gru,
-    /// [`padless_kernels::SimpleRnnKernel`].
-    SimpleRnn,
-}
-
-impl FusedCell {
-    /// Gate blocks.
-    pub fn n_gates(self) -> usize {
-        match self {
-            FusedCell::Lstm => 4,
-            FusedCell::Gru => 3,
-            FusedCell::SimpleRnn => 1,
-        }
-    }
-
-    /// States per row.
-    pub fn n_states(self) -> usize {
-        match self {
-            FusedCell::Lstm => 2,
-            FusedCell::Gru | FusedCell::SimpleRnn => 1,
-        }
-    }
-}
+use crate::rnn::CellKind;
 
 /// Everything about a fused call that is not a tensor: the cell, the kernel options, the
 /// batch shape and the mask (row-major `[batch, n_steps]`, true = valid; `None` = all valid).
 #[derive(Debug, Clone)]
 pub struct FusedSpec {
     /// The cell.
-    pub cell: FusedCell,
+    pub cell: CellKind,
     /// The kernel options.
     pub config: KernelConfig,
     /// Rows.
