@@ -47,6 +47,7 @@ pub mod sequence;
 pub mod sequential;
 pub mod tensor_util;
 pub mod train;
+pub mod transformer;
 pub mod value;
 pub mod weights;
 
