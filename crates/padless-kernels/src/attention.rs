@@ -17,13 +17,15 @@
 //! task's own buffers. A query that sees no key (a row without keys) outputs zeros, gets
 //! zero gradients and the log-sum-exp `-inf`.
 //!
-//! With two threads the tasks, largest first, are handed out one at a time to the thread
-//! pair of [`crate::team`]; a task's result does not depend on the thread that ran it, so
-//! one and two threads give the same bits.
+//! With two threads the tasks, largest first, are handed out one at a time to the kernels'
+//! thread pair; a task's result does not depend on the thread that ran it, so one and two
+//! threads give the same bits.
 //!
 //! The block products (`d_head` and the blocks are small: tens of columns) are plain loops
-//! over 4-row by 32-column tiles of local arrays, compiled for the CPU's vector width inside
-//! the SIMD dispatch.
+//! over 4-row by 32-column tiles of local arrays with fused multiply-adds, compiled for the
+//! CPU's vector width inside the SIMD dispatch, on buffers padded to whole tiles. Through
+//! `gemm` each block's product would be packed anew, and in `f32` it would follow the
+//! process-wide bfloat16 switch, rounding the scores.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
