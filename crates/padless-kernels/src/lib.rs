@@ -68,6 +68,7 @@
 
 mod adam;
 mod amx;
+pub mod attention;
 mod backward;
 mod blocks;
 mod cells;
@@ -86,6 +87,10 @@ mod team;
 
 pub use adam::{AdamStep, adam_update, norm_clip_scale};
 pub use amx::{bf16_products, bf16_products_available, set_bf16_products};
+pub use attention::{
+    AttentionConfig, AttentionGradients, AttentionOutput, PackedQkv, attention_backward,
+    attention_forward,
+};
 pub use cells::{BackwardRow, CellKind, ForwardRow, Gru, Lstm, SimpleRnn};
 pub use dense::{DenseGradients, dense_backward, dense_forward};
 pub use elementwise::{tanh_backward_in_place, tanh_in_place};

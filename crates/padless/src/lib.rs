@@ -51,6 +51,7 @@ pub mod sequential;
 mod strict;
 pub mod tensor_util;
 pub mod train;
+pub mod transformer;
 pub mod value;
 pub mod weights;
 
