@@ -229,21 +229,40 @@ fn check_threads_in_f64<C: CellKind>(case: &Case) -> (Vec<f64>, Vec<Vec<f64>>, C
     (out, grads, single)
 }
 
+/// f32 against f64 for the wide cases, relative to each tensor's largest magnitude. Sums of
+/// hundreds of f32 terms round at about 1e-7 of their size, and five steps of a recurrence
+/// whose gain is above 1 (0.8-scaled weights over 371 units) amplify that: f32 differs from
+/// f64 by up to 1.3e-4 (SimpleRNN outputs at width 371; LSTM 2e-6, GRU 1.2e-5).
+const F32_WIDE_TOLERANCE: f64 = 1e-3;
+
 /// A width that is not a multiple of any SIMD width, split unevenly over two threads;
-/// checked against one thread and the reference (no finite differences: too many weights),
-/// in f64 and in f32 (the AVX-512 per-step products where the machine has them).
+/// checked against one thread and the reference (no finite differences: too many weights).
+/// The thread pair's work split is checked exactly in f64. In f32, one thread and two each
+/// agree with f64 within [`F32_WIDE_TOLERANCE`], but not with each other to the last bit:
+/// the per-step products' summation order may depend on the shape a thread multiplies (gemm
+/// takes a matrix-vector loop for one row and its own blocking for more), and the backward
+/// products sum over the gate columns in the threads' block order; the recurrence amplifies
+/// such last-bit differences as it amplifies f32's rounding.
 fn check_wide<C: CellKind>(d_hidden: usize) {
     let case = holes_case::<C>(d_hidden, 2);
-    let (out, _, single) = check_threads_in_f64::<C>(&case);
-    let (out32, grads32) = run_kernel::<C, f32>(&case);
-    let (out32_1, grads32_1) = run_kernel::<C, f32>(&single);
-    assert!(scaled_error(&out32, &out32_1) < F32_TOLERANCE);
-    for (a, b) in grads32.iter().zip(&grads32_1) {
-        assert!(scaled_error(a, b) < F32_TOLERANCE);
+    let (out, grads, single) = check_threads_in_f64::<C>(&case);
+    for (what, case) in [("two threads", &case), ("one thread", &single)] {
+        let (out32, grads32) = run_kernel::<C, f32>(case);
+        let error = scaled_error(&out32, &out);
+        assert!(
+            error < F32_WIDE_TOLERANCE,
+            "{} {what}: f32 outputs {error:e}",
+            C::NAME
+        );
+        for (i, (g32, g64)) in grads32.iter().zip(&grads).enumerate() {
+            let error = scaled_error(g32, g64);
+            assert!(
+                error < F32_WIDE_TOLERANCE,
+                "{} {what}: f32 gradient {i} {error:e}",
+                C::NAME
+            );
+        }
     }
-    // f32 sums of hundreds of terms through five steps: looser against f64 than the small
-    // cases (measured at width 371: LSTM 2.2e-6, GRU 1.1e-5, SimpleRNN 1.3e-4).
-    assert!(scaled_error(&out32, &out) < 1e-3);
 }
 
 /// Two threads split the rows of each step (a small recurrent matrix).
