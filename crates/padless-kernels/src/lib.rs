@@ -66,34 +66,23 @@
 //! assert!(grads.d_recurrent_kernel.iter().any(|&g| g != 0.0));
 //! ```
 
-mod adam;
-mod amx;
-mod backward;
-mod blocks;
-mod cells;
-mod dense;
-mod elementwise;
-mod forward;
-mod helper;
-mod kernel;
-mod matmul;
-mod packing;
-mod panels;
+mod gemm;
+mod ops;
 mod real;
-pub mod reference;
-mod softmax;
-mod team;
+mod rnn;
+mod threads;
 
-pub use adam::{AdamStep, adam_update, norm_clip_scale};
-pub use amx::{bf16_products, bf16_products_available, set_bf16_products};
-pub use cells::{BackwardRow, CellKind, ForwardRow, Gru, Lstm, SimpleRnn};
-pub use dense::{DenseGradients, dense_backward, dense_forward};
-pub use elementwise::{tanh_backward_in_place, tanh_in_place};
-pub use helper::side_by_side;
-pub use kernel::{
+pub use gemm::bf16::{bf16_products, bf16_products_available, set_bf16_products};
+pub use ops::adam::{AdamStep, adam_update, norm_clip_scale};
+pub use ops::dense::{DenseGradients, dense_backward, dense_forward};
+pub use ops::softmax::{softmax_backward_rows_in_place, softmax_rows_in_place};
+pub use ops::tanh::{tanh_backward_in_place, tanh_in_place};
+pub use real::Real;
+pub use rnn::cells::{BackwardRow, CellKind, ForwardRow, Gru, Lstm, SimpleRnn};
+pub use rnn::kernel::{
     Gradients, GruKernel, KernelConfig, LstmKernel, Outputs, RecurrentKernel, Sequences,
     SimpleRnnKernel, Weights, Workspace,
 };
-pub use packing::Packing;
-pub use real::Real;
-pub use softmax::{softmax_backward_rows_in_place, softmax_rows_in_place};
+pub use rnn::packing::Packing;
+pub use rnn::reference;
+pub use threads::side_by_side;

@@ -6,7 +6,7 @@
 //! operations forward (maximum, difference, `exp` one element at a time, sum, quotient) and
 //! about as many again backward that a composite softmax costs.
 
-use crate::cells::LANES;
+use crate::real::LANES;
 use crate::real::Real;
 
 /// Replaces each row `x` of `width` values by `softmax(x)`: `e^(x_i - max x) / Σ_j

@@ -7,7 +7,7 @@
 //! half the gate columns for the whole sequence and meet once per step are faster, and two
 //! that each own half of the rows of every step and never meet inside the loop faster still
 //! (see `blocks::StepShare`). The second worker runs on the process's kept helper thread
-//! ([`crate::helper`]), or on a scoped thread when another caller is using it; either way it
+//! ([`super::helper`]), or on a scoped thread when another caller is using it; either way it
 //! only borrows the buffers it touches, and the call returns after it has finished.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -98,7 +98,7 @@ pub(crate) fn run_team(threads: usize, body: impl Fn(Worker<'_>) + Sync) {
         return;
     }
     if count == 2 {
-        crate::helper::side_by_side(|| body(worker(0)), || body(worker(1)));
+        super::helper::side_by_side(|| body(worker(0)), || body(worker(1)));
         return;
     }
     std::thread::scope(|scope| {

@@ -5,7 +5,7 @@
 //! activation runs here on the CPU backend, where the library's scalar `tanhf` took about a
 //! fifth of a G2P decoding step.
 
-use crate::cells::LANES;
+use crate::real::LANES;
 use crate::real::Real;
 
 /// Replaces every `x` by `tanh(x)`.

@@ -15,8 +15,8 @@
 
 use std::any::TypeId;
 
-use crate::amx::{Bf16Rhs, Unit, bf16_path};
-use crate::matmul::{View, matmul};
+use crate::gemm::bf16::{Bf16Rhs, Unit, bf16_path};
+use crate::gemm::{View, matmul};
 use crate::real::Real;
 
 /// Columns per panel: two AVX-512 registers of `f32`.
@@ -39,7 +39,7 @@ enum Layout<T> {
     Panels { offset: usize, storage: Vec<T> },
     /// A row-major `k x n` copy for gemm (`f64`, other CPUs).
     RowMajor(Vec<T>),
-    /// The bfloat16 tile layout, while [`crate::amx::bf16_products`] is on (`f32` only).
+    /// The bfloat16 tile layout, while [`crate::gemm::bf16::bf16_products`] is on (`f32` only).
     Bf16(Bf16Rhs),
 }
 

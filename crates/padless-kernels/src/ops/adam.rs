@@ -16,7 +16,7 @@
 //! ```
 
 use crate::real::Real;
-use crate::team::{Shared, run_team};
+use crate::threads::{Shared, run_team};
 
 /// The settings of one Adam step. `time` is the step's number, from 1 (bias correction).
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -2,14 +2,14 @@
 //! packed step the recurrent product of the running rows and the fused cell; outputs are
 //! scattered back with the carry / zero rule for masked steps.
 
-use crate::blocks::{Blocks, StepShare};
-use crate::cells::{CellKind, ForwardRow};
-use crate::kernel::{KernelConfig, Sequences, Weights, Workspace};
-use crate::matmul::{View, matmul};
-use crate::packing::Packing;
-use crate::panels::PackedRhs;
+use crate::gemm::PackedRhs;
+use crate::gemm::{View, matmul};
 use crate::real::Real;
-use crate::team::{Shared, run_team};
+use crate::rnn::blocks::{Blocks, StepShare};
+use crate::rnn::cells::{CellKind, ForwardRow};
+use crate::rnn::kernel::{KernelConfig, Sequences, Weights, Workspace};
+use crate::rnn::packing::Packing;
+use crate::threads::{Shared, run_team};
 use std::marker::PhantomData;
 
 fn check<C: CellKind, T>(

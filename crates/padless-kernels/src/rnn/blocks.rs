@@ -6,7 +6,7 @@
 //! gate `q` of unit `u` sits at `n_gates * u0 + q * (u1 - u0) + (u - u0)`. With one block
 //! the layout is Keras'. Weights are re-laid once per call and gradients laid back.
 
-use crate::team::split;
+use crate::threads::split;
 
 /// The column blocks of `n_gates * d_hidden` gate columns split over `n_blocks` threads.
 #[derive(Debug, Clone, Copy)]

@@ -9,10 +9,7 @@
 //! dispatch. A last partial chunk is padded with zeros, which every activation maps to a
 //! finite value, and only its valid part is written back.
 
-use crate::real::Real;
-
-/// Units per chunk: one AVX-512 register of `f32`.
-pub(crate) const LANES: usize = 16;
+use crate::real::{LANES, Real};
 
 type Chunk<T> = [T; LANES];
 

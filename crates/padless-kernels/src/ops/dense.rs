@@ -7,9 +7,9 @@
 //! input features for the weight gradient (`X^T · dY` over all rows) and the output features
 //! for the bias gradient.
 
-use crate::matmul::{View, matmul};
+use crate::gemm::{View, matmul};
 use crate::real::Real;
-use crate::team::{Shared, run_team};
+use crate::threads::{Shared, run_team};
 
 /// Rows below which the product runs on one thread (a thread start costs more).
 const TEAM_MIN_WORK: usize = 1 << 18;

@@ -3,14 +3,14 @@
 //! the gradient to the previous `h`, and the weight and input gradients are large products
 //! over all slots after the loop.
 
-use crate::blocks::{Blocks, StepShare};
-use crate::cells::{BackwardRow, CellKind};
-use crate::kernel::{Gradients, Workspace};
-use crate::matmul::{View, matmul, matmul_shared_rhs};
-use crate::packing::Packing;
-use crate::panels::PackedRhs;
+use crate::gemm::PackedRhs;
+use crate::gemm::{View, matmul, matmul_shared_rhs};
 use crate::real::Real;
-use crate::team::{Shared, run_team};
+use crate::rnn::blocks::{Blocks, StepShare};
+use crate::rnn::cells::{BackwardRow, CellKind};
+use crate::rnn::kernel::{Gradients, Workspace};
+use crate::rnn::packing::Packing;
+use crate::threads::{Shared, run_team};
 use std::marker::PhantomData;
 
 fn add<T: Real>(dst: &mut [T], src: &[T]) {

@@ -146,7 +146,7 @@ impl Bf16Rhs {
     /// `a + r * a_row_stride + i * a_col_stride`, `C` row-major with `c_row_stride`.
     ///
     /// # Safety
-    /// As [`crate::matmul::matmul`]; and `unit` must be available on this CPU.
+    /// As [`crate::gemm::matmul`]; and `unit` must be available on this CPU.
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn multiply(
         &self,

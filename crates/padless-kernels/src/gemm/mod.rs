@@ -1,4 +1,11 @@
-//! Matrix products through the `gemm` crate, on row-major buffers with explicit strides.
+//! Matrix products: [`matmul`] on strided buffers (through the `gemm` crate), [`PackedRhs`]
+//! for the per-step products by a matrix packed once per call, and the opt-in bfloat16
+//! products ([`bf16`]).
+
+pub(crate) mod bf16;
+pub(crate) mod packed;
+
+pub(crate) use packed::PackedRhs;
 
 use crate::real::Real;
 
@@ -62,7 +69,7 @@ pub(crate) unsafe fn matmul<T: Real>(
         }
         return;
     }
-    if crate::amx::bf16_path::<T>() {
+    if crate::gemm::bf16::bf16_path::<T>() {
         // SAFETY: the caller's contract.
         let rhs = unsafe { bf16_rhs(k, n, b) };
         // SAFETY: the caller's contract; the tiles are on only where available.
@@ -71,7 +78,7 @@ pub(crate) unsafe fn matmul<T: Real>(
     }
     // SAFETY: the caller's contract; gemm reads A and B and writes C within the shapes.
     unsafe {
-        gemm::gemm(
+        ::gemm::gemm(
             m,
             n,
             k,
@@ -90,7 +97,7 @@ pub(crate) unsafe fn matmul<T: Real>(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            ::gemm::Parallelism::None,
         );
     }
 }
@@ -107,7 +114,7 @@ pub(crate) unsafe fn matmul_shared_rhs<T: Real>(
     b: View<T>,
     products: [(usize, *mut T, usize, View<T>); 2],
 ) {
-    if crate::amx::bf16_path::<T>() && k > 0 {
+    if crate::gemm::bf16::bf16_path::<T>() && k > 0 {
         // SAFETY: the caller's contract.
         let rhs = unsafe { bf16_rhs(k, n, b) };
         for (m, c, c_row_stride, a) in products {
@@ -125,8 +132,8 @@ pub(crate) unsafe fn matmul_shared_rhs<T: Real>(
 /// `B[k, n]` in the tiles' layout.
 ///
 /// # Safety
-/// `B`'s elements inside a live buffer; `T` is `f32` ([`crate::amx::bf16_path`]).
-unsafe fn bf16_rhs<T: Real>(k: usize, n: usize, b: View<T>) -> crate::amx::Bf16Rhs {
+/// `B`'s elements inside a live buffer; `T` is `f32` ([`crate::gemm::bf16::bf16_path`]).
+unsafe fn bf16_rhs<T: Real>(k: usize, n: usize, b: View<T>) -> crate::gemm::bf16::Bf16Rhs {
     let rows: Vec<usize> = (0..k).map(|r| r * b.row_stride).collect();
     let cols: Vec<usize> = (0..n).map(|c| c * b.col_stride).collect();
     let extent = if k == 0 || n == 0 {
@@ -137,7 +144,7 @@ unsafe fn bf16_rhs<T: Real>(k: usize, n: usize, b: View<T>) -> crate::amx::Bf16R
     // SAFETY: B's elements lie inside `extent` floats from its pointer by the caller's
     // contract; T is f32, so the cast reinterprets nothing.
     let b_values = unsafe { std::slice::from_raw_parts(b.ptr.cast::<f32>(), extent) };
-    crate::amx::Bf16Rhs::from_offsets(b_values, &rows, &cols)
+    crate::gemm::bf16::Bf16Rhs::from_offsets(b_values, &rows, &cols)
 }
 
 /// `C (+)= A · rhs` on the tiles.
@@ -145,7 +152,7 @@ unsafe fn bf16_rhs<T: Real>(k: usize, n: usize, b: View<T>) -> crate::amx::Bf16R
 /// # Safety
 /// As [`matmul`]; `T` is `f32` and the tiles are available.
 unsafe fn bf16_multiply<T: Real>(
-    rhs: &crate::amx::Bf16Rhs,
+    rhs: &crate::gemm::bf16::Bf16Rhs,
     m: usize,
     c: *mut T,
     c_row_stride: usize,
@@ -155,7 +162,7 @@ unsafe fn bf16_multiply<T: Real>(
     // SAFETY: the caller's contract; T is f32, so the casts reinterpret nothing.
     unsafe {
         rhs.multiply(
-            crate::amx::Unit::chosen(),
+            crate::gemm::bf16::Unit::chosen(),
             m,
             c as *mut f32,
             c_row_stride,

@@ -1,0 +1,7 @@
+//! The other fused operations on plain slices: a dense layer over many rows ([`dense`]), one
+//! Adam step ([`adam`]), the row softmax ([`softmax`]) and `tanh` ([`tanh`]).
+
+pub(crate) mod adam;
+pub(crate) mod dense;
+pub(crate) mod softmax;
+pub(crate) mod tanh;
