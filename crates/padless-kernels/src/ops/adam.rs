@@ -143,18 +143,17 @@ pub fn adam_update<T: Real>(
     let (param_s, m_s, v_s) = (Shared::new(param), Shared::new(m), Shared::new(v));
     run_team(2, |worker| {
         let (a, b) = worker.part(n);
+        let len = b - a;
         // SAFETY: each thread updates its own half `a..b` of the three buffers (lengths
         // checked above).
-        unsafe {
-            let len = b - a;
-            update_part(
-                s,
+        let (param, m, v) = unsafe {
+            (
                 param_s.slice_mut(a, len),
-                &grad[a..b],
                 m_s.slice_mut(a, len),
                 v_s.slice_mut(a, len),
-            );
-        }
+            )
+        };
+        update_part(s, param, &grad[a..b], m, v);
     });
 }
 

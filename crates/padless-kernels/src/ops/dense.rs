@@ -43,25 +43,26 @@ pub fn dense_forward<T: Real>(
     let y_s = Shared::new(&mut y);
     run_team(team_size(rows * d_in * d_out, threads), |worker| {
         let (r0, r1) = worker.part(rows);
-        // SAFETY: each thread writes its own rows `r0..r1` of `y`; `x` and `W` are read only
-        // and the shapes were checked above.
-        unsafe {
-            if let Some(b) = bias {
-                for r in r0..r1 {
-                    y_s.write(r * d_out, b);
-                }
+        if let Some(b) = bias {
+            for r in r0..r1 {
+                // SAFETY: rows `r0..r1` of `y` are this thread's.
+                unsafe { y_s.write(r * d_out, b) };
             }
+        }
+        // SAFETY: writes this thread's rows `r0..r1` of `y` (`rows x d_out`); reads the same
+        // rows of `x` (`rows x d_in`) and `W` (`d_in x d_out`), shapes checked above.
+        unsafe {
             matmul(
                 r1 - r0,
                 d_out,
                 d_in,
-                y_s.ptr().add(r0 * d_out),
+                y_s.ptr_at(r0 * d_out),
                 d_out,
                 bias.is_some(),
-                View::rows(x.as_ptr().add(r0 * d_in), d_in),
+                View::rows(x[r0 * d_in..].as_ptr(), d_in),
                 View::rows(w.as_ptr(), d_out),
-            );
-        }
+            )
+        };
     });
     y
 }
@@ -127,40 +128,46 @@ pub fn dense_backward<T: Real>(
     );
     let work = rows * d_in * d_out * if input_gradient { 2 } else { 1 };
     run_team(team_size(work, threads), |worker| {
-        // SAFETY: each thread writes its own rows of `d_x`, its own rows (input features) of
-        // `d_w` and its own entries of `d_bias`; the inputs are read only; shapes checked.
-        unsafe {
-            if input_gradient {
-                let (r0, r1) = worker.part(rows);
+        if input_gradient {
+            let (r0, r1) = worker.part(rows);
+            // SAFETY: writes this thread's rows `r0..r1` of `d_x` (`rows x d_in`); reads the
+            // same rows of `dY` (`rows x d_out`) and `W` (`d_in x d_out`, read transposed).
+            unsafe {
                 matmul(
                     r1 - r0,
                     d_in,
                     d_out,
-                    d_x_s.ptr().add(r0 * d_in),
+                    d_x_s.ptr_at(r0 * d_in),
                     d_in,
                     false,
-                    View::rows(d_y.as_ptr().add(r0 * d_out), d_out),
+                    View::rows(d_y[r0 * d_out..].as_ptr(), d_out),
                     View::transposed(w.as_ptr(), d_out),
-                );
-            }
-            let (i0, i1) = worker.part(d_in);
+                )
+            };
+        }
+        let (i0, i1) = worker.part(d_in);
+        // SAFETY: writes this thread's rows `i0..i1` (input features) of `d_w` (`d_in x
+        // d_out`); reads those columns of `x` (`rows x d_in`, read transposed) and all of
+        // `dY` (`rows x d_out`).
+        unsafe {
             matmul(
                 i1 - i0,
                 d_out,
                 rows,
-                d_w_s.ptr().add(i0 * d_out),
+                d_w_s.ptr_at(i0 * d_out),
                 d_out,
                 false,
-                View::transposed(x.as_ptr().add(i0), d_in),
+                View::transposed(x[i0.min(x.len())..].as_ptr(), d_in),
                 View::rows(d_y.as_ptr(), d_out),
-            );
-            if with_bias {
-                let (c0, c1) = worker.part(d_out);
-                let sums = d_bias_s.slice_mut(c0, c1 - c0);
-                for row in d_y.chunks_exact(d_out) {
-                    for (s, &g) in sums.iter_mut().zip(&row[c0..c1]) {
-                        *s += g;
-                    }
+            )
+        };
+        if with_bias {
+            let (c0, c1) = worker.part(d_out);
+            // SAFETY: entries `c0..c1` of the bias gradient are this thread's.
+            let sums = unsafe { d_bias_s.slice_mut(c0, c1 - c0) };
+            for row in d_y.chunks_exact(d_out) {
+                for (s, &g) in sums.iter_mut().zip(&row[c0..c1]) {
+                    *s += g;
                 }
             }
         }

@@ -152,12 +152,20 @@ pub(crate) fn backward<C: CellKind, T: Real>(
     let mut d_projection = vec![T::ZERO; if cfg.constant_input { n_running * g } else { 0 }];
     let mut d_inputs = vec![T::ZERO; if input_gradient { input_rows * d } else { 0 }];
 
-    let gates_s = Shared::new(&mut ws.gates);
-    let (d_rec_s, d_h_s, d_c_s) = (
-        Shared::new(&mut d_recurrent),
-        Shared::new(&mut d_h),
-        Shared::new(&mut d_c),
-    );
+    let saved = Saved {
+        recurrent: &ws.recurrent,
+        h_prev: &ws.h_prev,
+        h: &ws.h,
+        c: &ws.c,
+        c_initial: &ws.c_initial,
+        d_h_ext: &d_h_ext,
+    };
+    let bufs = BackwardBuffers {
+        gates: Shared::new(&mut ws.gates),
+        d_recurrent: Shared::new(&mut d_recurrent),
+        d_h: Shared::new(&mut d_h),
+        d_c: Shared::new(&mut d_c),
+    };
     let (d_kernel_keras_s, d_rk_keras_s) = (
         Shared::uninit(&mut d_kernel_keras, d * g),
         Shared::uninit(&mut d_rk_keras, h * g),
@@ -168,18 +176,7 @@ pub(crate) fn backward<C: CellKind, T: Real>(
         Shared::new(&mut d_bias),
     );
     let (d_proj_s, d_inputs_s) = (Shared::new(&mut d_projection), Shared::new(&mut d_inputs));
-    let (rec_s, h_prev_s, hs_s) = (
-        Shared::read_only(&ws.recurrent),
-        Shared::read_only(&ws.h_prev),
-        Shared::read_only(&ws.h),
-    );
-    let (cs_s, c_init_s, inputs_s) = (
-        Shared::read_only(&ws.c),
-        Shared::read_only(&ws.c_initial),
-        Shared::read_only(&ws.inputs),
-    );
-    let (d_ext_s, d_c_final_s) = (Shared::read_only(&d_h_ext), Shared::read_only(&d_c_final));
-    let (kernel, recurrent_kernel) = (&ws.kernel, &ws.recurrent_kernel);
+    let (kernel, recurrent_kernel, inputs) = (&ws.kernel, &ws.recurrent_kernel, &ws.inputs);
     let keras_columns = blocks.keras_columns();
     let arch = pulp::Arch::new();
     // The part of U^T a thread multiplies by (all gate columns, in the blocked order of the
@@ -197,155 +194,194 @@ pub(crate) fn backward<C: CellKind, T: Real>(
     };
     let first_share = StepShare::new(&blocks, 0, std::mem::size_of::<T>());
     let whole_recurrent_t = first_share.by_rows.then(|| pack_recurrent_t(first_share));
+    // Who writes what: in the loop this thread writes only the gate-gradient columns and the
+    // carried state gradients of its own units (`share`) in its own rows; by columns it reads
+    // the other thread's columns of one step's gate gradients after a `worker.sync()`. After
+    // the loop it writes its own columns `c0..c1` of the weight gradients and its own input
+    // features of the input gradients, reading everything else after a `worker.sync()`.
     run_team(ws.n_blocks, |worker| {
         let (c0, c1) = blocks.cols(worker.index);
         let wc = c1 - c0;
         let share = StepShare::new(&blocks, worker.index, std::mem::size_of::<T>());
         let (s0, s1) = share.units;
-        // SAFETY (whole closure): in the loop this thread writes only the gate-gradient
-        // columns and the carried state gradients of its own units (`share`) in its own rows;
-        // by columns it reads the other thread's columns of one step's gate gradients after
-        // a `worker.sync()`. After the loop it writes its own columns `c0..c1` of the weight
-        // gradients and its own rows of the input gradients, reading everything else after a
-        // `worker.sync()`. Offsets are bounds-checked.
-        unsafe {
-            let own;
-            let recurrent_part_t = match &whole_recurrent_t {
-                Some(whole) => whole,
-                None => {
-                    own = pack_recurrent_t(share);
-                    &own
+        let own;
+        let recurrent_part_t = match &whole_recurrent_t {
+            Some(whole) => whole,
+            None => {
+                own = pack_recurrent_t(share);
+                &own
+            }
+        };
+        let product = if C::SEPARATE_RECURRENT {
+            bufs.d_recurrent
+        } else {
+            bufs.gates
+        };
+        for k in (0..p.n_packed()).rev() {
+            let (n, o, n_next) = (p.active[k], p.offsets[k], p.active_at(k + 1));
+            // The rows whose last valid step this is start from a zero `d_h` and their final
+            // `c`'s gradient.
+            let newly =
+                n_next + (share.first + share.stride - n_next % share.stride) % share.stride;
+            for pos in (newly..n).step_by(share.stride) {
+                let units = pos * h + s0..pos * h + s1;
+                // SAFETY: position `pos`'s units `s0..s1` of the carried gradients are this
+                // thread's share.
+                unsafe { bufs.d_h.slice_mut(units.start, units.len()).fill(T::ZERO) };
+                if C::N_STATES == 2 {
+                    // SAFETY: as above.
+                    let d_c = unsafe { bufs.d_c.slice_mut(units.start, units.len()) };
+                    d_c.copy_from_slice(&d_c_final[units]);
                 }
-            };
-            let product = if C::SEPARATE_RECURRENT {
-                d_rec_s
-            } else {
-                gates_s
-            };
-            for k in (0..p.n_packed()).rev() {
-                let (n, o, n_next) = (p.active[k], p.offsets[k], p.active_at(k + 1));
-                let newly =
-                    n_next + (share.first + share.stride - n_next % share.stride) % share.stride;
-                for pos in (newly..n).step_by(share.stride) {
-                    d_h_s.slice_mut(pos * h + s0, s1 - s0).fill(T::ZERO);
-                    if C::N_STATES == 2 {
-                        let src = d_c_final_s.slice(pos * h + s0, s1 - s0);
-                        d_c_s.slice_mut(pos * h + s0, s1 - s0).copy_from_slice(src);
-                    }
-                }
-                arch.dispatch(BackwardStep::<C, T> {
-                    p,
-                    k,
-                    n,
-                    o,
-                    g,
-                    h,
-                    blocks,
-                    share,
-                    d_rec_s,
-                    rec_s,
-                    cs_s,
-                    c_init_s,
-                    d_c_s,
-                    gates_s,
-                    h_prev_s,
-                    hs_s,
-                    d_ext_s,
-                    d_h_s,
-                    cell: PhantomData,
-                });
-                if !share.by_rows {
-                    worker.sync();
-                }
-                // d h_prev[own rows, own units] += d_gates_k[own rows] · U^T[:, own units]
-                let mine = share.rows_of(n);
-                if mine > 0 {
+            }
+            arch.dispatch(BackwardStep::<C, T> {
+                p,
+                k,
+                g,
+                h,
+                blocks,
+                share,
+                bufs,
+                saved,
+                cell: PhantomData,
+            });
+            if !share.by_rows {
+                worker.sync();
+            }
+            // d h_prev[own rows, own units] += d_gates_k[own rows] · U^T[:, own units]
+            let mine = share.rows_of(n);
+            if mine > 0 {
+                // SAFETY: writes this thread's rows of step `k` (`mine` rows from position
+                // `share.first`, `share.stride` apart) in its units `s0..s1` of `d_h`
+                // (`n_running x h`); reads all gate columns of the same slots of `product`
+                // (`n_slots x g`), which this thread wrote (rows) or both wrote before the
+                // barrier above (columns).
+                unsafe {
                     recurrent_part_t.multiply(
                         mine,
-                        d_h_s.ptr().add(share.first * h + s0),
+                        bufs.d_h.ptr_at(share.first * h + s0),
                         share.stride * h,
                         true,
-                        product.ptr().add((o + share.first) * g),
+                        product.ptr_at((o + share.first) * g),
                         share.stride * g,
-                    );
+                    )
+                };
+            }
+        }
+        worker.sync();
+        // SAFETY: from the last barrier on, nothing writes the gate gradients.
+        let (d_gates, d_rec) = unsafe {
+            (
+                bufs.gates.slice(0, n_slots * g),
+                bufs.d_recurrent.slice(0, bufs.d_recurrent.len()),
+            )
+        };
+        if cfg.constant_input {
+            for k in 0..p.n_packed() {
+                for pos in 0..p.active[k] {
+                    let slot = p.slot(k, pos);
+                    // SAFETY: columns `c0..c1` of the projection's gradient are this thread's.
+                    let dst = unsafe { d_proj_s.slice_mut(pos * g + c0, wc) };
+                    add(dst, &d_gates[slot * g + c0..slot * g + c1]);
                 }
             }
-            worker.sync();
-            let (input_grads, rows) = if cfg.constant_input {
-                (d_proj_s, n_running)
-            } else {
-                (gates_s, n_slots)
-            };
+        }
+        // The bias gradients: this thread's entries, summed over the rows of the input-side
+        // gate gradients (and of the recurrent ones).
+        // SAFETY: entries `c0..c1` (and `g + c0..g + c1`) of the bias gradient are this
+        // thread's.
+        let d_bias_in = unsafe { d_bias_s.slice_mut(c0, wc) };
+        for r in 0..input_rows {
             if cfg.constant_input {
-                for k in 0..p.n_packed() {
-                    for pos in 0..p.active[k] {
-                        let src = gates_s.slice(p.slot(k, pos) * g + c0, wc);
-                        add(d_proj_s.slice_mut(pos * g + c0, wc), src);
-                    }
-                }
-            }
-            let d_bias_in = d_bias_s.slice_mut(c0, wc);
-            for r in 0..rows {
-                add(d_bias_in, input_grads.slice(r * g + c0, wc));
-            }
-            if C::SEPARATE_RECURRENT {
-                let d_bias_rec = d_bias_s.slice_mut(g + c0, wc);
-                for r in 0..n_slots {
-                    add(d_bias_rec, d_rec_s.slice(r * g + c0, wc));
-                }
-            }
-            // Weight gradients of this thread's columns, each one product over all slots (one
-            // right-hand operand for both where the input gradients are the gate gradients).
-            let d_rk_product = (
-                h,
-                d_rk_s.ptr().add(c0),
-                g,
-                View::transposed(h_prev_s.ptr(), h),
-            );
-            let d_kernel_product = (
-                d,
-                d_kernel_s.ptr().add(c0),
-                g,
-                View::transposed(inputs_s.ptr(), d),
-            );
-            if std::ptr::eq(input_grads.ptr(), product.ptr()) && rows == n_slots {
-                let d_gates = View::rows(product.ptr().add(c0), g);
-                matmul_shared_rhs(wc, n_slots, d_gates, [d_rk_product, d_kernel_product]);
+                // SAFETY: this thread's columns of the projection's gradient, written above.
+                add(d_bias_in, unsafe { d_proj_s.slice(r * g + c0, wc) });
             } else {
-                for ((m, c, ldc, a), b, k) in [
-                    (d_rk_product, product, n_slots),
-                    (d_kernel_product, input_grads, rows),
-                ] {
-                    matmul(m, wc, k, c, ldc, false, a, View::rows(b.ptr().add(c0), g));
+                add(d_bias_in, &d_gates[r * g + c0..r * g + c1]);
+            }
+        }
+        if C::SEPARATE_RECURRENT {
+            // SAFETY: as above.
+            let d_bias_rec = unsafe { d_bias_s.slice_mut(g + c0, wc) };
+            for r in 0..n_slots {
+                add(d_bias_rec, &d_rec[r * g + c0..r * g + c1]);
+            }
+        }
+        // Weight gradients of this thread's columns, each one product over all slots (one
+        // right-hand operand for both where the input gradients are the gate gradients).
+        let product_rows = View::rows(product.ptr_at(c0), g);
+        let input_grads = if cfg.constant_input {
+            View::rows(d_proj_s.ptr_at(c0), g)
+        } else {
+            View::rows(bufs.gates.ptr_at(c0), g)
+        };
+        let d_rk_product = (
+            h,
+            d_rk_s.ptr_at(c0),
+            g,
+            View::transposed(saved.h_prev.as_ptr(), h),
+        );
+        let d_kernel_product = (
+            d,
+            d_kernel_s.ptr_at(c0),
+            g,
+            View::transposed(inputs.as_ptr(), d),
+        );
+        if !C::SEPARATE_RECURRENT && !cfg.constant_input {
+            // SAFETY: writes this thread's columns `c0..c1` of `d_rk` (`h x g`) and `d_kernel`
+            // (`d x g`); reads `wc` columns of the gate gradients (`n_slots x g`, no longer
+            // written), `h_prev` (`n_slots x h`) and the inputs (`n_slots x d`).
+            unsafe {
+                matmul_shared_rhs(wc, n_slots, product_rows, [d_rk_product, d_kernel_product])
+            };
+        } else {
+            for ((m, c, ldc, a), b, k) in [
+                (d_rk_product, product_rows, n_slots),
+                (d_kernel_product, input_grads, input_rows),
+            ] {
+                // SAFETY: as above; with a constant input the second product reads this
+                // thread's columns of the projection's gradient (`n_running x g`), written
+                // above, and the inputs (`n_running x d`).
+                unsafe { matmul(m, wc, k, c, ldc, false, a, b) };
+            }
+        }
+        // The weight gradients of this thread's units into Keras layout.
+        for (matrix, keras_out, n_rows) in
+            [(d_kernel_s, d_kernel_keras_s, d), (d_rk_s, d_rk_keras_s, h)]
+        {
+            for r in 0..n_rows {
+                for (keras, blocked, len) in blocks.runs_of(worker.index) {
+                    // SAFETY: the columns of this thread's units, on both sides (its blocked
+                    // columns `c0..c1`, written above by this thread).
+                    unsafe { keras_out.write(r * g + keras, matrix.slice(r * g + blocked, len)) };
                 }
             }
-            // The weight gradients of this thread's units into Keras layout.
-            for (matrix, keras_out, n_rows) in
-                [(d_kernel_s, d_kernel_keras_s, d), (d_rk_s, d_rk_keras_s, h)]
-            {
-                for r in 0..n_rows {
-                    for (keras, blocked, len) in blocks.runs_of(worker.index) {
-                        keras_out.write(r * g + keras, matrix.slice(r * g + blocked, len));
-                    }
-                }
-            }
-            worker.sync();
-            if !input_gradient {
-                return;
-            }
-            // Input gradients of this thread's input features: d_inputs = d_gates · K^T.
-            let (f0, f1) = worker.part(d);
-            let input_block_t =
-                PackedRhs::gather(g, f1 - f0, kernel, |r| keras_columns[r], |c| (f0 + c) * g);
+        }
+        worker.sync();
+        if !input_gradient {
+            return;
+        }
+        // Input gradients of this thread's input features: d_inputs = d_gates · K^T.
+        let (f0, f1) = worker.part(d);
+        let input_block_t =
+            PackedRhs::gather(g, f1 - f0, kernel, |r| keras_columns[r], |c| (f0 + c) * g);
+        let input_grads = if cfg.constant_input {
+            d_proj_s
+        } else {
+            bufs.gates
+        };
+        // SAFETY: writes this thread's features `f0..f1` of every row of `d_inputs`
+        // (`input_rows x d`); reads all columns of the input-side gate gradients
+        // (`input_rows x g`), written by both threads before the barrier above.
+        unsafe {
             input_block_t.multiply(
-                rows,
-                d_inputs_s.ptr().add(f0),
+                input_rows,
+                d_inputs_s.ptr_at(f0),
                 d,
                 false,
-                input_grads.ptr(),
+                input_grads.ptr_at(0),
                 g,
-            );
-        }
+            )
+        };
     });
 
     // SAFETY: the team wrote every element of both (see `Shared::uninit`): each thread the
@@ -381,27 +417,46 @@ pub(crate) fn backward<C: CellKind, T: Real>(
     }
 }
 
-/// One packed step's backward cells for one thread's units, SIMD-dispatched as
+/// The buffers the threads share in the backward pass: the gate gradients (written in place
+/// of the gates, `n_slots x g`), those of a recurrent part kept apart, and the gradients
+/// carried to the previous step's states (`n_running x h`).
+struct BackwardBuffers<'a, T> {
+    gates: Shared<'a, T>,
+    d_recurrent: Shared<'a, T>,
+    d_h: Shared<'a, T>,
+    d_c: Shared<'a, T>,
+}
+
+impl<T> Clone for BackwardBuffers<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for BackwardBuffers<'_, T> {}
+
+/// What the forward pass saved, and the gathered output gradients: read only.
+#[derive(Clone, Copy)]
+struct Saved<'a, T> {
+    recurrent: &'a [T],
+    h_prev: &'a [T],
+    h: &'a [T],
+    c: &'a [T],
+    c_initial: &'a [T],
+    d_h_ext: &'a [T],
+}
+
+/// One packed step's backward cells for one thread's share, SIMD-dispatched as
 /// `ForwardStep` is.
 struct BackwardStep<'a, C, T> {
     p: &'a Packing,
     k: usize,
-    n: usize,
-    o: usize,
     g: usize,
     h: usize,
     blocks: Blocks,
     share: StepShare,
-    d_rec_s: Shared<T>,
-    rec_s: Shared<T>,
-    cs_s: Shared<T>,
-    c_init_s: Shared<T>,
-    d_c_s: Shared<T>,
-    gates_s: Shared<T>,
-    h_prev_s: Shared<T>,
-    hs_s: Shared<T>,
-    d_ext_s: Shared<T>,
-    d_h_s: Shared<T>,
+    bufs: BackwardBuffers<'a, T>,
+    saved: Saved<'a, T>,
     cell: PhantomData<C>,
 }
 
@@ -413,69 +468,68 @@ impl<C: CellKind, T: Real> pulp::WithSimd for BackwardStep<'_, C, T> {
         let BackwardStep {
             p,
             k,
-            n,
-            o,
             g,
             h,
             blocks,
             share,
-            d_rec_s,
-            rec_s,
-            cs_s,
-            c_init_s,
-            d_c_s,
-            gates_s,
-            h_prev_s,
-            hs_s,
-            d_ext_s,
-            d_h_s,
+            bufs,
+            saved,
             ..
         } = self;
-        // SAFETY: as in `backward`'s team closure: this thread's own units of its own rows.
-        unsafe {
-            let mut pos = share.first;
-            while pos < n {
-                let slot = o + pos;
-                for b in share.blocks.0..share.blocks.1 {
-                    let ((u0, u1), (c0, c1)) = (blocks.units(b), blocks.cols(b));
-                    let (wu, wc) = (u1 - u0, c1 - c0);
-                    let (d_recurrent, recurrent) = if C::SEPARATE_RECURRENT {
-                        (
-                            d_rec_s.slice_mut(slot * g + c0, wc),
-                            rec_s.slice(slot * g + c0, wc),
-                        )
-                    } else {
-                        (&mut [][..], &[][..])
-                    };
-                    let (c_prev, c, d_c) = if C::N_STATES == 2 {
-                        let prev = if k == 0 {
-                            c_init_s.slice(pos * h + u0, wu)
+        let n = p.active[k];
+        let mut pos = share.first;
+        while pos < n {
+            let slot = p.offsets[k] + pos;
+            for b in share.blocks.0..share.blocks.1 {
+                let ((u0, u1), (c0, c1)) = (blocks.units(b), blocks.cols(b));
+                let (units, cols) = (slot * h + u0..slot * h + u1, slot * g + c0..slot * g + c1);
+                let lstm = C::N_STATES == 2;
+                let c_prev = match (lstm, k) {
+                    (false, _) => &[][..],
+                    (true, 0) => &saved.c_initial[pos * h + u0..pos * h + u1],
+                    (true, _) => {
+                        let prev = (p.offsets[k - 1] + pos) * h;
+                        &saved.c[prev + u0..prev + u1]
+                    }
+                };
+                // SAFETY: position `pos` with block `b` is this thread's share of the step
+                // (every `share.stride`-th position from `share.first`, in its blocks): no
+                // other thread touches these gate columns of the slot, nor these units of the
+                // row's carried gradients, during the step.
+                let (gates, d_recurrent, d_h, d_c) = unsafe {
+                    (
+                        bufs.gates.slice_mut(cols.start, cols.len()),
+                        if C::SEPARATE_RECURRENT {
+                            bufs.d_recurrent.slice_mut(cols.start, cols.len())
                         } else {
-                            cs_s.slice((p.offsets[k - 1] + pos) * h + u0, wu)
-                        };
-                        (
-                            prev,
-                            cs_s.slice(slot * h + u0, wu),
-                            d_c_s.slice_mut(pos * h + u0, wu),
-                        )
+                            &mut []
+                        },
+                        bufs.d_h.slice_mut(pos * h + u0, u1 - u0),
+                        if lstm {
+                            bufs.d_c.slice_mut(pos * h + u0, u1 - u0)
+                        } else {
+                            &mut []
+                        },
+                    )
+                };
+                C::backward_row(BackwardRow {
+                    gates,
+                    d_recurrent,
+                    recurrent: if C::SEPARATE_RECURRENT {
+                        &saved.recurrent[cols]
                     } else {
-                        (&[][..], &[][..], &mut [][..])
-                    };
-                    C::backward_row(BackwardRow {
-                        gates: gates_s.slice_mut(slot * g + c0, wc),
-                        d_recurrent,
-                        recurrent,
-                        h_prev: h_prev_s.slice(slot * h + u0, wu),
-                        c_prev,
-                        c,
-                        h: hs_s.slice(slot * h + u0, wu),
-                        d_h_ext: d_ext_s.slice(slot * h + u0, wu),
-                        d_h: d_h_s.slice_mut(pos * h + u0, wu),
-                        d_c,
-                    });
-                }
-                pos += share.stride;
+                        &[]
+                    },
+                    h_prev: &saved.h_prev[units.clone()],
+                    c_prev,
+                    c: if lstm { &saved.c[units.clone()] } else { &[] },
+                    h: &saved.h[units.clone()],
+                    d_h_ext: &saved.d_h_ext[units],
+                    d_h,
+                    d_c,
+                });
             }
+            pos += share.stride;
         }
     }
 }

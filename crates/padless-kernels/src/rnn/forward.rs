@@ -146,21 +146,18 @@ pub(crate) fn forward<C: CellKind, T: Real>(
     let mut projection = vec![T::ZERO; if cfg.constant_input { n_running * g } else { 0 }];
 
     let p = &packing;
-    let (gates_s, rec_s, h_prev_s) = (
-        Shared::uninit(&mut gates, n_slots * g),
-        Shared::new(&mut recurrent),
-        Shared::uninit(&mut h_prev, hs_len),
-    );
-    // SAFETY: no team runs yet; step 0's slots are the first `n_running` rows.
+    let h_prev_s = Shared::uninit(&mut h_prev, hs_len);
+    // SAFETY: no team runs yet; step 0's slots are the first `n_running` of `hs_len / h`.
     unsafe { h_prev_s.write(0, &h_initial) };
-    let (hs_s, cs_s, proj_s) = (
-        Shared::uninit(&mut hs, hs_len),
-        Shared::uninit(&mut cs, cs_len),
-        Shared::new(&mut projection),
-    );
-    let (inputs_s, c_init_s) = (Shared::read_only(&inputs), Shared::read_only(&c_initial));
+    let bufs = StepBuffers {
+        gates: Shared::uninit(&mut gates, n_slots * g),
+        recurrent: Shared::new(&mut recurrent),
+        h_prev: h_prev_s,
+        h: Shared::uninit(&mut hs, hs_len),
+        c: Shared::uninit(&mut cs, cs_len),
+        projection: Shared::new(&mut projection),
+    };
     let out_s = Shared::new(out);
-    let bias_s = Shared::read_only(&bias);
     // The part of U a thread multiplies by, packed once for all steps: all of it when the
     // threads split rows (packed here once for both), else each thread's own block.
     let pack_recurrent = |share: StepShare| {
@@ -173,142 +170,139 @@ pub(crate) fn forward<C: CellKind, T: Real>(
             |c| keras_columns[s0 + c],
         )
     };
-    // One step (a decoder run step by step): packing the block would be a copy of the whole
-    // matrix for one product, so the step multiplies by the Keras-layout weights through
-    // gemm instead, gate run by gate run (measured at k = 512, n = 2048, 512 rows, one
-    // thread: 123 GFLOP/s packing per call, 159 through gemm).
+    // One step (a decoder run step by step): packing the block would copy the whole matrix
+    // for one product, so the step multiplies by the Keras-layout weights through gemm
+    // instead, gate run by gate run.
     let direct = p.n_packed() == 1;
     let first_share = StepShare::new(&blocks, 0, std::mem::size_of::<T>());
     let whole_recurrent = (first_share.by_rows && !direct).then(|| pack_recurrent(first_share));
     let arch = pulp::Arch::new();
+    // Who writes what: the input projection writes this thread's own columns `c0..c1` of
+    // every slot; in the loop this thread writes the gate columns and state units of its own
+    // share (`StepShare`) in its own rows; every read of another thread's part (all columns
+    // of its rows' gates by rows; the full `h_prev` rows in the recurrent product by
+    // columns) follows a `worker.sync()` after the write.
     run_team(n_blocks, |worker| {
         let (c0, c1) = blocks.cols(worker.index);
-        let wc = c1 - c0;
-        // SAFETY (whole closure): the input projection writes this thread's own columns
-        // `c0..c1` of every slot; in the loop this thread writes the gate columns and state
-        // units of its own share (`StepShare`) in its own rows; every read of another
-        // thread's part (all columns of its rows' gates by rows; the full `h_prev` rows in the
-        // recurrent product by columns) follows a `worker.sync()` after the write. Offsets
-        // are bounds-checked.
-        unsafe {
-            // The input projection of every valid step, for this thread's columns. A
-            // constant input's few rows start from the bias; the steps' gates get it added
-            // in the loop (`ForwardStep`), on rows already in cache, instead of a pass that
-            // writes it into every slot first.
-            let (target, rows) = if cfg.constant_input {
-                let bias_in = bias_s.slice(c0, wc);
-                for r in 0..n_running {
-                    proj_s.write(r * g + c0, bias_in);
-                }
-                (proj_s, n_running)
-            } else {
-                (gates_s, n_slots)
-            };
-            for (keras, blocked, len) in blocks.runs_of(worker.index) {
+        // The input projection of every valid step, for this thread's columns. A constant
+        // input's few rows start from the bias; the steps' gates get it added in the loop
+        // (`ForwardStep`), on rows already in cache, instead of a pass that writes it into
+        // every slot first.
+        let (target, rows) = if cfg.constant_input {
+            for r in 0..n_running {
+                // SAFETY: columns `c0..c1` of the projection are this thread's; nothing reads
+                // them before the barrier below (rows) or this thread's own steps (columns).
+                unsafe { bufs.projection.write(r * g + c0, &bias[c0..c1]) };
+            }
+            (bufs.projection, n_running)
+        } else {
+            (bufs.gates, n_slots)
+        };
+        for (keras, blocked, len) in blocks.runs_of(worker.index) {
+            // SAFETY: writes this thread's columns `blocked..blocked + len` of the `rows` rows
+            // of `target` (`rows x g`); reads `inputs` (`rows x d`) and `len` columns of the
+            // kernel (`d x g`) from `keras`.
+            unsafe {
                 matmul(
                     rows,
                     len,
                     d,
-                    target.ptr().add(blocked),
+                    target.ptr_at(blocked),
                     g,
                     cfg.constant_input,
-                    View::rows(inputs_s.ptr(), d),
-                    View::rows(kernel.as_ptr().add(keras), g),
-                );
-            }
-            let bias_rec = if C::SEPARATE_RECURRENT {
-                bias_s.slice(g, g)
-            } else {
-                &[][..]
+                    View::rows(inputs.as_ptr(), d),
+                    View::rows(kernel[keras..].as_ptr(), g),
+                )
             };
-            let share = StepShare::new(&blocks, worker.index, std::mem::size_of::<T>());
-            if share.by_rows {
-                // Each thread's rows read all columns of their gates from here on.
-                worker.sync();
+        }
+        let share = StepShare::new(&blocks, worker.index, std::mem::size_of::<T>());
+        if share.by_rows {
+            // Each thread's rows read all columns of their gates from here on.
+            worker.sync();
+        }
+        let own;
+        let recurrent_part = match &whole_recurrent {
+            Some(whole) => Some(whole),
+            None if direct => None,
+            None => {
+                own = pack_recurrent(share);
+                Some(&own)
             }
-            let s0 = share.cols.0;
-            let own;
-            let recurrent_part = match &whole_recurrent {
-                Some(whole) => Some(whole),
-                None if direct => None,
-                None => {
-                    own = pack_recurrent(share);
-                    Some(&own)
-                }
-            };
-            for k in 0..p.n_packed() {
-                let (n, o) = (p.active[k], p.offsets[k]);
-                // With a constant input the product goes straight to the gates and each
-                // step adds its row's projection (`ForwardStep`), instead of a copy of the
-                // projection into every slot first.
-                let (product, accumulate) = if C::SEPARATE_RECURRENT {
-                    (rec_s, false)
-                } else {
-                    (gates_s, !cfg.constant_input)
-                };
-                let mine = share.rows_of(n);
+        };
+        // With a constant input the product goes straight to the gates and each step adds
+        // its row's projection (`ForwardStep`), instead of a copy of the projection into
+        // every slot first.
+        let (product, accumulate) = if C::SEPARATE_RECURRENT {
+            (bufs.recurrent, false)
+        } else {
+            (bufs.gates, !cfg.constant_input)
+        };
+        for k in 0..p.n_packed() {
+            let (n, o) = (p.active[k], p.offsets[k]);
+            let mine = share.rows_of(n);
+            if mine > 0 {
                 let first = o + share.first;
+                let (c, ldc) = (product.ptr_at(first * g + share.cols.0), share.stride * g);
+                let (a, lda) = (bufs.h_prev.ptr_at(first * h), share.stride * h);
                 match recurrent_part {
-                    _ if mine == 0 => {}
-                    Some(part) => part.multiply(
-                        mine,
-                        product.ptr().add(first * g + s0),
-                        share.stride * g,
-                        accumulate,
-                        h_prev_s.ptr().add(first * h),
-                        share.stride * h,
-                    ),
+                    // SAFETY: writes this thread's rows of step `k` (`mine` rows from slot
+                    // `first`, `share.stride` apart) in its columns `share.cols` of `product`
+                    // (`n_slots x g`); reads the same rows of `h_prev` (`n_slots x h`), which
+                    // this thread wrote (rows) or both wrote before the last barrier (columns).
+                    Some(part) => unsafe { part.multiply(mine, c, ldc, accumulate, a, lda) },
                     None => {
                         for b in share.blocks.0..share.blocks.1 {
                             for (keras, blocked, len) in blocks.runs_of(b) {
-                                matmul(
-                                    mine,
-                                    len,
-                                    h,
-                                    product.ptr().add(first * g + blocked),
-                                    share.stride * g,
-                                    accumulate,
-                                    View::rows(h_prev_s.ptr().add(first * h), share.stride * h),
-                                    View::rows(recurrent_kernel.as_ptr().add(keras), g),
-                                );
+                                // SAFETY: as above, for the columns `blocked..blocked + len`
+                                // of this thread's blocks; the weights are `h x g`.
+                                unsafe {
+                                    matmul(
+                                        mine,
+                                        len,
+                                        h,
+                                        product.ptr_at(first * g + blocked),
+                                        ldc,
+                                        accumulate,
+                                        View::rows(a, lda),
+                                        View::rows(recurrent_kernel[keras..].as_ptr(), g),
+                                    )
+                                };
                             }
                         }
                     }
                 }
-                let n_next = p.active_at(k + 1);
-                arch.dispatch(ForwardStep::<C, T> {
-                    p,
-                    k,
-                    n,
-                    o,
-                    n_next,
-                    g,
-                    h,
-                    blocks,
-                    share,
-                    rec_s,
-                    bias_rec,
-                    cs_s,
-                    c_init_s,
-                    hs_s,
-                    gates_s,
-                    h_prev_s,
-                    projection: cfg.constant_input.then_some(proj_s),
-                    bias_in: (!cfg.constant_input && has_bias).then(|| bias_s.slice(0, g)),
-                    cell: PhantomData,
-                });
-                if !share.by_rows {
-                    worker.sync();
-                }
             }
-            worker.sync();
-            // Every step is done (the last `sync`): the threads now only read the states
-            // and write the outputs of their own rows.
-            let (pos0, pos1) = worker.part(p.batch);
-            let rows_out = Rows { p, pos0, pos1 };
-            let (all_h, all_c) = (hs_s.slice(0, hs_len), cs_s.slice(0, cs_len));
-            scatter_outputs::<C, T>(cfg, seq, rows_out, all_h, all_c, out_s);
+            arch.dispatch(ForwardStep::<C, T> {
+                p,
+                k,
+                g,
+                h,
+                blocks,
+                share,
+                bufs,
+                c_initial: &c_initial,
+                bias_in: (!cfg.constant_input && has_bias).then(|| &bias[..g]),
+                bias_rec: if C::SEPARATE_RECURRENT {
+                    &bias[g..]
+                } else {
+                    &[]
+                },
+                constant_input: cfg.constant_input,
+                cell: PhantomData,
+            });
+            if !share.by_rows {
+                worker.sync();
+            }
         }
+        worker.sync();
+        // Every step is done (the last `sync`): the threads now only read the states and
+        // write the outputs of their own rows.
+        let (pos0, pos1) = worker.part(p.batch);
+        // SAFETY: no thread writes the states after the last barrier, and the steps wrote
+        // every slot.
+        let (all_h, all_c) = unsafe { (bufs.h.slice(0, hs_len), bufs.c.slice(0, cs_len)) };
+        // SAFETY: the positions `pos0..pos1` are this thread's (`worker.part`).
+        unsafe { scatter_outputs::<C, T>(cfg, seq, Rows { p, pos0, pos1 }, all_h, all_c, out_s) };
     });
     // SAFETY: the team wrote every element of `gates` (see `Shared::uninit`): each thread
     // its own columns of every slot, by the projection before the loop or, with a constant
@@ -339,6 +333,31 @@ pub(crate) fn forward<C: CellKind, T: Real>(
     }
 }
 
+/// The buffers the threads share in the forward pass (`n_slots` rows each unless noted).
+struct StepBuffers<'a, T> {
+    /// The gates of each slot, `g` columns (the input projection, then the activated gates).
+    gates: Shared<'a, T>,
+    /// The recurrent product of each slot, `g` columns, for a cell that keeps it apart.
+    recurrent: Shared<'a, T>,
+    /// The `h` each slot starts from, `h` columns.
+    h_prev: Shared<'a, T>,
+    /// The new `h` of each slot.
+    h: Shared<'a, T>,
+    /// The new `c` of each slot (LSTM; else empty).
+    c: Shared<'a, T>,
+    /// With a constant input, its projection plus the input bias per running row (`g`
+    /// columns); else empty.
+    projection: Shared<'a, T>,
+}
+
+impl<T> Clone for StepBuffers<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for StepBuffers<'_, T> {}
+
 /// The positions `pos0..pos1` (rows in packing order) one thread writes the outputs of.
 #[derive(Clone, Copy)]
 struct Rows<'a> {
@@ -358,7 +377,7 @@ unsafe fn scatter_outputs<C: CellKind, T: Real>(
     Rows { p, pos0, pos1 }: Rows<'_>,
     hs: &[T],
     cs: &[T],
-    out: Shared<T>,
+    out: Shared<'_, T>,
 ) {
     let (h, n_steps) = (cfg.d_hidden, seq.n_steps);
     let per_row = cfg.outputs.rows_per_row(n_steps, C::N_STATES) * h;
@@ -370,7 +389,8 @@ unsafe fn scatter_outputs<C: CellKind, T: Real>(
                 .get(s)
                 .map_or(&zeros[..], |st| &st[row * h..(row + 1) * h])
         };
-        // SAFETY: row `row` belongs to this call's positions only (the caller's contract).
+        // SAFETY: the outputs of `row` are this call's alone (its position is in `pos0..pos1`,
+        // the caller's contract).
         let row_out = unsafe { out.slice_mut(row * per_row, per_row) };
         // Valid steps seen so far (all of them when the step outputs are not written).
         let mut count = if cfg.outputs.has_sequence() {
@@ -426,34 +446,93 @@ fn write_states<'a, C: CellKind, T: Real>(
     }
 }
 
-/// One packed step's fused cells for one thread's units, as a SIMD-dispatched operation: its
+/// One packed step's fused cells for one thread's share, as a SIMD-dispatched operation: its
 /// body is inlined into the instruction-set-specific function that `pulp` selects at run
-/// time, so the gate loops compile to AVX-512 where the machine has it (a closure would not
-/// be inlined there).
+/// time, so the gate loops compile to the machine's vector width (a closure would not be
+/// inlined there).
 struct ForwardStep<'a, C, T> {
     p: &'a Packing,
     k: usize,
-    n: usize,
-    o: usize,
-    n_next: usize,
     g: usize,
     h: usize,
     blocks: Blocks,
     share: StepShare,
-    rec_s: Shared<T>,
-    bias_rec: &'a [T],
-    cs_s: Shared<T>,
-    c_init_s: Shared<T>,
-    hs_s: Shared<T>,
-    gates_s: Shared<T>,
-    h_prev_s: Shared<T>,
-    /// The per-row input projection when the input is constant over time: added to (LSTM,
-    /// SimpleRNN) or copied into (GRU) each slot's gates before its cell runs.
-    projection: Option<Shared<T>>,
+    bufs: StepBuffers<'a, T>,
+    /// The initial `c` of the running rows (LSTM; else empty).
+    c_initial: &'a [T],
     /// The input bias (blocked layout), added to each slot's gates before its cell runs when
     /// the input is not constant (the projection wrote the products only).
     bias_in: Option<&'a [T]>,
+    /// The recurrent bias (blocked layout) of a cell that keeps the recurrent part apart.
+    bias_rec: &'a [T],
+    /// Whether the gates get each row's projection (added, or copied for a cell that keeps
+    /// the recurrent part apart) before the cell runs.
+    constant_input: bool,
     cell: PhantomData<C>,
+}
+
+/// The slices of one slot's step in one block of units (see [`ForwardStep::slices`]).
+struct SlotSlices<'a, T> {
+    gates: &'a mut [T],
+    recurrent: &'a mut [T],
+    projection: &'a [T],
+    h_prev: &'a [T],
+    c_prev: &'a [T],
+    h: &'a mut [T],
+    c: &'a mut [T],
+    /// The next step's `h_prev` of the same row, if the row runs on.
+    h_next: Option<&'a mut [T]>,
+}
+
+impl<C: CellKind, T: Real> ForwardStep<'_, C, T> {
+    /// The slices of position `pos` (slot `offsets[k] + pos`) in block `b`.
+    ///
+    /// # Safety
+    /// Position `pos` with block `b` is the calling thread's share of step `k` (see
+    /// `forward`): no other thread touches these gate columns and state units of the slot,
+    /// nor of the row's next slot, during the step.
+    #[inline(always)]
+    unsafe fn slices(&self, pos: usize, b: usize) -> SlotSlices<'_, T> {
+        let (p, k, g, h, bufs) = (self.p, self.k, self.g, self.h, &self.bufs);
+        let ((u0, u1), (c0, c1)) = (self.blocks.units(b), self.blocks.cols(b));
+        let (wu, wc) = (u1 - u0, c1 - c0);
+        let slot = p.offsets[k] + pos;
+        let lstm = C::N_STATES == 2;
+        let c_prev = match (lstm, k) {
+            (false, _) => &[][..],
+            (true, 0) => &self.c_initial[pos * h + u0..pos * h + u1],
+            // SAFETY: the row's previous slot, written by this thread at step `k - 1` (its
+            // units, its rows), or before the last barrier.
+            (true, _) => unsafe { bufs.c.slice((p.offsets[k - 1] + pos) * h + u0, wu) },
+        };
+        // SAFETY (the block): the caller's contract; these are six different buffers, or
+        // different ranges of one.
+        unsafe {
+            SlotSlices {
+                gates: bufs.gates.slice_mut(slot * g + c0, wc),
+                recurrent: if C::SEPARATE_RECURRENT {
+                    bufs.recurrent.slice_mut(slot * g + c0, wc)
+                } else {
+                    &mut []
+                },
+                projection: if self.constant_input {
+                    bufs.projection.slice(pos * g + c0, wc)
+                } else {
+                    &[]
+                },
+                h_prev: bufs.h_prev.slice(slot * h + u0, wu),
+                c_prev,
+                h: bufs.h.slice_mut(slot * h + u0, wu),
+                c: if lstm {
+                    bufs.c.slice_mut(slot * h + u0, wu)
+                } else {
+                    &mut []
+                },
+                h_next: (pos < p.active_at(k + 1))
+                    .then(|| bufs.h_prev.slice_mut((p.offsets[k + 1] + pos) * h + u0, wu)),
+            }
+        }
+    }
 }
 
 impl<C: CellKind, T: Real> pulp::WithSimd for ForwardStep<'_, C, T> {
@@ -461,87 +540,45 @@ impl<C: CellKind, T: Real> pulp::WithSimd for ForwardStep<'_, C, T> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        let ForwardStep {
-            p,
-            k,
-            n,
-            o,
-            n_next,
-            g,
-            h,
-            blocks,
-            share,
-            rec_s,
-            bias_rec,
-            cs_s,
-            c_init_s,
-            hs_s,
-            gates_s,
-            h_prev_s,
-            projection,
-            bias_in,
-            ..
-        } = self;
-        // SAFETY: as in `forward`'s team closure: this thread's own columns and units of its
-        // own rows only.
-        unsafe {
-            let mut pos = share.first;
-            while pos < n {
-                let slot = o + pos;
-                for b in share.blocks.0..share.blocks.1 {
-                    let ((u0, u1), (c0, c1)) = (blocks.units(b), blocks.cols(b));
-                    let (wu, wc) = (u1 - u0, c1 - c0);
-                    if let Some(projection) = projection {
-                        let src = projection.slice(pos * g + c0, wc);
-                        let gates = gates_s.slice_mut(slot * g + c0, wc);
-                        if C::SEPARATE_RECURRENT {
-                            gates.copy_from_slice(src);
-                        } else {
-                            for (v, &x) in gates.iter_mut().zip(src) {
-                                *v += x;
-                            }
-                        }
-                    } else if let Some(bias) = bias_in {
-                        let gates = gates_s.slice_mut(slot * g + c0, wc);
-                        for (v, &b) in gates.iter_mut().zip(&bias[c0..c1]) {
-                            *v += b;
+        let (n, share) = (self.p.active[self.k], self.share);
+        let mut pos = share.first;
+        while pos < n {
+            for b in share.blocks.0..share.blocks.1 {
+                let (c0, c1) = self.blocks.cols(b);
+                // SAFETY: `pos` and block `b` are this thread's share of the step: every
+                // `share.stride`-th position from `share.first`, in its blocks.
+                let row = unsafe { self.slices(pos, b) };
+                if self.constant_input {
+                    if C::SEPARATE_RECURRENT {
+                        row.gates.copy_from_slice(row.projection);
+                    } else {
+                        for (v, &x) in row.gates.iter_mut().zip(row.projection) {
+                            *v += x;
                         }
                     }
-                    let recurrent = if C::SEPARATE_RECURRENT {
-                        let rec = rec_s.slice_mut(slot * g + c0, wc);
-                        for (v, &b) in rec.iter_mut().zip(&bias_rec[c0..c1]) {
-                            *v += b;
-                        }
-                        &*rec
-                    } else {
-                        &[][..]
-                    };
-                    let (c_prev, c) = if C::N_STATES == 2 {
-                        let prev = if k == 0 {
-                            c_init_s.slice(pos * h + u0, wu)
-                        } else {
-                            cs_s.slice((p.offsets[k - 1] + pos) * h + u0, wu)
-                        };
-                        (prev, cs_s.slice_mut(slot * h + u0, wu))
-                    } else {
-                        (&[][..], &mut [][..])
-                    };
-                    let h_new = hs_s.slice_mut(slot * h + u0, wu);
-                    C::forward_row(ForwardRow {
-                        gates: gates_s.slice_mut(slot * g + c0, wc),
-                        recurrent,
-                        h_prev: h_prev_s.slice(slot * h + u0, wu),
-                        c_prev,
-                        h: h_new,
-                        c,
-                    });
-                    if pos < n_next {
-                        let next = p.offsets[k + 1] + pos;
-                        h_prev_s.slice_mut(next * h + u0, wu).copy_from_slice(h_new);
+                } else if let Some(bias) = self.bias_in {
+                    for (v, &b) in row.gates.iter_mut().zip(&bias[c0..c1]) {
+                        *v += b;
                     }
                 }
-                pos += share.stride;
+                if C::SEPARATE_RECURRENT {
+                    for (v, &b) in row.recurrent.iter_mut().zip(&self.bias_rec[c0..c1]) {
+                        *v += b;
+                    }
+                }
+                C::forward_row(ForwardRow {
+                    gates: row.gates,
+                    recurrent: row.recurrent,
+                    h_prev: row.h_prev,
+                    c_prev: row.c_prev,
+                    h: &mut *row.h,
+                    c: row.c,
+                });
+                if let Some(next) = row.h_next {
+                    next.copy_from_slice(row.h);
+                }
             }
+            pos += share.stride;
         }
     }
 }

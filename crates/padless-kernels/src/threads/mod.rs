@@ -3,7 +3,9 @@
 //! ([`helper`]); [`Shared`] lets the threads write disjoint parts of one buffer.
 
 mod helper;
+mod shared;
 mod team;
 
 pub use helper::side_by_side;
-pub(crate) use team::{Shared, run_team, split};
+pub(crate) use shared::Shared;
+pub(crate) use team::{run_team, split};

@@ -1,16 +1,14 @@
-//! The thread pair: [`run_team`] runs one closure on 1 or 2 threads that meet at a
-//! [`Barrier`] where their work depends on each other's, and [`Shared`] lets them write
-//! disjoint parts of one buffer.
+//! [`run_team`]: one closure on 1 or 2 threads that meet at a [`Barrier`] where their work
+//! depends on each other's.
 //!
-//! Measured on 2 cores (see the crate README numbers): gemm's own 2-thread mode on the small
-//! per-step products is slower than 1 thread at `d_hidden = 128`; two threads that each own
-//! half the gate columns for the whole sequence and meet once per step are faster, and two
-//! that each own half of the rows of every step and never meet inside the loop faster still
-//! (see `blocks::StepShare`). The second worker runs on the process's kept helper thread
+//! The kernels split their work themselves rather than through gemm's threads: the per-step
+//! products are small, and two threads that each own half of the rows of every step (or half
+//! of the hidden units) for the whole sequence meet at most once per step
+//! (`rnn::blocks::StepShare`). The second worker runs on the process's kept helper thread
 //! ([`super::helper`]), or on a scoped thread when another caller is using it; either way it
 //! only borrows the buffers it touches, and the call returns after it has finished.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// One thread's view of a team run.
 #[derive(Clone, Copy)]
@@ -43,10 +41,13 @@ pub(crate) fn split(total: usize, index: usize, count: usize) -> (usize, usize) 
 
 /// A reusable barrier that spins briefly and then yields: the threads meet every few
 /// microseconds, far below the latency of a futex wake-up, but on a busy machine a spinning
-/// thread must not starve the one it waits for.
+/// thread must not starve the one it waits for. A worker that panics breaks it
+/// ([`Barrier::break_on_panic`]): the others then panic at their next wait instead of waiting
+/// for ever.
 pub(crate) struct Barrier {
     arrived: AtomicUsize,
     generation: AtomicUsize,
+    broken: AtomicBool,
 }
 
 impl Barrier {
@@ -54,6 +55,7 @@ impl Barrier {
         Barrier {
             arrived: AtomicUsize::new(0),
             generation: AtomicUsize::new(0),
+            broken: AtomicBool::new(false),
         }
     }
 
@@ -64,7 +66,27 @@ impl Barrier {
             self.generation.fetch_add(1, Ordering::Release);
             return;
         }
-        spin_until(|| self.generation.load(Ordering::Acquire) != generation);
+        spin_until(|| {
+            self.generation.load(Ordering::Acquire) != generation
+                || self.broken.load(Ordering::Relaxed)
+        });
+        if self.generation.load(Ordering::Acquire) == generation {
+            panic!("another kernel thread panicked (its message is above)");
+        }
+    }
+
+    /// Runs `f`, breaking the barrier if it panics.
+    fn break_on_panic(&self, f: impl FnOnce()) {
+        struct Guard<'a>(&'a AtomicBool);
+        impl Drop for Guard<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        let _guard = Guard(&self.broken);
+        f();
     }
 }
 
@@ -97,119 +119,25 @@ pub(crate) fn run_team(threads: usize, body: impl Fn(Worker<'_>) + Sync) {
         body(worker(0));
         return;
     }
+    let run = |index| barrier.break_on_panic(|| body(worker(index)));
     if count == 2 {
-        super::helper::side_by_side(|| body(worker(0)), || body(worker(1)));
+        super::helper::side_by_side(|| run(0), || run(1));
         return;
     }
     std::thread::scope(|scope| {
         for index in 1..count {
-            let (body, barrier) = (&body, &barrier);
-            scope.spawn(move || {
-                body(Worker {
-                    index,
-                    count,
-                    barrier,
-                })
-            });
+            let run = &run;
+            scope.spawn(move || run(index));
         }
-        body(Worker {
-            index: 0,
-            count,
-            barrier: &barrier,
-        });
+        run(0);
     });
-}
-
-/// A buffer that the threads of a team write in disjoint parts.
-///
-/// # Safety contract
-/// Every method that hands out a slice is `unsafe`: the caller guarantees that no two threads
-/// access overlapping elements between two barriers unless all of them only read. The kernels
-/// keep this by giving each thread its own gate columns and hidden units, or its own rows, and
-/// by a [`Worker::sync`] between a write and any read of another thread's part.
-#[derive(Clone, Copy)]
-pub(crate) struct Shared<T> {
-    ptr: *mut T,
-    len: usize,
-}
-
-// SAFETY: `Shared` is a pointer to a buffer that outlives the team run (it is made from a
-// borrow held across `run_team`); the access discipline above makes concurrent use sound.
-unsafe impl<T: Send> Send for Shared<T> {}
-// SAFETY: as above.
-unsafe impl<T: Send> Sync for Shared<T> {}
-
-impl<T> Shared<T> {
-    /// Shares a mutable buffer.
-    pub fn new(buffer: &mut [T]) -> Self {
-        Shared {
-            ptr: buffer.as_mut_ptr(),
-            len: buffer.len(),
-        }
-    }
-
-    /// Shares room for `len` elements in `buffer`'s spare capacity, for a team that writes
-    /// every element with [`Shared::write`] before anything reads it (no zero fill first);
-    /// the caller sets the length after the team.
-    pub fn uninit(buffer: &mut Vec<T>, len: usize) -> Self {
-        buffer.clear();
-        buffer.reserve_exact(len);
-        Shared {
-            ptr: buffer.as_mut_ptr(),
-            len,
-        }
-    }
-
-    /// Copies `src` to `start..start + src.len()` through a raw pointer: what was there is
-    /// neither read nor borrowed, so this is how an [`Shared::uninit`] buffer is first filled.
-    ///
-    /// # Safety
-    /// See the type's contract; `start + src.len()` must not pass the end (checked).
-    pub unsafe fn write(&self, start: usize, src: &[T]) {
-        assert!(start + src.len() <= self.len, "shared write out of bounds");
-        // SAFETY: in bounds (checked above); exclusivity is the caller's contract; `src` is a
-        // live borrow that cannot overlap this buffer's unborrowed spare capacity.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(start), src.len()) }
-    }
-
-    /// Shares a buffer that every thread only reads.
-    pub fn read_only(buffer: &[T]) -> Self {
-        Shared {
-            ptr: buffer.as_ptr() as *mut T,
-            len: buffer.len(),
-        }
-    }
-
-    /// The start of the buffer (for gemm, which takes pointers and strides).
-    pub fn ptr(&self) -> *mut T {
-        self.ptr
-    }
-
-    /// `len` elements from `start`, for writing.
-    ///
-    /// # Safety
-    /// See the type's contract; `start + len` must not pass the end (checked).
-    #[allow(clippy::mut_from_ref)]
-    pub unsafe fn slice_mut<'a>(&self, start: usize, len: usize) -> &'a mut [T] {
-        assert!(start + len <= self.len, "shared slice out of bounds");
-        // SAFETY: in bounds (checked above); exclusivity is the caller's contract.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
-    }
-
-    /// `len` elements from `start`, for reading.
-    ///
-    /// # Safety
-    /// See the type's contract; `start + len` must not pass the end (checked).
-    pub unsafe fn slice<'a>(&self, start: usize, len: usize) -> &'a [T] {
-        assert!(start + len <= self.len, "shared slice out of bounds");
-        // SAFETY: in bounds (checked above); no concurrent writer is the caller's contract.
-        unsafe { std::slice::from_raw_parts(self.ptr.add(start), len) }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::threads::Shared;
 
     #[test]
     fn two_threads_fill_their_halves_in_lockstep() {
@@ -229,5 +157,21 @@ mod tests {
             }
         });
         assert!(data.iter().all(|&v| v == 50));
+    }
+
+    #[test]
+    fn a_panicking_worker_fails_the_team_instead_of_hanging_it() {
+        for panicking in [0, 1] {
+            let outcome = std::panic::catch_unwind(|| {
+                run_team(2, |w| {
+                    if w.index == panicking {
+                        panic!("worker {panicking} fails");
+                    }
+                    w.sync();
+                    w.sync();
+                })
+            });
+            assert!(outcome.is_err());
+        }
     }
 }

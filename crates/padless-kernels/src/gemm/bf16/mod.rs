@@ -380,77 +380,114 @@ mod imp {
         let lhs_stride = k * 2;
         let (lhs, rhs) = (lhs.as_ptr(), rhs.as_ptr());
         let mut scratch = [[0f32; 256]; 4];
-        // SAFETY (whole loop): every tile load and store stays inside the asserted extents or
-        // inside C (blocks inside it) or the scratch blocks.
-        unsafe {
-            let mut i = 0;
-            while i < m {
-                let two = i + 32 <= m;
-                let mut j = 0;
-                while j < n {
-                    let blocks = [
+        // Every tile load and store below stays inside the asserted extents of `lhs` and
+        // `rhs`, inside C (a block inside it) or inside a scratch block; the tiles are
+        // configured and the permission granted (the caller's contract). Each `asm!` is its
+        // own `unsafe` block under this argument.
+        let mut i = 0;
+        while i < m {
+            let two = i + 32 <= m;
+            let mut j = 0;
+            while j < n {
+                // SAFETY: `out` as in this function's contract; the scratch blocks hold
+                // 16 x 16 each.
+                let blocks = unsafe {
+                    [
                         Block::new(out, i, j, scratch[0].as_mut_ptr()),
                         Block::new(out, i, j + 16, scratch[1].as_mut_ptr()),
                         Block::new(out, i + 16, j, scratch[2].as_mut_ptr()),
                         Block::new(out, i + 16, j + 16, scratch[3].as_mut_ptr()),
-                    ];
-                    let zero = !out.accumulate;
-                    macro_rules! start {
-                        ($tile:literal, $block:expr) => {
-                            if zero && $block.inside {
-                                asm!(concat!("tilezero tmm", $tile), options(nostack));
-                            } else {
+                    ]
+                };
+                let zero = !out.accumulate;
+                macro_rules! start {
+                    ($tile:literal, $block:expr) => {
+                        if zero && $block.inside {
+                            // SAFETY: see above.
+                            unsafe { asm!(concat!("tilezero tmm", $tile), options(nostack)) };
+                        } else {
+                            // SAFETY: see above.
+                            unsafe {
                                 asm!(concat!("tileloadd tmm", $tile, ", [{p} + {s}*1]"),
                                      p = in(reg) $block.ptr, s = in(reg) $block.stride,
-                                     options(nostack));
-                            }
-                        };
-                    }
-                    macro_rules! store {
-                        ($tile:literal, $block:expr) => {
+                                     options(nostack))
+                            };
+                        }
+                    };
+                }
+                macro_rules! store {
+                    ($tile:literal, $block:expr) => {
+                        // SAFETY: see above.
+                        unsafe {
                             asm!(concat!("tilestored [{p} + {s}*1], tmm", $tile),
                                  p = in(reg) $block.ptr, s = in(reg) $block.stride,
-                                 options(nostack));
+                                 options(nostack))
                         };
-                    }
-                    start!("0", blocks[0]);
-                    start!("1", blocks[1]);
+                    };
+                }
+                macro_rules! load {
+                    ($tile:literal, $ptr:expr, $stride:expr) => {
+                        // SAFETY: see above.
+                        unsafe {
+                            asm!(concat!("tileloadd tmm", $tile, ", [{p} + {s}*1]"),
+                                 p = in(reg) $ptr, s = in(reg) $stride, options(nostack))
+                        };
+                    };
+                }
+                macro_rules! dot {
+                    ($c:literal, $a:literal, $b:literal) => {
+                        // SAFETY: tile registers only.
+                        unsafe {
+                            asm!(
+                                concat!("tdpbf16ps tmm", $c, ", tmm", $a, ", tmm", $b),
+                                options(nostack)
+                            )
+                        };
+                    };
+                }
+                start!("0", blocks[0]);
+                start!("1", blocks[1]);
+                if two {
+                    start!("2", blocks[2]);
+                    start!("3", blocks[3]);
+                }
+                let mut kk = 0;
+                while kk < k {
+                    let a0 = lhs.wrapping_add(i * k + kk);
+                    let b0 = rhs.wrapping_add((j / 16) * k * 16 + (kk / 2) * 32);
+                    let b1 = rhs.wrapping_add((j / 16 + 1) * k * 16 + (kk / 2) * 32);
+                    load!("4", a0, lhs_stride);
+                    load!("6", b0, 64usize);
+                    load!("7", b1, 64usize);
+                    dot!("0", "4", "6");
+                    dot!("1", "4", "7");
                     if two {
-                        start!("2", blocks[2]);
-                        start!("3", blocks[3]);
+                        let a1 = lhs.wrapping_add((i + 16) * k + kk);
+                        load!("5", a1, lhs_stride);
+                        dot!("2", "5", "6");
+                        dot!("3", "5", "7");
                     }
-                    let mut kk = 0;
-                    while kk < k {
-                        let a0 = lhs.add(i * k + kk);
-                        let b0 = rhs.add((j / 16) * k * 16 + (kk / 2) * 32);
-                        let b1 = rhs.add((j / 16 + 1) * k * 16 + (kk / 2) * 32);
-                        asm!("tileloadd tmm4, [{p} + {s}*1]", p = in(reg) a0, s = in(reg) lhs_stride, options(nostack));
-                        asm!("tileloadd tmm6, [{p} + {s}*1]", p = in(reg) b0, s = in(reg) 64usize, options(nostack));
-                        asm!("tileloadd tmm7, [{p} + {s}*1]", p = in(reg) b1, s = in(reg) 64usize, options(nostack));
-                        asm!("tdpbf16ps tmm0, tmm4, tmm6", options(nostack));
-                        asm!("tdpbf16ps tmm1, tmm4, tmm7", options(nostack));
-                        if two {
-                            let a1 = lhs.add((i + 16) * k + kk);
-                            asm!("tileloadd tmm5, [{p} + {s}*1]", p = in(reg) a1, s = in(reg) lhs_stride, options(nostack));
-                            asm!("tdpbf16ps tmm2, tmm5, tmm6", options(nostack));
-                            asm!("tdpbf16ps tmm3, tmm5, tmm7", options(nostack));
-                        }
-                        kk += 32;
-                    }
-                    store!("0", blocks[0]);
-                    store!("1", blocks[1]);
+                    kk += 32;
+                }
+                store!("0", blocks[0]);
+                store!("1", blocks[1]);
+                // SAFETY: the blocks were stored; `out` as above.
+                unsafe {
                     blocks[0].finish(out);
                     blocks[1].finish(out);
-                    if two {
-                        store!("2", blocks[2]);
-                        store!("3", blocks[3]);
+                }
+                if two {
+                    store!("2", blocks[2]);
+                    store!("3", blocks[3]);
+                    // SAFETY: as above.
+                    unsafe {
                         blocks[2].finish(out);
                         blocks[3].finish(out);
                     }
-                    j += 32;
                 }
-                i += if two { 32 } else { 16 };
+                j += 32;
             }
+            i += if two { 32 } else { 16 };
         }
     }
 }
