@@ -67,12 +67,14 @@
 //! ```
 
 mod gemm;
+mod isa;
 mod ops;
 mod real;
 mod rnn;
 mod threads;
 
 pub use gemm::bf16::{bf16_products, bf16_products_available, set_bf16_products};
+pub use isa::{Isa, isa, set_isa, with_isa};
 pub use ops::adam::{AdamStep, adam_update, norm_clip_scale};
 pub use ops::dense::{DenseGradients, dense_backward, dense_forward};
 pub use ops::softmax::{softmax_backward_rows_in_place, softmax_rows_in_place};

@@ -178,7 +178,6 @@ pub(crate) fn backward<C: CellKind, T: Real>(
     let (d_proj_s, d_inputs_s) = (Shared::new(&mut d_projection), Shared::new(&mut d_inputs));
     let (kernel, recurrent_kernel, inputs) = (&ws.kernel, &ws.recurrent_kernel, &ws.inputs);
     let keras_columns = blocks.keras_columns();
-    let arch = pulp::Arch::new();
     // The part of U^T a thread multiplies by (all gate columns, in the blocked order of the
     // gate gradients), gathered from U once for all steps: all of it when the threads split
     // rows (packed here once for both), else each thread's own units.
@@ -234,7 +233,7 @@ pub(crate) fn backward<C: CellKind, T: Real>(
                     d_c.copy_from_slice(&d_c_final[units]);
                 }
             }
-            arch.dispatch(BackwardStep::<C, T> {
+            crate::isa::dispatch(BackwardStep::<C, T> {
                 p,
                 k,
                 g,

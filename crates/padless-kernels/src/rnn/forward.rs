@@ -176,7 +176,6 @@ pub(crate) fn forward<C: CellKind, T: Real>(
     let direct = p.n_packed() == 1;
     let first_share = StepShare::new(&blocks, 0, std::mem::size_of::<T>());
     let whole_recurrent = (first_share.by_rows && !direct).then(|| pack_recurrent(first_share));
-    let arch = pulp::Arch::new();
     // Who writes what: the input projection writes this thread's own columns `c0..c1` of
     // every slot; in the loop this thread writes the gate columns and state units of its own
     // share (`StepShare`) in its own rows; every read of another thread's part (all columns
@@ -272,7 +271,7 @@ pub(crate) fn forward<C: CellKind, T: Real>(
                     }
                 }
             }
-            arch.dispatch(ForwardStep::<C, T> {
+            crate::isa::dispatch(ForwardStep::<C, T> {
                 p,
                 k,
                 g,

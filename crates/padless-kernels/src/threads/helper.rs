@@ -132,6 +132,9 @@ pub fn side_by_side<A, B: Send>(
     mine: impl FnOnce() -> A,
     theirs: impl FnOnce() -> B + Send,
 ) -> (A, B) {
+    // Their part runs with this thread's instruction-set choice (`isa::with_isa`).
+    let choice = crate::isa::thread_isa();
+    let theirs = move || crate::isa::with_thread_isa(choice, theirs);
     let job = Mutex::new(Some(theirs));
     let result = Mutex::new(None);
     let run_theirs = || {

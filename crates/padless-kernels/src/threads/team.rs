@@ -124,10 +124,12 @@ pub(crate) fn run_team(threads: usize, body: impl Fn(Worker<'_>) + Sync) {
         super::helper::side_by_side(|| run(0), || run(1));
         return;
     }
+    // More threads than the pair: scoped threads, taking over this thread's instruction set.
+    let choice = crate::isa::thread_isa();
     std::thread::scope(|scope| {
         for index in 1..count {
             let run = &run;
-            scope.spawn(move || run(index));
+            scope.spawn(move || crate::isa::with_thread_isa(choice, || run(index)));
         }
         run(0);
     });

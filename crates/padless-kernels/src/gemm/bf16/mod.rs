@@ -19,6 +19,8 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::isa::{Isa, isa, process_isa};
+
 mod dot;
 mod pack;
 
@@ -60,25 +62,35 @@ impl Unit {
 }
 
 /// Whether this CPU and OS can run the bfloat16 products: on AMX tiles (AMX-TILE and AMX-BF16
-/// in CPUID, and the OS granted the tile state) or on AVX512-BF16. Checked once per process.
+/// in CPUID, and the OS granted the tile state) or on AVX512-BF16, with the kernels on
+/// [`Isa::Avx512`] (not forced to another instruction set, [`crate::set_isa`]). The CPU is
+/// checked once per process.
 pub fn bf16_products_available() -> bool {
-    Unit::best().is_some()
+    Unit::best().is_some() && process_isa() == Isa::Avx512
 }
 
 /// Turns the bfloat16 tile products on or off for the whole process (every thread, every
-/// later kernel call).
+/// later kernel call; a thread under [`crate::with_isa`] with another instruction set than
+/// [`Isa::Avx512`] keeps `f32` products).
 ///
 /// # Errors
 /// Turning them on where [`bf16_products_available`] is `false`: the message says what is
 /// missing.
 pub fn set_bf16_products(on: bool) -> Result<(), String> {
-    if on && !bf16_products_available() {
+    if on && Unit::best().is_none() {
         return Err(
             "bfloat16 products need an x86-64 CPU with AMX-TILE and AMX-BF16 (Intel Xeon \
              4th generation or later, on Linux) or with AVX512-BF16 (AMD Zen 4 or later); \
              this machine has neither"
                 .to_string(),
         );
+    }
+    if on && process_isa() != Isa::Avx512 {
+        return Err(format!(
+            "bfloat16 products run on avx512 only, and the kernels are forced to {} \
+             (PADLESS_ISA or set_isa)",
+            process_isa()
+        ));
     }
     ENABLED.store(on, Ordering::Relaxed);
     Ok(())
@@ -89,9 +101,12 @@ pub fn bf16_products() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
-/// Whether products of `T` go to the tiles now: `f32` while the switch is on.
+/// Whether products of `T` go to the tiles now: `f32` while the switch is on, on
+/// [`Isa::Avx512`].
 pub(crate) fn bf16_path<T: 'static>() -> bool {
-    std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && bf16_products()
+    std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+        && bf16_products()
+        && isa() == Isa::Avx512
 }
 
 /// `x` rounded to the nearest bfloat16 (ties to even), as its 16 bits.
