@@ -39,7 +39,7 @@ enum Layout<T> {
 impl<T: Real> PackedRhs<T> {
     /// `B[r, c] = src[row(r) + col(c)]` for `r < k`, `c < n`: the one pass over the weights
     /// per call, which also does any re-layout (a column map, a transpose) on the way, in the
-    /// layout of the instruction set in effect ([`crate::isa`]).
+    /// layout of the instruction set in effect ([`crate::isa()`]).
     ///
     /// # Panics
     /// If an index leaves `src`.

@@ -1,7 +1,7 @@
 //! The fused recurrent kernels: the entry point ([`kernel`]), the packed schedule of a mask
 //! ([`packing`]), the forward and backward passes, the threads' column blocks ([`blocks`]),
 //! the cells' gate arithmetic ([`cells`]) and the naive reference the tests compare against
-//! ([`reference`]).
+//! ([`reference`](mod@reference)).
 
 pub(crate) mod backward;
 pub(crate) mod blocks;

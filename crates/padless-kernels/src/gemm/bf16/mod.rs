@@ -6,11 +6,9 @@
 //! tiles (or the dot products); `f64` never does. Both units take the same operands and give
 //! the same sums up to the order of the `f32` additions.
 //!
-//! Measured on this project's 2-core Xeon (one thread, a plain 2 x 2 tile loop): 420 to 930
-//! GFLOP/s on the recurrent shapes (`64 x 512 · 512 x 1024` about 770) against 161 GFLOP/s,
-//! the machine's one-thread `f32` peak. The price is precision: a product's relative error
-//! grows from about 1e-7 to about 1e-3 (bfloat16 inputs), as in mixed-precision training on
-//! GPUs.
+//! The tiles run several times the `f32` rate; the price is precision: a product's relative
+//! error grows from about 1e-7 to about 1e-3 (bfloat16 inputs), as in mixed-precision
+//! training on GPUs. They run only under [`Isa::Avx512`] ([`crate::isa()`]).
 //!
 //! Tiles: Linux on x86-64 only: the process asks the kernel for the tile state once
 //! (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`). Dot products: any x86-64 OS.
