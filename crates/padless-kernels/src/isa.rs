@@ -3,7 +3,7 @@
 //!
 //! The `f32` matrix products run on a register-tile microkernel written for the instruction
 //! set ([`Isa::Avx512`]: 12 x 32, [`Isa::Avx2`]: 6 x 16) over right-hand operands packed in
-//! panels; the gate loops, the softmax, `tanh` and Adam are compiled for it through `pulp`'s
+//! panels (see below for the large products under AVX-512); the gate loops, the softmax, `tanh` and Adam are compiled for it through `pulp`'s
 //! dispatch. [`Isa::Portable`] is the path of CPUs with neither (other architectures, x86-64
 //! before AVX2): every product through the `gemm` crate, the loops as the compiler vectorises
 //! them for the baseline target.
@@ -15,8 +15,10 @@
 //! machine test and measure every path it can run; a path the CPU lacks cannot be forced.
 //!
 //! What is not forced: the `gemm` crate picks its own instruction set for the products that
-//! still go through it (every `f64` product, and the [`Isa::Portable`] path), and the
-//! bfloat16 products ([`crate::set_bf16_products`]) run only under [`Isa::Avx512`].
+//! still go through it (every `f64` product, the [`Isa::Portable`] path, and under
+//! [`Isa::Avx512`] the large `f32` products: input projections, weight gradients, the dense
+//! layer); the bfloat16 products ([`crate::set_bf16_products`]) run only under
+//! [`Isa::Avx512`]. Under [`Isa::Avx2`] every `f32` product runs on the AVX2 microkernel.
 
 use std::cell::Cell;
 use std::fmt;

@@ -267,8 +267,9 @@ const F32_WIDE_TOLERANCE: f64 = 1e-3;
 /// on every instruction set this CPU runs. The thread pair's work split is checked exactly in
 /// f64. In f32, one thread and two each agree with f64 within [`F32_WIDE_TOLERANCE`]. On
 /// the microkernels (AVX-512, AVX2) the forward pass of two threads is that of one bit for
-/// bit: every element of every product is summed in the same order whichever rows or columns
-/// a thread takes. Not so on the portable path, where gemm picks its algorithm by shape (a
+/// bit: the per-step products sum each element in one order whichever rows or columns a
+/// thread takes (and so do the input projections). Not so on the portable path, where gemm
+/// picks its algorithm by shape (a
 /// matrix-vector loop for one row, its own blocking for more), nor for the gradients on any
 /// path: the backward products sum over the gate columns in the threads' block order. The
 /// recurrence amplifies such last-bit differences as it amplifies f32's rounding.

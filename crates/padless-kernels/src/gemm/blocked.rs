@@ -1,5 +1,6 @@
-//! The large `f32` products (input projections, weight and input gradients, the dense layer)
-//! on the instruction set's microkernel ([`Kernel`]), blocked for the caches: `B` is packed
+//! The large `f32` products (input projections, weight gradients, the dense layer) on the
+//! instruction set's microkernel ([`Kernel`], where [`Kernel::runs_large_products`]), blocked
+//! for the caches: `B` is packed
 //! in panels [`KC`] rows at a time (a panel of `KC` rows stays in L1 while every row chunk
 //! of `A` passes over it), `A` taken [`MC`] rows at a time (a block of `MC x KC` stays in L2
 //! while every panel passes under it), and copied row-major first where it is not (a
@@ -84,29 +85,25 @@ pub(super) unsafe fn matmul(
     });
 }
 
-/// Copies `A[m0..m0 + mc, k0..k0 + kc]` row-major into `dst` (`mc x kc`), reading along A's
-/// contiguous dimension where it has one.
+/// Copies `A[m0..m0 + mc, k0..k0 + kc]` row-major into `dst` (`mc x kc`), in tiles of 16 x
+/// 16: a tile reads 16 cache lines of A and writes 16 of `dst`, which stay in L1 whatever
+/// A's strides (an untiled copy of a transposed A reads or writes a line per element, at
+/// strides that map many lines to the same L1 set).
 ///
 /// # Safety
 /// The block lies inside A's buffer.
 unsafe fn copy_rows(dst: &mut Vec<f32>, a: View<f32>, m0: usize, mc: usize, k0: usize, kc: usize) {
+    const TILE: usize = 16;
     dst.clear();
     dst.resize(mc * kc, 0.0);
-    let at = |r: usize, i: usize| a.ptr.wrapping_add(r * a.row_stride + i * a.col_stride);
-    if a.row_stride == 1 {
-        // A transposed: each of its columns is a contiguous run of rows.
-        for i in 0..kc {
-            // SAFETY: column `k0 + i`, rows `m0..m0 + mc`: contiguous and inside A.
-            let column = unsafe { std::slice::from_raw_parts(at(m0, k0 + i), mc) };
-            for (r, &value) in column.iter().enumerate() {
-                dst[r * kc + i] = value;
-            }
-        }
-    } else {
-        for (r, row) in dst.chunks_exact_mut(kc).enumerate() {
-            for (i, value) in row.iter_mut().enumerate() {
-                // SAFETY: element `(m0 + r, k0 + i)`, inside A.
-                *value = unsafe { *at(m0 + r, k0 + i) };
+    for r0 in (0..mc).step_by(TILE) {
+        for i0 in (0..kc).step_by(TILE) {
+            for i in i0..(i0 + TILE).min(kc) {
+                for r in r0..(r0 + TILE).min(mc) {
+                    let at = (m0 + r) * a.row_stride + (k0 + i) * a.col_stride;
+                    // SAFETY: element `(m0 + r, k0 + i)`, inside A.
+                    dst[r * kc + i] = unsafe { *a.ptr.add(at) };
+                }
             }
         }
     }

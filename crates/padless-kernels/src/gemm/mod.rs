@@ -1,7 +1,8 @@
 //! Matrix products: [`matmul`] on strided buffers, [`PackedRhs`] for the per-step products
-//! by a matrix packed once per call; on the instruction set's microkernel ([`panels`]:
-//! [`avx512`], [`avx2`]) for `f32`, through the `gemm` crate otherwise (`f64`,
-//! [`crate::Isa::Portable`]), or on the opt-in bfloat16 units ([`bf16`]).
+//! by a matrix packed once per call. `f32` products run on the instruction set's microkernel
+//! ([`panels`]: [`avx512`], [`avx2`]; the large products of [`matmul`] on AVX2 only,
+//! [`blocked`]), the others through the `gemm` crate (`f64`, [`crate::Isa::Portable`], the
+//! large products on AVX-512), or on the opt-in bfloat16 units ([`bf16`]).
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -93,7 +94,7 @@ pub(crate) unsafe fn matmul<T: Real>(
         unsafe { bf16_multiply(&rhs, m, c, c_row_stride, accumulate, a) };
         return;
     }
-    if let Some(kernel) = Kernel::for_type::<T>() {
+    if let Some(kernel) = Kernel::for_type::<T>().filter(|k| k.runs_large_products()) {
         // SAFETY: the caller's contract; a kernel exists for f32 only, so the casts
         // reinterpret nothing.
         unsafe {
@@ -298,12 +299,12 @@ mod tests {
         });
     }
 
-    /// On the microkernels, a product split by rows or by columns (as the thread pair splits
-    /// the kernels' products) gives the whole product's elements bit for bit.
+    /// On the blocked microkernel path, a product split by rows or by columns (as the thread
+    /// pair splits the kernels' products) gives the whole product's elements bit for bit.
     #[test]
     fn split_products_sum_in_the_order_of_the_whole() {
         crate::isa::for_each_available(|isa| {
-            if Kernel::for_type::<f32>().is_none() {
+            if !Kernel::for_type::<f32>().is_some_and(Kernel::runs_large_products) {
                 return;
             }
             let (m, n, k) = (101, 45, 530);

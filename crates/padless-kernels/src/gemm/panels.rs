@@ -38,6 +38,19 @@ impl Kernel {
         }
     }
 
+    /// Whether the large products ([`super::matmul`]) run on this kernel too: on AVX2, so
+    /// that a forced AVX2 run executes no AVX-512 in its `f32` products; not on AVX-512, where
+    /// the `gemm` crate's blocking of the large shapes is a little faster than
+    /// [`super::blocked`]'s.
+    pub fn runs_large_products(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => false,
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => true,
+        }
+    }
+
     /// Columns per panel.
     pub fn panel(self) -> usize {
         match self {
