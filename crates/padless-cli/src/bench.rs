@@ -249,9 +249,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     } else {
         "f32"
     };
+    // The instruction set of the kernels' products and gate loops (`PADLESS_ISA` forces it).
+    let isa = padless_kernels::isa();
     let json = serde_json::json!({
         "framework": "padless",
         "products": products,
+        "isa": isa.name(),
         "H": args.hidden,
         "threads": args.threads,
         "valid_fraction": valid_steps as f64 / (B * T) as f64,
@@ -267,7 +270,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "loss_last": last_loss,
     });
     eprintln!(
-        "padless H={} threads={} products={products} valid={:.2}: train {:.2} ms/step ({:.0} seq/s, {:.1} GFLOP/s of the SPEC count, {:.1} GFLOP/s on the {:.2} GFLOP of valid steps), infer {:.2} ms, loss {:.4} -> {:.4}",
+        "padless H={} threads={} products={products} isa={isa} valid={:.2}: train {:.2} ms/step ({:.0} seq/s, {:.1} GFLOP/s of the SPEC count, {:.1} GFLOP/s on the {:.2} GFLOP of valid steps), infer {:.2} ms, loss {:.4} -> {:.4}",
         args.hidden,
         args.threads,
         valid_steps as f64 / (B * T) as f64,

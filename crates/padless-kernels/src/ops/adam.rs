@@ -16,7 +16,7 @@
 //! ```
 
 use crate::real::Real;
-use crate::team::{Shared, run_team};
+use crate::threads::{Shared, run_team};
 
 /// The settings of one Adam step. `time` is the step's number, from 1 (bias correction).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -143,23 +143,22 @@ pub fn adam_update<T: Real>(
     let (param_s, m_s, v_s) = (Shared::new(param), Shared::new(m), Shared::new(v));
     run_team(2, |worker| {
         let (a, b) = worker.part(n);
+        let len = b - a;
         // SAFETY: each thread updates its own half `a..b` of the three buffers (lengths
         // checked above).
-        unsafe {
-            let len = b - a;
-            update_part(
-                s,
+        let (param, m, v) = unsafe {
+            (
                 param_s.slice_mut(a, len),
-                &grad[a..b],
                 m_s.slice_mut(a, len),
                 v_s.slice_mut(a, len),
-            );
-        }
+            )
+        };
+        update_part(s, param, &grad[a..b], m, v);
     });
 }
 
 fn update_part<T: Real>(s: Scalars<T>, param: &mut [T], grad: &[T], m: &mut [T], v: &mut [T]) {
-    pulp::Arch::new().dispatch(Update {
+    crate::isa::dispatch(Update {
         s,
         param,
         grad,
@@ -242,35 +241,37 @@ mod tests {
 
     #[test]
     fn matches_the_textbook_formulas_over_several_steps() {
-        // 2^18 + 3 values: the two-thread split with an odd half.
-        for n in [1, 17, TWO_THREADS_FROM + 3] {
-            let steps = gradients(n, 5);
-            let p0: Vec<f64> = (0..n).map(|i| (i % 11) as f64 * 0.3 - 1.5).collect();
-            let want = reference(&steps, &p0, 0.01, 0.9, 0.999, 1e-7);
-            let (mut p, mut m, mut v) = (p0.clone(), vec![0.0; n], vec![0.0; n]);
-            for (t, g) in steps.iter().enumerate() {
-                let step = AdamStep {
-                    lr: 0.01,
-                    beta_1: 0.9,
-                    beta_2: 0.999,
-                    epsilon: 1e-7,
-                    time: t as u32 + 1,
-                    clip_norm: None,
-                };
-                adam_update(&step, &mut p, g, &mut m, &mut v);
+        crate::isa::for_each_available(|_| {
+            // 2^18 + 3 values: the two-thread split with an odd half.
+            for n in [1, 17, TWO_THREADS_FROM + 3] {
+                let steps = gradients(n, 5);
+                let p0: Vec<f64> = (0..n).map(|i| (i % 11) as f64 * 0.3 - 1.5).collect();
+                let want = reference(&steps, &p0, 0.01, 0.9, 0.999, 1e-7);
+                let (mut p, mut m, mut v) = (p0.clone(), vec![0.0; n], vec![0.0; n]);
+                for (t, g) in steps.iter().enumerate() {
+                    let step = AdamStep {
+                        lr: 0.01,
+                        beta_1: 0.9,
+                        beta_2: 0.999,
+                        epsilon: 1e-7,
+                        time: t as u32 + 1,
+                        clip_norm: None,
+                    };
+                    adam_update(&step, &mut p, g, &mut m, &mut v);
+                }
+                for i in [0, n / 2, n - 1] {
+                    // The scalars are rounded to f32 as burn rounds them: 1 - 0.999^t loses about
+                    // 1e-5 relative to cancellation, so the five updates of at most lr = 0.01
+                    // each may differ by a few 1e-7 (measured: 9e-8).
+                    assert!(
+                        (p[i] - want[i]).abs() < 1e-6,
+                        "n {n}, p[{i}]: {} vs {}",
+                        p[i],
+                        want[i]
+                    );
+                }
             }
-            for i in [0, n / 2, n - 1] {
-                // The scalars are rounded to f32 as burn rounds them: 1 - 0.999^t loses about
-                // 1e-5 relative to cancellation, so the five updates of at most lr = 0.01
-                // each may differ by a few 1e-7 (measured: 9e-8).
-                assert!(
-                    (p[i] - want[i]).abs() < 1e-6,
-                    "n {n}, p[{i}]: {} vs {}",
-                    p[i],
-                    want[i]
-                );
-            }
-        }
+        });
     }
 
     #[test]
@@ -299,46 +300,48 @@ mod tests {
     /// gradient under the threshold is left alone.
     #[test]
     fn a_clipped_step_is_the_step_of_the_scaled_gradient() {
-        for n in [5, 40, TWO_THREADS_FROM + 3] {
-            let grad: Vec<f32> = (0..n).map(|i| ((i * 7) % 23) as f32 * 0.1 - 1.1).collect();
-            let norm: f64 = grad
-                .iter()
-                .map(|&g| f64::from(g) * f64::from(g))
-                .sum::<f64>()
-                .sqrt();
-            let threshold = (norm / 3.0) as f32;
-            let scale = norm_clip_scale(&grad, threshold);
-            assert!(
-                (f64::from(scale) - 1.0 / 3.0).abs() < 1e-6,
-                "n {n}: {scale}"
-            );
-            assert_eq!(norm_clip_scale(&grad, (norm * 2.0) as f32), 1.0);
-            let p0: Vec<f32> = (0..n).map(|i| (i % 11) as f32 * 0.3 - 1.5).collect();
-            let (m0, v0): (Vec<f32>, Vec<f32>) =
-                (0..n).map(|i| (0.01 * (i % 3) as f32, 0.02)).unzip();
-            let step = |clip_norm| AdamStep {
-                lr: 0.01,
-                beta_1: 0.9,
-                beta_2: 0.999,
-                epsilon: 1e-7,
-                time: 3,
-                clip_norm,
-            };
-            let run = |clip_norm, grad: &[f32]| {
-                let (mut p, mut m, mut v) = (p0.clone(), m0.clone(), v0.clone());
-                adam_update(&step(clip_norm), &mut p, grad, &mut m, &mut v);
-                (p, m, v)
-            };
-            let scaled: Vec<f32> = grad.iter().map(|&g| g * scale).collect();
-            assert!(run(Some(threshold), &grad) == run(None, &scaled), "n {n}");
-            assert!(
-                run(Some((norm * 2.0) as f32), &grad) == run(None, &grad),
-                "n {n}"
-            );
-            assert!(
-                run(Some(threshold), &grad) != run(None, &grad),
-                "n {n}: clipping changed nothing"
-            );
-        }
+        crate::isa::for_each_available(|_| {
+            for n in [5, 40, TWO_THREADS_FROM + 3] {
+                let grad: Vec<f32> = (0..n).map(|i| ((i * 7) % 23) as f32 * 0.1 - 1.1).collect();
+                let norm: f64 = grad
+                    .iter()
+                    .map(|&g| f64::from(g) * f64::from(g))
+                    .sum::<f64>()
+                    .sqrt();
+                let threshold = (norm / 3.0) as f32;
+                let scale = norm_clip_scale(&grad, threshold);
+                assert!(
+                    (f64::from(scale) - 1.0 / 3.0).abs() < 1e-6,
+                    "n {n}: {scale}"
+                );
+                assert_eq!(norm_clip_scale(&grad, (norm * 2.0) as f32), 1.0);
+                let p0: Vec<f32> = (0..n).map(|i| (i % 11) as f32 * 0.3 - 1.5).collect();
+                let (m0, v0): (Vec<f32>, Vec<f32>) =
+                    (0..n).map(|i| (0.01 * (i % 3) as f32, 0.02)).unzip();
+                let step = |clip_norm| AdamStep {
+                    lr: 0.01,
+                    beta_1: 0.9,
+                    beta_2: 0.999,
+                    epsilon: 1e-7,
+                    time: 3,
+                    clip_norm,
+                };
+                let run = |clip_norm, grad: &[f32]| {
+                    let (mut p, mut m, mut v) = (p0.clone(), m0.clone(), v0.clone());
+                    adam_update(&step(clip_norm), &mut p, grad, &mut m, &mut v);
+                    (p, m, v)
+                };
+                let scaled: Vec<f32> = grad.iter().map(|&g| g * scale).collect();
+                assert!(run(Some(threshold), &grad) == run(None, &scaled), "n {n}");
+                assert!(
+                    run(Some((norm * 2.0) as f32), &grad) == run(None, &grad),
+                    "n {n}"
+                );
+                assert!(
+                    run(Some(threshold), &grad) != run(None, &grad),
+                    "n {n}: clipping changed nothing"
+                );
+            }
+        });
     }
 }

@@ -2,9 +2,9 @@
 //! at a time, with no packing, no blocking and no matrix library. The kernels are tested
 //! against it (outputs directly, gradients through finite differences of it).
 
-use crate::cells::{CellKind, ForwardRow};
-use crate::kernel::{KernelConfig, Sequences, Weights};
 use crate::real::Real;
+use crate::rnn::cells::{CellKind, ForwardRow};
+use crate::rnn::kernel::{KernelConfig, Sequences, Weights};
 
 /// The output buffer of [`RecurrentKernel::forward`](crate::RecurrentKernel::forward)
 /// (`[batch, n_steps + n_states, d_hidden]`), computed step by step over the padded batch:

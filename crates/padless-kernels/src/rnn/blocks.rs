@@ -6,7 +6,7 @@
 //! gate `q` of unit `u` sits at `n_gates * u0 + q * (u1 - u0) + (u - u0)`. With one block
 //! the layout is Keras'. Weights are re-laid once per call and gradients laid back.
 
-use crate::team::split;
+use crate::threads::split;
 
 /// The column blocks of `n_gates * d_hidden` gate columns split over `n_blocks` threads.
 #[derive(Debug, Clone, Copy)]
@@ -95,11 +95,9 @@ impl Blocks {
 /// over all units, so the threads never wait for each other inside the loop; each packs the
 /// whole recurrent matrix. By columns: each thread runs its own block's units of every row
 /// and packs only its block, and the threads meet once per step (the recurrent product reads
-/// the whole previous `h`). Measured on 2 cores at `d_hidden = 128` (LSTM, the SPEC shapes):
-/// one thread took 20.4 to 23.0 ms per forward and backward of both layers, two threads by
-/// columns 16.3 to 17.1 ms, by rows 14.1 to 14.8 ms; the whole SPEC training step went from
-/// 23.4-25.1 to 21.6-22.3 ms. At `d_hidden = 256` rows are 2-3% faster, at 512 (a 4 MB
-/// matrix, more than a core's L2) columns are 4% faster: [`ROWS_MAX_BYTES`].
+/// the whole previous `h`). Rows are faster while each core's cache holds the whole matrix
+/// (no meeting per step); columns above that, where each core streams only its half:
+/// [`ROWS_MAX_BYTES`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StepShare {
     /// Whether the threads split the rows (else the columns).

@@ -6,11 +6,9 @@
 //! tiles (or the dot products); `f64` never does. Both units take the same operands and give
 //! the same sums up to the order of the `f32` additions.
 //!
-//! Measured on this project's 2-core Xeon (one thread, a plain 2 x 2 tile loop): 420 to 930
-//! GFLOP/s on the recurrent shapes (`64 x 512 · 512 x 1024` about 770) against 161 GFLOP/s,
-//! the machine's one-thread `f32` peak. The price is precision: a product's relative error
-//! grows from about 1e-7 to about 1e-3 (bfloat16 inputs), as in mixed-precision training on
-//! GPUs.
+//! The tiles run several times the `f32` rate; the price is precision: a product's relative
+//! error grows from about 1e-7 to about 1e-3 (bfloat16 inputs), as in mixed-precision
+//! training on GPUs. They run only under [`Isa::Avx512`] ([`crate::isa()`]).
 //!
 //! Tiles: Linux on x86-64 only: the process asks the kernel for the tile state once
 //! (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`). Dot products: any x86-64 OS.
@@ -18,6 +16,8 @@
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::isa::{Isa, isa, process_isa};
 
 mod dot;
 mod pack;
@@ -60,25 +60,35 @@ impl Unit {
 }
 
 /// Whether this CPU and OS can run the bfloat16 products: on AMX tiles (AMX-TILE and AMX-BF16
-/// in CPUID, and the OS granted the tile state) or on AVX512-BF16. Checked once per process.
+/// in CPUID, and the OS granted the tile state) or on AVX512-BF16, with the kernels on
+/// [`Isa::Avx512`] (not forced to another instruction set, [`crate::set_isa`]). The CPU is
+/// checked once per process.
 pub fn bf16_products_available() -> bool {
-    Unit::best().is_some()
+    Unit::best().is_some() && process_isa() == Isa::Avx512
 }
 
 /// Turns the bfloat16 tile products on or off for the whole process (every thread, every
-/// later kernel call).
+/// later kernel call; a thread under [`crate::with_isa`] with another instruction set than
+/// [`Isa::Avx512`] keeps `f32` products).
 ///
 /// # Errors
 /// Turning them on where [`bf16_products_available`] is `false`: the message says what is
 /// missing.
 pub fn set_bf16_products(on: bool) -> Result<(), String> {
-    if on && !bf16_products_available() {
+    if on && Unit::best().is_none() {
         return Err(
             "bfloat16 products need an x86-64 CPU with AMX-TILE and AMX-BF16 (Intel Xeon \
              4th generation or later, on Linux) or with AVX512-BF16 (AMD Zen 4 or later); \
              this machine has neither"
                 .to_string(),
         );
+    }
+    if on && process_isa() != Isa::Avx512 {
+        return Err(format!(
+            "bfloat16 products run on avx512 only, and the kernels are forced to {} \
+             (PADLESS_ISA or set_isa)",
+            process_isa()
+        ));
     }
     ENABLED.store(on, Ordering::Relaxed);
     Ok(())
@@ -89,9 +99,12 @@ pub fn bf16_products() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
-/// Whether products of `T` go to the tiles now: `f32` while the switch is on.
+/// Whether products of `T` go to the tiles now: `f32` while the switch is on, on
+/// [`Isa::Avx512`].
 pub(crate) fn bf16_path<T: 'static>() -> bool {
-    std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() && bf16_products()
+    std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+        && bf16_products()
+        && isa() == Isa::Avx512
 }
 
 /// `x` rounded to the nearest bfloat16 (ties to even), as its 16 bits.
@@ -146,7 +159,7 @@ impl Bf16Rhs {
     /// `a + r * a_row_stride + i * a_col_stride`, `C` row-major with `c_row_stride`.
     ///
     /// # Safety
-    /// As [`crate::matmul::matmul`]; and `unit` must be available on this CPU.
+    /// As [`crate::gemm::matmul`]; and `unit` must be available on this CPU.
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn multiply(
         &self,
@@ -380,77 +393,114 @@ mod imp {
         let lhs_stride = k * 2;
         let (lhs, rhs) = (lhs.as_ptr(), rhs.as_ptr());
         let mut scratch = [[0f32; 256]; 4];
-        // SAFETY (whole loop): every tile load and store stays inside the asserted extents or
-        // inside C (blocks inside it) or the scratch blocks.
-        unsafe {
-            let mut i = 0;
-            while i < m {
-                let two = i + 32 <= m;
-                let mut j = 0;
-                while j < n {
-                    let blocks = [
+        // Every tile load and store below stays inside the asserted extents of `lhs` and
+        // `rhs`, inside C (a block inside it) or inside a scratch block; the tiles are
+        // configured and the permission granted (the caller's contract). Each `asm!` is its
+        // own `unsafe` block under this argument.
+        let mut i = 0;
+        while i < m {
+            let two = i + 32 <= m;
+            let mut j = 0;
+            while j < n {
+                // SAFETY: `out` as in this function's contract; the scratch blocks hold
+                // 16 x 16 each.
+                let blocks = unsafe {
+                    [
                         Block::new(out, i, j, scratch[0].as_mut_ptr()),
                         Block::new(out, i, j + 16, scratch[1].as_mut_ptr()),
                         Block::new(out, i + 16, j, scratch[2].as_mut_ptr()),
                         Block::new(out, i + 16, j + 16, scratch[3].as_mut_ptr()),
-                    ];
-                    let zero = !out.accumulate;
-                    macro_rules! start {
-                        ($tile:literal, $block:expr) => {
-                            if zero && $block.inside {
-                                asm!(concat!("tilezero tmm", $tile), options(nostack));
-                            } else {
+                    ]
+                };
+                let zero = !out.accumulate;
+                macro_rules! start {
+                    ($tile:literal, $block:expr) => {
+                        if zero && $block.inside {
+                            // SAFETY: see above.
+                            unsafe { asm!(concat!("tilezero tmm", $tile), options(nostack)) };
+                        } else {
+                            // SAFETY: see above.
+                            unsafe {
                                 asm!(concat!("tileloadd tmm", $tile, ", [{p} + {s}*1]"),
                                      p = in(reg) $block.ptr, s = in(reg) $block.stride,
-                                     options(nostack));
-                            }
-                        };
-                    }
-                    macro_rules! store {
-                        ($tile:literal, $block:expr) => {
+                                     options(nostack))
+                            };
+                        }
+                    };
+                }
+                macro_rules! store {
+                    ($tile:literal, $block:expr) => {
+                        // SAFETY: see above.
+                        unsafe {
                             asm!(concat!("tilestored [{p} + {s}*1], tmm", $tile),
                                  p = in(reg) $block.ptr, s = in(reg) $block.stride,
-                                 options(nostack));
+                                 options(nostack))
                         };
-                    }
-                    start!("0", blocks[0]);
-                    start!("1", blocks[1]);
+                    };
+                }
+                macro_rules! load {
+                    ($tile:literal, $ptr:expr, $stride:expr) => {
+                        // SAFETY: see above.
+                        unsafe {
+                            asm!(concat!("tileloadd tmm", $tile, ", [{p} + {s}*1]"),
+                                 p = in(reg) $ptr, s = in(reg) $stride, options(nostack))
+                        };
+                    };
+                }
+                macro_rules! dot {
+                    ($c:literal, $a:literal, $b:literal) => {
+                        // SAFETY: tile registers only.
+                        unsafe {
+                            asm!(
+                                concat!("tdpbf16ps tmm", $c, ", tmm", $a, ", tmm", $b),
+                                options(nostack)
+                            )
+                        };
+                    };
+                }
+                start!("0", blocks[0]);
+                start!("1", blocks[1]);
+                if two {
+                    start!("2", blocks[2]);
+                    start!("3", blocks[3]);
+                }
+                let mut kk = 0;
+                while kk < k {
+                    let a0 = lhs.wrapping_add(i * k + kk);
+                    let b0 = rhs.wrapping_add((j / 16) * k * 16 + (kk / 2) * 32);
+                    let b1 = rhs.wrapping_add((j / 16 + 1) * k * 16 + (kk / 2) * 32);
+                    load!("4", a0, lhs_stride);
+                    load!("6", b0, 64usize);
+                    load!("7", b1, 64usize);
+                    dot!("0", "4", "6");
+                    dot!("1", "4", "7");
                     if two {
-                        start!("2", blocks[2]);
-                        start!("3", blocks[3]);
+                        let a1 = lhs.wrapping_add((i + 16) * k + kk);
+                        load!("5", a1, lhs_stride);
+                        dot!("2", "5", "6");
+                        dot!("3", "5", "7");
                     }
-                    let mut kk = 0;
-                    while kk < k {
-                        let a0 = lhs.add(i * k + kk);
-                        let b0 = rhs.add((j / 16) * k * 16 + (kk / 2) * 32);
-                        let b1 = rhs.add((j / 16 + 1) * k * 16 + (kk / 2) * 32);
-                        asm!("tileloadd tmm4, [{p} + {s}*1]", p = in(reg) a0, s = in(reg) lhs_stride, options(nostack));
-                        asm!("tileloadd tmm6, [{p} + {s}*1]", p = in(reg) b0, s = in(reg) 64usize, options(nostack));
-                        asm!("tileloadd tmm7, [{p} + {s}*1]", p = in(reg) b1, s = in(reg) 64usize, options(nostack));
-                        asm!("tdpbf16ps tmm0, tmm4, tmm6", options(nostack));
-                        asm!("tdpbf16ps tmm1, tmm4, tmm7", options(nostack));
-                        if two {
-                            let a1 = lhs.add((i + 16) * k + kk);
-                            asm!("tileloadd tmm5, [{p} + {s}*1]", p = in(reg) a1, s = in(reg) lhs_stride, options(nostack));
-                            asm!("tdpbf16ps tmm2, tmm5, tmm6", options(nostack));
-                            asm!("tdpbf16ps tmm3, tmm5, tmm7", options(nostack));
-                        }
-                        kk += 32;
-                    }
-                    store!("0", blocks[0]);
-                    store!("1", blocks[1]);
+                    kk += 32;
+                }
+                store!("0", blocks[0]);
+                store!("1", blocks[1]);
+                // SAFETY: the blocks were stored; `out` as above.
+                unsafe {
                     blocks[0].finish(out);
                     blocks[1].finish(out);
-                    if two {
-                        store!("2", blocks[2]);
-                        store!("3", blocks[3]);
+                }
+                if two {
+                    store!("2", blocks[2]);
+                    store!("3", blocks[3]);
+                    // SAFETY: as above.
+                    unsafe {
                         blocks[2].finish(out);
                         blocks[3].finish(out);
                     }
-                    j += 32;
                 }
-                i += if two { 32 } else { 16 };
+                j += 32;
             }
+            i += if two { 32 } else { 16 };
         }
     }
 }

@@ -3,10 +3,8 @@
 //! kernel), transposed (the recurrent weights for the backward steps, `K^T` for the input
 //! gradients) or strided (the weight gradients' products). Each 16-column block of `B` is
 //! gathered into a strip of `f32` rows, then rounded and interleaved in pairs of rows, 16
-//! lanes at a time (AVX-512 on the machines that have the tiles).
-//!
-//! A first version read every element through a closure and rounded it alone: with the
-//! tiles this fast it took about a quarter of a `--bf16` G2P training step (perf, one core).
+//! lanes at a time (AVX-512 on the machines that have the tiles): with the tiles this fast,
+//! an element-by-element conversion would take a large part of a training step.
 
 use super::{Bf16Rhs, to_bf16};
 
@@ -111,8 +109,8 @@ fn pairs(out: &mut [u32], strip: &[f32]) {
 }
 
 /// Rounding to bfloat16 written with AVX-512 intrinsics: left to the compiler, the pair
-/// loop above became gathers and scatters (6% of a `--bf16` G2P training step on Zen 4,
-/// `perf`), where each 16 pairs need two loads, a few integer operations and one store.
+/// loop above becomes gathers and scatters, where each 16 pairs need two loads, a few
+/// integer operations and one store.
 #[cfg(target_arch = "x86_64")]
 pub(super) mod wide {
     use std::arch::x86_64::*;

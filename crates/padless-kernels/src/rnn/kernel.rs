@@ -3,9 +3,9 @@
 
 use std::marker::PhantomData;
 
-use crate::cells::CellKind;
-use crate::packing::Packing;
 use crate::real::Real;
+use crate::rnn::cells::CellKind;
+use crate::rnn::packing::Packing;
 
 /// Options of a kernel call (Keras names where Keras has them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,11 +196,11 @@ pub struct RecurrentKernel<C> {
 }
 
 /// The fused LSTM.
-pub type LstmKernel = RecurrentKernel<crate::cells::Lstm>;
+pub type LstmKernel = RecurrentKernel<crate::rnn::cells::Lstm>;
 /// The fused GRU (`reset_after`).
-pub type GruKernel = RecurrentKernel<crate::cells::Gru>;
+pub type GruKernel = RecurrentKernel<crate::rnn::cells::Gru>;
 /// The fused SimpleRNN (tanh).
-pub type SimpleRnnKernel = RecurrentKernel<crate::cells::SimpleRnn>;
+pub type SimpleRnnKernel = RecurrentKernel<crate::rnn::cells::SimpleRnn>;
 
 impl<C: CellKind> RecurrentKernel<C> {
     /// A kernel with these options.
@@ -230,12 +230,12 @@ impl<C: CellKind> RecurrentKernel<C> {
         weights: &Weights<'_, T>,
         out: &mut [T],
     ) -> Workspace<T> {
-        crate::forward::forward::<C, T>(&self.config, seq, weights, out, true)
+        crate::rnn::forward::forward::<C, T>(&self.config, seq, weights, out, true)
     }
 
     /// The inference forward pass: the same outputs, nothing kept.
     pub fn infer<T: Real>(&self, seq: &Sequences<'_, T>, weights: &Weights<'_, T>, out: &mut [T]) {
-        drop(crate::forward::forward::<C, T>(
+        drop(crate::rnn::forward::forward::<C, T>(
             &self.config,
             seq,
             weights,
@@ -246,13 +246,13 @@ impl<C: CellKind> RecurrentKernel<C> {
 
     /// The backward pass (BPTT) from the gradient of the output buffer (same layout as `out`).
     pub fn backward<T: Real>(&self, workspace: Workspace<T>, d_out: &[T]) -> Gradients<T> {
-        crate::backward::backward::<C, T>(workspace, d_out, true)
+        crate::rnn::backward::backward::<C, T>(workspace, d_out, true)
     }
 
     /// [`RecurrentKernel::backward`] without the input gradient: [`Gradients::d_x`] comes
     /// back empty and its product (`d_gates · K^T` over every valid step) is never computed.
     /// For a layer whose input needs no gradient (data, not another layer's output).
     pub fn backward_weights<T: Real>(&self, workspace: Workspace<T>, d_out: &[T]) -> Gradients<T> {
-        crate::backward::backward::<C, T>(workspace, d_out, false)
+        crate::rnn::backward::backward::<C, T>(workspace, d_out, false)
     }
 }

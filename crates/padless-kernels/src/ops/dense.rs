@@ -7,9 +7,9 @@
 //! input features for the weight gradient (`X^T · dY` over all rows) and the output features
 //! for the bias gradient.
 
-use crate::matmul::{View, matmul};
+use crate::gemm::{View, matmul};
 use crate::real::Real;
-use crate::team::{Shared, run_team};
+use crate::threads::{Shared, run_team};
 
 /// Rows below which the product runs on one thread (a thread start costs more).
 const TEAM_MIN_WORK: usize = 1 << 18;
@@ -43,25 +43,26 @@ pub fn dense_forward<T: Real>(
     let y_s = Shared::new(&mut y);
     run_team(team_size(rows * d_in * d_out, threads), |worker| {
         let (r0, r1) = worker.part(rows);
-        // SAFETY: each thread writes its own rows `r0..r1` of `y`; `x` and `W` are read only
-        // and the shapes were checked above.
-        unsafe {
-            if let Some(b) = bias {
-                for r in r0..r1 {
-                    y_s.write(r * d_out, b);
-                }
+        if let Some(b) = bias {
+            for r in r0..r1 {
+                // SAFETY: rows `r0..r1` of `y` are this thread's.
+                unsafe { y_s.write(r * d_out, b) };
             }
+        }
+        // SAFETY: writes this thread's rows `r0..r1` of `y` (`rows x d_out`); reads the same
+        // rows of `x` (`rows x d_in`) and `W` (`d_in x d_out`), shapes checked above.
+        unsafe {
             matmul(
                 r1 - r0,
                 d_out,
                 d_in,
-                y_s.ptr().add(r0 * d_out),
+                y_s.ptr_at(r0 * d_out),
                 d_out,
                 bias.is_some(),
-                View::rows(x.as_ptr().add(r0 * d_in), d_in),
+                View::rows(x[r0 * d_in..].as_ptr(), d_in),
                 View::rows(w.as_ptr(), d_out),
-            );
-        }
+            )
+        };
     });
     y
 }
@@ -127,40 +128,46 @@ pub fn dense_backward<T: Real>(
     );
     let work = rows * d_in * d_out * if input_gradient { 2 } else { 1 };
     run_team(team_size(work, threads), |worker| {
-        // SAFETY: each thread writes its own rows of `d_x`, its own rows (input features) of
-        // `d_w` and its own entries of `d_bias`; the inputs are read only; shapes checked.
-        unsafe {
-            if input_gradient {
-                let (r0, r1) = worker.part(rows);
+        if input_gradient {
+            let (r0, r1) = worker.part(rows);
+            // SAFETY: writes this thread's rows `r0..r1` of `d_x` (`rows x d_in`); reads the
+            // same rows of `dY` (`rows x d_out`) and `W` (`d_in x d_out`, read transposed).
+            unsafe {
                 matmul(
                     r1 - r0,
                     d_in,
                     d_out,
-                    d_x_s.ptr().add(r0 * d_in),
+                    d_x_s.ptr_at(r0 * d_in),
                     d_in,
                     false,
-                    View::rows(d_y.as_ptr().add(r0 * d_out), d_out),
+                    View::rows(d_y[r0 * d_out..].as_ptr(), d_out),
                     View::transposed(w.as_ptr(), d_out),
-                );
-            }
-            let (i0, i1) = worker.part(d_in);
+                )
+            };
+        }
+        let (i0, i1) = worker.part(d_in);
+        // SAFETY: writes this thread's rows `i0..i1` (input features) of `d_w` (`d_in x
+        // d_out`); reads those columns of `x` (`rows x d_in`, read transposed) and all of
+        // `dY` (`rows x d_out`).
+        unsafe {
             matmul(
                 i1 - i0,
                 d_out,
                 rows,
-                d_w_s.ptr().add(i0 * d_out),
+                d_w_s.ptr_at(i0 * d_out),
                 d_out,
                 false,
-                View::transposed(x.as_ptr().add(i0), d_in),
+                View::transposed(x[i0.min(x.len())..].as_ptr(), d_in),
                 View::rows(d_y.as_ptr(), d_out),
-            );
-            if with_bias {
-                let (c0, c1) = worker.part(d_out);
-                let sums = d_bias_s.slice_mut(c0, c1 - c0);
-                for row in d_y.chunks_exact(d_out) {
-                    for (s, &g) in sums.iter_mut().zip(&row[c0..c1]) {
-                        *s += g;
-                    }
+            )
+        };
+        if with_bias {
+            let (c0, c1) = worker.part(d_out);
+            // SAFETY: entries `c0..c1` of the bias gradient are this thread's.
+            let sums = unsafe { d_bias_s.slice_mut(c0, c1 - c0) };
+            for row in d_y.chunks_exact(d_out) {
+                for (s, &g) in sums.iter_mut().zip(&row[c0..c1]) {
+                    *s += g;
                 }
             }
         }
@@ -195,7 +202,9 @@ mod tests {
     }
 
     /// The textbook triple loops in f64 against both thread counts, on a product large
-    /// enough for the thread pair and an odd one small enough for one thread.
+    /// enough for the thread pair and an odd one small enough for one thread; in f64 and, on
+    /// each instruction set, in f32 (whose sums of up to 4096 terms round at a few 1e-6 of
+    /// their size).
     #[test]
     fn forward_and_backward_match_the_triple_loops() {
         for (rows, d_in, d_out) in [(517, 33, 19), (3, 2, 5), (4096, 128, 32)] {
@@ -221,33 +230,80 @@ mod tests {
                     want_db[o] += d_y[r * d_out + o];
                 }
             }
-            for threads in [1, 2] {
-                let close = |got: &[f64], want: &[f64], what: &str| {
-                    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-                        assert!(
-                            (g - w).abs() < 1e-9,
-                            "{what}[{i}] {g} vs {w} ({threads} threads)"
-                        );
-                    }
-                };
-                let y = dense_forward(&x, rows, d_in, &w, d_out, Some(&b), threads);
-                close(&y, &want_y, "y");
-                let g = dense_backward(&x, rows, d_in, &w, d_out, &d_y, true, true, threads);
-                close(&g.d_x, &want_dx, "d_x");
-                close(&g.d_w, &want_dw, "d_w");
-                close(g.d_bias.as_deref().unwrap(), &want_db, "d_bias");
-                let no_x = dense_backward(&x, rows, d_in, &w, d_out, &d_y, false, false, threads);
-                assert!(no_x.d_x.is_empty() && no_x.d_bias.is_none());
-                assert_eq!(no_x.d_w, g.d_w);
-                // Without a bias the output is the bare product.
-                let bare = dense_forward(&x, rows, d_in, &w, d_out, None, threads);
-                let shifted: Vec<f64> = bare
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| v + b[i % d_out])
-                    .collect();
-                close(&shifted, &want_y, "y without bias + b");
-            }
+            let want = [want_y, want_dx, want_dw, want_db];
+            crate::isa::for_each_available(|isa| {
+                for threads in [1, 2] {
+                    let what = format!("{isa}, {threads} threads, {rows}x{d_in}x{d_out}");
+                    check::<f64>(
+                        &x,
+                        &w,
+                        &b,
+                        &d_y,
+                        (rows, d_in, d_out),
+                        threads,
+                        &want,
+                        1e-9,
+                        &what,
+                    );
+                    check::<f32>(
+                        &x,
+                        &w,
+                        &b,
+                        &d_y,
+                        (rows, d_in, d_out),
+                        threads,
+                        &want,
+                        2e-5,
+                        &what,
+                    );
+                }
+            });
         }
+    }
+
+    /// `dense_forward` and `dense_backward` in `T` against `want` (y, d_x, d_w, d_bias) within
+    /// `tolerance` relative to each tensor's largest magnitude (at least 1).
+    #[allow(clippy::too_many_arguments)]
+    fn check<T: Real>(
+        x: &[f64],
+        w: &[f64],
+        b: &[f64],
+        d_y: &[f64],
+        (rows, d_in, d_out): (usize, usize, usize),
+        threads: usize,
+        want: &[Vec<f64>; 4],
+        tolerance: f64,
+        what: &str,
+    ) {
+        let cast = |v: &[f64]| v.iter().map(|&x| T::from_f64(x)).collect::<Vec<T>>();
+        let (x, w, b, d_y) = (cast(x), cast(w), cast(b), cast(d_y));
+        let close = |got: &[T], want: &[f64], name: &str| {
+            assert_eq!(got.len(), want.len());
+            let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+            for (i, (g, w)) in got.iter().zip(want).enumerate() {
+                let g = g.to_f64();
+                assert!(
+                    (g - w).abs() <= tolerance * scale,
+                    "{name}[{i}] {g} vs {w} ({what})"
+                );
+            }
+        };
+        let y = dense_forward(&x, rows, d_in, &w, d_out, Some(&b), threads);
+        close(&y, &want[0], "y");
+        let g = dense_backward(&x, rows, d_in, &w, d_out, &d_y, true, true, threads);
+        close(&g.d_x, &want[1], "d_x");
+        close(&g.d_w, &want[2], "d_w");
+        close(g.d_bias.as_deref().unwrap(), &want[3], "d_bias");
+        let no_x = dense_backward(&x, rows, d_in, &w, d_out, &d_y, false, false, threads);
+        assert!(no_x.d_x.is_empty() && no_x.d_bias.is_none());
+        assert!(no_x.d_w == g.d_w, "d_w without d_x ({what})");
+        // Without a bias the output is the bare product.
+        let bare = dense_forward(&x, rows, d_in, &w, d_out, None, threads);
+        let shifted: Vec<T> = bare
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| v + b[i % d_out])
+            .collect();
+        close(&shifted, &want[0], "y without bias + b");
     }
 }

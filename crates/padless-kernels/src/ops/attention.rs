@@ -30,7 +30,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::real::Real;
-use crate::team::{Shared, run_team};
+use crate::threads::{Shared, run_team};
 
 /// Queries per block of the online softmax.
 pub const QUERY_BLOCK: usize = 64;
@@ -426,8 +426,8 @@ struct Forward<'a, T> {
     inputs: &'a PackedQkv<'a, T>,
     task: Task,
     scratch: &'a mut Scratch<T>,
-    out: Shared<T>,
-    lse: Shared<T>,
+    out: Shared<'a, T>,
+    lse: Shared<'a, T>,
 }
 
 impl<T: Real> pulp::WithSimd for Forward<'_, T> {
@@ -539,7 +539,7 @@ struct Backward<'a, T> {
     task: Task,
     scratch: &'a mut Scratch<T>,
     /// `d_q`, `d_k`, `d_v`.
-    grads: [Shared<T>; 3],
+    grads: [Shared<'a, T>; 3],
 }
 
 impl<T: Real> pulp::WithSimd for Backward<'_, T> {

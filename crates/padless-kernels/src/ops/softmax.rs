@@ -6,7 +6,7 @@
 //! operations forward (maximum, difference, `exp` one element at a time, sum, quotient) and
 //! about as many again backward that a composite softmax costs.
 
-use crate::cells::LANES;
+use crate::real::LANES;
 use crate::real::Real;
 
 /// Replaces each row `x` of `width` values by `softmax(x)`: `e^(x_i - max x) / Σ_j
@@ -25,7 +25,7 @@ use crate::real::Real;
 /// ```
 pub fn softmax_rows_in_place<T: Real>(x: &mut [T], width: usize) {
     check_rows(x.len(), width, "softmax");
-    pulp::Arch::new().dispatch(Softmax { x, width });
+    crate::isa::dispatch(Softmax { x, width });
 }
 
 /// The gradient through `y = softmax(x)` row by row: replaces every row of `d_y` by
@@ -50,7 +50,7 @@ pub fn softmax_backward_rows_in_place<T: Real>(y: &[T], d_y: &mut [T], width: us
         d_y.len()
     );
     check_rows(y.len(), width, "softmax backward");
-    pulp::Arch::new().dispatch(SoftmaxBackward { y, d_y, width });
+    crate::isa::dispatch(SoftmaxBackward { y, d_y, width });
 }
 
 fn check_rows(len: usize, width: usize, what: &str) {
@@ -141,57 +141,61 @@ mod tests {
 
     #[test]
     fn rows_match_the_textbook_softmax_at_odd_widths_and_large_scores() {
-        for width in [1, 3, 16, 17, 40] {
-            let rows = 5;
-            let x: Vec<f64> = (0..rows * width)
-                .map(|i| {
-                    ((i * 7919) % 97) as f64 * 0.31 - 15.0 + if i % 5 == 0 { 80.0 } else { 0.0 }
-                })
-                .collect();
-            let mut got: Vec<f32> = x.iter().map(|&v| v as f32).collect();
-            softmax_rows_in_place(&mut got, width);
-            let mut got64 = x.clone();
-            softmax_rows_in_place(&mut got64, width);
-            for (r, row) in x.chunks(width).enumerate() {
-                // The f32 run against the softmax of its own (rounded) inputs.
-                let rounded: Vec<f64> = row.iter().map(|&v| v as f32 as f64).collect();
-                let (want, want32) = (reference(row), reference(&rounded));
-                let sum: f32 = got[r * width..(r + 1) * width].iter().sum();
-                assert!((sum - 1.0).abs() < 1e-6, "row {r} sums to {sum}");
-                for i in 0..width {
-                    let (g, w) = (got[r * width + i] as f64, want32[i]);
-                    assert!((g - w).abs() <= 1e-6 * w.max(1e-3), "{g} vs {w}");
-                    assert!((got64[r * width + i] - want[i]).abs() <= 1e-15, "f64 {i}");
+        crate::isa::for_each_available(|_| {
+            for width in [1, 3, 16, 17, 40] {
+                let rows = 5;
+                let x: Vec<f64> = (0..rows * width)
+                    .map(|i| {
+                        ((i * 7919) % 97) as f64 * 0.31 - 15.0 + if i % 5 == 0 { 80.0 } else { 0.0 }
+                    })
+                    .collect();
+                let mut got: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+                softmax_rows_in_place(&mut got, width);
+                let mut got64 = x.clone();
+                softmax_rows_in_place(&mut got64, width);
+                for (r, row) in x.chunks(width).enumerate() {
+                    // The f32 run against the softmax of its own (rounded) inputs.
+                    let rounded: Vec<f64> = row.iter().map(|&v| v as f32 as f64).collect();
+                    let (want, want32) = (reference(row), reference(&rounded));
+                    let sum: f32 = got[r * width..(r + 1) * width].iter().sum();
+                    assert!((sum - 1.0).abs() < 1e-6, "row {r} sums to {sum}");
+                    for i in 0..width {
+                        let (g, w) = (got[r * width + i] as f64, want32[i]);
+                        assert!((g - w).abs() <= 1e-6 * w.max(1e-3), "{g} vs {w}");
+                        assert!((got64[r * width + i] - want[i]).abs() <= 1e-15, "f64 {i}");
+                    }
                 }
             }
-        }
+        });
     }
 
     #[test]
     fn backward_is_the_jacobian_product() {
-        // J[i][j] = y_i (δ_ij - y_j), so d_x_i = Σ_j d_y_j J[j][i] = y_i (d_y_i - Σ_j d_y_j y_j).
-        let width = 6;
-        let x: Vec<f64> = (0..2 * width)
-            .map(|i| (i as f64 * 0.7).sin() * 3.0)
-            .collect();
-        let mut y = x.clone();
-        softmax_rows_in_place(&mut y, width);
-        let d_y: Vec<f64> = (0..2 * width).map(|i| i as f64 - 4.0).collect();
-        let mut got = d_y.clone();
-        softmax_backward_rows_in_place(&y, &mut got, width);
-        for r in 0..2 {
-            for i in 0..width {
-                let yi = y[r * width + i];
-                let want: f64 = (0..width)
-                    .map(|j| {
-                        let yj = y[r * width + j];
-                        let delta = if i == j { 1.0 } else { 0.0 };
-                        d_y[r * width + j] * yj * (delta - yi)
-                    })
-                    .sum();
-                assert!((got[r * width + i] - want).abs() < 1e-12, "row {r} {i}");
+        crate::isa::for_each_available(|_| {
+            // J[i][j] = y_i (δ_ij - y_j), so d_x_i = Σ_j d_y_j J[j][i] = y_i (d_y_i - Σ_j d_y_j y_j).
+            let width = 6;
+            let x: Vec<f64> = (0..2 * width)
+                .map(|i| (i as f64 * 0.7).sin() * 3.0)
+                .collect();
+            let mut y = x.clone();
+            softmax_rows_in_place(&mut y, width);
+            let d_y: Vec<f64> = (0..2 * width).map(|i| i as f64 - 4.0).collect();
+            let mut got = d_y.clone();
+            softmax_backward_rows_in_place(&y, &mut got, width);
+            for r in 0..2 {
+                for i in 0..width {
+                    let yi = y[r * width + i];
+                    let want: f64 = (0..width)
+                        .map(|j| {
+                            let yj = y[r * width + j];
+                            let delta = if i == j { 1.0 } else { 0.0 };
+                            d_y[r * width + j] * yj * (delta - yi)
+                        })
+                        .sum();
+                    assert!((got[r * width + i] - want).abs() < 1e-12, "row {r} {i}");
+                }
             }
-        }
+        });
     }
 
     #[test]

@@ -3,16 +3,11 @@
 //!
 //! Each function works on chunks of [`LANES`] units copied into local arrays: the slices
 //! come from raw pointers into shared buffers, so LLVM cannot prove that they do not alias
-//! and would compile a loop over them to scalar code (measured: the LSTM forward cell ran
-//! at one element per instruction and took 37% of a training step). On local arrays the
-//! branch-free arithmetic compiles to full-width vector code inside the driver's SIMD
-//! dispatch. A last partial chunk is padded with zeros, which every activation maps to a
+//! and would compile a loop over them to scalar code. On local arrays the branch-free
+//! arithmetic compiles to full-width vector code inside the driver's SIMD dispatch. A last partial chunk is padded with zeros, which every activation maps to a
 //! finite value, and only its valid part is written back.
 
-use crate::real::Real;
-
-/// Units per chunk: one AVX-512 register of `f32`.
-pub(crate) const LANES: usize = 16;
+use crate::real::{LANES, Real};
 
 type Chunk<T> = [T; LANES];
 
@@ -142,7 +137,7 @@ impl CellKind for Lstm {
         let (gi, gf, gg, go) = split4(row.gates, w);
         let (c_prev, c, h) = (&row.c_prev[..w], &mut row.c[..w], &mut row.h[..w]);
         // A plain loop, not a closure: a closure is compiled as its own function, outside the
-        // driver's target features (measured: SSE code instead of AVX-512).
+        // driver's target features (baseline vector code instead of the dispatched width).
         let mut j = 0;
         while j < w {
             let m = LANES.min(w - j);
@@ -176,7 +171,7 @@ impl CellKind for Lstm {
         let (d_ext, d_h, d_c) = (&row.d_h_ext[..w], &mut row.d_h[..w], &mut row.d_c[..w]);
         let one = T::ONE;
         // A plain loop, not a closure: a closure is compiled as its own function, outside the
-        // driver's target features (measured: SSE code instead of AVX-512).
+        // driver's target features (baseline vector code instead of the dispatched width).
         let mut j = 0;
         while j < w {
             let m = LANES.min(w - j);
@@ -222,7 +217,7 @@ impl CellKind for Gru {
         let (rec_z, rec_r, rec_h) = (&rec[..w], &rec[w..2 * w], &rec[2 * w..3 * w]);
         let one = T::ONE;
         // A plain loop, not a closure: a closure is compiled as its own function, outside the
-        // driver's target features (measured: SSE code instead of AVX-512).
+        // driver's target features (baseline vector code instead of the dispatched width).
         let mut j = 0;
         while j < w {
             let m = LANES.min(w - j);
@@ -254,7 +249,7 @@ impl CellKind for Gru {
         let (d_ext, d_h) = (&row.d_h_ext[..w], &mut row.d_h[..w]);
         let one = T::ONE;
         // A plain loop, not a closure: a closure is compiled as its own function, outside the
-        // driver's target features (measured: SSE code instead of AVX-512).
+        // driver's target features (baseline vector code instead of the dispatched width).
         let mut j = 0;
         while j < w {
             let m = LANES.min(w - j);
@@ -296,7 +291,7 @@ impl CellKind for SimpleRnn {
         let w = row.h.len();
         let (gates, h) = (&mut row.gates[..w], &mut row.h[..w]);
         // A plain loop, not a closure: a closure is compiled as its own function, outside the
-        // driver's target features (measured: SSE code instead of AVX-512).
+        // driver's target features (baseline vector code instead of the dispatched width).
         let mut j = 0;
         while j < w {
             let m = LANES.min(w - j);
@@ -316,7 +311,7 @@ impl CellKind for SimpleRnn {
         let gates = &mut row.gates[..w];
         let (d_ext, d_h) = (&row.d_h_ext[..w], &mut row.d_h[..w]);
         // A plain loop, not a closure: a closure is compiled as its own function, outside the
-        // driver's target features (measured: SSE code instead of AVX-512).
+        // driver's target features (baseline vector code instead of the dispatched width).
         let mut j = 0;
         while j < w {
             let m = LANES.min(w - j);

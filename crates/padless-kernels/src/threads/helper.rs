@@ -1,4 +1,4 @@
-//! The helper thread that [`run_team`](crate::team::run_team) hands the second worker to: one
+//! The helper thread that [`run_team`](super::run_team) hands the second worker to: one
 //! thread for the whole process, started on first use and kept, instead of a new thread per
 //! kernel call.
 //!
@@ -112,7 +112,7 @@ pub(crate) fn run_on_helper(mine: impl FnOnce(), theirs: &(dyn Fn() + Sync)) -> 
     }
     helper.wake.notify_one();
     let result = catch_unwind(AssertUnwindSafe(mine));
-    crate::team::spin_until(|| helper.finished.load(Ordering::Acquire) != before);
+    super::team::spin_until(|| helper.finished.load(Ordering::Acquire) != before);
     if let Err(panic) = result {
         resume_unwind(panic);
     }
@@ -132,6 +132,9 @@ pub fn side_by_side<A, B: Send>(
     mine: impl FnOnce() -> A,
     theirs: impl FnOnce() -> B + Send,
 ) -> (A, B) {
+    // Their part runs with this thread's instruction-set choice (`isa::with_isa`).
+    let choice = crate::isa::thread_isa();
+    let theirs = move || crate::isa::with_thread_isa(choice, theirs);
     let job = Mutex::new(Some(theirs));
     let result = Mutex::new(None);
     let run_theirs = || {
