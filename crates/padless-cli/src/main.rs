@@ -85,7 +85,7 @@ enum Command {
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.bf16 {
-        padless::rnn::fused::set_bf16_products(true).map_err(anyhow::Error::msg)?;
+        padless::cpu::set_bf16_products(true).map_err(anyhow::Error::msg)?;
     }
     match args.command {
         Command::Demo { seed, epochs } => demo::run(seed, epochs),

@@ -30,7 +30,8 @@ use burn::backend::{Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{DType, Element, Tensor, TensorData};
 use padless_kernels::Real;
 
-use crate::rnn::fused::{HostData, fused_enabled, on_flex};
+use crate::cpu::{fused_enabled, on_flex};
+use crate::rnn::fused::HostData;
 
 /// A function whose gradient its output alone gives, run by [`FusedOutputOpBackend`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,7 +199,7 @@ impl<B: Backend, C: CheckpointStrategy> FusedOutputOpBackend for Autodiff<B, C> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rnn::fused::with_composite;
+    use crate::cpu::with_composite;
     use crate::tensor_util::f32_vec;
 
     /// Values and gradients of `sum(w * tanh(x))` through [`tanh`] (fused on flex) and through

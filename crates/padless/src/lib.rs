@@ -33,6 +33,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cpu;
 pub mod elementwise;
 pub mod error;
 pub mod layer;

@@ -18,7 +18,8 @@ use burn::backend::{Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{DType, Element, Tensor};
 use padless_kernels::Real;
 
-use crate::rnn::fused::{HostData, fused_enabled, kernel_threads, on_flex, write};
+use crate::cpu::{fused_enabled, on_flex, threads};
+use crate::rnn::fused::{HostData, write};
 
 /// `x W + b` as one operation with its own backward pass.
 #[backend_extension(Flex, Autodiff)]
@@ -91,7 +92,7 @@ fn forward_host<B: Backend>(
             kernel.as_slice(),
             d_out,
             has_bias.then(|| bias.as_slice()),
-            kernel_threads(),
+            threads(),
         );
         write::<B, T>(y, vec![rows, d_out], &device)
     }
@@ -154,7 +155,7 @@ impl<B: Backend> Backward<B, 3> for FusedAffineBackward {
                 d_y.as_slice(),
                 with_bias,
                 input_gradient,
-                kernel_threads(),
+                threads(),
             )
         }
         let shape = [rows, d_in, d_out];
@@ -211,7 +212,7 @@ impl<B: Backend, C: CheckpointStrategy> FusedAffineBackend for Autodiff<B, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rnn::fused::{set_kernel_threads, with_composite};
+    use crate::cpu::{set_threads, with_composite};
     use crate::tensor_util::f32_vec;
 
     /// Output and the gradients of input, kernel and bias of `sum(w * (x K + b))` through
@@ -259,7 +260,7 @@ mod tests {
     fn fused_affine_matches_burns_values_and_gradients() {
         // 7 rows run on one thread, 2000 rows on the thread pair.
         for threads in [1, 2] {
-            set_kernel_threads(threads);
+            set_threads(threads);
             for (rows, with_bias) in [(7, true), (2000, true), (2000, false)] {
                 let fused = observe(rows, with_bias, false);
                 let composite = observe(rows, with_bias, true);
@@ -274,6 +275,6 @@ mod tests {
                 }
             }
         }
-        set_kernel_threads(0);
+        set_threads(0);
     }
 }

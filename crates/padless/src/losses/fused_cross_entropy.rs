@@ -22,7 +22,8 @@ use burn::backend::{Backend, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{DType, Tensor, TensorData};
 
 use super::kind::EPSILON;
-use crate::rnn::fused::{HostData, fused_enabled, on_flex};
+use crate::cpu::{fused_enabled, on_flex};
+use crate::rnn::fused::HostData;
 
 /// The targets of a fused call, on the host.
 #[derive(Debug, Clone)]

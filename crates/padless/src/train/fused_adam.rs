@@ -17,7 +17,8 @@ use burn::optim::{Adam, AdamConfig, AdamState, AdaptiveMomentumState, LearningRa
 use burn::tensor::{DType, Device, Element, Tensor};
 use padless_kernels::{AdamStep, Real, adam_update};
 
-use crate::rnn::fused::{HostData, fused_enabled, on_flex};
+use crate::cpu::{fused_enabled, on_flex};
+use crate::rnn::fused::HostData;
 
 /// One Adam step of a parameter as one operation.
 #[backend_extension(Flex)]
@@ -233,8 +234,8 @@ mod tests {
     use burn::optim::{GradientsParams, ModuleOptimizer};
 
     use super::*;
+    use crate::cpu::with_composite;
     use crate::layers::{Dense, DenseConfig};
-    use crate::rnn::fused::with_composite;
     use crate::tensor_util::f32_vec;
 
     /// Three Adam steps of a Dense layer on `sum((dense(x) - y)^2)`, fused (`composite` false)
