@@ -42,6 +42,7 @@ pub mod losses;
 pub mod mask;
 pub mod metrics;
 pub mod model_config;
+mod ops;
 pub mod rnn;
 pub mod seq2seq;
 pub mod sequence;

@@ -21,11 +21,13 @@
 //! assert!(cpu::on_flex(&padless::training_device()));
 //! ```
 
+mod host;
 mod settings;
 
 use burn::backend::DispatchDevice;
 use burn::tensor::Device;
 
+pub(crate) use host::{HostData, write};
 /// The opt-in bfloat16 products of the CPU kernels: the fused recurrent layers' and the fused
 /// dense layer's `f32` matrix products round their operands to bfloat16 and sum in `f32`;
 /// off by default. See [`padless_kernels::set_bf16_products`].

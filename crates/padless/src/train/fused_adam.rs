@@ -9,6 +9,10 @@
 //! backends, other float types and AMSGrad states go through burn's `Adam` itself.
 //!
 //! The state is burn's [`AdamState`], so optimizer records are the same as burn's Adam's.
+//!
+//! The update is not one of the crate's fused operations (`ops`): it changes its parameter
+//! and moments in place instead of writing an output, returns three tensors and has no
+//! backward pass, so it is a flex-only backend extension of its own ([`HostAdamBackend`]).
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, TensorMetadata, backend_extension};
@@ -17,8 +21,7 @@ use burn::optim::{Adam, AdamConfig, AdamState, AdaptiveMomentumState, LearningRa
 use burn::tensor::{DType, Device, Element, Tensor};
 use padless_kernels::{AdamStep, Real, adam_update};
 
-use crate::cpu::{fused_enabled, on_flex};
-use crate::rnn::fused::HostData;
+use crate::cpu::{HostData, fused_enabled, on_flex};
 
 /// One Adam step of a parameter as one operation.
 #[backend_extension(Flex)]

@@ -5,23 +5,21 @@
 //! per-step loop for other backends, other float types, cells without fused kernels, or when
 //! the fused operations are switched off ([`cpu::set_fused_enabled`],
 //! [`cpu::with_composite`]). Both paths follow the same contract, and the tests run the fused
-//! path against the composite one.
+//! path against the composite one. The operation itself, on the host, is `op.rs`.
 
-mod autodiff;
-mod host;
-mod ops;
-mod pair;
+mod op;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::backend::Dispatch;
-use burn::tensor::{DType, Device, Tensor};
+use burn::tensor::{Device, Tensor};
 use padless_kernels::{KernelConfig, Outputs};
 
-use crate::cpu::{self, on_flex};
+use crate::cpu;
 use crate::mask::Mask;
-pub(crate) use host::{HostData, read, write};
-pub use ops::{FusedCell, FusedRecurrentBackend, FusedSpec};
+use crate::ops;
+pub use op::FusedCell;
+use op::{FusedSpec, RecurrentOp, RecurrentPairOp};
 
 static CALLS: AtomicUsize = AtomicUsize::new(0);
 static PAIR_CALLS: AtomicUsize = AtomicUsize::new(0);
@@ -88,8 +86,8 @@ impl Call {
                 (x.clone().into_dispatch(), batch, n_steps, d_input, mask)
             }
         };
-        let device = parts.kernel.device();
-        if !on_flex(&device) || !matches!(parts.kernel.dtype(), DType::F32 | DType::F64) {
+        let device: Device = parts.kernel.device();
+        if !ops::applies(&device, parts.kernel.dtype()) {
             return None;
         }
         let d_hidden = parts.recurrent_kernel.dims()[0];
@@ -195,17 +193,9 @@ pub(crate) fn try_fused_loop(
         outputs,
     )?;
     CALLS.fetch_add(1, Ordering::Relaxed);
-    let [x, kernel, recurrent_kernel, bias, h0, c0] = call.tensors;
-    let packed = <Dispatch as FusedRecurrentBackend>::fused_recurrent(
-        x,
-        kernel,
-        recurrent_kernel,
-        bias,
-        h0,
-        c0,
-        call.spec.clone(),
-    );
-    Some(unpack(Tensor::from_dispatch(packed), &call.spec))
+    let spec = call.spec;
+    let packed = ops::apply(RecurrentOp { spec: spec.clone() }, call.tensors);
+    Some(unpack(packed, &spec))
 }
 
 /// One direction of a [`try_fused_pair`]: the cell's weights, its input sequence and its
@@ -252,23 +242,14 @@ pub(crate) fn try_fused_pair(
     PAIR_CALLS.fetch_add(1, Ordering::Relaxed);
     let [x1, k1, r1, b1, h1, c1] = a.tensors;
     let [x2, k2, r2, b2, h2, c2] = b.tensors;
+    let tensors = [x1, k1, r1, b1, h1, c1, x2, k2, r2, b2, h2, c2];
     let specs = [a.spec, b.spec];
-    let packed = <Dispatch as FusedRecurrentBackend>::fused_recurrent_pair(
-        x1,
-        k1,
-        r1,
-        b1,
-        h1,
-        c1,
-        x2,
-        k2,
-        r2,
-        b2,
-        h2,
-        c2,
-        specs.clone(),
+    let packed: Tensor<4> = ops::apply(
+        RecurrentPairOp {
+            specs: specs.clone(),
+        },
+        tensors,
     );
-    let packed: Tensor<4> = Tensor::from_dispatch(packed);
     let [_, batch, rows, d_hidden] = packed.dims();
     let half = |i: usize| {
         packed
