@@ -1,5 +1,6 @@
 //! The `padless` command line.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -142,8 +143,29 @@ fn keep_freed_memory_mapped() {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
 
+/// Shows the library's log records on stderr as `padless warning: ...`: warnings and errors
+/// by default, as `RUST_LOG` says where it is set (`RUST_LOG=off` silences them, `info` adds
+/// more).
+fn install_logger() {
+    env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Warn)
+        .parse_default_env()
+        .format(|out, record| {
+            let level = match record.level() {
+                log::Level::Error => "error",
+                log::Level::Warn => "warning",
+                log::Level::Info => "info",
+                log::Level::Debug => "debug",
+                log::Level::Trace => "trace",
+            };
+            writeln!(out, "padless {level}: {}", record.args())
+        })
+        .init();
+}
+
 fn main() -> ExitCode {
     keep_freed_memory_mapped();
+    install_logger();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
