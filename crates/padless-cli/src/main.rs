@@ -6,9 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// mimalloc instead of the system allocator: a training step allocates and frees buffers of
-/// hundreds of kilobytes many times, which glibc serves with fresh `mmap`s and page faults
-/// (measured on the SPEC benchmark at H=128, 2 threads: 42.6 ms per step with glibc's malloc,
-/// about 31 ms with mimalloc).
+/// hundreds of kilobytes many times, which glibc serves with fresh `mmap`s and page faults.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -134,9 +132,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Keeps freed memory mapped instead of returning it to the OS after mimalloc's default 10 ms:
 /// each fused call allocates buffers of megabytes that the OS would otherwise map and zero
-/// again (measured: 17,925 page faults in one G2P evaluation, 415 without purging; greedy
-/// decoding of the 3.98M model about 5% faster, the H=128 benchmark step 2 to 4%). The
-/// process's peak memory is unchanged; it simply keeps it until exit.
+/// again on every call. The process's peak memory is unchanged; it simply keeps it until exit.
 fn keep_freed_memory_mapped() {
     // SAFETY: `mi_option_set` takes an option number and a value, touches only mimalloc's
     // option table, and may be called at any time; -1 means "never purge".
