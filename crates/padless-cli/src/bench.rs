@@ -213,7 +213,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "--steps and --repeats must be at least 1"
     );
     check_size(args.hidden)?;
-    padless::rnn::fused::set_kernel_threads(args.threads);
+    padless::cpu::set_threads(args.threads);
     let device = training_device();
     device.seed(1);
     let compile = CompileConfig::new(SequenceLoss::new(LossKind::CategoricalCrossentropy {
@@ -244,7 +244,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
     let flops = spec_flops(args.hidden as f64);
     let valid_flops = valid_step_flops(args.hidden as f64, valid_steps as f64);
-    let products = if padless::rnn::fused::bf16_products() {
+    let products = if padless::cpu::bf16_products() {
         "bf16"
     } else {
         "f32"

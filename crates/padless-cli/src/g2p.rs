@@ -421,7 +421,7 @@ fn train_command(args: TrainArgs) -> Result<()> {
         config.max_minutes
     );
     if let Some(threads) = args.threads {
-        padless::rnn::fused::set_kernel_threads(threads as usize);
+        padless::cpu::set_threads(threads as usize);
     }
     let device = padless::training_device();
     let report = train(&split, &config, &args.out, &device, |log| {

@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 pub mod budget;
+pub mod cpu;
 pub mod elementwise;
 pub mod error;
 pub mod files;
@@ -43,6 +44,7 @@ pub mod losses;
 pub mod mask;
 pub mod metrics;
 pub mod model_config;
+mod ops;
 pub mod registry;
 pub mod rnn;
 pub mod seq2seq;

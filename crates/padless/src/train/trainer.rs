@@ -194,7 +194,7 @@ impl Trainer {
             NonFiniteInputs::Error => batch.inputs.check_finite("inputs")?,
             NonFiniteInputs::Warn => {
                 if let Err(e) = batch.inputs.check_finite("inputs") {
-                    eprintln!("padless warning: {e}");
+                    log::warn!("{e}");
                 }
             }
             NonFiniteInputs::Ignore => {}
