@@ -9,9 +9,7 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use padless::model_config::{
-    CellConfig, InputConfig, LayerConfig, ModelConfig, RecurrentLayerConfig,
-};
+use padless::model_config::{InputConfig, LayerConfig, ModelConfig};
 use padless::prelude::*;
 use padless::train::*;
 
@@ -117,13 +115,12 @@ fn spec_examples(valid_fraction: Option<f64>) -> Vec<Example> {
 }
 
 fn model_config(hidden: usize) -> ModelConfig {
-    let lstm = |return_sequences| LayerConfig::Recurrent {
-        cell: CellConfig::Lstm,
-        options: RecurrentLayerConfig {
+    let lstm = |return_sequences| {
+        LayerConfig::Lstm(LstmConfig {
             units: hidden,
             return_sequences,
             ..Default::default()
-        },
+        })
     };
     ModelConfig {
         input: InputConfig::Sequence {
@@ -131,16 +128,40 @@ fn model_config(hidden: usize) -> ModelConfig {
             features: V,
         },
         layers: vec![
-            LayerConfig::Masking { mask_value: 0.0 },
+            LayerConfig::Masking(MaskingConfig { mask_value: 0.0 }),
             lstm(false),
-            LayerConfig::RepeatVector { n_steps: T },
+            LayerConfig::RepeatVector(RepeatVectorConfig { n_steps: T }),
             lstm(true),
-            LayerConfig::TimeDistributedDense {
+            LayerConfig::TimeDistributed(TimeDistributedConfig(DenseConfig {
                 units: V,
                 activation: ActivationKind::Softmax,
-            },
+                ..Default::default()
+            })),
         ],
     }
+}
+
+/// Checks that the model of `hidden` units and a training step on the `B x T` batch fit in
+/// the memory budget before either is built.
+fn check_size(hidden: usize) -> anyhow::Result<()> {
+    let (h, v) = (hidden as u64, V as u64);
+    let lstm = |d_input: u64| 4u64.saturating_mul(h).saturating_mul(d_input + h + 1);
+    let parameters = lstm(v)
+        .saturating_add(lstm(h))
+        .saturating_add(h.saturating_mul(v) + v);
+    let what = format!("--hidden {hidden}");
+    padless::budget::check_model_size(&format!("{what}: the model's parameters"), parameters)?;
+    // Each LSTM keeps its gates and states (6 H floats) for every one of the B x T steps.
+    let activations = 2u64
+        .saturating_mul((B * T) as u64)
+        .saturating_mul(6)
+        .saturating_mul(h);
+    padless::budget::check_elements(
+        &format!("{what}: the activations of a {B} x {T} batch"),
+        activations,
+        4,
+    )?;
+    Ok(())
 }
 
 /// `flops_per_train_step` of the peers (every one of the `B x T` steps of both LSTMs).
@@ -190,7 +211,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         args.steps > 0 && args.repeats > 0,
         "--steps and --repeats must be at least 1"
     );
-    padless::rnn::fused::set_kernel_threads(args.threads);
+    check_size(args.hidden)?;
+    padless::cpu::set_threads(args.threads);
     let device = training_device();
     device.seed(1);
     let compile = CompileConfig::new(SequenceLoss::new(LossKind::CategoricalCrossentropy {
@@ -221,14 +243,17 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
     let flops = spec_flops(args.hidden as f64);
     let valid_flops = valid_step_flops(args.hidden as f64, valid_steps as f64);
-    let products = if padless::rnn::fused::bf16_products() {
+    let products = if padless::cpu::bf16_products() {
         "bf16"
     } else {
         "f32"
     };
+    // The instruction set of the kernels' products and gate loops (`PADLESS_ISA` forces it).
+    let isa = padless_kernels::isa();
     let json = serde_json::json!({
         "framework": "padless",
         "products": products,
+        "isa": isa.name(),
         "H": args.hidden,
         "threads": args.threads,
         "valid_fraction": valid_steps as f64 / (B * T) as f64,
@@ -244,7 +269,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "loss_last": last_loss,
     });
     eprintln!(
-        "padless H={} threads={} products={products} valid={:.2}: train {:.2} ms/step ({:.0} seq/s, {:.1} GFLOP/s of the SPEC count, {:.1} GFLOP/s on the {:.2} GFLOP of valid steps), infer {:.2} ms, loss {:.4} -> {:.4}",
+        "padless H={} threads={} products={products} isa={isa} valid={:.2}: train {:.2} ms/step ({:.0} seq/s, {:.1} GFLOP/s of the SPEC count, {:.1} GFLOP/s on the {:.2} GFLOP of valid steps), infer {:.2} ms, loss {:.4} -> {:.4}",
         args.hidden,
         args.threads,
         valid_steps as f64 / (B * T) as f64,

@@ -13,15 +13,24 @@
 //!   sequence per line for next-symbol prediction: the target of each step is the next
 //!   symbol, and of the last step the end symbol `</s>`.
 //!
-//! Blank lines are skipped. A malformed line is an error naming the file, the line, what was
-//! expected and what was found.
+//! Blank lines are skipped, and a UTF-8 byte-order mark at the start of the file is not
+//! part of the first line. A malformed line is an error naming the file, the line, what was
+//! expected and what was found; so is a symbol that the vocabularies reserve (`<pad>`, `</s>`,
+//! `<unk>`: [`crate::vocab::RESERVED`]), which data may not use: read as data it would
+//! silently become padding, an end or an unknown symbol. Numbers must be finite in `f32`
+//! (a JSON number beyond about 3.4e38 would become infinity), and vectors at least one
+//! number wide.
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value as Json;
 
-use crate::vocab::END;
+use crate::vocab::{END, RESERVED};
+
+/// Memory per byte of a data file once read: a character symbol is a string of its own
+/// (24 bytes and a small allocation), plus its id in the examples.
+pub const BYTES_PER_BYTE: u64 = 48;
 
 /// How a string becomes symbols.
 #[derive(
@@ -109,32 +118,51 @@ pub struct Record {
 /// `need_target`.
 ///
 /// # Errors
-/// An unreadable file, or a malformed line: `FILE:LINE: expected ..., found ...`.
+/// An unreadable file, one too large for the memory budget, text that is not UTF-8, or a
+/// malformed line: `FILE:LINE: expected ..., found ...`.
 pub fn read_records(
     path: &Path,
     format: Option<Format>,
     tokens: Tokens,
     need_target: bool,
 ) -> Result<Vec<Record>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = crate::paths::read_text(path, BYTES_PER_BYTE)?;
     let format = format.unwrap_or_else(|| Format::of(path));
+    parse_records(
+        &text,
+        &path.display().to_string(),
+        format,
+        tokens,
+        need_target,
+    )
+}
+
+/// Parses the text of a data file in `format`; `origin` names it in errors (`ORIGIN:LINE:
+/// ...`). A leading byte-order mark is skipped.
+///
+/// # Errors
+/// As [`read_records`], but for reading.
+pub fn parse_records(
+    text: &str,
+    origin: &str,
+    format: Format,
+    tokens: Tokens,
+    need_target: bool,
+) -> Result<Vec<Record>> {
+    let text = crate::paths::strip_bom(text);
     let mut lines = text
         .lines()
         .enumerate()
         .map(|(i, l)| (i + 1, l.trim_end_matches('\r')))
         .filter(|(_, l)| !l.trim().is_empty());
-    let at = |line: usize| format!("{}:{line}", path.display());
+    let at = |line: usize| format!("{origin}:{line}");
     let records = match format {
         Format::Jsonl => lines
             .map(|(n, l)| jsonl_record(n, l, tokens, need_target).with_context(|| at(n)))
             .collect::<Result<Vec<_>>>()?,
         Format::Csv => {
             let Some((n, header)) = lines.next() else {
-                bail!(
-                    "{}: expected a header line, found an empty file",
-                    path.display()
-                );
+                bail!("{origin}: expected a header line, found an empty file");
             };
             let header = split_csv(header).with_context(|| at(n))?;
             let column = |name: &str| header.iter().position(|h| h.trim() == name);
@@ -163,18 +191,53 @@ pub fn read_records(
         }
     };
     if records.is_empty() {
-        bail!(
-            "{}: expected at least one example, found none",
-            path.display()
-        );
+        bail!("{origin}: expected at least one example, found none");
     }
     Ok(records)
 }
 
-fn non_empty(seq: RawSeq, what: &str) -> Result<RawSeq> {
+/// Checks a sequence as read: at least one step, no reserved symbol, finite numbers in
+/// vectors of at least one number; `what` names it (`input`, `target`).
+///
+/// # Errors
+/// The first problem, naming the step and, for a reserved symbol, the symbol.
+pub fn check_sequence(seq: &RawSeq, what: &str) -> Result<()> {
     if seq.len() == 0 {
         bail!("expected a non-empty {what}, found an empty one");
     }
+    match seq {
+        RawSeq::Symbols(symbols) => {
+            if let Some(t) = symbols.iter().position(String::is_empty) {
+                bail!(
+                    "expected {what} symbols of at least 1 character, found an empty one at step {t}"
+                );
+            }
+            if let Some((t, symbol)) = symbols
+                .iter()
+                .enumerate()
+                .find(|(_, s)| RESERVED.contains(&s.as_str()))
+            {
+                bail!(
+                    "{what} symbol {symbol:?} at step {t} is reserved ({}: padding, end of sequence, unknown symbol); data may not use it",
+                    RESERVED.join(", ")
+                );
+            }
+        }
+        RawSeq::Numbers(steps) => {
+            for (t, step) in steps.iter().enumerate() {
+                if step.is_empty() {
+                    bail!(
+                        "expected {what} vectors of at least 1 number, found an empty one at step {t}"
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn non_empty(seq: RawSeq, what: &str) -> Result<RawSeq> {
+    check_sequence(&seq, what)?;
     Ok(seq)
 }
 
@@ -231,6 +294,11 @@ fn kind(value: &Json) -> &'static str {
 pub fn parse_json_seq(value: &Json, tokens: Tokens, field: &str) -> Result<RawSeq> {
     let expected = "a string, an array of symbols, of numbers or of number arrays";
     let number = |v: &Json| v.as_f64().map(|x| x as f32);
+    if let Some((t, x)) = first_non_finite(value) {
+        bail!(
+            "\"{field}\": expected finite numbers that fit in 32 bits (at most about 3.4e38 in size), found {x} at step {t}"
+        );
+    }
     match value {
         Json::String(s) => Ok(RawSeq::Symbols(tokens.split(s))),
         Json::Array(items) if items.iter().all(Json::is_string) => Ok(RawSeq::Symbols(
@@ -269,6 +337,23 @@ pub fn parse_json_seq(value: &Json, tokens: Tokens, field: &str) -> Result<RawSe
         }
         other => bail!("\"{field}\": expected {expected}, found {}", kind(other)),
     }
+}
+
+/// The first number of a JSON sequence (numbers or arrays of numbers) that is not finite
+/// once read as `f32`, with its step.
+fn first_non_finite(value: &Json) -> Option<(usize, &serde_json::Number)> {
+    let items = value.as_array()?;
+    items.iter().enumerate().find_map(|(t, item)| {
+        let finite = |n: &serde_json::Number| n.as_f64().is_some_and(|x| (x as f32).is_finite());
+        match item {
+            Json::Number(n) if !finite(n) => Some((t, n)),
+            Json::Array(xs) => xs.iter().find_map(|x| match x {
+                Json::Number(n) if !finite(n) => Some((t, n)),
+                _ => None,
+            }),
+            _ => None,
+        }
+    })
 }
 
 /// Splits one CSV line into fields (RFC 4180 quoting; no newlines inside fields).
@@ -400,5 +485,101 @@ mod tests {
             record.target,
             Some(RawSeq::Symbols(vec!["b".into(), "c".into(), END.into()]))
         );
+    }
+
+    fn parse(text: &str, format: Format, tokens: Tokens) -> Result<Vec<Record>> {
+        parse_records(text, "d", format, tokens, true)
+    }
+
+    fn error(text: &str, format: Format, tokens: Tokens) -> String {
+        format!("{:#}", parse(text, format, tokens).unwrap_err())
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_symbol() {
+        let records = parse("\u{feff}ab\tcd\n", Format::Text, Tokens::Chars).unwrap();
+        assert_eq!(
+            records[0].input,
+            RawSeq::Symbols(vec!["a".into(), "b".into()])
+        );
+        let records = parse("\u{feff}input,target\nab,cd\n", Format::Csv, Tokens::Chars).unwrap();
+        assert_eq!(records.len(), 1);
+        let records = parse(
+            "\u{feff}{\"input\": \"a\", \"target\": \"b\"}",
+            Format::Jsonl,
+            Tokens::Chars,
+        );
+        assert_eq!(records.unwrap()[0].line, 1);
+    }
+
+    #[test]
+    fn reserved_symbols_in_data_are_errors_naming_symbol_file_and_line() {
+        let err = error("a b\tc d\nx <pad>\ty z\n", Format::Text, Tokens::Words);
+        assert!(
+            err.starts_with("d:2: input symbol \"<pad>\" at step 1 is reserved"),
+            "{err}"
+        );
+        let err = error(
+            "{\"input\": [\"a\"], \"target\": [\"</s>\"]}",
+            Format::Jsonl,
+            Tokens::Chars,
+        );
+        assert!(
+            err.starts_with("d:1: target symbol \"</s>\" at step 0 is reserved"),
+            "{err}"
+        );
+        let err = error("input,target\na,b\nc,<unk> d\n", Format::Csv, Tokens::Words);
+        assert!(err.starts_with("d:3: target symbol \"<unk>\""), "{err}");
+        // One character at a time, `<pad>` is five ordinary symbols.
+        assert!(parse("<pad>\t<unk>\n", Format::Text, Tokens::Chars).is_ok());
+        // The end symbol that a next-symbol target ends with is the reader's, not the data's.
+        assert!(parse("a b c\n", Format::Text, Tokens::Words).is_ok());
+        let err = error(
+            "{\"input\": [\"a\", \"\"], \"target\": \"b\"}",
+            Format::Jsonl,
+            Tokens::Chars,
+        );
+        assert!(
+            err.contains("input symbols of at least 1 character, found an empty one at step 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn numbers_must_be_finite_in_f32_and_vectors_at_least_one_wide() {
+        let err = error(
+            "{\"input\": [0.5, 1e39], \"target\": \"a\"}",
+            Format::Jsonl,
+            Tokens::Chars,
+        );
+        assert!(
+            err.starts_with("d:1: \"input\": expected finite numbers that fit in 32 bits"),
+            "{err}"
+        );
+        assert!(err.ends_with("found 1e+39 at step 1"), "{err}");
+        let err = error(
+            "{\"input\": [[1, 2], [3, -4e38]], \"target\": \"a\"}",
+            Format::Jsonl,
+            Tokens::Chars,
+        );
+        assert!(err.ends_with("found -4e+38 at step 1"), "{err}");
+        let err = error(
+            "{\"input\": [[]], \"target\": \"a\"}",
+            Format::Jsonl,
+            Tokens::Chars,
+        );
+        assert!(
+            err.contains(
+                "expected input vectors of at least 1 number, found an empty one at step 0"
+            ),
+            "{err}"
+        );
+        let records = parse(
+            "{\"input\": [[3.4e38]], \"target\": \"a\"}",
+            Format::Jsonl,
+            Tokens::Chars,
+        )
+        .unwrap();
+        assert_eq!(records[0].input, RawSeq::Numbers(vec![vec![3.4e38]]));
     }
 }

@@ -3,9 +3,7 @@
 
 use anyhow::{Context, ensure};
 use burn::tensor::{Int, Tensor, TensorData};
-use padless::model_config::{
-    CellConfig, InputConfig, LayerConfig, ModelConfig, RecurrentLayerConfig,
-};
+use padless::model_config::{InputConfig, LayerConfig, ModelConfig};
 use padless::prelude::*;
 use padless::train::*;
 
@@ -56,13 +54,12 @@ fn example(word: &[i64]) -> Example {
 }
 
 fn model_config() -> ModelConfig {
-    let lstm = |return_sequences| LayerConfig::Recurrent {
-        cell: CellConfig::Lstm,
-        options: RecurrentLayerConfig {
+    let lstm = |return_sequences| {
+        LayerConfig::Lstm(LstmConfig {
             units: 64,
             return_sequences,
             ..Default::default()
-        },
+        })
     };
     ModelConfig {
         input: InputConfig::Sequence {
@@ -70,14 +67,15 @@ fn model_config() -> ModelConfig {
             features: LETTERS.len(),
         },
         layers: vec![
-            LayerConfig::Masking { mask_value: 0.0 },
+            LayerConfig::Masking(MaskingConfig { mask_value: 0.0 }),
             lstm(false),
-            LayerConfig::RepeatVector { n_steps: OUT_STEPS },
+            LayerConfig::RepeatVector(RepeatVectorConfig { n_steps: OUT_STEPS }),
             lstm(true),
-            LayerConfig::TimeDistributedDense {
+            LayerConfig::TimeDistributed(TimeDistributedConfig(DenseConfig {
                 units: 7,
                 activation: ActivationKind::Softmax,
-            },
+                ..Default::default()
+            })),
         ],
     }
 }

@@ -27,7 +27,7 @@ pub struct EvaluateArgs {
     #[arg(long, value_enum)]
     format: Option<Format>,
     /// Sequences per batch.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = crate::flags::count)]
     batch_size: usize,
     /// Symbols missing from the training vocabulary: read as <unk>, or stop with an error.
     #[arg(long, value_enum, default_value = "error")]
@@ -51,7 +51,7 @@ pub struct PredictArgs {
     #[arg(long, value_enum)]
     format: Option<Format>,
     /// Sequences per batch.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = crate::flags::count)]
     batch_size: usize,
     /// Symbols missing from the training vocabulary: read as <unk>, or stop with an error.
     #[arg(long, value_enum, default_value = "error")]
@@ -144,5 +144,6 @@ fn inline_input(text: &str, vocabs: &Vocabs) -> Result<RawSeq> {
         seq.len() > 0,
         "--input: expected a non-empty sequence, found an empty one"
     );
+    crate::data_files::check_sequence(&seq, "input").context("--input")?;
     Ok(seq)
 }

@@ -9,11 +9,15 @@ use burn::tensor::Device;
 use clap::{Args, Subcommand, ValueEnum};
 use padless::seq2seq::AttentionKind;
 use padless_g2p::G2p;
-use padless_g2p::cmudict::{Dictionary, Malformed, parse};
+use padless_g2p::cmudict::{Dictionary, Entry, Malformed, PhonemeSet, parse_with};
 use padless_g2p::eval::{evaluate, evaluate_ensemble};
-use padless_g2p::model::pronounce_ensemble;
-use padless_g2p::split::{Split, split_by_word};
-use padless_g2p::train::{RunFiles, SchedulePolicy, TrainConfig, saved_config, train_run};
+use padless_g2p::model::{max_phonemes, pronounce_ensemble};
+use padless_g2p::split::{Side, Split, split_by_word};
+use padless_g2p::train::{
+    RunFiles, SchedulePolicy, TrainConfig, saved_config, train_run, vocabularies,
+};
+
+use crate::{flags, paths};
 
 /// The G2P subcommands (`Train` boxed: its many options would make every command as large as
 /// it).
@@ -38,12 +42,43 @@ pub struct DataArgs {
     /// Seed of the split by word (90/5/5).
     #[arg(long, default_value_t = 1)]
     split_seed: u64,
-    /// Malformed dictionary lines: stop with an error, or skip and count them.
+    /// Malformed dictionary lines (an unknown phoneme among them): stop with an error, or
+    /// skip and count them.
     #[arg(long, value_enum, default_value_t = MalformedArg::Error)]
     malformed: MalformedArg,
+    /// The phonemes the dictionary may use: a file of symbols separated by whitespace, one
+    /// per line as in data/cmudict/cmudict.symbols (default: ARPAbet with stress digits).
+    #[arg(long, value_name = "FILE")]
+    phonemes: Option<PathBuf>,
     /// Use only every k-th word so that about this many words remain (quick experiments).
-    #[arg(long)]
+    #[arg(long, value_parser = flags::count)]
     limit: Option<usize>,
+}
+
+impl DataArgs {
+    /// The dictionary: `--data`, else the shipped one.
+    fn dictionary(&self) -> PathBuf {
+        self.data.clone().unwrap_or_else(default_data)
+    }
+
+    /// Checks `outputs` (files to write) against the files this command reads: the
+    /// dictionary, the phoneme set and `more_inputs`.
+    fn check_outputs(
+        &self,
+        more_inputs: &[(&str, &Path)],
+        outputs: &[(&str, &Path)],
+    ) -> Result<()> {
+        let dictionary = self.dictionary();
+        let mut inputs = vec![
+            ("--data", Some(dictionary.as_path())),
+            ("--phonemes", self.phonemes.as_deref()),
+        ];
+        inputs.extend(more_inputs.iter().map(|&(flag, path)| (flag, Some(path))));
+        for &(flag, path) in outputs {
+            paths::check_output_file(flag, path)?;
+        }
+        paths::check_outputs(&inputs, outputs)
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -107,13 +142,13 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = Preset::Quick)]
     preset: Preset,
     /// At most this many epochs (overrides the preset).
-    #[arg(long)]
+    #[arg(long, value_parser = flags::epochs)]
     epochs: Option<usize>,
     /// Stop after this many minutes (overrides the preset).
-    #[arg(long)]
+    #[arg(long, value_parser = flags::minutes)]
     minutes: Option<f64>,
     /// Units per encoder direction (overrides the preset).
-    #[arg(long)]
+    #[arg(long, value_parser = flags::count)]
     hidden: Option<usize>,
     /// Dropout on embeddings and before the output layer (overrides the preset).
     #[arg(long)]
@@ -136,7 +171,7 @@ pub struct TrainArgs {
     batch_size: Option<usize>,
     /// Epochs without a better validation score before the learning rate halves; training
     /// stops after 4 times as many (overrides the preset).
-    #[arg(long)]
+    #[arg(long, value_parser = flags::count)]
     patience: Option<usize>,
     /// Learning-rate schedule: `plateau` halves it when validation stops improving, `linear`
     /// takes it down to 0 at the end of the epoch or time budget, `anneal` is `plateau` and
@@ -180,7 +215,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "PATH")]
     log: Option<PathBuf>,
     /// Beam width of the final test report (1 = greedy).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = flags::count)]
     beam: usize,
 }
 
@@ -196,13 +231,13 @@ pub struct EvalArgs {
     #[arg(long, default_value = "g2p-model.safetensors")]
     model: Vec<PathBuf>,
     /// Beam width (1 = greedy).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = flags::count)]
     beam: usize,
     /// Which split.
     #[arg(long, value_enum, default_value_t = SplitArg::Test)]
     split: SplitArg,
     /// Words decoded at once.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = flags::count)]
     batch_size: usize,
     /// Write the words it gets wrong to this file, one per line, tab-separated: the word,
     /// the output, the references (joined by ` | `) and `stress` where only a stress digit
@@ -218,6 +253,16 @@ enum SplitArg {
     Test,
 }
 
+impl SplitArg {
+    fn side(self) -> Side {
+        match self {
+            SplitArg::Train => Side::Train,
+            SplitArg::Validation => Side::Validation,
+            SplitArg::Test => Side::Test,
+        }
+    }
+}
+
 /// `g2p pronounce` options.
 #[derive(Args, Debug)]
 pub struct PronounceArgs {
@@ -229,7 +274,7 @@ pub struct PronounceArgs {
     #[arg(long, default_value = "g2p-model.safetensors")]
     model: Vec<PathBuf>,
     /// Beam width (1 = greedy).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = flags::count)]
     beam: usize,
 }
 
@@ -356,15 +401,28 @@ fn default_data() -> PathBuf {
     }
 }
 
-fn load_split(args: &DataArgs) -> Result<(Dictionary, Split)> {
-    let path = args.data.clone().unwrap_or_else(default_data);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading the dictionary {}", path.display()))?;
+/// Memory per byte of a dictionary once parsed (each phoneme a string of its own).
+const DICTIONARY_BYTES_PER_BYTE: u64 = 16;
+
+/// The dictionary of `args` and its split by word; each of `sides` must hold words.
+fn load_split(args: &DataArgs, sides: &[Side]) -> Result<(Dictionary, Split)> {
+    let path = args.dictionary();
+    let phonemes = match &args.phonemes {
+        Some(file) => {
+            let text = paths::read_text(file, 64).context("reading the phoneme set")?;
+            PhonemeSet::parse(&text, &file.display().to_string())
+                .with_context(|| format!("parsing {}", file.display()))?
+        }
+        None => PhonemeSet::arpabet(),
+    };
+    let text =
+        paths::read_text(&path, DICTIONARY_BYTES_PER_BYTE).context("reading the dictionary")?;
     let policy = match args.malformed {
         MalformedArg::Error => Malformed::Error,
         MalformedArg::Skip => Malformed::Skip,
     };
-    let mut dict = parse(&text, policy).with_context(|| format!("parsing {}", path.display()))?;
+    let mut dict = parse_with(&text, policy, &phonemes)
+        .with_context(|| format!("parsing {}", path.display()))?;
     if !dict.skipped.is_empty() {
         eprintln!(
             "skipped {} malformed lines of {} (first: line {}: {})",
@@ -375,22 +433,42 @@ fn load_split(args: &DataArgs) -> Result<(Dictionary, Split)> {
         );
     }
     if let Some(limit) = args.limit {
-        if limit == 0 {
-            bail!("--limit must be at least 1");
-        }
         let step = dict.entries.len().div_ceil(limit).max(1);
         dict.entries = dict.entries.into_iter().step_by(step).collect();
     }
     let split = split_by_word(&dict.entries, args.split_seed);
+    split
+        .require(sides)
+        .with_context(|| format!("splitting {}", path.display()))?;
     Ok((dict, split))
 }
 
 fn train_command(args: TrainArgs) -> Result<()> {
-    let (dict, split) = load_split(&args.data)?;
+    let files = RunFiles {
+        log: Some(
+            args.log
+                .clone()
+                .unwrap_or_else(|| args.out.with_extension("csv")),
+        ),
+        resume: args.resume.clone(),
+        ..RunFiles::beside(&args.out)
+    };
+    // A resumed run continues writing its own files, so `--resume` (usually the `last`
+    // checkpoint) is not an input they must differ from.
+    let mut outputs = vec![("--out", args.out.as_path())];
+    if let Some(last) = &files.last {
+        outputs.push(("the last checkpoint", last.as_path()));
+    }
+    if let Some(log) = &files.log {
+        outputs.push(("--log", log.as_path()));
+    }
+    args.data.check_outputs(&[], &outputs)?;
+    let (dict, split) = load_split(&args.data, &[Side::Train, Side::Validation, Side::Test])?;
     let config = match &args.resume {
         Some(path) => resumed_config(&args, path)?,
         None => train_config(&args)?,
     };
+    check_training_size(&args, &config, &dict)?;
     println!(
         "CMUdict: {} words ({} pronunciations); split by word: {} train, {} validation, {} test",
         dict.entries.len(),
@@ -428,17 +506,8 @@ fn train_command(args: TrainArgs) -> Result<()> {
         config.max_minutes
     );
     if let Some(threads) = args.threads {
-        padless::rnn::fused::set_kernel_threads(threads as usize);
+        padless::cpu::set_threads(threads as usize);
     }
-    let files = RunFiles {
-        log: Some(
-            args.log
-                .clone()
-                .unwrap_or_else(|| args.out.with_extension("csv")),
-        ),
-        resume: args.resume.clone(),
-        ..RunFiles::beside(&args.out)
-    };
     if let Some(path) = &files.resume {
         println!("resuming the run of {}", path.display());
     }
@@ -499,14 +568,19 @@ fn train_command(args: TrainArgs) -> Result<()> {
 }
 
 fn eval_command(args: EvalArgs) -> Result<()> {
-    let (_, split) = load_split(&args.data)?;
+    if let Some(errors) = &args.errors {
+        let models: Vec<(&str, &Path)> = args
+            .model
+            .iter()
+            .map(|m| ("--model", m.as_path()))
+            .collect();
+        args.data.check_outputs(&models, &[("--errors", errors)])?;
+    }
+    let (_, split) = load_split(&args.data, &[args.split.side()])?;
     let device = padless::default_device();
     let (models, headers) = load_models(&args.model, &device)?;
-    let entries = match args.split {
-        SplitArg::Train => &split.train,
-        SplitArg::Validation => &split.validation,
-        SplitArg::Test => &split.test,
-    };
+    let entries = split.side(args.split.side());
+    check_decoding_size(&models, entries, args.beam, args.batch_size)?;
     let report = evaluate_ensemble(&models, entries, args.beam, args.batch_size, &device)?;
     let described: Vec<String> = args
         .model
@@ -563,7 +637,8 @@ fn eval_command(args: EvalArgs) -> Result<()> {
                 }
             ));
         }
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        padless::files::write_atomically(path, text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
         println!("wrote them to {}", path.display());
     }
     Ok(())
@@ -572,6 +647,15 @@ fn eval_command(args: EvalArgs) -> Result<()> {
 fn pronounce_command(args: PronounceArgs) -> Result<()> {
     let device = padless::default_device();
     let (models, _) = load_models(&args.model, &device)?;
+    let words: Vec<Entry> = args
+        .words
+        .iter()
+        .map(|word| Entry {
+            word: word.clone(),
+            pronunciations: Vec::new(),
+        })
+        .collect();
+    check_decoding_size(&models, &words, args.beam, 64)?;
     let outputs = pronounce_ensemble(&models, &args.words, args.beam, 64, &device)?;
     for (word, phonemes) in args.words.iter().zip(outputs) {
         println!("{word}\t{}", phonemes.join(" "));
@@ -593,4 +677,63 @@ fn load_models(paths: &[PathBuf], device: &Device) -> Result<(Vec<G2p>, Vec<Head
         headers.push(header);
     }
     Ok((models, headers))
+}
+
+/// Checks that the model that `config` trains on `dict` fits in the memory budget, naming the
+/// size flags in the error.
+fn check_training_size(args: &TrainArgs, config: &TrainConfig, dict: &Dictionary) -> Result<()> {
+    let (letters, phonemes) = vocabularies(&dict.entries);
+    let network = config.network(&letters, &phonemes);
+    let longest = dict
+        .entries
+        .iter()
+        .map(|e| e.word.chars().count())
+        .max()
+        .unwrap_or(1);
+    let rows = config.batch_size.min(dict.n_pronunciations().max(1));
+    let mut flags = vec![format!("--preset {:?}", args.preset).to_lowercase()];
+    for (flag, value) in [
+        ("--hidden", args.hidden),
+        ("--encoder-layers", args.encoder_layers),
+        ("--decoder-layers", args.decoder_layers),
+        ("--post-attention-layers", args.post_attention_layers),
+        ("--batch-size", args.batch_size),
+    ] {
+        if let Some(value) = value {
+            flags.push(format!("{flag} {value}"));
+        }
+    }
+    flags::check_encoder_decoder(
+        &flags.join(" "),
+        &network,
+        rows,
+        longest,
+        max_phonemes(longest),
+    )
+}
+
+/// Checks that decoding `entries` with `models`, `beam` hypotheses per word and `batch_size`
+/// words at a time fits in the memory budget.
+fn check_decoding_size(
+    models: &[G2p],
+    entries: &[Entry],
+    beam: usize,
+    batch_size: usize,
+) -> Result<()> {
+    let longest = entries
+        .iter()
+        .map(|e| e.word.chars().count())
+        .max()
+        .unwrap_or(1);
+    let rows = batch_size.min(entries.len().max(1));
+    for model in models {
+        flags::check_decoding(
+            &format!("--beam {beam} --batch-size {batch_size}"),
+            &model.network.config,
+            rows,
+            beam,
+            longest,
+        )?;
+    }
+    Ok(())
 }

@@ -1,13 +1,12 @@
 //! The `padless` command line.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 /// mimalloc instead of the system allocator: a training step allocates and frees buffers of
-/// hundreds of kilobytes many times, which glibc serves with fresh `mmap`s and page faults
-/// (measured on the SPEC benchmark at H=128, 2 threads: 42.6 ms per step with glibc's malloc,
-/// about 31 ms with mimalloc).
+/// hundreds of kilobytes many times, which glibc serves with fresh `mmap`s and page faults.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -16,8 +15,12 @@ mod data_files;
 mod demo;
 mod encode;
 mod eval_cmd;
+mod flags;
+#[cfg(test)]
+mod fuzz;
 mod g2p;
 mod model_file;
+mod paths;
 mod train_cmd;
 mod vocab;
 
@@ -46,7 +49,7 @@ enum Command {
         #[arg(long, default_value_t = 123)]
         seed: u64,
         /// Training epochs.
-        #[arg(long, default_value_t = 12)]
+        #[arg(long, default_value_t = 12, value_parser = flags::epochs)]
         epochs: usize,
     },
     /// Grapheme-to-phoneme conversion on the CMU Pronouncing Dictionary in data/cmudict.
@@ -56,16 +59,17 @@ enum Command {
     /// RepeatVector, LSTM(H), TimeDistributed softmax; B = T = 64) through the public API.
     Bench {
         /// Hidden units of both LSTMs.
-        #[arg(long, default_value_t = 128)]
+        #[arg(long, default_value_t = 128, value_parser = flags::count)]
         hidden: usize,
-        /// Threads of the fused recurrent kernels (1 or 2).
-        #[arg(long, default_value_t = 2)]
-        threads: usize,
+        /// Threads of the fused recurrent kernels, 1 or 2 [default: 2, or 1 on one core].
+        #[arg(long, value_parser = flags::kernel_threads)]
+        threads: Option<usize>,
         /// Timed steps per repeat (3 repeats, median reported).
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 20, value_parser = flags::count)]
         steps: usize,
-        /// Fraction of valid input steps (lengths scaled); the SPEC lengths when absent.
-        #[arg(long)]
+        /// Fraction of valid input steps, in (0, 1] (lengths scaled); the SPEC lengths when
+        /// absent.
+        #[arg(long, value_parser = flags::fraction)]
         valid_fraction: Option<f64>,
     },
     /// Print a model config's layers, output shapes, parameters and where masks go.
@@ -85,7 +89,7 @@ enum Command {
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.bf16 {
-        padless::rnn::fused::set_bf16_products(true).map_err(anyhow::Error::msg)?;
+        padless::cpu::set_bf16_products(true).map_err(anyhow::Error::msg)?;
     }
     match args.command {
         Command::Demo { seed, epochs } => demo::run(seed, epochs),
@@ -96,7 +100,7 @@ fn run() -> anyhow::Result<()> {
             valid_fraction,
         } => bench::run(&bench::BenchArgs {
             hidden,
-            threads,
+            threads: threads.unwrap_or_else(flags::available_threads),
             steps,
             repeats: 3,
             warmup: 3,
@@ -133,17 +137,36 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Keeps freed memory mapped instead of returning it to the OS after mimalloc's default 10 ms:
 /// each fused call allocates buffers of megabytes that the OS would otherwise map and zero
-/// again (measured: 17,925 page faults in one G2P evaluation, 415 without purging; greedy
-/// decoding of the 3.98M model about 5% faster, the H=128 benchmark step 2 to 4%). The
-/// process's peak memory is unchanged; it simply keeps it until exit.
+/// again on every call. The process's peak memory is unchanged; it simply keeps it until exit.
 fn keep_freed_memory_mapped() {
     // SAFETY: `mi_option_set` takes an option number and a value, touches only mimalloc's
     // option table, and may be called at any time; -1 means "never purge".
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
 
+/// Shows the library's log records on stderr as `padless warning: ...`: warnings and errors
+/// by default, as `RUST_LOG` says where it is set (`RUST_LOG=off` silences them, `info` adds
+/// more).
+fn install_logger() {
+    env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Warn)
+        .parse_default_env()
+        .format(|out, record| {
+            let level = match record.level() {
+                log::Level::Error => "error",
+                log::Level::Warn => "warning",
+                log::Level::Info => "info",
+                log::Level::Debug => "debug",
+                log::Level::Trace => "trace",
+            };
+            writeln!(out, "padless {level}: {}", record.args())
+        })
+        .init();
+}
+
 fn main() -> ExitCode {
     keep_freed_memory_mapped();
+    install_logger();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -41,10 +41,10 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.0)]
     validation_split: f64,
     /// Epochs to train (more epochs, when resuming).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = crate::flags::epochs)]
     epochs: usize,
     /// Sequences per batch.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = crate::flags::count)]
     batch_size: usize,
     /// Seed for the initial weights and the shuffling.
     #[arg(long, default_value_t = 0)]
@@ -73,6 +73,22 @@ pub struct TrainArgs {
 /// Unreadable or malformed files (named with their line), a config that does not build, or
 /// a failed epoch.
 pub fn run(args: TrainArgs) -> Result<()> {
+    crate::paths::check_run_folder(
+        "--out",
+        &args.out,
+        &[
+            "best.safetensors",
+            "last.safetensors",
+            "log.csv",
+            VOCAB_FILE,
+            TRAINING_FILE,
+        ],
+        &[
+            ("--config", args.config.as_deref()),
+            ("--data", Some(&args.data)),
+            ("--validation", args.validation.as_deref()),
+        ],
+    )?;
     if !(0.0..1.0).contains(&args.validation_split) {
         bail!(
             "--validation-split: expected a fraction in [0, 1), found {}",
@@ -109,7 +125,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
             let model = file
                 .resolve(&vocabs)
                 .with_context(|| format!("filling the sizes of {}", config.display()))?;
-            let settings = file.training.clone().resolve(&vocabs.target, &model);
+            let settings = file
+                .training
+                .clone()
+                .resolve(&vocabs.target, &model)
+                .with_context(|| format!("reading the training section of {}", config.display()))?;
             let trainer = Trainer::from_config(&model, settings.compile()?, &device)
                 .with_context(|| format!("building the model of {}", config.display()))?;
             (trainer, vocabs, settings, records)

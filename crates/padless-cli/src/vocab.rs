@@ -1,9 +1,12 @@
 //! Vocabularies: symbols to ids and back, built from the training data and saved beside the
 //! checkpoints as `vocab.json`, so `evaluate` and `predict` read data exactly as `train` did.
 //!
-//! Ids 0, 1 and 2 are reserved: [`PAD`] (padding; `Embedding` with `mask_zero` masks it),
-//! [`END`] (end of sequence: targets of fixed-length decoders end with it and decoding stops
-//! there) and [`UNKNOWN`]. The data's symbols follow in order of first appearance.
+//! Ids 0, 1 and 2 are reserved ([`RESERVED`]): [`PAD`] (padding; `Embedding` with
+//! `mask_zero` masks it), [`END`] (end of sequence: targets of fixed-length decoders end with
+//! it and decoding stops there) and [`UNKNOWN`]. The data's symbols follow in order of first
+//! appearance; the data may not use the reserved ones (the readers refuse them). A
+//! `vocab.json` is checked when read: the reserved symbols first, no symbol twice, vectors at
+//! least one number wide.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -19,6 +22,8 @@ pub const PAD: &str = "<pad>";
 pub const END: &str = "</s>";
 /// The unknown symbol (id 2).
 pub const UNKNOWN: &str = "<unk>";
+/// The reserved symbols, in id order.
+pub const RESERVED: [&str; 3] = [PAD, END, UNKNOWN];
 /// The id of [`END`].
 pub const END_ID: i64 = 1;
 /// The id of [`UNKNOWN`].
@@ -36,10 +41,42 @@ pub enum UnknownPolicy {
 
 /// Symbols and their ids.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(from = "Vec<String>", into = "Vec<String>")]
+#[serde(try_from = "StoredVocab", into = "Vec<String>")]
 pub struct Vocab {
     symbols: Vec<String>,
     ids: HashMap<String, i64>,
+}
+
+/// A vocabulary as `vocab.json` stores it, checked before it becomes a [`Vocab`].
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct StoredVocab(Vec<String>);
+
+impl TryFrom<StoredVocab> for Vocab {
+    type Error = String;
+
+    fn try_from(StoredVocab(symbols): StoredVocab) -> Result<Self, String> {
+        if symbols.len() < RESERVED.len() || symbols[..RESERVED.len()] != RESERVED {
+            let shown: Vec<&String> = symbols.iter().take(RESERVED.len()).collect();
+            return Err(format!(
+                "expected a vocabulary starting with the reserved symbols {RESERVED:?}, found {shown:?}"
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (id, symbol) in symbols.iter().enumerate() {
+            if symbol.is_empty() {
+                return Err(format!(
+                    "expected non-empty symbols, found an empty one at id {id}"
+                ));
+            }
+            if !seen.insert(symbol) {
+                return Err(format!(
+                    "expected each symbol once, found {symbol:?} again at id {id}"
+                ));
+            }
+        }
+        Ok(Vocab::from(symbols))
+    }
 }
 
 impl From<Vec<String>> for Vocab {
@@ -62,7 +99,7 @@ impl From<Vocab> for Vec<String> {
 impl Vocab {
     /// The reserved symbols, then every symbol of `sequences` in order of first appearance.
     pub fn build<'a>(sequences: impl Iterator<Item = &'a [String]>) -> Self {
-        let mut symbols: Vec<String> = [PAD, END, UNKNOWN].map(String::from).to_vec();
+        let mut symbols: Vec<String> = RESERVED.map(String::from).to_vec();
         let mut seen: std::collections::HashSet<String> = symbols.iter().cloned().collect();
         for symbol in sequences.flatten() {
             if seen.insert(symbol.clone()) {
@@ -235,25 +272,35 @@ impl Vocabs {
             .with_context(|| format!("writing {}", path.display()))
     }
 
-    /// Reads `path`.
+    /// Reads `path` (a leading byte-order mark skipped).
     ///
     /// # Errors
-    /// A missing or unreadable file, or another format.
+    /// A missing or unreadable file, or one that [`Vocabs::parse`] refuses.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| {
-            format!(
-                "reading {} (train writes it beside the checkpoints)",
-                path.display()
-            )
-        })?;
-        let vocabs: Vocabs =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        if vocabs.format != FORMAT {
+        if !path.exists() {
             bail!(
-                "{}: expected format {FORMAT}, found {}",
-                path.display(),
-                vocabs.format
+                "reading {}: no such file (train writes it beside the checkpoints)",
+                path.display()
             );
+        }
+        let text = crate::paths::read_text(path, 8)?;
+        Vocabs::parse(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// The vocabularies in the text of a `vocab.json`.
+    ///
+    /// # Errors
+    /// Invalid JSON, another format, a vocabulary without the reserved symbols first or with
+    /// a symbol twice, or vectors of no numbers.
+    pub fn parse(text: &str) -> Result<Self> {
+        let vocabs: Vocabs = serde_json::from_str(crate::paths::strip_bom(text))?;
+        if vocabs.format != FORMAT {
+            bail!("expected format {FORMAT}, found {}", vocabs.format);
+        }
+        for (side, coding) in [("input", &vocabs.input), ("target", &vocabs.target)] {
+            if let Coding::Numbers { features: 0 } = coding {
+                bail!("{side}: expected vectors of at least 1 number, found \"features\": 0");
+            }
         }
         Ok(vocabs)
     }
@@ -265,6 +312,52 @@ mod tests {
 
     fn symbols(s: &str) -> Vec<String> {
         s.chars().map(String::from).collect()
+    }
+
+    fn vocab_json(input: &str) -> String {
+        format!(
+            r#"{{"format": "padless-vocab-1", "tokens": "chars", "input": {input}, "target": {{"kind": "numbers", "features": 2}}}}"#
+        )
+    }
+
+    #[test]
+    fn a_stored_vocab_needs_the_reserved_symbols_first_and_each_symbol_once() {
+        let good = vocab_json(r#"{"kind": "symbols", "vocab": ["<pad>", "</s>", "<unk>", "a"]}"#);
+        let vocabs = Vocabs::parse(&format!("\u{feff}{good}")).unwrap();
+        assert_eq!(vocabs.input.size(), 4);
+        for (input, expected) in [
+            (
+                r#"{"kind": "symbols", "vocab": ["</s>", "<pad>", "<unk>", "a"]}"#,
+                "starting with the reserved symbols",
+            ),
+            (
+                r#"{"kind": "symbols", "vocab": ["<pad>"]}"#,
+                "starting with the reserved symbols",
+            ),
+            (
+                r#"{"kind": "symbols", "vocab": ["<pad>", "</s>", "<unk>", "a", "b", "a"]}"#,
+                "found \"a\" again at id 5",
+            ),
+            (
+                r#"{"kind": "symbols", "vocab": ["<pad>", "</s>", "<unk>", ""]}"#,
+                "an empty one at id 3",
+            ),
+            (
+                r#"{"kind": "numbers", "features": 0}"#,
+                "input: expected vectors of at least 1 number",
+            ),
+            (r#"{"kind": "numbers", "features": -1}"#, "invalid value"),
+        ] {
+            let err = format!("{:#}", Vocabs::parse(&vocab_json(input)).unwrap_err());
+            assert!(err.contains(expected), "{input}: {err}");
+        }
+        let err = Vocabs::parse(&good.replace("padless-vocab-1", "other-2"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("expected format padless-vocab-1, found other-2"),
+            "{err}"
+        );
     }
 
     #[test]

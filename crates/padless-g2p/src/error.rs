@@ -41,6 +41,16 @@ pub enum G2pError {
         /// What is wrong.
         reason: String,
     },
+    /// A side of the train/validation/test split without words.
+    #[error(
+        "the {side} split is empty: none of the dictionary's {words} words fell on it (the split by word is about 90/5/5); use more words"
+    )]
+    EmptySplit {
+        /// `train`, `validation` or `test`.
+        side: &'static str,
+        /// Words over all three sides.
+        words: usize,
+    },
     /// Bad settings.
     #[error("{0}")]
     Config(String),

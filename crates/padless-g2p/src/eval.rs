@@ -6,7 +6,7 @@ use burn::tensor::Device;
 use padless::metrics::{error_rate, sequence_error_rate};
 
 use crate::cmudict::Entry;
-use crate::error::Result;
+use crate::error::{G2pError, Result};
 use crate::model::{G2p, pronounce_ensemble};
 
 /// What [`evaluate`] measured.
@@ -108,7 +108,7 @@ impl std::fmt::Display for EvalReport {
 /// Decodes every entry's word and scores it against all its pronunciations.
 ///
 /// # Errors
-/// Unknown characters.
+/// No entries, or unknown characters.
 pub fn evaluate(
     model: &G2p,
     entries: &[Entry],
@@ -128,7 +128,8 @@ pub fn evaluate(
 /// [`evaluate`] for `models` decoded together ([`pronounce_ensemble`]).
 ///
 /// # Errors
-/// No models, models whose vocabularies differ, or unknown characters.
+/// No entries (rates over no words would read as 0%), no models, models whose vocabularies
+/// differ, or unknown characters.
 pub fn evaluate_ensemble(
     models: &[G2p],
     entries: &[Entry],
@@ -136,6 +137,11 @@ pub fn evaluate_ensemble(
     batch_size: usize,
     device: &Device,
 ) -> Result<EvalReport> {
+    if entries.is_empty() {
+        return Err(G2pError::Config(
+            "expected at least one word to evaluate, found none".to_string(),
+        ));
+    }
     let words: Vec<String> = entries.iter().map(|e| e.word.clone()).collect();
     let start = Instant::now();
     let outputs = pronounce_ensemble(models, &words, beam, batch_size, device)?;

@@ -8,11 +8,24 @@ use serde::{Deserialize, Serialize};
 /// vocabularies hold `<pad>` (0), `<s>` (1, [`padless::seq2seq::BOS`]), `</s>` (2,
 /// [`padless::seq2seq::EOS`]) then the phonemes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredVocab")]
 pub struct Vocab {
     /// Symbol of each id.
     pub symbols: Vec<String>,
     #[serde(skip)]
     index: HashMap<String, i64>,
+}
+
+/// A vocabulary as stored: its symbols; the index is rebuilt from them when read.
+#[derive(Deserialize)]
+struct StoredVocab {
+    symbols: Vec<String>,
+}
+
+impl From<StoredVocab> for Vocab {
+    fn from(stored: StoredVocab) -> Self {
+        Vocab::from_symbols(stored.symbols)
+    }
 }
 
 impl Vocab {
@@ -71,3 +84,19 @@ impl Vocab {
 pub const SOURCE_SPECIALS: [&str; 1] = ["<pad>"];
 /// The target vocabulary's specials.
 pub const TARGET_SPECIALS: [&str; 3] = ["<pad>", "<s>", "</s>"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vocabulary_read_back_finds_its_symbols() {
+        let vocab = Vocab::new(&TARGET_SPECIALS, ["K", "AE1", "T"].map(String::from));
+        let json = serde_json::to_string(&vocab).unwrap();
+        assert_eq!(json, r#"{"symbols":["<pad>","<s>","</s>","AE1","K","T"]}"#);
+        let read: Vocab = serde_json::from_str(&json).unwrap();
+        assert_eq!(read, vocab);
+        assert_eq!(read.id("K"), Some(4));
+        assert_eq!(read.symbol(5), Some("T"));
+    }
+}

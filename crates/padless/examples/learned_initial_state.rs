@@ -19,9 +19,7 @@
 //!
 //! Run: `cargo run -p padless --example learned_initial_state`
 
-use padless::model_config::{
-    CellConfig, InputConfig, LayerConfig, ModelConfig, RecurrentLayerConfig,
-};
+use padless::model_config::{InputConfig, LayerConfig, ModelConfig};
 use padless::prelude::*;
 use padless::train::*;
 
@@ -65,20 +63,17 @@ fn config(learn_initial_state: bool) -> ModelConfig {
             features: 1,
         },
         layers: vec![
-            LayerConfig::Recurrent {
-                cell: CellConfig::SimpleRnn,
-                options: RecurrentLayerConfig {
-                    units: 16,
-                    return_sequences: true,
-                    no_bias: true,
-                    learn_initial_state,
-                    ..Default::default()
-                },
-            },
-            LayerConfig::TimeDistributedDense {
+            LayerConfig::SimpleRnn(SimpleRnnConfig {
+                units: 16,
+                return_sequences: true,
+                use_bias: false,
+                learn_initial_state,
+                ..Default::default()
+            }),
+            LayerConfig::TimeDistributed(TimeDistributedConfig(DenseConfig {
                 units: 1,
-                activation: ActivationKind::Linear,
-            },
+                ..Default::default()
+            })),
         ],
     }
 }

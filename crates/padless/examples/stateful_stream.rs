@@ -19,9 +19,7 @@
 //!
 //! Run: `cargo run -p padless --example stateful_stream`
 
-use padless::model_config::{
-    CellConfig, InputConfig, LayerConfig, ModelConfig, RecurrentLayerConfig,
-};
+use padless::model_config::{InputConfig, LayerConfig, ModelConfig};
 use padless::prelude::*;
 use padless::train::*;
 
@@ -76,19 +74,16 @@ fn config(stateful: bool) -> ModelConfig {
             features: 1,
         },
         layers: vec![
-            LayerConfig::Recurrent {
-                cell: CellConfig::Lstm,
-                options: RecurrentLayerConfig {
-                    units: 12,
-                    return_sequences: true,
-                    stateful,
-                    ..Default::default()
-                },
-            },
-            LayerConfig::TimeDistributedDense {
+            LayerConfig::Lstm(LstmConfig {
+                units: 12,
+                return_sequences: true,
+                stateful,
+                ..Default::default()
+            }),
+            LayerConfig::TimeDistributed(TimeDistributedConfig(DenseConfig {
                 units: 1,
-                activation: ActivationKind::Linear,
-            },
+                ..Default::default()
+            })),
         ],
     }
 }

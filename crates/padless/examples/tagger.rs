@@ -7,9 +7,7 @@
 //!
 //! Run: `cargo run -p padless --example tagger`
 
-use padless::model_config::{
-    CellConfig, InputConfig, LayerConfig, ModelConfig, RecurrentLayerConfig,
-};
+use padless::model_config::{InputConfig, LayerConfig, ModelConfig};
 use padless::prelude::*;
 use padless::train::*;
 
@@ -51,20 +49,18 @@ fn main() -> padless::Result<()> {
             features: 1,
         },
         layers: vec![
-            LayerConfig::Masking { mask_value: 0.0 },
-            LayerConfig::Recurrent {
-                cell: CellConfig::Lstm,
-                options: RecurrentLayerConfig {
-                    units: 16,
-                    return_sequences: true,
-                    ..Default::default()
-                },
-            },
-            LayerConfig::Dropout { rate: 0.1 },
-            LayerConfig::TimeDistributedDense {
+            LayerConfig::Masking(MaskingConfig { mask_value: 0.0 }),
+            LayerConfig::Lstm(LstmConfig {
+                units: 16,
+                return_sequences: true,
+                ..Default::default()
+            }),
+            LayerConfig::Dropout(DropoutConfig { rate: 0.1 }),
+            LayerConfig::TimeDistributed(TimeDistributedConfig(DenseConfig {
                 units: 1,
                 activation: ActivationKind::Sigmoid,
-            },
+                ..Default::default()
+            })),
         ],
     };
     let mut compile = CompileConfig::new(SequenceLoss::new(LossKind::BinaryCrossentropy {

@@ -78,6 +78,27 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A size from input needs more memory than the memory budget allows
+    /// ([`crate::budget`]).
+    #[error(
+        "{what}: {count} need {needed}, more than the memory budget of {budget} (set PADLESS_MEMORY_BUDGET to change it)"
+    )]
+    OverBudget {
+        /// What the size is for (a flag, a layer, a file).
+        what: String,
+        /// How many elements of how many bytes.
+        count: String,
+        /// The bytes they need, written out.
+        needed: String,
+        /// The budget, written out.
+        budget: String,
+    },
+    /// The memory budget was set to something that is not a size.
+    #[error("{message}")]
+    Budget {
+        /// What was expected and what was found.
+        message: String,
+    },
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {

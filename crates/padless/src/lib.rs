@@ -33,8 +33,11 @@
 
 #![warn(missing_docs)]
 
+pub mod budget;
+pub mod cpu;
 pub mod elementwise;
 pub mod error;
+pub mod files;
 pub mod layer;
 pub mod layers;
 pub mod losses;
@@ -42,12 +45,16 @@ pub mod mask;
 pub mod metrics;
 pub mod model;
 pub mod model_config;
+mod ops;
+pub mod registry;
 pub mod rnn;
 pub mod seq2seq;
 pub mod sequence;
 pub mod sequential;
+mod strict;
 pub mod tensor_util;
 pub mod train;
+pub mod transformer;
 pub mod value;
 pub mod weights;
 
@@ -77,6 +84,10 @@ pub fn wgpu_training_device() -> burn::tensor::Device {
 pub fn cuda_training_device() -> burn::tensor::Device {
     burn::tensor::Device::cuda(0).autodiff()
 }
+
+/// The README (`README.md`); its library example runs as a test.
+#[doc = include_str!("../../../README.md")]
+pub mod readme {}
 
 /// The masking guide (`docs/masking.md`); its snippets run as tests.
 #[doc = include_str!("../../../docs/masking.md")]

@@ -15,6 +15,8 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Error, Result};
+/// The atomic writers of [`crate::files`], where the weight and checkpoint writers import them.
+pub use crate::files::{write_atomically, write_atomically_with};
 use crate::tensor_util::{f32_vec, tensor_from};
 
 /// One weight: its Keras name, shape and row-major `f32` values.
@@ -219,47 +221,6 @@ pub(crate) fn parse_tensors(
     }
     weights.sort_by(|a, b| a.name.cmp(&b.name));
     Ok((weights, raw))
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename.
-///
-/// # Errors
-/// [`Error::Io`] naming the path.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomically_with(path, |file| {
-        use std::io::Write;
-        file.write_all(bytes)
-    })
-}
-
-/// Writes `path` through a temporary file in the same folder that `write` fills, then a
-/// rename: until the rename, the previous file is untouched; if `write` fails, the temporary
-/// file is removed and the previous file stays as it was.
-///
-/// # Errors
-/// [`Error::Io`] naming the path.
-pub fn write_atomically_with(
-    path: &Path,
-    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
-) -> Result<()> {
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
-    let written = std::fs::File::create(&tmp).and_then(|mut file| {
-        write(&mut file)?;
-        file.sync_all()
-    });
-    if let Err(source) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(source));
-    }
-    std::fs::rename(&tmp, path).map_err(io)
 }
 
 /// Reads every tensor of a safetensors file as `f32` weights, with the header's metadata.

@@ -1,8 +1,9 @@
 //! Loss gradients in float64: autodiff against central finite differences for every loss
-//! (with a mask that has holes and an all-masked row, and per-step weights), gradients at
+//! (with a mask that has holes and an all-masked row, and per-step weights; the categorical
+//! cross-entropies also with per-element weights, sparse labels included), gradients at
 //! masked steps exactly 0, NaN / inf / 1e20 at masked steps changing neither the loss nor its
-//! gradient (label-smoothed cross-entropies included), and custom losses getting masking and
-//! weighting for free.
+//! gradient (label-smoothed cross-entropies included), sparse labels with per-element weights
+//! equal to the dense one-hot loss, and custom losses getting masking and weighting for free.
 //!
 //! This binary configures the flex device for f64 once, before any tensor is made.
 
@@ -44,6 +45,8 @@ struct Case {
     pred: (f64, f64),
     /// Label smoothing (categorical cross-entropies only).
     smoothing: f32,
+    /// Per-element weights `[B, T, C]` instead of per-step weights.
+    element_weights: bool,
 }
 
 fn cases() -> Vec<Case> {
@@ -53,9 +56,15 @@ fn cases() -> Vec<Case> {
         sparse,
         pred,
         smoothing: 0.0,
+        element_weights: false,
     };
     let smoothed = |name, kind, sparse, pred| Case {
         smoothing: 0.1,
+        ..case(name, kind, sparse, pred)
+    };
+    let per_element = |name, kind, sparse, pred, smoothing| Case {
+        smoothing,
+        element_weights: true,
         ..case(name, kind, sparse, pred)
     };
     let squared: Arc<dyn Fn(Tensor<3>, Tensor<3>) -> Tensor<3> + Send + Sync> =
@@ -98,6 +107,34 @@ fn cases() -> Vec<Case> {
             LossKind::SparseCategoricalCrossentropy { from_logits: true },
             true,
             (-2.0, 2.0),
+        ),
+        per_element(
+            "scce_element",
+            LossKind::SparseCategoricalCrossentropy { from_logits: false },
+            true,
+            (0.1, 1.0),
+            0.0,
+        ),
+        per_element(
+            "scce_logits_element",
+            LossKind::SparseCategoricalCrossentropy { from_logits: true },
+            true,
+            (-2.0, 2.0),
+            0.0,
+        ),
+        per_element(
+            "scce_smoothed_element",
+            LossKind::SparseCategoricalCrossentropy { from_logits: false },
+            true,
+            (0.1, 1.0),
+            0.1,
+        ),
+        per_element(
+            "cce_logits_smoothed_element",
+            LossKind::CategoricalCrossentropy { from_logits: true },
+            false,
+            (-2.0, 2.0),
+            0.1,
         ),
         case(
             "bce",
@@ -156,7 +193,16 @@ fn targets(sparse: bool, dirty: bool) -> Targets {
     }
 }
 
-fn weights(dirty: bool) -> SampleWeight {
+fn weights(element: bool, dirty: bool) -> SampleWeight {
+    if element {
+        let mut w = element_weight_values();
+        for step in 0..B * T {
+            if dirty && !VALID[step] {
+                w[step * C..(step + 1) * C].copy_from_slice(&[f64::NAN, f64::INFINITY, 1e20]);
+            }
+        }
+        return SampleWeight::PerElement(tensor(&w, [B, T, C]));
+    }
     let mut w = values(B * T, 5, 0.2, 2.0);
     for step in 0..B * T {
         if dirty && !VALID[step] {
@@ -164,6 +210,11 @@ fn weights(dirty: bool) -> SampleWeight {
         }
     }
     SampleWeight::PerStep(tensor(&w, [B, T]))
+}
+
+/// Per-element weights `[B, T, C]`, different at every class.
+fn element_weight_values() -> Vec<f64> {
+    values(B * T * C, 19, 0.2, 2.0)
 }
 
 fn loss_value(
@@ -180,7 +231,7 @@ fn loss_value(
         .compute(
             LossInputs::new(targets(case.sparse, dirty), y_pred.clone())
                 .with_output_mask(Some(mask()))
-                .with_sample_weight(weights(dirty)),
+                .with_sample_weight(weights(case.element_weights, dirty)),
         )
         .unwrap();
     (out.value.unwrap(), y_pred)
@@ -316,5 +367,113 @@ fn a_custom_per_element_loss_equals_the_built_in_one_with_weights_and_masks() {
             (custom - built_in).abs() < 1e-12,
             "{reduction:?}: {custom} vs {built_in}"
         );
+    }
+}
+
+/// Sparse labels with per-element weights `w [B, T, C]` are the dense cross-entropy of the
+/// labels' one-hot targets (label-smoothed alike) with the same weights: the one-hot's terms
+/// are 0 but at the label, so `w[b, t, label]` is the weight that counts. Values and
+/// gradients agree for `sum`, `mean` and `none`. `weighted_mean` divides by the sum of the
+/// weights at the labels, so without smoothing it equals the dense loss with per-step weights
+/// `w[b, t, label]`; with smoothing (the smoothed target's weight `Σ_c t_c w_c`) it equals the
+/// dense loss when the weights are the same for every class of a step. Labels at masked
+/// steps are out of range and never read.
+#[test]
+fn sparse_labels_with_per_element_weights_equal_the_dense_one_hot_loss() {
+    let labels: Vec<i64> = match targets(true, true) {
+        Targets::Labels(l) => padless::tensor_util::i64_vec(l),
+        Targets::Dense(_) => unreachable!(),
+    };
+    let mut one_hot = vec![0.0; B * T * C];
+    for (step, &label) in labels.iter().enumerate().filter(|(s, _)| VALID[*s]) {
+        one_hot[step * C + label as usize] = 1.0;
+    }
+    let w = element_weight_values();
+    let w_at_label: Vec<f64> = (0..B * T)
+        .map(|step| match VALID[step] {
+            true => w[step * C + labels[step] as usize],
+            false => f64::NAN,
+        })
+        .collect();
+    // The same weight for every class of a step.
+    let w_per_step = values(B * T, 23, 0.2, 2.0);
+    let w_flat: Vec<f64> = w_per_step.iter().flat_map(|&v| [v; C]).collect();
+    let pred = values(B * T * C, 29, -2.0, 2.0);
+    let run = |sparse: bool,
+               from_logits: bool,
+               smoothing: f32,
+               reduction: Reduction,
+               weight: SampleWeight| {
+        let (kind, y_true) = if sparse {
+            (
+                LossKind::SparseCategoricalCrossentropy { from_logits },
+                targets(true, true),
+            )
+        } else {
+            (
+                LossKind::CategoricalCrossentropy { from_logits },
+                Targets::Dense(tensor(&one_hot, [B, T, C])),
+            )
+        };
+        // Probabilities: the logits' softmax-free positive counterpart.
+        let pred: Vec<f64> = match from_logits {
+            true => pred.clone(),
+            false => pred.iter().map(|x| 0.1 + x.abs()).collect(),
+        };
+        let y_pred = tensor(&pred, [B, T, C]).require_grad();
+        let out = SequenceLoss::new(kind)
+            .with_reduction(reduction)
+            .with_label_smoothing(smoothing)
+            .compute(
+                LossInputs::new(y_true, y_pred.clone())
+                    .with_output_mask(Some(mask()))
+                    .with_sample_weight(weight),
+            )
+            .unwrap();
+        let value = out.value.unwrap_or_else(|| out.per_step.sum().reshape([1]));
+        let grad = f64s(y_pred.grad(&value.clone().backward()).unwrap());
+        (f64s(value), grad)
+    };
+    let element = |v: &[f64]| SampleWeight::PerElement(tensor(v, [B, T, C]));
+    for from_logits in [false, true] {
+        for smoothing in [0.0, 0.1] {
+            for reduction in [
+                Reduction::Sum,
+                Reduction::Mean,
+                Reduction::None,
+                Reduction::WeightedMean,
+            ] {
+                let what = format!("from_logits {from_logits}, ε {smoothing}, {reduction:?}");
+                let (sparse, dense) = match (reduction, smoothing) {
+                    (Reduction::WeightedMean, 0.0) => (
+                        run(true, from_logits, smoothing, reduction, element(&w)),
+                        run(
+                            false,
+                            from_logits,
+                            smoothing,
+                            reduction,
+                            SampleWeight::PerStep(tensor(&w_at_label, [B, T])),
+                        ),
+                    ),
+                    (Reduction::WeightedMean, _) => (
+                        run(true, from_logits, smoothing, reduction, element(&w_flat)),
+                        run(false, from_logits, smoothing, reduction, element(&w_flat)),
+                    ),
+                    _ => (
+                        run(true, from_logits, smoothing, reduction, element(&w)),
+                        run(false, from_logits, smoothing, reduction, element(&w)),
+                    ),
+                };
+                assert!(sparse.0[0].is_finite() && sparse.0[0] != 0.0, "{what}");
+                for (got, want) in [(&sparse.0, &dense.0), (&sparse.1, &dense.1)] {
+                    for (i, (g, w)) in got.iter().zip(want.iter()).enumerate() {
+                        assert!(
+                            (g - w).abs() <= 1e-12 * (1.0 + w.abs()),
+                            "{what} [{i}]: sparse {g}, dense {w}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! Losses against an independent float64 numpy reference (`fixtures/make_loss_reference.py`):
-//! every loss x sample-weight shape x reduction x mask source, class weights, all-masked
+//! every loss x sample-weight shape x reduction x mask source (sparse labels with per-element
+//! weights included), class weights, label smoothing with per-element weights, all-masked
 //! batches; then the seed question, non-finite values at masked steps, and bad input.
 //! Tolerance: |got - want| <= 1e-5 * max(1, |want|).
 
@@ -106,6 +107,9 @@ fn case_inputs(case: &Json, device: &Device) -> (SequenceLoss, LossInputs, [usiz
     if !case["class_weight"].is_null() {
         loss = loss.with_class_weight(floats(&case["class_weight"]));
     }
+    if let Some(epsilon) = case.get("label_smoothing") {
+        loss = loss.with_label_smoothing(epsilon.as_f64().unwrap() as f32);
+    }
     (loss, inputs, dims)
 }
 
@@ -119,6 +123,18 @@ fn every_loss_weight_reduction_and_mask_source_matches_the_numpy_reference() {
     let fixtures = fixtures();
     let cases = fixtures["cases"].as_array().unwrap();
     assert!(cases.len() >= 200, "{} cases", cases.len());
+    // Sparse labels with per-element weights, and label smoothing, are among them.
+    let sparse_per_element = cases
+        .iter()
+        .filter(|c| !c["labels"].is_null())
+        .filter(|c| c["sample_weight"]["shape"].as_array().map(Vec::len) == Some(3))
+        .count();
+    assert!(
+        sparse_per_element >= 40,
+        "{sparse_per_element} sparse [B,T,C]"
+    );
+    let smoothed = cases.iter().filter(|c| c.get("label_smoothing").is_some());
+    assert!(smoothed.count() >= 40);
     for case in cases {
         let name = case["name"].as_str().unwrap();
         let (loss, inputs, _) = case_inputs(case, &device);

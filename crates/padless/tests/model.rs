@@ -9,9 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use burn::tensor::Tensor;
-use padless::model_config::{
-    CellConfig, InputConfig, LayerConfig, ModelConfig, RecurrentLayerConfig,
-};
+use padless::model_config::{InputConfig, LayerConfig, ModelConfig};
 use padless::prelude::*;
 use padless::seq2seq::{AttentionKind, BOS, EOS, EncoderDecoder, EncoderDecoderConfig};
 use padless::train::*;
@@ -57,25 +55,21 @@ fn tagger_config() -> ModelConfig {
     ModelConfig {
         input: InputConfig::Tokens { time: None },
         layers: vec![
-            LayerConfig::Embedding {
-                n_tokens: 6,
-                d_model: 8,
-                mask_zero: true,
-            },
-            LayerConfig::Bidirectional {
-                cell: CellConfig::Lstm,
-                merge_mode: MergeMode::Concat,
-                options: RecurrentLayerConfig {
+            LayerConfig::Embedding(EmbeddingConfig::new(6, 8).with_mask_zero(true)),
+            LayerConfig::Bidirectional(BidirectionalConfig {
+                layer: AnyRecurrentConfig::Lstm(LstmConfig {
                     units: 12,
                     return_sequences: true,
                     ..Default::default()
-                },
-            },
-            LayerConfig::Dropout { rate: 0.3 },
-            LayerConfig::TimeDistributedDense {
+                }),
+                merge_mode: MergeMode::Concat,
+            }),
+            LayerConfig::Dropout(DropoutConfig { rate: 0.3 }),
+            LayerConfig::TimeDistributed(TimeDistributedConfig(DenseConfig {
                 units: 6,
                 activation: ActivationKind::Linear,
-            },
+                ..Default::default()
+            })),
         ],
     }
 }
@@ -387,23 +381,17 @@ fn accumulated_gradients_step_once_on_their_mean() {
     let config = ModelConfig {
         input: InputConfig::Tokens { time: None },
         layers: vec![
-            LayerConfig::Embedding {
-                n_tokens: 6,
-                d_model: 4,
-                mask_zero: true,
-            },
-            LayerConfig::Recurrent {
-                cell: CellConfig::Lstm,
-                options: RecurrentLayerConfig {
-                    units: 6,
-                    return_sequences: true,
-                    ..Default::default()
-                },
-            },
-            LayerConfig::TimeDistributedDense {
+            LayerConfig::Embedding(EmbeddingConfig::new(6, 4).with_mask_zero(true)),
+            LayerConfig::Lstm(LstmConfig {
+                units: 6,
+                return_sequences: true,
+                ..Default::default()
+            }),
+            LayerConfig::TimeDistributed(TimeDistributedConfig(DenseConfig {
                 units: 6,
                 activation: ActivationKind::Linear,
-            },
+                ..Default::default()
+            })),
         ],
     };
     let train = |examples: &[Example], accumulate: usize| {

@@ -3,9 +3,7 @@
 
 use std::sync::Mutex;
 
-use padless::model_config::{
-    CellConfig, InputConfig, LayerConfig, ModelConfig, RecurrentLayerConfig,
-};
+use padless::model_config::{InputConfig, LayerConfig, ModelConfig};
 use padless::prelude::*;
 use padless::train::*;
 
@@ -33,29 +31,24 @@ fn reverse_task(n: usize, seed: u64) -> Vec<Example> {
 }
 
 fn model_config() -> ModelConfig {
-    let rnn = |units, return_sequences| LayerConfig::Recurrent {
-        cell: CellConfig::Lstm,
-        options: RecurrentLayerConfig {
+    let rnn = |units, return_sequences| {
+        LayerConfig::Lstm(LstmConfig {
             units,
             return_sequences,
             ..Default::default()
-        },
+        })
     };
     ModelConfig {
         input: InputConfig::Tokens { time: None },
         layers: vec![
-            LayerConfig::Embedding {
-                n_tokens: 6,
-                d_model: 8,
-                mask_zero: true,
-            },
+            LayerConfig::Embedding(EmbeddingConfig::new(6, 8).with_mask_zero(true)),
             rnn(32, false),
-            LayerConfig::RepeatVector { n_steps: 4 },
+            LayerConfig::RepeatVector(RepeatVectorConfig { n_steps: 4 }),
             rnn(32, true),
-            LayerConfig::TimeDistributedDense {
+            LayerConfig::TimeDistributed(TimeDistributedConfig(DenseConfig {
                 units: 6,
-                activation: ActivationKind::Linear,
-            },
+                ..Default::default()
+            })),
         ],
     }
 }
@@ -167,10 +160,12 @@ fn non_finite_inputs_at_valid_steps_are_an_error_or_a_warning_by_option() {
             time: None,
             features: 2,
         },
-        layers: vec![LayerConfig::TimeDistributedDense {
-            units: 1,
-            activation: ActivationKind::Linear,
-        }],
+        layers: vec![LayerConfig::TimeDistributed(TimeDistributedConfig(
+            DenseConfig {
+                units: 1,
+                ..Default::default()
+            },
+        ))],
     };
     let example = |steps: Vec<Vec<f32>>| {
         Example::new(

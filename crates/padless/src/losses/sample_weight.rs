@@ -1,6 +1,6 @@
 //! [`SampleWeight`]: per sequence, per step or per element.
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 
 use crate::error::{Error, Result};
 use crate::tensor_util::tensor_from;
@@ -13,7 +13,9 @@ pub enum SampleWeight {
     /// One weight per step, `[batch, time]`.
     PerStep(Tensor<2>),
     /// One weight per element, `[batch, time, features]`, applied before the last-axis
-    /// reduction: `L[b,t] = red_c(w[b,t,c] e[b,t,c])`. Dense targets only.
+    /// reduction: `L[b,t] = red_c(w[b,t,c] e[b,t,c])`. With sparse labels `y` the one-hot
+    /// target's terms are 0 but at the label, so the weight that counts at a step is
+    /// `w[b,t,y[b,t]]` (with label smoothing, every class's, as for the dense smoothed target).
     PerElement(Tensor<3>),
 }
 
@@ -79,16 +81,38 @@ impl SampleWeight {
         }
     }
 
-    /// The step weights `[batch, time]` (per-element weights give their mean over features,
-    /// which `weighted_mean` divides by).
-    pub(crate) fn per_step(&self, time: usize) -> Tensor<2> {
-        match self {
-            SampleWeight::PerSequence(w) => {
+    /// The step weights `[batch, time]` that `weighted_mean` divides by. Per-element weights
+    /// give their mean over features with dense targets; with sparse `labels` (masked steps
+    /// already replaced by a valid class) the weight of the one-hot target, `w[b,t,y]`, or
+    /// with label smoothing `epsilon` that of the smoothed target, `Σ_c t_c w_c = (1 - ε)
+    /// w[y] + ε mean_c w`: the step's loss weighs its terms by the same target.
+    pub(crate) fn per_step(
+        &self,
+        time: usize,
+        labels: Option<&Tensor<2, Int>>,
+        epsilon: f32,
+    ) -> Tensor<2> {
+        match (self, labels) {
+            (SampleWeight::PerSequence(w), _) => {
                 let batch = w.dims()[0];
                 w.clone().unsqueeze_dim::<2>(1).expand([batch, time])
             }
-            SampleWeight::PerStep(w) => w.clone(),
-            SampleWeight::PerElement(w) => w.clone().mean_dim(2).squeeze_dim(2),
+            (SampleWeight::PerStep(w), _) => w.clone(),
+            (SampleWeight::PerElement(w), None) => w.clone().mean_dim(2).squeeze_dim(2),
+            (SampleWeight::PerElement(w), Some(labels)) => {
+                let at_label = w
+                    .clone()
+                    .gather(2, labels.clone().unsqueeze_dim::<3>(2))
+                    .squeeze_dim::<2>(2);
+                if epsilon > 0.0 {
+                    // `(1 - ε) w[y] + ε mean_c w` written so that weights equal over the classes
+                    // give exactly that weight, whatever the rounding of `1 - ε`.
+                    let mean = w.clone().mean_dim(2).squeeze_dim::<2>(2);
+                    at_label.clone() + (mean - at_label) * epsilon
+                } else {
+                    at_label
+                }
+            }
         }
     }
 }

@@ -23,7 +23,9 @@ pub enum Reduction {
     /// `sum_over_batch_size`, without counting padding).
     #[default]
     Mean,
-    /// `Σ_valid w L / Σ_valid w`; 0 when the weights sum to 0.
+    /// `Σ_valid w L / Σ_valid w`; 0 when the weights sum to 0. A step's `w` from per-element
+    /// weights is their mean over features with dense targets, and the weight at the label
+    /// with sparse labels (of the smoothed target with label smoothing).
     WeightedMean,
     /// No reduction: [`LossOutput::per_step`] with its mask.
     None,
@@ -156,7 +158,8 @@ impl SequenceLoss {
     /// With label smoothing `epsilon` in `[0, 1)` (categorical cross-entropies only): each
     /// valid step's loss becomes `(1 - ε) CE(y) + ε mean_c(-log p_c)`, the cross-entropy
     /// against `(1 - ε) y + ε / C`. Class and sample weights multiply it as they multiply the
-    /// plain loss; per-element weights are refused.
+    /// plain loss; per-element weights `w` weigh each class's term of the smoothed target,
+    /// `Σ_c w_c t_c (-log p_c)`, for dense targets and sparse labels alike.
     pub fn with_label_smoothing(mut self, epsilon: f32) -> Self {
         self.label_smoothing = epsilon;
         self
@@ -196,7 +199,7 @@ impl SequenceLoss {
                     let warning = format!(
                         "loss computed over every step, padding included: the inputs' mask was consumed by {layer} and no target mask was given (pass one with the targets)"
                     );
-                    eprintln!("padless warning: {warning}");
+                    log::warn!("{warning}");
                     warnings.push(warning);
                 }
                 Mask::all_valid(batch, time, &device)
@@ -244,9 +247,16 @@ impl SequenceLoss {
         let class_weight = y_true
             .as_ref()
             .and_then(|y_true| self.step_class_weight(y_true, &device));
+        // Per-element weights with sparse labels count at the label (`SampleWeight::per_step`);
+        // they make the loss composite, so the selected labels are at hand.
+        let labels = match &y_true {
+            Some(Targets::Labels(labels)) => Some(labels),
+            _ => None,
+        };
+        let step_weight = |w: &SampleWeight| w.per_step(time, labels, self.label_smoothing);
         let denominator_weight = match (&inputs.sample_weight, &class_weight) {
-            (Some(w), Some(c)) => w.per_step(time) * c.clone(),
-            (Some(w), None) => w.per_step(time),
+            (Some(w), Some(c)) => step_weight(w) * c.clone(),
+            (Some(w), None) => step_weight(w),
             (None, Some(c)) => c.clone(),
             (None, None) => Tensor::ones([batch, time], &device),
         }
@@ -310,12 +320,6 @@ impl SequenceLoss {
         }
         if let Some(w) = &inputs.sample_weight {
             w.check(batch, time, classes)?;
-            if matches!(w, SampleWeight::PerElement(_)) && self.kind.is_sparse() {
-                return Err(Error::config(
-                    "loss",
-                    "per-element sample weights need dense targets",
-                ));
-            }
         }
         let epsilon = self.label_smoothing;
         if epsilon != 0.0 {
@@ -334,12 +338,6 @@ impl SequenceLoss {
                     ),
                 ));
             }
-            if matches!(inputs.sample_weight, Some(SampleWeight::PerElement(_))) {
-                return Err(Error::config(
-                    "loss",
-                    "label smoothing cannot take per-element sample weights",
-                ));
-            }
         }
         if let Some(c) = &self.class_weight
             && c.len() != classes
@@ -354,8 +352,8 @@ impl SequenceLoss {
     }
 
     /// The fused call's spec for a categorical cross-entropy without per-element weights (its
-    /// targets read to the host), else `None`.
-    /// The fused loss's spec; `dense` is the dense targets' host copy (read by the caller).
+    /// targets read to the host), else `None`: per-element weights, dense or sparse, take the
+    /// composite loss. `dense` is the dense targets' host copy (read by the caller).
     fn fused_spec(
         &self,
         inputs: &LossInputs,

@@ -39,8 +39,9 @@ pub enum AttentionKind {
 ///
 /// # Masking
 /// The key mask `[batch, t_key]` removes masked keys from the softmax: their weights are
-/// exactly 0, their values and scores (even NaN or inf) never reach the context, and they get
-/// a gradient of exactly 0. A row whose keys are all masked gets all-zero weights and a zero
+/// exactly 0; their keys and values are selected out before they are read, so NaN, inf or
+/// huge values there change no output and no gradient (of the query, the keys, the values or
+/// a kernel), and they get a gradient of exactly 0. A row whose keys are all masked gets all-zero weights and a zero
 /// context, never NaN. With [`Attention::forward_masked`], a query mask `[batch, t_query]`
 /// and a causal mask (query step `i` sees key steps `j <= i`) join the key mask by AND over
 /// `[batch, t_query, t_key]`; masked query steps get all-zero weights and a context of exactly
@@ -236,9 +237,10 @@ impl Attention {
         self.attend(query, keys, values, masks, false)
     }
 
-    /// [`Attention::forward`] over values that are already exactly 0 at the masked key steps
-    /// (an [`Encoded`](super::Encoded)'s keys): the same result without zeroing all of them
-    /// again, which a decoding step would otherwise do for the whole encoder output.
+    /// [`Attention::forward`] with the values as keys, over values that are already exactly 0
+    /// at the masked key steps (an [`Encoded`](super::Encoded)'s keys): the same result
+    /// without zeroing all of them again, which a decoding step would otherwise do for the
+    /// whole encoder output.
     pub(crate) fn forward_over_zeroed(
         &self,
         query: Tensor<3>,
@@ -252,14 +254,15 @@ impl Attention {
         self.attend(query, values.clone(), values, masks, true)
     }
 
-    /// The attention; `values_zeroed`: the values are known to be 0 at masked key steps.
+    /// The attention; `inputs_zeroed`: the keys and the values are known to be 0 at masked
+    /// key steps.
     fn attend(
         &self,
         query: Tensor<3>,
         keys: Tensor<3>,
         values: Tensor<3>,
         masks: AttentionMasks<'_>,
-        values_zeroed: bool,
+        inputs_zeroed: bool,
     ) -> Result<AttentionOutput> {
         let [batch, t_query, d_query] = query.dims();
         let [kb, t_key, d_key] = keys.dims();
@@ -275,8 +278,15 @@ impl Attention {
         self.check_sizes(d_query, d_key)?;
         masks.check(batch, t_query, t_key, "Attention")?;
         let device = query.device();
-        // Masked query steps are selected out, so NaN there cannot reach the keys' gradient.
+        // Masked query and key steps are selected out before the scores read them: a masked
+        // entry's score gradient is exactly 0, but its product with a NaN or inf input is NaN
+        // (0 x NaN), which would reach the other side's gradient and the kernels'.
         let query = zero_masked(query, masks.query);
+        let keys = if inputs_zeroed {
+            keys
+        } else {
+            zero_masked(keys, masks.keys)
+        };
         let scores = self.scores(query, keys);
         let weights = match combined_valid(batch, t_query, t_key, masks, &device) {
             Some(valid) => softmax_over_valid(scores, valid),
@@ -284,7 +294,7 @@ impl Attention {
         };
         // Masked values are selected out, so that NaN or inf there cannot reach the context
         // through 0 * NaN.
-        let values = if values_zeroed {
+        let values = if inputs_zeroed {
             values
         } else {
             zero_masked(values, masks.keys)
@@ -434,4 +444,61 @@ pub(super) fn softmax_over_valid(scores: Tensor<3>, valid: Tensor<3, Bool>) -> T
     let exp = shifted.exp() * valid;
     let total = exp.clone().sum_dim(2).clamp_min(1e-30);
     exp / total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor_util::{f32_vec, tensor_from};
+
+    /// The encoder-decoder's path, which skips zeroing the keys and values, gives the values
+    /// and gradients of `forward` over the same zeroed keys and values, for every kind.
+    #[test]
+    fn forward_over_zeroed_equals_forward_over_zeroed_inputs() {
+        let device = crate::training_device();
+        let (b, tq, tk, d) = (2, 3, 4, 3);
+        let valid = [true, true, false, true, true, false, false, false];
+        let mask = Mask::from_bools(&valid, b, tk, &device).unwrap();
+        let seq = |n: usize, k: f32| (0..n).map(|i| ((i as f32) * k).sin()).collect::<Vec<_>>();
+        let mut encoded = seq(b * tk * d, 0.7);
+        for (step, _) in valid.iter().enumerate().filter(|(_, ok)| !**ok) {
+            encoded[step * d..(step + 1) * d].fill(0.0);
+        }
+        for kind in [
+            AttentionKind::Dot { scaled: true },
+            AttentionKind::General,
+            AttentionKind::Additive { d_attention: 2 },
+        ] {
+            let attention = Attention::new(kind, d, d, &device).unwrap();
+            let run = |skip: bool| {
+                let query = tensor_from(&seq(b * tq * d, 1.3), [b, tq, d], &device).require_grad();
+                let values = tensor_from(&encoded, [b, tk, d], &device).require_grad();
+                let out = if skip {
+                    attention.forward_over_zeroed(query.clone(), values.clone(), Some(&mask))
+                } else {
+                    attention.forward(query.clone(), values.clone(), values.clone(), Some(&mask))
+                }
+                .unwrap();
+                let context = f32_vec(out.context.clone());
+                // A loss that weighs each context entry differently.
+                let grads = (out.context.clone() * out.context.detach())
+                    .sum()
+                    .backward();
+                let mut observed = vec![
+                    context,
+                    f32_vec(out.weights),
+                    f32_vec(query.grad(&grads).unwrap()),
+                    f32_vec(values.grad(&grads).unwrap()),
+                ];
+                observed.extend(
+                    attention
+                        .query_kernel
+                        .as_ref()
+                        .map(|p| f32_vec(p.val().grad(&grads).unwrap())),
+                );
+                observed
+            };
+            assert_eq!(run(true), run(false), "{kind:?}");
+        }
+    }
 }
