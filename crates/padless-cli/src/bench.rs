@@ -9,9 +9,7 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use padless::model_config::{
-    CellConfig, InputConfig, LayerConfig, ModelConfig, RecurrentLayerConfig,
-};
+use padless::model_config::{InputConfig, LayerConfig, ModelConfig};
 use padless::prelude::*;
 use padless::train::*;
 
@@ -110,23 +108,21 @@ fn spec_examples(valid_fraction: Option<f64>) -> Vec<Example> {
     (0..B)
         .map(|b| {
             let row = &symbols[b * T..b * T + lengths[b]];
-            Example {
-                input: InputSeq::Features(row.iter().map(|&s| one_hot(s)).collect()),
-                target: TargetSeq::Dense(row.iter().rev().map(|&s| one_hot(s)).collect()),
-                weight: None,
-            }
+            Example::new(
+                InputSeq::Features(row.iter().map(|&s| one_hot(s)).collect()),
+                TargetSeq::Dense(row.iter().rev().map(|&s| one_hot(s)).collect()),
+            )
         })
         .collect()
 }
 
 fn model_config(hidden: usize) -> ModelConfig {
-    let lstm = |return_sequences| LayerConfig::Recurrent {
-        cell: CellConfig::Lstm,
-        options: RecurrentLayerConfig {
+    let lstm = |return_sequences| {
+        LayerConfig::Lstm(LstmConfig {
             units: hidden,
             return_sequences,
             ..Default::default()
-        },
+        })
     };
     ModelConfig {
         input: InputConfig::Sequence {
@@ -134,14 +130,15 @@ fn model_config(hidden: usize) -> ModelConfig {
             features: V,
         },
         layers: vec![
-            LayerConfig::Masking { mask_value: 0.0 },
+            LayerConfig::Masking(MaskingConfig { mask_value: 0.0 }),
             lstm(false),
-            LayerConfig::RepeatVector { n_steps: T },
+            LayerConfig::RepeatVector(RepeatVectorConfig { n_steps: T }),
             lstm(true),
-            LayerConfig::TimeDistributedDense {
+            LayerConfig::TimeDistributed(TimeDistributedConfig(DenseConfig {
                 units: V,
                 activation: ActivationKind::Softmax,
-            },
+                ..Default::default()
+            })),
         ],
     }
 }
@@ -218,7 +215,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         "--steps and --repeats must be at least 1"
     );
     check_size(args.hidden)?;
-    padless::rnn::fused::set_kernel_threads(args.threads);
+    padless::cpu::set_threads(args.threads);
     let device = training_device();
     device.seed(1);
     let compile = CompileConfig::new(SequenceLoss::new(LossKind::CategoricalCrossentropy {
@@ -234,7 +231,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .into_iter()
         .next()
         .context("one batch")?;
-    let valid_steps: usize = examples.iter().map(|e| e.input.len()).sum();
+    let valid_steps: usize = examples.iter().map(|e| e.inputs[0].len()).sum();
 
     crate::status!(
         "timing training steps at H={}: {} warm-up steps, then {} repeats of {}",
@@ -256,14 +253,17 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
     let flops = spec_flops(args.hidden as f64);
     let valid_flops = valid_step_flops(args.hidden as f64, valid_steps as f64);
-    let products = if padless::rnn::fused::bf16_products() {
+    let products = if padless::cpu::bf16_products() {
         "bf16"
     } else {
         "f32"
     };
+    // The instruction set of the kernels' products and gate loops (`PADLESS_ISA` forces it).
+    let isa = padless_kernels::isa();
     let json = serde_json::json!({
         "framework": "padless",
         "products": products,
+        "isa": isa.name(),
         "H": args.hidden,
         "threads": args.threads,
         "valid_fraction": valid_steps as f64 / (B * T) as f64,
@@ -282,7 +282,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         return crate::output::write_json(&json);
     }
     println!(
-        "padless H={} threads={} products={products} valid={:.2}: train {:.2} ms/step ({:.0} seq/s, {:.1} GFLOP/s of the SPEC count, {:.1} GFLOP/s on the {:.2} GFLOP of valid steps), infer {:.2} ms, loss {:.4} -> {:.4}",
+        "padless H={} threads={} products={products} isa={isa} valid={:.2}: train {:.2} ms/step ({:.0} seq/s, {:.1} GFLOP/s of the SPEC count, {:.1} GFLOP/s on the {:.2} GFLOP of valid steps), infer {:.2} ms, loss {:.4} -> {:.4}",
         args.hidden,
         args.threads,
         valid_steps as f64 / (B * T) as f64,
@@ -305,7 +305,7 @@ mod tests {
     #[test]
     fn random_state_matches_numpy() {
         // The SPEC batch has 2365 valid steps.
-        let valid: usize = spec_examples(None).iter().map(|e| e.input.len()).sum();
+        let valid: usize = spec_examples(None).iter().map(|e| e.inputs[0].len()).sum();
         assert_eq!(valid, 2365);
         // numpy: np.random.RandomState(1234).randint(8, 65, size=5) -> [55, 27, 46, 61, 20]
         let mut rng = NumpyRandomState::new(1234);

@@ -6,9 +6,7 @@
 
 use anyhow::{Context, ensure};
 use burn::tensor::{Int, Tensor, TensorData};
-use padless::model_config::{
-    CellConfig, InputConfig, LayerConfig, ModelConfig, RecurrentLayerConfig,
-};
+use padless::model_config::{InputConfig, LayerConfig, ModelConfig};
 use padless::prelude::*;
 use padless::train::*;
 
@@ -52,21 +50,19 @@ fn example(word: &[i64]) -> Example {
     };
     let mut target: Vec<i64> = word.iter().rev().copied().collect();
     target.push(END);
-    Example {
-        input: InputSeq::Features(word.iter().map(|&l| one_hot(l)).collect()),
-        target: TargetSeq::Labels(target),
-        weight: None,
-    }
+    Example::new(
+        InputSeq::Features(word.iter().map(|&l| one_hot(l)).collect()),
+        TargetSeq::Labels(target),
+    )
 }
 
 fn model_config() -> ModelConfig {
-    let lstm = |return_sequences| LayerConfig::Recurrent {
-        cell: CellConfig::Lstm,
-        options: RecurrentLayerConfig {
+    let lstm = |return_sequences| {
+        LayerConfig::Lstm(LstmConfig {
             units: 64,
             return_sequences,
             ..Default::default()
-        },
+        })
     };
     ModelConfig {
         input: InputConfig::Sequence {
@@ -74,14 +70,15 @@ fn model_config() -> ModelConfig {
             features: LETTERS.len(),
         },
         layers: vec![
-            LayerConfig::Masking { mask_value: 0.0 },
+            LayerConfig::Masking(MaskingConfig { mask_value: 0.0 }),
             lstm(false),
-            LayerConfig::RepeatVector { n_steps: OUT_STEPS },
+            LayerConfig::RepeatVector(RepeatVectorConfig { n_steps: OUT_STEPS }),
             lstm(true),
-            LayerConfig::TimeDistributedDense {
+            LayerConfig::TimeDistributed(TimeDistributedConfig(DenseConfig {
                 units: 7,
                 activation: ActivationKind::Softmax,
-            },
+                ..Default::default()
+            })),
         ],
     }
 }
@@ -115,9 +112,8 @@ pub fn run(seed: u64, epochs: usize) -> anyhow::Result<()> {
     batches.input_padding = Padding::Pre;
     batches.shuffle_seed = Some(seed);
     let fit = FitConfig {
-        epochs,
-        batches,
         validation_split: 0.1,
+        ..FitConfig::new(epochs, batches)
     };
     let mut progress = crate::output::Progress::new(epochs);
     trainer.fit(&train, None, &fit, &mut [&mut progress])?;

@@ -34,7 +34,7 @@ impl OutputMode {
     /// # Errors
     /// When the model does not fit its input spec.
     pub fn of(trainer: &Trainer) -> Result<Self> {
-        let rows = trainer.model.check(trainer.input_spec())?;
+        let rows = trainer.model.check(trainer.input_spec()?)?;
         Ok(match rows.last().map(|r| r.output) {
             Some(Spec::Sequence { time: Some(n), .. }) => OutputMode::Fixed(n),
             Some(Spec::Sequence { time: None, .. }) => OutputMode::PerStep,
@@ -148,11 +148,7 @@ pub fn examples(
                 bail!("expected a target, found none");
             };
             let target = encode_target(target, r.input.len(), vocabs, mode, policy)?;
-            Ok(Example {
-                input,
-                target,
-                weight: None,
-            })
+            Ok(Example::new(input, target))
         })
         .enumerate()
         .map(|(i, e)| e.with_context(|| format!("{}:{}", path.display(), records[i].line)))
@@ -172,11 +168,7 @@ pub fn predict(
 ) -> Result<Vec<String>> {
     let examples: Vec<Example> = inputs
         .into_iter()
-        .map(|input| Example {
-            input,
-            target: TargetSeq::Labels(vec![0]),
-            weight: None,
-        })
+        .map(|input| Example::new(input, TargetSeq::Labels(vec![0])))
         .collect();
     let options = trainer.batch_options(batch_size);
     let mut lines = Vec::with_capacity(examples.len());

@@ -17,7 +17,9 @@ use padless_g2p::cmudict::{Dictionary, Entry, Malformed, PhonemeSet, parse_with}
 use padless_g2p::eval::{evaluate, evaluate_ensemble};
 use padless_g2p::model::{letter_ids, max_phonemes, pronounce_ensemble};
 use padless_g2p::split::{Side, Split, split_by_word};
-use padless_g2p::train::{Schedule, TrainConfig, train, vocabularies};
+use padless_g2p::train::{
+    RunFiles, SchedulePolicy, TrainConfig, saved_config, train_run, vocabularies,
+};
 
 use crate::{flags, paths};
 
@@ -204,9 +206,18 @@ pub struct TrainArgs {
     /// Seed of the weights and batches.
     #[arg(long)]
     seed: Option<u64>,
-    /// Where the best model goes.
+    /// Where the best model goes; the last epoch's checkpoint goes beside it
+    /// (`g2p-model.last.safetensors`).
     #[arg(long, default_value = "g2p-model.safetensors")]
     out: PathBuf,
+    /// Continue the run of this last checkpoint (with the same data flags), exactly as if it
+    /// had not stopped; its settings come from the checkpoint, and --epochs and --minutes
+    /// (counted over the whole run) may extend its budget.
+    #[arg(long, value_name = "PATH")]
+    resume: Option<PathBuf>,
+    /// The CSV log, one row per epoch (default: the model's path with `.csv`).
+    #[arg(long, value_name = "PATH")]
+    log: Option<PathBuf>,
     /// Beam width of the final test report (1 = greedy).
     #[arg(long, default_value_t = 1, value_parser = flags::count)]
     beam: usize,
@@ -279,6 +290,111 @@ pub struct PronounceArgs {
     strict: bool,
 }
 
+/// The run's settings from the preset and the flags.
+fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
+    let mut config = match args.preset {
+        Preset::Quick => TrainConfig::quick(),
+        Preset::Full => TrainConfig::full(),
+        Preset::Large => TrainConfig::large(),
+    };
+    config.max_epochs = args.epochs.unwrap_or(config.max_epochs);
+    config.max_minutes = args.minutes.unwrap_or(config.max_minutes);
+    config.network.d_encoder = args.hidden.unwrap_or(config.network.d_encoder);
+    config.seed = args.seed.unwrap_or(config.seed);
+    config.network.dropout = args.dropout.unwrap_or(config.network.dropout);
+    config.patience = args.patience.unwrap_or(config.patience);
+    config.network.encoder_layers = args.encoder_layers.unwrap_or(config.network.encoder_layers);
+    config.network.decoder_layers = args.decoder_layers.unwrap_or(config.network.decoder_layers);
+    config.network.post_attention_layers = args
+        .post_attention_layers
+        .unwrap_or(config.network.post_attention_layers);
+    config.batch_size = args.batch_size.unwrap_or(config.batch_size);
+    if let Some(attention) = args.attention {
+        config.network.attention = attention.kind(config.network.d_encoder);
+    }
+    config.learning_rate = args.learning_rate.unwrap_or(config.learning_rate);
+    config.label_smoothing = args.label_smoothing.unwrap_or(config.label_smoothing);
+    if !(0.0..1.0).contains(&config.label_smoothing) {
+        bail!(
+            "--label-smoothing must be in [0, 1), found {}",
+            config.label_smoothing
+        );
+    }
+    if let Some(decay) = args.average_weights {
+        if !(0.0..1.0).contains(&decay) {
+            bail!("--average-weights must be a decay in [0, 1), found {decay}");
+        }
+        config.weight_average = Some(decay);
+    }
+    config.right_to_left |= args.right_to_left;
+    if let Some(schedule) = args.schedule {
+        config = config.with_policy(match schedule {
+            ScheduleArg::Plateau => SchedulePolicy::Plateau,
+            ScheduleArg::Linear => SchedulePolicy::Linear,
+            ScheduleArg::Anneal => SchedulePolicy::Anneal,
+        });
+    }
+    if !(config.learning_rate > 0.0 && config.learning_rate.is_finite()) {
+        bail!(
+            "--learning-rate must be a positive number, found {}",
+            config.learning_rate
+        );
+    }
+    if !(0.0..1.0).contains(&config.network.dropout) {
+        bail!(
+            "--dropout must be in [0, 1), found {}",
+            config.network.dropout
+        );
+    }
+    if config.network.encoder_layers == 0
+        || config.network.decoder_layers == 0
+        || config.batch_size == 0
+    {
+        bail!(
+            "--encoder-layers, --decoder-layers and --batch-size must be at least 1, found {}, {} and {}",
+            config.network.encoder_layers,
+            config.network.decoder_layers,
+            config.batch_size
+        );
+    }
+    Ok(config)
+}
+
+/// The settings of the run a checkpoint continues: its own, with --epochs and --minutes.
+fn resumed_config(args: &TrainArgs, checkpoint: &Path) -> Result<TrainConfig> {
+    let given = [
+        ("--hidden", args.hidden.is_some()),
+        ("--dropout", args.dropout.is_some()),
+        ("--encoder-layers", args.encoder_layers.is_some()),
+        ("--decoder-layers", args.decoder_layers.is_some()),
+        (
+            "--post-attention-layers",
+            args.post_attention_layers.is_some(),
+        ),
+        ("--attention", args.attention.is_some()),
+        ("--batch-size", args.batch_size.is_some()),
+        ("--patience", args.patience.is_some()),
+        ("--schedule", args.schedule.is_some()),
+        ("--learning-rate", args.learning_rate.is_some()),
+        ("--label-smoothing", args.label_smoothing.is_some()),
+        ("--average-weights", args.average_weights.is_some()),
+        ("--right-to-left", args.right_to_left),
+        ("--seed", args.seed.is_some()),
+    ];
+    let changed: Vec<&str> = given.iter().filter(|g| g.1).map(|g| g.0).collect();
+    if !changed.is_empty() {
+        bail!(
+            "--resume continues the saved run with its own settings; expected only --epochs and --minutes beside it, found {}",
+            changed.join(", ")
+        );
+    }
+    let mut config = saved_config(checkpoint)
+        .with_context(|| format!("reading the run's settings from {}", checkpoint.display()))?;
+    config.max_epochs = args.epochs.unwrap_or(config.max_epochs);
+    config.max_minutes = args.minutes.unwrap_or(config.max_minutes);
+    Ok(config)
+}
+
 /// Runs a G2P subcommand.
 pub fn run(command: G2pCommand) -> Result<()> {
     match command {
@@ -340,66 +456,32 @@ fn load_split(args: &DataArgs, sides: &[Side]) -> Result<(Dictionary, Split)> {
 }
 
 fn train_command(args: TrainArgs) -> Result<()> {
-    args.data.check_outputs(&[], &[("--out", &args.out)])?;
+    let files = RunFiles {
+        log: Some(
+            args.log
+                .clone()
+                .unwrap_or_else(|| args.out.with_extension("csv")),
+        ),
+        resume: args.resume.clone(),
+        ..RunFiles::beside(&args.out)
+    };
+    // A resumed run continues writing its own files, so `--resume` (usually the `last`
+    // checkpoint) is not an input they must differ from.
+    let mut outputs = vec![("--out", args.out.as_path())];
+    if let Some(last) = &files.last {
+        outputs.push(("the last checkpoint", last.as_path()));
+    }
+    let plot = files.log.as_ref().map(|log| log.with_extension("svg"));
+    if let (Some(log), Some(plot)) = (&files.log, &plot) {
+        outputs.push(("--log", log.as_path()));
+        outputs.push(("the log's plot", plot.as_path()));
+    }
+    args.data.check_outputs(&[], &outputs)?;
     let (dict, split) = load_split(&args.data, &[Side::Train, Side::Validation, Side::Test])?;
-    let mut config = match args.preset {
-        Preset::Quick => TrainConfig::quick(),
-        Preset::Full => TrainConfig::full(),
-        Preset::Large => TrainConfig::large(),
+    let config = match &args.resume {
+        Some(path) => resumed_config(&args, path)?,
+        None => train_config(&args)?,
     };
-    config.max_epochs = args.epochs.unwrap_or(config.max_epochs);
-    config.max_minutes = args.minutes.unwrap_or(config.max_minutes);
-    config.d_encoder = args.hidden.unwrap_or(config.d_encoder);
-    config.seed = args.seed.unwrap_or(config.seed);
-    config.dropout = args.dropout.unwrap_or(config.dropout);
-    config.patience = args.patience.unwrap_or(config.patience);
-    config.encoder_layers = args.encoder_layers.unwrap_or(config.encoder_layers);
-    config.decoder_layers = args.decoder_layers.unwrap_or(config.decoder_layers);
-    config.post_attention_layers = args
-        .post_attention_layers
-        .unwrap_or(config.post_attention_layers);
-    config.batch_size = args.batch_size.unwrap_or(config.batch_size);
-    if let Some(attention) = args.attention {
-        config.attention = attention.kind(config.d_encoder);
-    }
-    config.learning_rate = args.learning_rate.unwrap_or(config.learning_rate);
-    config.label_smoothing = args.label_smoothing.unwrap_or(config.label_smoothing);
-    if !(0.0..1.0).contains(&config.label_smoothing) {
-        bail!(
-            "--label-smoothing must be in [0, 1), found {}",
-            config.label_smoothing
-        );
-    }
-    if let Some(decay) = args.average_weights {
-        if !(0.0..1.0).contains(&decay) {
-            bail!("--average-weights must be a decay in [0, 1), found {decay}");
-        }
-        config.weight_average = Some(decay);
-    }
-    config.right_to_left |= args.right_to_left;
-    config.schedule = match args.schedule {
-        Some(ScheduleArg::Plateau) => Schedule::Plateau,
-        Some(ScheduleArg::Linear) => Schedule::Linear,
-        Some(ScheduleArg::Anneal) => Schedule::Anneal,
-        None => config.schedule,
-    };
-    if !(config.learning_rate > 0.0 && config.learning_rate.is_finite()) {
-        bail!(
-            "--learning-rate must be a positive number, found {}",
-            config.learning_rate
-        );
-    }
-    if !(0.0..1.0).contains(&config.dropout) {
-        bail!("--dropout must be in [0, 1), found {}", config.dropout);
-    }
-    if config.encoder_layers == 0 || config.decoder_layers == 0 || config.batch_size == 0 {
-        bail!(
-            "--encoder-layers, --decoder-layers and --batch-size must be at least 1, found {}, {} and {}",
-            config.encoder_layers,
-            config.decoder_layers,
-            config.batch_size
-        );
-    }
     check_training_size(&args, &config, &dict)?;
     crate::status!(
         "CMUdict: {} words ({} pronunciations); split by word: {} train, {} validation, {} test",
@@ -410,16 +492,21 @@ fn train_command(args: TrainArgs) -> Result<()> {
         split.test.len()
     );
     crate::status!(
-        "model: embedding {}, BiLSTM 2x{} x{} encoder, LSTM {} x{} decoder, {:?} attention, dropout {}, label smoothing {}, {:?} schedule from lr {}, weight average {}, {}; up to {} epochs or {} min",
-        config.d_embedding,
-        config.d_encoder,
-        config.encoder_layers,
-        2 * config.d_encoder,
-        config.decoder_layers,
-        config.attention,
-        config.dropout,
+        "model: embedding {}, BiLSTM 2x{} x{} encoder, LSTM {} x{} decoder, {:?} attention, dropout {}, label smoothing {}, {:?} schedule{} from lr {}, weight average {}, {}; up to {} epochs or {} min",
+        config.network.d_embedding,
+        config.network.d_encoder,
+        config.network.encoder_layers,
+        config.network.d_decoder(),
+        config.network.decoder_layers,
+        config.network.attention,
+        config.network.dropout,
         config.label_smoothing,
-        config.schedule,
+        config.schedule.decay,
+        if config.halve_on_plateau {
+            ", halved on a plateau"
+        } else {
+            ""
+        },
         config.learning_rate,
         config
             .weight_average
@@ -433,10 +520,13 @@ fn train_command(args: TrainArgs) -> Result<()> {
         config.max_minutes
     );
     if let Some(threads) = args.threads {
-        padless::rnn::fused::set_kernel_threads(threads as usize);
+        padless::cpu::set_threads(threads as usize);
+    }
+    if let Some(path) = &files.resume {
+        crate::status!("resuming the run of {}", path.display());
     }
     let device = padless::training_device();
-    let report = train(&split, &config, &args.out, &device, |log| {
+    let report = train_run(&split, &config, &files, &device, |log| {
         let average = log.average.map_or(String::new(), |(wer, per)| {
             format!(", average WER {:.2}% PER {:.2}%", 100.0 * wer, 100.0 * per)
         });
@@ -452,12 +542,14 @@ fn train_command(args: TrainArgs) -> Result<()> {
     })
     .context("training")?;
     println!(
-        "trained {} parameters in {:.0} s ({} steps); best validation WER {:.2}%; saved {}",
+        "trained {} parameters in {:.0} s ({} steps); best validation WER {:.2}%; saved {} (last epoch: {}, log: {})",
         report.parameters,
         report.seconds,
         report.steps,
         100.0 * report.best_validation_wer,
-        args.out.display()
+        args.out.display(),
+        files.last.as_deref().unwrap_or(&args.out).display(),
+        files.log.as_deref().unwrap_or(&args.out).display()
     );
     let inference = padless::default_device();
     let (model, _) = G2p::load(&args.out, &inference)?;
@@ -486,10 +578,9 @@ fn train_command(args: TrainArgs) -> Result<()> {
             entry.pronunciations[0].join(" ")
         );
     }
-    // The curves of the run's CSV log, when it wrote one.
-    let log = args.out.with_extension("csv");
-    if log.is_file() {
-        crate::plot::write_svg(&log, &log.with_extension("svg"))?;
+    // The curves of the run's CSV log, beside it.
+    if let Some(log) = files.log.as_deref().filter(|log| log.is_file()) {
+        crate::plot::write_svg(log, &log.with_extension("svg"))?;
     }
     Ok(())
 }

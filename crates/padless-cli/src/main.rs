@@ -1,13 +1,12 @@
 //! The `padless` command line.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 /// mimalloc instead of the system allocator: a training step allocates and frees buffers of
-/// hundreds of kilobytes many times, which glibc serves with fresh `mmap`s and page faults
-/// (measured on the SPEC benchmark at H=128, 2 threads: 42.6 ms per step with glibc's malloc,
-/// about 31 ms with mimalloc).
+/// hundreds of kilobytes many times, which glibc serves with fresh `mmap`s and page faults.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -119,7 +118,7 @@ fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     output::set_quiet(args.quiet);
     if args.bf16 {
-        padless::rnn::fused::set_bf16_products(true).map_err(anyhow::Error::msg)?;
+        padless::cpu::set_bf16_products(true).map_err(anyhow::Error::msg)?;
     }
     match args.command {
         Command::MaskingDemo { seed, epochs } => demo::run(seed, epochs),
@@ -170,17 +169,36 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Keeps freed memory mapped instead of returning it to the OS after mimalloc's default 10 ms:
 /// each fused call allocates buffers of megabytes that the OS would otherwise map and zero
-/// again (measured: 17,925 page faults in one G2P evaluation, 415 without purging; greedy
-/// decoding of the 3.98M model about 5% faster, the H=128 benchmark step 2 to 4%). The
-/// process's peak memory is unchanged; it simply keeps it until exit.
+/// again on every call. The process's peak memory is unchanged; it simply keeps it until exit.
 fn keep_freed_memory_mapped() {
     // SAFETY: `mi_option_set` takes an option number and a value, touches only mimalloc's
     // option table, and may be called at any time; -1 means "never purge".
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
 }
 
+/// Shows the library's log records on stderr as `padless warning: ...`: warnings and errors
+/// by default, as `RUST_LOG` says where it is set (`RUST_LOG=off` silences them, `info` adds
+/// more).
+fn install_logger() {
+    env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Warn)
+        .parse_default_env()
+        .format(|out, record| {
+            let level = match record.level() {
+                log::Level::Error => "error",
+                log::Level::Warn => "warning",
+                log::Level::Info => "info",
+                log::Level::Debug => "debug",
+                log::Level::Trace => "trace",
+            };
+            writeln!(out, "padless {level}: {}", record.args())
+        })
+        .init();
+}
+
 fn main() -> ExitCode {
     keep_freed_memory_mapped();
+    install_logger();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         // The reader of stdout went away (`padless ... | head`): the output simply ends.

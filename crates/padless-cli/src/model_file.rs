@@ -8,9 +8,13 @@
 //! - The last layer's `units` (`dense` or `time_distributed_dense`): the target vocabulary's
 //!   size, or the target vectors' width. `"vocab"` as any layer's `units` means the same.
 //!
-//! The `training` section (all optional): `loss` (`sparse_categorical_crossentropy` for
-//! symbol targets, `mean_squared_error` for vectors), `from_logits` (true unless the last
-//! layer ends in softmax or sigmoid), `optimizer` (`{name = "adam"}`), `learning_rate`
+//! The `training` section (all optional): `loss`, the library's [`LossKind`] by name
+//! (`"binary_crossentropy"`) or as a table with its options (`{name =
+//! "sparse_categorical_crossentropy", from_logits = true}`); left out, the sparse categorical
+//! cross-entropy for symbol targets and the mean squared error for vectors, `from_logits`
+//! unless the last layer ends in softmax or sigmoid. A cross-entropy's `from_logits` must
+//! agree with the last layer: an error names both when probabilities meet a layer with no
+//! activation or logits meet a softmax or sigmoid. `optimizer` (`{name = "adam"}`), `learning_rate`
 //! (0.001), `clip_norm`, `metrics` (`token_accuracy` and `sequence_accuracy` for symbol
 //! targets), `non_finite_inputs` (`error`, `warn` or `ignore` for NaN or inf at valid input
 //! steps; `error`), `label_smoothing` (in `[0, 1)`, sparse categorical cross-entropy only;
@@ -22,7 +26,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use padless::layers::ActivationKind;
+use padless::layers::{ActivationKind, TimeDistributedConfig};
 use padless::losses::{LossKind, SequenceLoss};
 use padless::model_config::{LayerConfig, ModelConfig};
 use padless::train::{CompileConfig, MetricKind, NonFiniteInputs, OptimizerConfig};
@@ -31,28 +35,12 @@ use serde_json::{Value as Json, json};
 
 use crate::vocab::{Coding, Vocabs};
 
-/// A loss by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LossName {
-    /// Integer labels (symbol targets).
-    SparseCategoricalCrossentropy,
-    /// Per-step binary targets.
-    BinaryCrossentropy,
-    /// Mean squared error (vector targets).
-    MeanSquaredError,
-    /// Mean absolute error (vector targets).
-    MeanAbsoluteError,
-}
-
 /// The `training` section; `None`s are filled by [`TrainingSettings::resolve`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainingSettings {
-    /// The loss.
-    pub loss: Option<LossName>,
-    /// Whether the model outputs logits.
-    pub from_logits: Option<bool>,
+    /// The loss (the library's names and options).
+    pub loss: Option<LossKind>,
     /// The optimizer.
     pub optimizer: OptimizerConfig,
     /// The learning rate.
@@ -73,7 +61,6 @@ impl Default for TrainingSettings {
     fn default() -> Self {
         TrainingSettings {
             loss: None,
-            from_logits: None,
             optimizer: OptimizerConfig::default(),
             learning_rate: 1e-3,
             clip_norm: None,
@@ -87,23 +74,46 @@ impl Default for TrainingSettings {
 
 impl TrainingSettings {
     /// Fills the defaults that depend on the targets and the model.
-    pub fn resolve(mut self, target: &Coding, model: &ModelConfig) -> Self {
+    ///
+    /// # Errors
+    /// A cross-entropy whose `from_logits` disagrees with the model's last activation.
+    pub fn resolve(mut self, target: &Coding, model: &ModelConfig) -> Result<Self> {
         let symbols = matches!(target, Coding::Symbols { .. });
-        self.loss.get_or_insert(if symbols {
-            LossName::SparseCategoricalCrossentropy
-        } else {
-            LossName::MeanSquaredError
-        });
         let last_activation = model.layers.iter().rev().find_map(|l| match l {
-            LayerConfig::Dense { activation, .. }
-            | LayerConfig::TimeDistributedDense { activation, .. }
-            | LayerConfig::Activation { activation } => Some(*activation),
+            LayerConfig::Dense(c) | LayerConfig::TimeDistributed(TimeDistributedConfig(c)) => {
+                Some(c.activation)
+            }
+            LayerConfig::Activation(c) => Some(c.activation),
             _ => None,
         });
-        self.from_logits.get_or_insert(!matches!(
+        let probabilities = matches!(
             last_activation,
             Some(ActivationKind::Softmax | ActivationKind::Sigmoid)
-        ));
+        );
+        let loss = self.loss.get_or_insert(if symbols {
+            LossKind::SparseCategoricalCrossentropy {
+                from_logits: !probabilities,
+            }
+        } else {
+            LossKind::MeanSquaredError
+        });
+        let from_logits = match *loss {
+            LossKind::CategoricalCrossentropy { from_logits }
+            | LossKind::SparseCategoricalCrossentropy { from_logits }
+            | LossKind::BinaryCrossentropy { from_logits } => Some(from_logits),
+            _ => None,
+        };
+        if let (Some(from_logits), Some(activation)) = (from_logits, last_activation) {
+            // Logits fed to a softmax or sigmoid again, or an output other than a softmax or
+            // sigmoid read as probabilities: either trains on the wrong quantity silently.
+            if from_logits == probabilities {
+                bail!(
+                    "training.loss: expected from_logits = {} for a model whose last activation \
+                     is {activation:?}, found from_logits = {from_logits}",
+                    !from_logits
+                );
+            }
+        }
         self.metrics.get_or_insert_with(|| {
             if symbols {
                 vec![MetricKind::TokenAccuracy, MetricKind::SequenceAccuracy]
@@ -111,7 +121,7 @@ impl TrainingSettings {
                 Vec::new()
             }
         });
-        self
+        Ok(self)
     }
 
     /// The compile settings (after [`TrainingSettings::resolve`]).
@@ -120,26 +130,17 @@ impl TrainingSettings {
     /// Label smoothing outside `[0, 1)` or with a loss other than the sparse categorical
     /// cross-entropy (the weight average's decay is checked when the trainer is built).
     pub fn compile(&self) -> Result<CompileConfig> {
-        let from_logits = self.from_logits.unwrap_or(false);
-        let loss = self.loss.unwrap_or(LossName::MeanSquaredError);
+        let loss = self.loss.clone().unwrap_or(LossKind::MeanSquaredError);
         let epsilon = self.label_smoothing;
         if !(0.0..1.0).contains(&epsilon) {
             bail!("training.label_smoothing: expected a value in [0, 1), found {epsilon}");
         }
-        if epsilon != 0.0 && loss != LossName::SparseCategoricalCrossentropy {
+        if epsilon != 0.0 && loss.categorical_from_logits().is_none() {
             bail!(
-                "training.label_smoothing: needs the sparse_categorical_crossentropy loss, found {loss:?}"
+                "training.label_smoothing: needs a categorical cross-entropy loss, found {loss:?}"
             );
         }
-        let kind = match loss {
-            LossName::SparseCategoricalCrossentropy => {
-                LossKind::SparseCategoricalCrossentropy { from_logits }
-            }
-            LossName::BinaryCrossentropy => LossKind::BinaryCrossentropy { from_logits },
-            LossName::MeanSquaredError => LossKind::MeanSquaredError,
-            LossName::MeanAbsoluteError => LossKind::MeanAbsoluteError,
-        };
-        let mut compile = CompileConfig::new(SequenceLoss::new(kind).with_label_smoothing(epsilon));
+        let mut compile = CompileConfig::new(SequenceLoss::new(loss).with_label_smoothing(epsilon));
         compile.optimizer = self.optimizer.clone();
         compile.learning_rate = self.learning_rate;
         compile.clip_norm = self.clip_norm;
@@ -237,6 +238,7 @@ fn fill(object: &mut serde_json::Map<String, Json>, key: &str, size: usize, when
 mod tests {
     use super::*;
     use crate::data_files::{RawSeq, Record, Tokens};
+    use padless::layers::{DenseConfig, EmbeddingConfig};
 
     #[test]
     fn vocabulary_sizes_fill_the_embedding_and_the_last_layer() {
@@ -249,7 +251,7 @@ mod tests {
         let file = ModelFile {
             model: json!({"layers": [
                 {"type": "embedding", "d_model": 4, "mask_zero": true},
-                {"type": "recurrent", "cell": "gru", "units": 3},
+                {"type": "gru", "units": 3},
                 {"type": "dense", "units": "vocab", "activation": "softmax"}]}),
             training: TrainingSettings::default(),
         };
@@ -257,15 +259,96 @@ mod tests {
         // 3 reserved symbols + a, b; 3 reserved + x.
         assert!(matches!(
             config.layers[0],
-            LayerConfig::Embedding { n_tokens: 5, .. }
+            LayerConfig::Embedding(EmbeddingConfig { n_tokens: 5, .. })
         ));
         assert!(matches!(
             config.layers[2],
-            LayerConfig::Dense { units: 4, .. }
+            LayerConfig::Dense(DenseConfig { units: 4, .. })
         ));
-        let settings = file.training.resolve(&vocabs.target, &config);
-        assert_eq!(settings.loss, Some(LossName::SparseCategoricalCrossentropy));
-        assert_eq!(settings.from_logits, Some(false));
+        let settings = file.training.resolve(&vocabs.target, &config).unwrap();
+        assert!(matches!(
+            settings.loss,
+            Some(LossKind::SparseCategoricalCrossentropy { from_logits: false })
+        ));
+    }
+
+    /// The loss is the library's `LossKind` by name or as a table; a cross-entropy whose
+    /// `from_logits` contradicts the last activation is an error naming both; misspelt keys
+    /// in the model config are errors naming the nearest known key.
+    #[test]
+    fn losses_are_named_as_the_library_names_them_and_checked_against_the_model() {
+        let records = vec![Record {
+            line: 1,
+            input: RawSeq::Symbols(vec!["a".into()]),
+            target: Some(RawSeq::Symbols(vec!["x".into()])),
+        }];
+        let vocabs = Vocabs::build(&records, Tokens::Chars).unwrap();
+        let model = |activation: &str| ModelFile {
+            model: json!({"layers": [
+                {"type": "embedding", "d_model": 4},
+                {"type": "dense", "activation": activation}]}),
+            training: TrainingSettings::default(),
+        };
+        let logits = model("linear").resolve(&vocabs).unwrap();
+        let softmax = model("softmax").resolve(&vocabs).unwrap();
+
+        let named: TrainingSettings =
+            toml::from_str("loss = \"sparse_categorical_crossentropy\"").unwrap();
+        let resolved = named.clone().resolve(&vocabs.target, &softmax).unwrap();
+        assert!(matches!(
+            resolved.loss,
+            Some(LossKind::SparseCategoricalCrossentropy { from_logits: false })
+        ));
+        let err = named
+            .resolve(&vocabs.target, &logits)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "training.loss: expected from_logits = true for a model whose last activation is \
+             Linear, found from_logits = false"
+        );
+
+        let table: TrainingSettings = toml::from_str(
+            "loss = { name = \"sparse_categorical_crossentropy\", from_logits = true }",
+        )
+        .unwrap();
+        let resolved = table.clone().resolve(&vocabs.target, &logits).unwrap();
+        assert!(matches!(
+            resolved.loss,
+            Some(LossKind::SparseCategoricalCrossentropy { from_logits: true })
+        ));
+        let err = table
+            .resolve(&vocabs.target, &softmax)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expected from_logits = false"), "{err}");
+
+        let huber: TrainingSettings = serde_json::from_value(json!({"loss": "huber"})).unwrap();
+        assert!(matches!(huber.loss, Some(LossKind::Huber { delta: 1.0 })));
+        let unknown = toml::from_str::<TrainingSettings>(
+            "loss = { name = \"huber\", delta = 2.0, from_logits = true }",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            unknown.contains("unknown field \"from_logits\" in the loss huber"),
+            "{unknown}"
+        );
+
+        let misspelt = ModelFile {
+            model: json!({"layers": [
+                {"type": "embedding", "d_model": 4, "mask_zreo": true},
+                {"type": "dense"}]}),
+            training: TrainingSettings::default(),
+        };
+        let err = format!("{:#}", misspelt.resolve(&vocabs).unwrap_err());
+        assert!(
+            err.contains(
+                "unknown field \"mask_zreo\" in layer 0 (embedding); did you mean \"mask_zero\"?"
+            ),
+            "{err}"
+        );
     }
 
     /// `label_smoothing` and `weight_average` reach the compile settings: the loss of logits
@@ -274,7 +357,7 @@ mod tests {
     #[test]
     fn label_smoothing_and_weight_average_reach_the_compile_settings() {
         let settings: TrainingSettings = toml::from_str(
-            "loss = \"sparse_categorical_crossentropy\"\nfrom_logits = true\n\
+            "loss = { name = \"sparse_categorical_crossentropy\", from_logits = true }\n\
              label_smoothing = 0.1\nweight_average = 0.99\n",
         )
         .unwrap();
@@ -306,7 +389,7 @@ mod tests {
             "{err}"
         );
         let mse = TrainingSettings {
-            loss: Some(LossName::MeanSquaredError),
+            loss: Some(LossKind::MeanSquaredError),
             ..settings
         };
         let err = mse.compile().unwrap_err().to_string();

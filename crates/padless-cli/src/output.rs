@@ -8,6 +8,7 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use padless::model::Model;
 use padless::train::{Callback, Control, Logs, Trainer};
 
 static QUIET: AtomicBool = AtomicBool::new(false);
@@ -60,12 +61,12 @@ impl Progress {
     }
 }
 
-impl Callback for Progress {
+impl<M: Model> Callback<M> for Progress {
     fn on_epoch_begin(
         &mut self,
         epoch: usize,
         n_batches: usize,
-        trainer: &mut Trainer,
+        trainer: &mut Trainer<M>,
     ) -> padless::Result<()> {
         match &mut self.0 {
             Some(progress) => progress.on_epoch_begin(epoch, n_batches, trainer),
@@ -78,7 +79,7 @@ impl Callback for Progress {
         epoch: usize,
         batch: usize,
         logs: &Logs,
-        trainer: &mut Trainer,
+        trainer: &mut Trainer<M>,
     ) -> padless::Result<()> {
         match &mut self.0 {
             Some(progress) => progress.on_batch_end(epoch, batch, logs, trainer),
@@ -89,8 +90,8 @@ impl Callback for Progress {
     fn on_epoch_end(
         &mut self,
         epoch: usize,
-        logs: &Logs,
-        trainer: &mut Trainer,
+        logs: &mut Logs,
+        trainer: &mut Trainer<M>,
     ) -> padless::Result<Control> {
         match &mut self.0 {
             Some(progress) => progress.on_epoch_end(epoch, logs, trainer),

@@ -1,5 +1,6 @@
 //! `padless train`: a model config and data files in, checkpoints, vocabularies and a CSV log
-//! out; `--resume` continues a run with its optimizer state, epoch and learning rate.
+//! out; `--resume` continues a run from a checkpoint (optimizer state, epoch, step, learning
+//! rate, callbacks' monitors) as if it had not stopped.
 //!
 //! The output directory holds `best.safetensors` (best epoch by `val_loss`, or `loss`
 //! without validation data), `last.safetensors` (every epoch), `log.csv` (one row per epoch)
@@ -126,7 +127,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
             let model = file
                 .resolve(&vocabs)
                 .with_context(|| format!("filling the sizes of {}", config.display()))?;
-            let settings = file.training.clone().resolve(&vocabs.target, &model);
+            let settings = file
+                .training
+                .clone()
+                .resolve(&vocabs.target, &model)
+                .with_context(|| format!("reading the training section of {}", config.display()))?;
             let trainer = Trainer::from_config(&model, settings.compile()?, &device)
                 .with_context(|| format!("building the model of {}", config.display()))?;
             (trainer, vocabs, settings, records)
@@ -151,7 +156,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         .with_context(|| format!("writing {}", training_path.display()))?;
     crate::status!(
         "{}",
-        trainer.model.summary(trainer.input_spec())?.trim_end()
+        trainer.model.summary(trainer.input_spec()?)?.trim_end()
     );
 
     let has_validation = validation.is_some() || args.validation_split > 0.0;
@@ -161,21 +166,20 @@ pub fn run(args: TrainArgs) -> Result<()> {
         args.out.join("best.safetensors"),
         args.out.join("last.safetensors"),
     );
-    let (mut logger, best_so_far) = if args.resume.is_some() {
-        (CsvLogger::appending(&log)?, best_in_log(&log, monitor))
+    // A resumed run's checkpoint callback gets its best so far back from the checkpoint.
+    let mut logger = if args.resume.is_some() {
+        CsvLogger::appending(&log)?
     } else {
-        (CsvLogger::new(&log), None)
+        CsvLogger::new(&log)
     };
-    let mut checkpoint = ModelCheckpoint::new(Some(best.clone()), Some(last.clone()), monitor)
-        .with_best_so_far(best_so_far);
+    let mut checkpoint = ModelCheckpoint::new(Some(best.clone()), Some(last.clone()), monitor);
     let first_epoch = trainer.epoch;
     let mut progress = crate::output::Progress::new(first_epoch + args.epochs);
     let mut batches = BatchOptions::new(args.batch_size);
     batches.shuffle_seed = Some(args.seed);
     let fit = FitConfig {
-        epochs: args.epochs,
-        batches,
         validation_split: args.validation_split,
+        ..FitConfig::new(args.epochs, batches)
     };
     crate::status!(
         "training on {} sequences from epoch {} ({})",
@@ -227,19 +231,4 @@ pub fn load_settings(path: &Path) -> Result<TrainingSettings> {
         )
     })?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
-}
-
-/// The best value of `monitor` in an earlier run's CSV log (lowest; highest for accuracies).
-fn best_in_log(path: &Path, monitor: &str) -> Option<f64> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let mut lines = text.lines();
-    let column = lines
-        .next()
-        .and_then(|h| h.split(',').position(|c| c == monitor))?;
-    let values = lines.filter_map(|l| l.split(',').nth(column)?.parse::<f64>().ok());
-    if monitor.contains("acc") {
-        values.reduce(f64::max)
-    } else {
-        values.reduce(f64::min)
-    }
 }

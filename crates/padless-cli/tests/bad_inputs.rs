@@ -20,14 +20,14 @@ use std::sync::OnceLock;
 /// A tiny tagger: letters (or words) in, one tag per letter out.
 const TAGGER: &[u8] = br#"{"input": {"kind": "tokens"}, "layers": [
     {"type": "embedding", "d_model": 8, "mask_zero": true},
-    {"type": "recurrent", "cell": "gru", "units": 8, "return_sequences": true},
+    {"type": "gru", "units": 8, "return_sequences": true},
     {"type": "time_distributed_dense", "units": "vocab", "activation": "softmax"}],
   "training": {"learning_rate": 0.02}}"#;
 
 /// The same tagger over vectors of numbers (the input's width filled from the data).
 const VECTOR_TAGGER: &[u8] = br#"{"layers": [
     {"type": "masking", "mask_value": 0.0},
-    {"type": "recurrent", "cell": "gru", "units": 8, "return_sequences": true},
+    {"type": "gru", "units": 8, "return_sequences": true},
     {"type": "time_distributed_dense", "units": "vocab", "activation": "softmax"}]}"#;
 
 /// Letters in, `v` (vowel) or `c` (consonant) per letter out.
@@ -606,12 +606,10 @@ fn g2p_model() -> PathBuf {
             let text = String::from_utf8(MODEL_DICT.to_vec()).unwrap();
             let dict = parse(&text, Malformed::Error).unwrap();
             let (letters, phonemes) = vocabularies(&dict.entries);
-            let config = TrainConfig {
-                d_embedding: 4,
-                d_encoder: 4,
-                ..TrainConfig::quick()
-            }
-            .network(&letters, &phonemes);
+            let mut train = TrainConfig::quick();
+            train.network.d_embedding = 4;
+            train.network.d_encoder = 4;
+            let config = train.network(&letters, &phonemes);
             let model = padless_g2p::G2p {
                 network: config.init(&padless::default_device()).unwrap(),
                 letters,

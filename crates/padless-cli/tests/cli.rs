@@ -45,7 +45,7 @@ fn summary_reads_a_json_or_toml_config_and_reports_errors_with_the_path() {
         &json,
         r#"{"input": {"kind": "tokens"}, "layers": [
             {"type": "embedding", "n_tokens": 20, "d_model": 4, "mask_zero": true},
-            {"type": "bidirectional", "cell": "gru", "units": 3, "return_sequences": true},
+            {"type": "bidirectional", "layer": {"type": "gru", "units": 3, "return_sequences": true}},
             {"type": "time_distributed_dense", "units": 2, "activation": "softmax"}]}"#,
     )
     .unwrap();
@@ -58,7 +58,7 @@ fn summary_reads_a_json_or_toml_config_and_reports_errors_with_the_path() {
     let toml = dir.join("model.toml");
     std::fs::write(
         &toml,
-        "[input]\nkind = \"sequence\"\nfeatures = 3\n\n[[layers]]\ntype = \"masking\"\nmask_value = 0.0\n\n[[layers]]\ntype = \"recurrent\"\ncell = \"lstm\"\nunits = 4\n",
+        "[input]\nkind = \"sequence\"\nfeatures = 3\n\n[[layers]]\ntype = \"masking\"\nmask_value = 0.0\n\n[[layers]]\ntype = \"lstm\"\nunits = 4\n",
     )
     .unwrap();
     let (ok, stdout, stderr) = padless(&["summary", toml.to_str().unwrap()]);

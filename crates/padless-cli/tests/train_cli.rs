@@ -39,7 +39,7 @@ fn column(log: &str, name: &str) -> Vec<f64> {
 /// A tiny tagger: letters in, `v` (vowel) or `c` (consonant) per letter out.
 const TAGGER: &str = r#"{"input": {"kind": "tokens"}, "layers": [
     {"type": "embedding", "d_model": 8, "mask_zero": true},
-    {"type": "recurrent", "cell": "gru", "units": 8, "return_sequences": true},
+    {"type": "gru", "units": 8, "return_sequences": true},
     {"type": "time_distributed_dense", "units": "vocab", "activation": "softmax"}],
   "training": {"learning_rate": 0.02}}"#;
 

@@ -1,7 +1,10 @@
 //! Training pairs and length-bucketed batches.
 
 use burn::tensor::{Device, Int, Tensor};
+use padless::Value;
+use padless::losses::{TargetMask, Targets};
 use padless::seq2seq::{BOS, EOS};
+use padless::train::{Batch, Inputs};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -60,6 +63,24 @@ pub struct PairBatch {
     pub targets: Tensor<2, Int>,
     /// Valid target steps (phonemes + end symbol) in the batch.
     pub n_target_steps: usize,
+    /// Each row's valid target steps (its phonemes + end symbol).
+    pub target_lengths: Vec<usize>,
+}
+
+impl From<PairBatch> for Batch {
+    /// The batch as the trainer takes it: inputs `[source, decoder_input]` (token ids, 0 is
+    /// padding: the model's embeddings mask it), labels `targets` with their lengths.
+    fn from(batch: PairBatch) -> Batch {
+        let size = batch.target_lengths.len();
+        let tokens = |ids| Value::Tokens { ids, mask: None };
+        Batch {
+            inputs: Inputs::new(vec![tokens(batch.source), tokens(batch.decoder_input)]),
+            targets: Targets::Labels(batch.targets),
+            target_mask: TargetMask::Lengths(batch.target_lengths),
+            sample_weight: None,
+            size,
+        }
+    }
 }
 
 /// Batches of `batch_size` pairs of similar spelling length (bucketing: sorted by length
@@ -107,10 +128,12 @@ pub fn make_batch(pairs: &[&Pair], device: &Device) -> PairBatch {
                 .collect()
         })
         .collect();
+    let target_lengths: Vec<usize> = targets.iter().map(Vec::len).collect();
     PairBatch {
         source: pad_rows(&source, device),
         decoder_input: pad_rows(&input, device),
-        n_target_steps: targets.iter().map(Vec::len).sum(),
+        n_target_steps: target_lengths.iter().sum(),
         targets: pad_rows(&targets, device),
+        target_lengths,
     }
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use burn::tensor::{Device, Int, Tensor};
 use padless::Padding;
+use padless::model::checkpoint_metadata;
 use padless::seq2seq::{
     EncoderDecoder, EncoderDecoderConfig, beam_decode_ensemble, greedy_decode_ensemble,
 };
@@ -28,6 +29,15 @@ const RIGHT_TO_LEFT: &str = "right-to-left";
 /// The longest pronunciation the decoder produces for a word of `n` letters.
 pub fn max_phonemes(n_letters: usize) -> usize {
     2 * n_letters + 5
+}
+
+/// `left-to-right` or `right-to-left`: a direction as model files name it.
+pub fn direction_name(right_to_left: bool) -> &'static str {
+    if right_to_left {
+        RIGHT_TO_LEFT
+    } else {
+        LEFT_TO_RIGHT
+    }
 }
 
 /// A grapheme-to-phoneme model.
@@ -74,11 +84,7 @@ impl G2p {
 
     /// `left-to-right` or `right-to-left`, as saved in the header.
     pub fn direction(&self) -> &'static str {
-        if self.right_to_left {
-            RIGHT_TO_LEFT
-        } else {
-            LEFT_TO_RIGHT
-        }
+        direction_name(self.right_to_left)
     }
 
     /// Writes the model atomically: weights, config and vocabularies, with `extra` header
@@ -109,16 +115,22 @@ impl G2p {
         Ok(())
     }
 
-    /// Reads a model written by [`G2p::save`], with its header.
+    /// Reads a model written by [`G2p::save`], or the last checkpoint of a `g2p train` run
+    /// (padless's checkpoint format with the vocabularies and direction in its header), with
+    /// its header.
     ///
     /// # Errors
     /// A missing or foreign file, or weights that do not fit the config.
     pub fn load(path: &Path, device: &Device) -> Result<(G2p, HashMap<String, String>)> {
-        let (weights, metadata) = load_safetensors(path)?;
         let bad = |reason: String| G2pError::BadModel {
             path: path.to_path_buf(),
             reason,
         };
+        if let Ok(metadata) = checkpoint_metadata(path) {
+            let network: EncoderDecoder = padless::load(path, device)?;
+            return G2p::from_header(path, network, metadata);
+        }
+        let (weights, metadata) = load_safetensors(path)?;
         let get = |key: &str| {
             metadata
                 .get(key)
@@ -130,15 +142,31 @@ impl G2p {
         }
         let config: EncoderDecoderConfig =
             serde_json::from_str(get("config")?).map_err(|e| bad(format!("config: {e}")))?;
-        let symbols = |key: &str| -> Result<Vocab> {
-            let list: Vec<String> =
-                serde_json::from_str(get(key)?).map_err(|e| bad(format!("{key}: {e}")))?;
-            Ok(Vocab::from_symbols(list))
-        };
         let mut network = config.init(device)?;
         network
             .set_weights(&weights)
             .map_err(|e| bad(e.to_string()))?;
+        G2p::from_header(path, network, metadata)
+    }
+
+    /// The model of `network` with the vocabularies and direction of a file's header.
+    fn from_header(
+        path: &Path,
+        network: EncoderDecoder,
+        metadata: HashMap<String, String>,
+    ) -> Result<(G2p, HashMap<String, String>)> {
+        let bad = |reason: String| G2pError::BadModel {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let symbols = |key: &str| -> Result<Vocab> {
+            let json = metadata
+                .get(key)
+                .ok_or_else(|| bad(format!("not a G2P model: its header has no `{key}`")))?;
+            let list: Vec<String> =
+                serde_json::from_str(json).map_err(|e| bad(format!("{key}: {e}")))?;
+            Ok(Vocab::from_symbols(list))
+        };
         // Models saved before the option existed have no `direction`: left to right.
         let right_to_left = match metadata.get("direction").map(String::as_str) {
             None | Some(LEFT_TO_RIGHT) => false,

@@ -6,7 +6,7 @@
 //! decoding steps gave them where they did.
 
 use burn::tensor::{Int, Tensor};
-use padless::rnn::fused::side_by_side;
+use padless::cpu::side_by_side;
 use padless::seq2seq::{
     Encoded, EncoderDecoder, beam_decode_n_best_encoded, greedy_decode_scored,
     sequence_log_probs_encoded,

@@ -1,45 +1,36 @@
-//! Training a [`G2p`] model: teacher forcing with the target-masked loss, Adam, a time and
-//! epoch budget, learning-rate halving on a validation plateau, and the best model on
-//! validation word error rate saved atomically.
+//! Training a [`G2p`] model through padless's [`Trainer`]: teacher forcing on this crate's
+//! length-bucketed batches with the target-masked loss, Adam, a time and epoch budget, the
+//! library's per-step schedules with halving on a validation plateau, greedy validation after
+//! each epoch as a callback that adds `val_wer` and `val_per` to the logs, the best model on
+//! validation saved atomically, and a checkpoint of the last epoch that `resume` continues.
 
-use std::path::Path;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::optim::GradientsParams;
 use burn::tensor::Device;
-use padless::seq2seq::{AttentionKind, EncoderDecoderConfig};
-use padless::train::{OptimizerConfig, WeightAverage};
+use padless::losses::{LossKind, SequenceLoss};
+use padless::model::checkpoint_metadata;
+use padless::seq2seq::{AttentionKind, EncoderDecoder, EncoderDecoderConfig};
+use padless::train::{
+    Batch, Callback, CallbackState, CompileConfig, Control, CsvLogger, Decay, EarlyStopping,
+    FitConfig, Logs, LrSchedule, ModelCheckpoint, ReduceLrOnPlateau, Trainer,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{bucketed_batches, make_pairs};
 use crate::cmudict::Entry;
 use crate::error::{G2pError, Result};
 use crate::eval::evaluate;
-use crate::model::G2p;
+use crate::model::{G2p, direction_name};
 use crate::split::Split;
 use crate::vocab::{SOURCE_SPECIALS, TARGET_SPECIALS, Vocab};
 
-/// Settings of a training run.
+/// Settings of a training run: the network, and the task's own settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
-    /// Embedding width.
-    pub d_embedding: usize,
-    /// Units per encoder direction (the decoder has twice as many).
-    pub d_encoder: usize,
-    /// Bidirectional encoder layers.
-    pub encoder_layers: usize,
-    /// Stacked LSTM decoder layers.
-    #[serde(default = "one")]
-    pub decoder_layers: usize,
-    /// Residual LSTM layers over the attentional vectors, before the output layer
-    /// ([`EncoderDecoderConfig::post_attention_layers`]).
-    #[serde(default)]
-    pub post_attention_layers: usize,
-    /// The attention score.
-    pub attention: AttentionKind,
-    /// Dropout on embeddings and before the output layer.
-    pub dropout: f64,
+    /// The network. Its vocabulary sizes (`n_source_tokens`, `n_target_tokens`) are set from
+    /// the dictionary when training starts ([`TrainConfig::network`]).
+    pub network: EncoderDecoderConfig,
     /// Pairs per batch.
     pub batch_size: usize,
     /// At most this many epochs.
@@ -54,19 +45,24 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Validation words decoded after each epoch (the first ones of the validation split).
     pub validation_words: usize,
-    /// Halve the learning rate after each run of this many epochs without a better
-    /// validation score ([`Schedule::Plateau`]); stop after `4 * patience` such epochs in a
-    /// row.
+    /// With [`TrainConfig::halve_on_plateau`], halve the learning rate after each run of this
+    /// many epochs without a better validation score; stop after `4 * patience` such epochs
+    /// in a row.
     pub patience: usize,
-    /// How the learning rate moves over the run.
+    /// How the learning rate moves from step to step; progress counts towards `max_epochs`
+    /// and `max_minutes`, whichever is nearer.
     #[serde(default)]
-    pub schedule: Schedule,
+    pub schedule: LrSchedule,
+    /// Halve the rate on a validation plateau ([`ReduceLrOnPlateau`], on top of the schedule).
+    #[serde(default = "yes")]
+    pub halve_on_plateau: bool,
     /// Label smoothing of the training loss (0: none).
     #[serde(default)]
     pub label_smoothing: f64,
     /// Decay of an exponential moving average of the weights updated after every step
-    /// ([`WeightAverage`]; none when `None`). Each epoch validates the average beside the
-    /// trained weights and the better of the two competes for the checkpoint.
+    /// ([`padless::train::WeightAverage`]; none when `None`). Each epoch validates the
+    /// average beside the trained weights and the better of the two competes for the saved
+    /// model.
     #[serde(default)]
     pub weight_average: Option<f64>,
     /// Learn each pronunciation last phoneme first ([`G2p::right_to_left`]): a model whose
@@ -76,52 +72,52 @@ pub struct TrainConfig {
     pub right_to_left: bool,
 }
 
-fn one() -> usize {
-    1
+fn yes() -> bool {
+    true
 }
 
-/// The learning-rate schedule of a training run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Schedule {
+/// The learning-rate policies of `g2p train --schedule`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchedulePolicy {
     /// Constant, halved after each `patience` epochs without a better validation score.
-    #[default]
     Plateau,
-    /// Falls linearly from the initial rate to 0 over the budget: before each step the rate is
-    /// `initial * (1 - progress)`, where progress is the larger of the elapsed fraction of
-    /// `max_minutes` and the fraction of `max_epochs` done (at least 1% of the initial rate
-    /// remains). Training on a fixed time budget gains from ending at a small rate.
+    /// Falls linearly from the initial rate to 1% of it over the budget ([`Decay::Linear`]),
+    /// without halving: training on a fixed time budget gains from ending at a small rate.
     Linear,
     /// The plateau rule, then over the last third of the budget a linear fall to 1% of the
-    /// rate it has reached: before each step the rate is `current * min(1, 3 (1 - progress))`
-    /// (at least 1% of `current`). A warmup-free "stable, then decay" schedule: most steps at
-    /// a high rate, and a short annealing that ends near a minimum.
+    /// rate it has reached ([`Decay::Anneal`]): most steps at a high rate, and a short
+    /// annealing that ends near a minimum.
     Anneal,
 }
 
-impl Schedule {
-    /// The learning rate at `progress` (0 at the start, 1 at the end of the budget), given
-    /// `current`, the rate the plateau rule has reached.
-    pub fn rate(self, initial: f64, current: f64, progress: f64) -> f64 {
-        match self {
-            Schedule::Plateau => current,
-            Schedule::Linear => initial * (1.0 - progress.clamp(0.0, 1.0)).max(0.01),
-            Schedule::Anneal => current * (3.0 * (1.0 - progress)).clamp(0.01, 1.0),
-        }
-    }
-}
-
 impl TrainConfig {
+    /// Sets the schedule and halving of `policy`.
+    pub fn with_policy(mut self, policy: SchedulePolicy) -> Self {
+        let (decay, halve) = match policy {
+            SchedulePolicy::Plateau => (Decay::Constant, true),
+            SchedulePolicy::Linear => (Decay::Linear { floor: 0.01 }, false),
+            SchedulePolicy::Anneal => (Decay::Anneal { floor: 0.01 }, true),
+        };
+        self.schedule = LrSchedule::from(decay);
+        self.halve_on_plateau = halve;
+        self
+    }
+
     /// A run of a few minutes on 2 cores: a small model that already pronounces unseen words
     /// plausibly.
     pub fn quick() -> Self {
         TrainConfig {
-            d_embedding: 32,
-            d_encoder: 64,
-            encoder_layers: 1,
-            decoder_layers: 1,
-            post_attention_layers: 0,
-            attention: AttentionKind::Dot { scaled: false },
-            dropout: 0.0,
+            network: EncoderDecoderConfig {
+                n_source_tokens: 0,
+                n_target_tokens: 0,
+                d_embedding: 32,
+                d_encoder: 64,
+                encoder_layers: 1,
+                decoder_layers: 1,
+                post_attention_layers: 0,
+                attention: AttentionKind::Dot { scaled: false },
+                dropout: 0.0,
+            },
             batch_size: 64,
             max_epochs: 3,
             max_minutes: 3.0,
@@ -130,7 +126,8 @@ impl TrainConfig {
             seed: 1,
             validation_words: 500,
             patience: 1,
-            schedule: Schedule::Plateau,
+            schedule: LrSchedule::constant(),
+            halve_on_plateau: true,
             label_smoothing: 0.0,
             weight_average: None,
             right_to_left: false,
@@ -140,25 +137,17 @@ impl TrainConfig {
     /// The model of the README's results (up to 60 minutes on 2 cores).
     pub fn full() -> Self {
         TrainConfig {
-            d_embedding: 64,
-            d_encoder: 128,
-            encoder_layers: 1,
-            decoder_layers: 1,
-            post_attention_layers: 0,
-            attention: AttentionKind::Dot { scaled: false },
-            dropout: 0.1,
+            network: EncoderDecoderConfig {
+                d_embedding: 64,
+                d_encoder: 128,
+                dropout: 0.1,
+                ..TrainConfig::quick().network
+            },
             batch_size: 128,
             max_epochs: 40,
             max_minutes: 58.0,
-            learning_rate: 2e-3,
-            clip_norm: Some(5.0),
-            seed: 1,
             validation_words: 2000,
-            patience: 1,
-            schedule: Schedule::Plateau,
-            label_smoothing: 0.0,
-            weight_average: None,
-            right_to_left: false,
+            ..TrainConfig::quick()
         }
     }
 
@@ -166,14 +155,18 @@ impl TrainConfig {
     /// layers of 256 units per direction and a 512-unit decoder (3.98M parameters), dropout
     /// 0.3, label smoothing 0.1, patience 2 and a weight average (decay 0.9995).
     pub fn large() -> Self {
+        let full = TrainConfig::full();
         TrainConfig {
-            d_encoder: 256,
-            encoder_layers: 2,
-            dropout: 0.3,
+            network: EncoderDecoderConfig {
+                d_encoder: 256,
+                encoder_layers: 2,
+                dropout: 0.3,
+                ..full.network.clone()
+            },
             patience: 2,
             label_smoothing: 0.1,
             weight_average: Some(0.9995),
-            ..TrainConfig::full()
+            ..full
         }
     }
 
@@ -182,14 +175,23 @@ impl TrainConfig {
         EncoderDecoderConfig {
             n_source_tokens: letters.len(),
             n_target_tokens: phonemes.len(),
-            d_embedding: self.d_embedding,
-            d_encoder: self.d_encoder,
-            encoder_layers: self.encoder_layers,
-            decoder_layers: self.decoder_layers,
-            post_attention_layers: self.post_attention_layers,
-            attention: self.attention,
-            dropout: self.dropout,
+            ..self.network.clone()
         }
+    }
+
+    /// The trainer's compile settings: Adam at `learning_rate` with `clip_norm`, the masked
+    /// sparse cross-entropy of the logits with `label_smoothing`, the schedule, the weight
+    /// average, and `seed` for dropout.
+    pub fn compile(&self) -> CompileConfig {
+        let loss = SequenceLoss::new(LossKind::SparseCategoricalCrossentropy { from_logits: true })
+            .with_label_smoothing(self.label_smoothing as f32);
+        let mut compile = CompileConfig::new(loss);
+        compile.learning_rate = self.learning_rate;
+        compile.clip_norm = self.clip_norm;
+        compile.schedule = self.schedule;
+        compile.weight_average = self.weight_average;
+        compile.seed = Some(self.seed);
+        compile
     }
 }
 
@@ -198,7 +200,8 @@ impl TrainConfig {
 pub struct EpochLog {
     /// 1-based.
     pub epoch: usize,
-    /// Mean masked loss per valid target step over the epoch (label-smoothed if set).
+    /// Mean masked loss per valid target step over the epoch's batches (label-smoothed if
+    /// set), averaged by their rows.
     pub train_loss: f64,
     /// Greedy WER on the validation words.
     pub validation_wer: f64,
@@ -209,23 +212,60 @@ pub struct EpochLog {
     pub average: Option<(f64, f64)>,
     /// The learning rate of the epoch's last step.
     pub learning_rate: f64,
-    /// Seconds since the start of training.
+    /// Seconds of training since the start of the run (a resumed run goes on counting).
     pub seconds: f64,
 }
 
 /// What a training run did.
 #[derive(Debug, Clone)]
 pub struct TrainReport {
-    /// Per-epoch figures.
+    /// Per-epoch figures of this call (a resumed run: the epochs after the resume).
     pub history: Vec<EpochLog>,
-    /// Optimizer steps.
+    /// Optimizer steps of the whole run.
     pub steps: usize,
-    /// Training time, validation included.
+    /// Training time of the whole run, validation included.
     pub seconds: f64,
     /// The best validation WER (the saved model's).
     pub best_validation_wer: f64,
     /// Scalar parameters.
     pub parameters: usize,
+}
+
+/// Where a run writes, and what it continues.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunFiles {
+    /// The best model on validation (a [`G2p`] model file).
+    pub best: PathBuf,
+    /// A checkpoint of each epoch's end: the run's complete state, which `resume` continues.
+    pub last: Option<PathBuf>,
+    /// A CSV log, one row per epoch (appended to by a resumed run).
+    pub log: Option<PathBuf>,
+    /// A `last` checkpoint of an earlier run to continue, with the same data and settings.
+    pub resume: Option<PathBuf>,
+}
+
+impl RunFiles {
+    /// Only the best model, at `best`.
+    pub fn new(best: impl Into<PathBuf>) -> Self {
+        RunFiles {
+            best: best.into(),
+            last: None,
+            log: None,
+            resume: None,
+        }
+    }
+
+    /// The best model at `best`, the last checkpoint and the log beside it:
+    /// `model.safetensors` → `model.last.safetensors`, `model.csv`.
+    pub fn beside(best: impl Into<PathBuf>) -> Self {
+        let best = best.into();
+        RunFiles {
+            last: Some(best.with_extension("last.safetensors")),
+            log: Some(best.with_extension("csv")),
+            best,
+            resume: None,
+        }
+    }
 }
 
 /// The alphabets of a dictionary: every character of every word, and every phoneme. Taken
@@ -258,6 +298,45 @@ pub fn train(
     config: &TrainConfig,
     out: &Path,
     device: &Device,
+    on_epoch: impl FnMut(&EpochLog),
+) -> Result<TrainReport> {
+    train_run(split, config, &RunFiles::new(out), device, on_epoch)
+}
+
+/// The header entry of a `last` checkpoint that holds the run's [`TrainConfig`].
+const TRAIN_CONFIG: &str = "train_config";
+
+/// The settings saved in a `last` checkpoint, for continuing its run.
+///
+/// # Errors
+/// A file that is not a G2P run's checkpoint.
+pub fn saved_config(checkpoint: &Path) -> Result<TrainConfig> {
+    let metadata = checkpoint_metadata(checkpoint)?;
+    let bad = |reason: String| G2pError::BadModel {
+        path: checkpoint.to_path_buf(),
+        reason,
+    };
+    let json = metadata.get(TRAIN_CONFIG).ok_or_else(|| {
+        bad(format!(
+            "header has no {TRAIN_CONFIG}: not the last checkpoint of a g2p train run"
+        ))
+    })?;
+    serde_json::from_str(json).map_err(|e| bad(format!("{TRAIN_CONFIG}: {e}")))
+}
+
+/// [`train`] writing the files of `files`: the best model, and when given, a checkpoint of
+/// the last epoch and a CSV log; with `files.resume`, continues that checkpoint's run (the
+/// same data and settings, `config.max_epochs` and `config.max_minutes` counted over the
+/// whole run) exactly as if it had not stopped.
+///
+/// # Errors
+/// As [`train`], and a checkpoint to resume whose vocabularies, direction or network differ
+/// from this run's.
+pub fn train_run(
+    split: &Split,
+    config: &TrainConfig,
+    files: &RunFiles,
+    device: &Device,
     mut on_epoch: impl FnMut(&EpochLog),
 ) -> Result<TrainReport> {
     if split.train.is_empty() || split.validation.is_empty() {
@@ -266,6 +345,11 @@ pub fn train(
             split.train.len(),
             split.validation.len()
         )));
+    }
+    if config.batch_size == 0 {
+        return Err(G2pError::Config(
+            "batch_size must be at least 1, found 0".to_string(),
+        ));
     }
     let all: Vec<Entry> = [&split.train, &split.validation, &split.test]
         .into_iter()
@@ -279,180 +363,374 @@ pub fn train(
             pair.phonemes.reverse();
         }
     }
-    device.seed(config.seed);
-    let mut network = config.network(&letters, &phonemes).init(device)?;
-    let parameters = network.n_parameters();
-    let mut optimizer = OptimizerConfig::default().init(config.clip_norm);
-    let mut average = match config.weight_average {
-        Some(decay) => {
-            Some(WeightAverage::new(&network, decay).map_err(|e| G2pError::Config(e.to_string()))?)
+    let network = config.network(&letters, &phonemes);
+    let task = Task {
+        letters,
+        phonemes,
+        right_to_left: config.right_to_left,
+    };
+    let header = run_header(&task, config);
+    let mut trainer = match &files.resume {
+        Some(path) => resume(path, &network, &header, config, device)?,
+        None => {
+            device.seed(config.seed);
+            Trainer::new(network.init(device)?, config.compile(), device)?
         }
+    };
+    let parameters = trainer.model.n_parameters();
+    let validation = &split.validation[..config.validation_words.min(split.validation.len())];
+    let (batch_size, seed) = (config.batch_size, config.seed);
+    let mut source = |epoch: usize, device: &Device| -> padless::Result<Vec<Batch>> {
+        // Epoch e (from 0) shuffles with seed + e + 1.
+        Ok(
+            bucketed_batches(&pairs, batch_size, seed + epoch as u64 + 1, device)
+                .into_iter()
+                .map(Batch::from)
+                .collect(),
+        )
+    };
+    let fit = FitConfig {
+        total_epochs: Some(config.max_epochs),
+        max_minutes: Some(config.max_minutes),
+        ..FitConfig::new(
+            config.max_epochs.saturating_sub(trainer.epoch),
+            padless::train::BatchOptions::new(batch_size),
+        )
+    };
+    let patience = config.patience.max(1);
+    let mut bar = Bar::default();
+    let mut validate = Validate {
+        task: &task,
+        words: validation,
+        best: files.best.clone(),
+        header: header.clone(),
+        best_score: None,
+        history: Vec::new(),
+        on_epoch: &mut on_epoch,
+    };
+    let mut halve = ReduceLrOnPlateau::new(SCORE, 0.5, patience);
+    let mut stop = EarlyStopping::new(SCORE, 4 * patience);
+    let mut last = ModelCheckpoint::new(None, files.last.clone(), SCORE).with_metadata(header);
+    let mut log = match &files.log {
+        Some(path) if files.resume.is_some() => Some(CsvLogger::appending(path)?),
+        Some(path) => Some(CsvLogger::new(path)),
         None => None,
     };
-    let validation = &split.validation[..config.validation_words.min(split.validation.len())];
-    let inference = device.clone().without_autodiff();
-    let start = Instant::now();
-    let budget = config.max_minutes * 60.0;
-    let (mut history, mut steps) = (Vec::new(), 0);
-    let (mut best, mut best_trained, mut learning_rate, mut since_best) = (
-        (f64::INFINITY, f64::INFINITY),
-        (f64::INFINITY, f64::INFINITY),
-        config.learning_rate,
-        0,
-    );
-    for epoch in 1..=config.max_epochs {
-        let batches = bucketed_batches(
-            &pairs,
-            config.batch_size,
-            config.seed + epoch as u64,
-            device,
-        );
-        let bar = progress_bar(batches.len(), epoch);
-        let epoch_steps = batches.len().max(1);
-        let mut rate_used = learning_rate;
-        let (mut loss_sum, mut loss_steps) = (0.0, 0usize);
-        for (i, batch) in batches.iter().enumerate() {
-            let progress = f64::max(
-                start.elapsed().as_secs_f64() / budget,
-                ((epoch - 1) as f64 + i as f64 / epoch_steps as f64) / config.max_epochs as f64,
-            );
-            rate_used = config
-                .schedule
-                .rate(config.learning_rate, learning_rate, progress);
-            let out = network.smoothed_loss(
-                batch.source.clone(),
-                batch.decoder_input.clone(),
-                batch.targets.clone(),
-                config.label_smoothing as f32,
-            )?;
-            let loss = out.value.expect("mean reduction gives a value");
-            let value = f64::from(loss.clone().into_scalar::<f32>());
-            loss_sum += value * batch.n_target_steps as f64;
-            loss_steps += batch.n_target_steps;
-            let grads = GradientsParams::from_grads(loss.backward(), &network);
-            network = optimizer.step(rate_used, network, grads);
-            if let Some(average) = average.as_mut() {
-                average.update(&network);
+    let mut callbacks: Vec<&mut dyn Callback<EncoderDecoder>> = vec![&mut bar, &mut validate];
+    if config.halve_on_plateau {
+        callbacks.push(&mut halve);
+    }
+    callbacks.push(&mut stop);
+    callbacks.push(&mut last);
+    if let Some(log) = log.as_mut() {
+        callbacks.push(log);
+    }
+    trainer.fit_batches(&mut source, None, &fit, &mut callbacks)?;
+    drop(callbacks);
+    Ok(TrainReport {
+        steps: trainer.step,
+        seconds: trainer.train_seconds,
+        best_validation_wer: validate.best_score.map_or(f64::INFINITY, |s| s.0),
+        parameters,
+        history: validate.history,
+    })
+}
+
+/// The trainer of a `last` checkpoint, after checking that it is this run's.
+fn resume(
+    path: &Path,
+    network: &EncoderDecoderConfig,
+    header: &[(String, String)],
+    config: &TrainConfig,
+    device: &Device,
+) -> Result<Trainer<EncoderDecoder>> {
+    let bad = |reason: String| G2pError::BadModel {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let saved = checkpoint_metadata(path)?;
+    for (key, value) in header {
+        if key == TRAIN_CONFIG {
+            continue;
+        }
+        match saved.get(key) {
+            Some(found) if found == value => {}
+            Some(found) => {
+                return Err(bad(format!(
+                    "its {key} is {found}, this run's is {value}: resume with the data and settings of the run that wrote it"
+                )));
             }
-            steps += 1;
-            bar.inc(1);
-            bar.set_message(format!("loss {:.4}", loss_sum / loss_steps as f64));
-            if start.elapsed().as_secs_f64() > budget {
-                break;
+            None => {
+                return Err(bad(format!(
+                    "header has no {key}: not the last checkpoint of a g2p train run"
+                )));
             }
         }
-        bar.finish_and_clear();
-        let model = G2p {
-            network: network.valid(),
-            letters: letters.clone(),
-            phonemes: phonemes.clone(),
-            right_to_left: config.right_to_left,
-        };
-        let report = evaluate(&model, validation, 1, 256, &inference)?;
-        let averaged = match average.as_ref() {
-            Some(average) => {
-                let averaged = G2p {
-                    network: average.model(),
-                    ..model.clone()
-                };
-                let report = evaluate(&averaged, validation, 1, 256, &inference)?;
-                Some((averaged, (report.wer, report.per)))
+    }
+    let trainer = Trainer::<EncoderDecoder>::resume(path, config.compile(), device)?;
+    if &trainer.model.config != network {
+        return Err(bad(format!(
+            "its network is {:?}, this run's is {network:?}",
+            trainer.model.config
+        )));
+    }
+    Ok(trainer)
+}
+
+/// What a model of this run reads and writes besides its network.
+struct Task {
+    letters: Vocab,
+    phonemes: Vocab,
+    right_to_left: bool,
+}
+
+impl Task {
+    fn model(&self, network: EncoderDecoder) -> G2p {
+        G2p {
+            network,
+            letters: self.letters.clone(),
+            phonemes: self.phonemes.clone(),
+            right_to_left: self.right_to_left,
+        }
+    }
+}
+
+/// The header entries of the run's files: vocabularies, direction, settings.
+fn run_header(task: &Task, config: &TrainConfig) -> Vec<(String, String)> {
+    let json = |v: serde_json::Result<String>| v.expect("plain data serialises");
+    vec![
+        (
+            "letters".to_string(),
+            json(serde_json::to_string(&task.letters.symbols)),
+        ),
+        (
+            "phonemes".to_string(),
+            json(serde_json::to_string(&task.phonemes.symbols)),
+        ),
+        (
+            "direction".to_string(),
+            direction_name(task.right_to_left).to_string(),
+        ),
+        (
+            TRAIN_CONFIG.to_string(),
+            json(serde_json::to_string(config)),
+        ),
+    ]
+}
+
+/// The monitor of the plateau rule and of early stopping: `val_wer + val_per / 10^6`, which
+/// orders epochs by WER, then by PER (WER moves in coarse steps early on). A WER step is at
+/// least 1 / `validation_words`, far above any PER term.
+const SCORE: &str = "val_score";
+
+/// Greedy validation after each epoch: adds `val_wer`, `val_per`, `val_score` (and
+/// `avg_val_wer`, `avg_val_per` of the weight average) to the logs, saves the better of the
+/// trained weights and their average when it beats the best so far, and reports the epoch.
+struct Validate<'a> {
+    task: &'a Task,
+    words: &'a [Entry],
+    best: PathBuf,
+    header: Vec<(String, String)>,
+    best_score: Option<(f64, f64)>,
+    history: Vec<EpochLog>,
+    on_epoch: &'a mut dyn FnMut(&EpochLog),
+}
+
+impl Validate<'_> {
+    fn score(&self, network: EncoderDecoder) -> padless::Result<(G2p, (f64, f64))> {
+        let model = self.task.model(network);
+        let inference = padless::default_device();
+        let report = evaluate(&model, self.words, 1, 256, &inference).map_err(to_padless)?;
+        Ok((model, (report.wer, report.per)))
+    }
+}
+
+fn to_padless(e: G2pError) -> padless::Error {
+    match e {
+        G2pError::Padless(e) => e,
+        other => padless::Error::Config {
+            layer: "g2p validation".into(),
+            message: other.to_string(),
+        },
+    }
+}
+
+impl Callback<EncoderDecoder> for Validate<'_> {
+    fn on_epoch_end(
+        &mut self,
+        epoch: usize,
+        logs: &mut Logs,
+        trainer: &mut Trainer<EncoderDecoder>,
+    ) -> padless::Result<Control> {
+        let started = std::time::Instant::now();
+        let (model, score) = self.score(trainer.model.valid())?;
+        logs.insert("val_wer".into(), score.0);
+        logs.insert("val_per".into(), score.1);
+        logs.insert(SCORE.into(), score.0 + score.1 * 1e-6);
+        let averaged = match trainer.averaged_model() {
+            Some(network) => {
+                let (averaged, average_score) = self.score(network)?;
+                logs.insert("avg_val_wer".into(), average_score.0);
+                logs.insert("avg_val_per".into(), average_score.1);
+                Some((averaged, average_score))
             }
             None => None,
         };
         let log = EpochLog {
-            epoch,
-            train_loss: loss_sum / loss_steps.max(1) as f64,
-            validation_wer: report.wer,
-            validation_per: report.per,
+            epoch: epoch + 1,
+            train_loss: logs.get("loss").copied().unwrap_or(f64::NAN),
+            validation_wer: score.0,
+            validation_per: score.1,
             average: averaged.as_ref().map(|(_, score)| *score),
-            learning_rate: rate_used,
-            seconds: start.elapsed().as_secs_f64(),
+            learning_rate: trainer.learning_rate,
+            // Validation included (the trainer counts it once every callback has run).
+            seconds: trainer.train_seconds + started.elapsed().as_secs_f64(),
         };
-        on_epoch(&log);
-        // Better WER, or the same WER with a better PER (WER moves in coarse steps early on).
-        // The schedule follows the trained weights; the checkpoint takes the better of the
+        (self.on_epoch)(&log);
+        // The schedule follows the trained weights; the saved model is the better of the
         // trained weights and their average.
-        let score = (log.validation_wer, log.validation_per);
         let (model, kept, weights) = match averaged {
             Some((averaged, average_score)) if average_score < score => {
                 (averaged, average_score, "average")
             }
             _ => (model, score, "trained"),
         };
-        if score < best_trained {
-            best_trained = score;
-            since_best = 0;
-        } else {
-            since_best += 1;
-            if since_best % config.patience.max(1) == 0 && config.schedule != Schedule::Linear {
-                learning_rate *= 0.5;
-            }
+        if self.best_score.is_none_or(|best| kept < best) {
+            self.best_score = Some(kept);
+            let mut extra: Vec<(&str, String)> = self
+                .header
+                .iter()
+                .filter(|(k, _)| k == TRAIN_CONFIG)
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect();
+            extra.extend([
+                ("epoch", (epoch + 1).to_string()),
+                ("validation_wer", kept.0.to_string()),
+                ("validation_per", kept.1.to_string()),
+                ("weights", weights.to_string()),
+                ("train_seconds", log.seconds.to_string()),
+            ]);
+            model.save(&self.best, &extra).map_err(to_padless)?;
         }
-        if kept < best {
-            best = kept;
-            let train_config = serde_json::to_string(config).expect("plain data");
-            model.save(
-                out,
-                &[
-                    ("train_config", train_config),
-                    ("epoch", epoch.to_string()),
-                    ("validation_wer", kept.0.to_string()),
-                    ("validation_per", kept.1.to_string()),
-                    ("weights", weights.to_string()),
-                    ("train_seconds", log.seconds.to_string()),
-                ],
-            )?;
-        }
-        history.push(log);
-        if start.elapsed().as_secs_f64() > budget || since_best >= 4 * config.patience.max(1) {
-            break;
+        self.history.push(log);
+        Ok(Control::Continue)
+    }
+
+    fn state_key(&self) -> Option<String> {
+        Some("g2p_validation".into())
+    }
+
+    fn state(&self) -> CallbackState {
+        CallbackState {
+            values: serde_json::json!({ "best": self.best_score }),
+            weights: Vec::new(),
         }
     }
-    Ok(TrainReport {
-        history,
-        steps,
-        seconds: start.elapsed().as_secs_f64(),
-        best_validation_wer: best.0,
-        parameters,
-    })
+
+    fn load_state(&mut self, state: CallbackState) -> padless::Result<()> {
+        self.best_score = serde_json::from_value(state.values["best"].clone()).map_err(|e| {
+            padless::Error::Config {
+                layer: "g2p validation".into(),
+                message: format!("saved best score: {e}"),
+            }
+        })?;
+        Ok(())
+    }
 }
 
-fn progress_bar(len: usize, epoch: usize) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(len as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(&format!(
-            "epoch {epoch} [{{bar:30}}] {{pos}}/{{len}} {{msg}} ({{elapsed}}, eta {{eta}})"
-        ))
-        .expect("a valid template")
-        .progress_chars("=> "),
-    );
-    bar
+/// The epoch's progress bar with the running loss (drawn only on a terminal).
+#[derive(Default)]
+struct Bar {
+    bar: Option<indicatif::ProgressBar>,
+    loss: (f64, usize),
+}
+
+impl Callback<EncoderDecoder> for Bar {
+    fn on_epoch_begin(
+        &mut self,
+        epoch: usize,
+        n_batches: usize,
+        _trainer: &mut Trainer<EncoderDecoder>,
+    ) -> padless::Result<()> {
+        let bar = indicatif::ProgressBar::new(n_batches as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(&format!(
+                "epoch {} [{{bar:30}}] {{pos}}/{{len}} {{msg}} ({{elapsed}}, eta {{eta}})",
+                epoch + 1
+            ))
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        self.bar = Some(bar);
+        self.loss = (0.0, 0);
+        Ok(())
+    }
+
+    fn on_batch_end(
+        &mut self,
+        _epoch: usize,
+        _batch: usize,
+        logs: &Logs,
+        _trainer: &mut Trainer<EncoderDecoder>,
+    ) -> padless::Result<()> {
+        self.loss.0 += logs.get("loss").copied().unwrap_or(0.0);
+        self.loss.1 += 1;
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+            bar.set_message(format!("loss {:.4}", self.loss.0 / self.loss.1 as f64));
+        }
+        Ok(())
+    }
+
+    fn on_epoch_end(
+        &mut self,
+        _epoch: usize,
+        _logs: &mut Logs,
+        _trainer: &mut Trainer<EncoderDecoder>,
+    ) -> padless::Result<Control> {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+        Ok(Control::Continue)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Schedule;
+    use super::*;
 
     #[test]
-    fn linear_schedule_falls_to_one_percent_and_plateau_keeps_the_current_rate() {
-        let rate = |progress| Schedule::Linear.rate(2e-3, 5e-4, progress);
-        assert_eq!(rate(0.0), 2e-3);
-        assert!((rate(0.25) - 1.5e-3).abs() < 1e-15);
-        assert!((rate(0.995) - 2e-5).abs() < 1e-15);
-        assert!((rate(1.5) - 2e-5).abs() < 1e-15);
-        assert_eq!(Schedule::Plateau.rate(2e-3, 5e-4, 0.7), 5e-4);
+    fn the_policies_set_the_library_schedules_and_halving() {
+        let quick = TrainConfig::quick();
+        assert_eq!(
+            quick.clone().with_policy(SchedulePolicy::Linear).schedule,
+            LrSchedule::from(Decay::Linear { floor: 0.01 })
+        );
+        assert!(
+            !quick
+                .clone()
+                .with_policy(SchedulePolicy::Linear)
+                .halve_on_plateau
+        );
+        let anneal = quick.clone().with_policy(SchedulePolicy::Anneal);
+        assert_eq!(
+            anneal.schedule,
+            LrSchedule::from(Decay::Anneal { floor: 0.01 })
+        );
+        assert!(anneal.halve_on_plateau);
+        assert_eq!(
+            quick.clone().with_policy(SchedulePolicy::Plateau),
+            TrainConfig::quick()
+        );
     }
 
     #[test]
-    fn anneal_keeps_the_plateau_rate_for_two_thirds_then_falls_to_one_percent_of_it() {
-        let rate = |progress| Schedule::Anneal.rate(2e-3, 5e-4, progress);
-        assert_eq!(rate(0.0), 5e-4);
-        assert_eq!(rate(0.6), 5e-4);
-        // 3 * (1 - 5/6) = 1/2 of the current rate; 3 * (1 - 0.9) = 0.3 of it.
-        assert!((rate(5.0 / 6.0) - 2.5e-4).abs() < 1e-15);
-        assert!((rate(0.9) - 1.5e-4).abs() < 1e-15);
-        assert!((rate(0.999) - 5e-6).abs() < 1e-15);
-        assert!((rate(1.2) - 5e-6).abs() < 1e-15);
+    fn run_files_beside_the_model() {
+        let files = RunFiles::beside("runs/g2p-model.safetensors");
+        assert_eq!(
+            files.last.unwrap(),
+            Path::new("runs/g2p-model.last.safetensors")
+        );
+        assert_eq!(files.log.unwrap(), Path::new("runs/g2p-model.csv"));
     }
 }

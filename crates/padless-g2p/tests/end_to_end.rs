@@ -2,6 +2,7 @@
 //! (the loss falls and it pronounces training words right) and decode, and a saved model must
 //! round-trip and reject unknown characters clearly.
 
+use padless::seq2seq::EncoderDecoderConfig;
 use padless_g2p::cmudict::{Malformed, parse};
 use padless_g2p::eval::evaluate;
 use padless_g2p::split::split_by_word;
@@ -42,17 +43,21 @@ fn tiny_split() -> padless_g2p::split::Split {
 }
 
 fn tiny_config() -> TrainConfig {
+    let quick = TrainConfig::quick();
     TrainConfig {
-        d_embedding: 16,
-        d_encoder: 24,
+        network: EncoderDecoderConfig {
+            d_embedding: 16,
+            d_encoder: 24,
+            dropout: 0.0,
+            ..quick.network.clone()
+        },
         batch_size: 8,
         max_epochs: 40,
         max_minutes: 5.0,
         learning_rate: 1e-2,
         validation_words: 32,
-        dropout: 0.0,
         patience: 1000,
-        ..TrainConfig::quick()
+        ..quick
     }
 }
 
@@ -171,14 +176,18 @@ fn the_large_preset_is_the_model_of_the_readme_command() {
     let dict = parse(&text, Malformed::Error).unwrap();
     let (letters, phonemes) = padless_g2p::train::vocabularies(&dict.entries);
     let large = TrainConfig::large();
+    let full = TrainConfig::full();
     let expected = TrainConfig {
-        d_encoder: 256,
-        encoder_layers: 2,
-        dropout: 0.3,
+        network: EncoderDecoderConfig {
+            d_encoder: 256,
+            encoder_layers: 2,
+            dropout: 0.3,
+            ..full.network.clone()
+        },
         patience: 2,
         label_smoothing: 0.1,
         weight_average: Some(0.9995),
-        ..TrainConfig::full()
+        ..full
     };
     assert_eq!(large, expected);
     let network = large
@@ -408,5 +417,82 @@ fn a_right_to_left_model_pronounces_in_reading_order_and_rescores_with_a_left_to
         }
     }
     assert!(contested > 0, "every word had one candidate");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A run stopped after 2 epochs and resumed from its last checkpoint for 2 more gives the
+/// figures, the best model and the CSV log of 4 uninterrupted epochs (dropout and the weight
+/// average included); the last checkpoint loads as a model; a checkpoint of other
+/// vocabularies is refused.
+#[test]
+fn a_resumed_run_continues_exactly_as_an_uninterrupted_one() {
+    use padless_g2p::train::{RunFiles, train_run};
+    let _run = one_run_at_a_time();
+    let split = tiny_split();
+    let dir = std::env::temp_dir().join(format!("padless-g2p-resume-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = |epochs| TrainConfig {
+        network: EncoderDecoderConfig {
+            dropout: 0.1,
+            ..tiny_config().network
+        },
+        max_epochs: epochs,
+        weight_average: Some(0.9),
+        patience: 1,
+        ..tiny_config()
+    };
+    let device = padless::training_device();
+    let straight_files = RunFiles::beside(dir.join("straight.safetensors"));
+    let straight = train_run(&split, &config(4), &straight_files, &device, |_| {}).unwrap();
+    let files = RunFiles::beside(dir.join("parts.safetensors"));
+    let first = train_run(&split, &config(2), &files, &device, |_| {}).unwrap();
+    let resumed_files = RunFiles {
+        resume: files.last.clone(),
+        ..files.clone()
+    };
+    let rest = train_run(&split, &config(4), &resumed_files, &device, |_| {}).unwrap();
+    let figures = |logs: &[padless_g2p::train::EpochLog]| -> Vec<_> {
+        logs.iter()
+            .map(|l| {
+                (
+                    l.epoch,
+                    l.train_loss,
+                    l.validation_wer,
+                    l.validation_per,
+                    l.average,
+                    l.learning_rate,
+                )
+            })
+            .collect()
+    };
+    let parts: Vec<_> = figures(&first.history)
+        .into_iter()
+        .chain(figures(&rest.history))
+        .collect();
+    assert_eq!(parts, figures(&straight.history));
+    assert_eq!(rest.steps, straight.steps);
+    assert_eq!(rest.best_validation_wer, straight.best_validation_wer);
+    let inference = padless::default_device();
+    let weights = |path: &std::path::Path| G2p::load(path, &inference).unwrap().0.network.weights();
+    assert_eq!(weights(&files.best), weights(&straight_files.best));
+    let log = |files: &RunFiles| std::fs::read_to_string(files.log.as_ref().unwrap()).unwrap();
+    assert_eq!(log(&files), log(&straight_files));
+    assert_eq!(log(&files).lines().count(), 5, "a header and 4 epochs");
+    let (last, header) = G2p::load(files.last.as_ref().unwrap(), &inference).unwrap();
+    assert!(!last.right_to_left);
+    assert_eq!(header["format"], padless::model::CHECKPOINT_FORMAT);
+
+    // Another direction's run cannot continue this checkpoint.
+    let other = TrainConfig {
+        right_to_left: true,
+        ..config(4)
+    };
+    let err = train_run(&split, &other, &resumed_files, &device, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("its direction is left-to-right, this run's is right-to-left"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -9,11 +9,17 @@
 //!   scaled so that a fraction `f` of the 64 x 64 steps is valid: time should follow `f`.
 //! - `cells/{gru,simple_rnn}`: the other cells at H=128, 2 threads.
 //!
-//! Run: `cargo bench -p padless-kernels` (add a filter, e.g. `-- spec_recurrent`).
+//! Each benchmark's id ends in the instruction set the kernels ran on (`avx512`, `avx2`,
+//! `portable`: the best this CPU has, or `PADLESS_ISA`'s), also printed at the start, so that
+//! runs on different paths keep separate baselines.
+//!
+//! Run: `cargo bench -p padless-kernels` (add a filter, e.g. `-- spec_recurrent`);
+//! `PADLESS_ISA=avx2 cargo bench -p padless-kernels` for the AVX2 path.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use padless_kernels::{
     GruKernel, KernelConfig, LstmKernel, RecurrentKernel, Sequences, SimpleRnnKernel, Weights,
+    bf16_products, isa,
 };
 use std::hint::black_box;
 use std::time::Duration;
@@ -121,7 +127,7 @@ fn spec_recurrent(c: &mut Criterion) {
                 ..config(h)
             });
             group.bench_function(
-                BenchmarkId::new(format!("H{h}"), format!("t{threads}")),
+                BenchmarkId::new(format!("H{h}"), format!("t{threads}/{}", isa())),
                 |b| {
                     b.iter(|| {
                         black_box(train_step(&encoder, &enc, &x_enc, &mask))
@@ -154,7 +160,7 @@ fn infer(c: &mut Criterion) {
             };
             let mut out = vec![0.0f32; kernel.output_len(B, T)];
             group.bench_function(
-                BenchmarkId::new(format!("H{h}"), format!("t{threads}")),
+                BenchmarkId::new(format!("H{h}"), format!("t{threads}/{}", isa())),
                 |b| {
                     b.iter(|| {
                         kernel.infer(&seq, &layer.weights(), &mut out);
@@ -178,7 +184,7 @@ fn valid_fraction(c: &mut Criterion) {
     });
     for fraction in [0.25, 0.5, 1.0] {
         let mask = mask_of(&lengths(Some(fraction)));
-        group.bench_function(BenchmarkId::from_parameter(fraction), |b| {
+        group.bench_function(BenchmarkId::new(format!("{fraction}"), isa()), |b| {
             b.iter(|| black_box(train_step(&kernel, &layer, &x, &mask)))
         });
     }
@@ -196,16 +202,18 @@ fn cells(c: &mut Criterion) {
     };
     let gru = (GruKernel::new(config), Layer::new(V, h, 3, 2));
     let rnn = (SimpleRnnKernel::new(config), Layer::new(V, h, 1, 1));
-    group.bench_function("gru", |b| {
+    group.bench_function(BenchmarkId::new("gru", isa()), |b| {
         b.iter(|| black_box(train_step(&gru.0, &gru.1, &x, &mask)))
     });
-    group.bench_function("simple_rnn", |b| {
+    group.bench_function(BenchmarkId::new("simple_rnn", isa()), |b| {
         b.iter(|| black_box(train_step(&rnn.0, &rnn.1, &x, &mask)))
     });
     group.finish();
 }
 
 fn config() -> Criterion {
+    let products = if bf16_products() { "bf16" } else { "f32" };
+    eprintln!("padless-kernels benches: isa={} products={products}", isa());
     Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))

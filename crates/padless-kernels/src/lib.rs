@@ -9,11 +9,14 @@
 //!   step. Time scales with the number of valid steps, not with `batch * n_steps`.
 //! - **Large products**: the input projection of all valid steps is one matrix product per
 //!   gate, and the weight and input gradients are large products too; only `h · U` and its
-//!   transpose run per step. The large products go through the `gemm` crate; the per-step products
-//!   multiply by the recurrent weights packed once per call, with an AVX-512 microkernel
-//!   (chosen at run time; gemm on other CPUs and for `f64`).
+//!   transpose run per step, by the recurrent weights packed once per call. Every `f32`
+//!   product runs on a register-tile microkernel for the CPU's instruction set ([`Isa`]:
+//!   AVX-512 or AVX2 + FMA, chosen at run time, forced with `PADLESS_ISA`, [`set_isa`] or
+//!   [`with_isa`]); `f64` products, and those of CPUs with neither, go through the `gemm`
+//!   crate.
 //! - **Fused cells** ([`CellKind`]): gate non-linearities and the state update in one
-//!   branch-free pass per row, vectorised through run-time SIMD dispatch.
+//!   branch-free pass per row, vectorised through run-time SIMD dispatch (the same
+//!   instruction set).
 //! - **A thread pair**: with `threads = 2` each thread runs every other row of each packed
 //!   step, all units, with no meeting inside the loop; above a recurrent matrix of 1 MB
 //!   (where a core's cache cannot hold all of it) each thread owns half of the hidden units
@@ -26,13 +29,20 @@
 //!   rounded to bfloat16 and sums in `f32`: several times the `f32` rate, about three
 //!   significant digits per product; on CPUs with AVX512-BF16 but no tiles (AMD Zen 4 on),
 //!   the same operands run on `vdpbf16ps` (up to twice the `f32` rate). Off by default;
-//!   `f64` never uses it.
+//!   `f64` never uses it, nor does an instruction set other than AVX-512.
 //!
 //! The masking rules are padless' contract (`docs/SEMANTICS.md`): a masked step leaves the
 //! states unchanged, its output is the carried `h` (or 0 with `zero_output_for_mask`), the
 //! final states are those after each row's last valid step, and masked inputs are never
-//! read and get a gradient of exactly 0. [`reference`] is the naive padded loop the kernels
+//! read and get a gradient of exactly 0. [`reference`](mod@reference) is the naive padded loop the kernels
 //! are tested against.
+//!
+//! The modules: `threads` (the thread pair, its helper thread and barrier, the buffers its
+//! threads share), `gemm` (the products: the `gemm` crate's wrapper, the packed panels,
+//! a microkernel per instruction set, the bfloat16 units), `rnn` (the recurrent kernels:
+//! entry point, packing, forward, backward, thread blocks, cells, [`reference`](mod@reference)) and `ops`
+//! (dense, Adam, softmax, `tanh`); `isa` chooses the instruction set, `real` the element
+//! types.
 //!
 //! # Example
 //! ```
@@ -66,34 +76,30 @@
 //! assert!(grads.d_recurrent_kernel.iter().any(|&g| g != 0.0));
 //! ```
 
-mod adam;
-mod amx;
-mod backward;
-mod blocks;
-mod cells;
-mod dense;
-mod elementwise;
-mod forward;
-mod helper;
-mod kernel;
-mod matmul;
-mod packing;
-mod panels;
+mod gemm;
+mod isa;
+mod ops;
 mod real;
-pub mod reference;
-mod softmax;
-mod team;
+mod rnn;
+mod threads;
 
-pub use adam::{AdamStep, adam_update, norm_clip_scale};
-pub use amx::{bf16_products, bf16_products_available, set_bf16_products};
-pub use cells::{BackwardRow, CellKind, ForwardRow, Gru, Lstm, SimpleRnn};
-pub use dense::{DenseGradients, dense_backward, dense_forward};
-pub use elementwise::{tanh_backward_in_place, tanh_in_place};
-pub use helper::side_by_side;
-pub use kernel::{
+pub use gemm::bf16::{bf16_products, bf16_products_available, set_bf16_products};
+pub use isa::{Isa, isa, set_isa, with_isa};
+pub use ops::adam::{AdamStep, adam_update, norm_clip_scale};
+pub use ops::attention;
+pub use ops::attention::{
+    AttentionConfig, AttentionGradients, AttentionOutput, PackedQkv, attention_backward,
+    attention_forward,
+};
+pub use ops::dense::{DenseGradients, dense_backward, dense_forward};
+pub use ops::softmax::{softmax_backward_rows_in_place, softmax_rows_in_place};
+pub use ops::tanh::{tanh_backward_in_place, tanh_in_place};
+pub use real::Real;
+pub use rnn::cells::{BackwardRow, CellKind, ForwardRow, Gru, Lstm, SimpleRnn};
+pub use rnn::kernel::{
     Gradients, GruKernel, KernelConfig, LstmKernel, Outputs, RecurrentKernel, Sequences,
     SimpleRnnKernel, Weights, Workspace,
 };
-pub use packing::Packing;
-pub use real::Real;
-pub use softmax::{softmax_backward_rows_in_place, softmax_rows_in_place};
+pub use rnn::packing::Packing;
+pub use rnn::reference;
+pub use threads::side_by_side;

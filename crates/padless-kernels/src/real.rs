@@ -3,6 +3,10 @@
 use std::fmt::Debug;
 use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
 
+/// Elements per chunk of the vectorised loops (the cells, softmax, tanh): one AVX-512
+/// register of `f32`, two AVX2 registers.
+pub(crate) const LANES: usize = 16;
+
 /// A floating-point element type of the kernels.
 ///
 /// `f32` uses fast branch-free approximations of `exp`, the sigmoid and `tanh` (relative error

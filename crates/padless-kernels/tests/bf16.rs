@@ -1,16 +1,17 @@
 //! The opt-in bfloat16 tile products ([`padless_kernels::set_bf16_products`]) inside the
 //! kernels: outputs and every gradient stay within bfloat16's precision of the f64
 //! reference, for each cell, on masks with holes and empty rows, with the threads splitting
-//! rows (width 37) and units (width 300). One test function: the switch is process-wide, and
-//! this binary holds no other test that a concurrent switch could disturb.
+//! rows (width 37) and units (width 300); under another instruction set than AVX-512 the
+//! products stay f32. One test function: the switches are process-wide, and this binary
+//! holds no other test that a concurrent switch could disturb.
 
 #[allow(dead_code)] // the shared helpers this file does not call
 mod common;
 
 use common::{Case, run_kernel, scaled_error};
 use padless_kernels::{
-    CellKind, Gru, KernelConfig, Lstm, SimpleRnn, bf16_products, bf16_products_available,
-    set_bf16_products,
+    CellKind, Gru, Isa, KernelConfig, Lstm, SimpleRnn, bf16_products, bf16_products_available,
+    set_bf16_products, set_isa, with_isa,
 };
 
 fn case<C: CellKind>(d_hidden: usize) -> Case {
@@ -70,7 +71,19 @@ fn bf16_products_stay_within_bfloat16_precision_of_the_reference() {
             let f32_error = check(&case);
             set_bf16_products(true).unwrap();
             let bf16_error = check(&case);
+            // The products are f32 on a thread forced to another instruction set, and the
+            // process cannot be forced to one while the switch is on.
+            let forced = Isa::Avx2
+                .is_available()
+                .then(|| with_isa(Isa::Avx2, || check(&case)).unwrap());
+            assert!(set_isa(Isa::Portable).is_err());
             set_bf16_products(false).unwrap();
+            if let Some(error) = forced {
+                assert!(
+                    error < 1e-5,
+                    "{name} {d_hidden}: avx2 under the switch {error}"
+                );
+            }
             // f32 products: about 1e-7 of the scale; bfloat16 inputs: 2e-3 to 4e-3 here (8 bits of
             // mantissa), far above f32's, so the bfloat16 products did run.
             eprintln!("{name} {d_hidden}: f32 {f32_error:.2e} bf16 {bf16_error:.2e}");

@@ -19,9 +19,7 @@
 //!
 //! Run: `cargo run -p padless --example learned_initial_state`
 
-use padless::model_config::{
-    CellConfig, InputConfig, LayerConfig, ModelConfig, RecurrentLayerConfig,
-};
+use padless::model_config::{InputConfig, LayerConfig, ModelConfig};
 use padless::prelude::*;
 use padless::train::*;
 
@@ -44,11 +42,10 @@ fn rows(n_pairs: usize, seed: u64) -> Vec<Vec<f32>> {
 }
 
 fn example(row: &[f32]) -> Example {
-    Example {
-        input: InputSeq::Features(row.iter().map(|&v| vec![v]).collect()),
-        target: TargetSeq::Dense(row.iter().map(|&v| vec![v * v]).collect()),
-        weight: None,
-    }
+    Example::new(
+        InputSeq::Features(row.iter().map(|&v| vec![v]).collect()),
+        TargetSeq::Dense(row.iter().map(|&v| vec![v * v]).collect()),
+    )
 }
 
 /// The variance of the targets over every step: the least mean squared error of any
@@ -66,20 +63,17 @@ fn config(learn_initial_state: bool) -> ModelConfig {
             features: 1,
         },
         layers: vec![
-            LayerConfig::Recurrent {
-                cell: CellConfig::SimpleRnn,
-                options: RecurrentLayerConfig {
-                    units: 16,
-                    return_sequences: true,
-                    no_bias: true,
-                    learn_initial_state,
-                    ..Default::default()
-                },
-            },
-            LayerConfig::TimeDistributedDense {
+            LayerConfig::SimpleRnn(SimpleRnnConfig {
+                units: 16,
+                return_sequences: true,
+                use_bias: false,
+                learn_initial_state,
+                ..Default::default()
+            }),
+            LayerConfig::TimeDistributed(TimeDistributedConfig(DenseConfig {
                 units: 1,
-                activation: ActivationKind::Linear,
-            },
+                ..Default::default()
+            })),
         ],
     }
 }
@@ -92,11 +86,7 @@ fn train(learn_initial_state: bool, train: &[Example]) -> padless::Result<Traine
     let mut trainer = Trainer::from_config(&config(learn_initial_state), compile, &device)?;
     let mut batches = BatchOptions::new(32);
     batches.shuffle_seed = Some(4);
-    let fit = FitConfig {
-        epochs: 15,
-        batches,
-        validation_split: 0.0,
-    };
+    let fit = FitConfig::new(15, batches);
     trainer.fit(train, None, &fit, &mut [])?;
     Ok(trainer)
 }

@@ -66,15 +66,16 @@ fn model_config() -> ModelConfig {
             features: F,
         },
         layers: vec![
-            LayerConfig::Masking { mask_value: 0.0 },
-            LayerConfig::TimeDistributedDense {
+            LayerConfig::Masking(MaskingConfig { mask_value: 0.0 }),
+            LayerConfig::TimeDistributed(TimeDistributedConfig(DenseConfig {
                 units: 4,
                 activation: ActivationKind::Tanh,
-            },
-            LayerConfig::TimeDistributedDense {
+                ..Default::default()
+            })),
+            LayerConfig::TimeDistributed(TimeDistributedConfig(DenseConfig {
                 units: F,
-                activation: ActivationKind::Linear,
-            },
+                ..Default::default()
+            })),
         ],
     }
 }

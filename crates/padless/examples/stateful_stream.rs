@@ -19,9 +19,7 @@
 //!
 //! Run: `cargo run -p padless --example stateful_stream`
 
-use padless::model_config::{
-    CellConfig, InputConfig, LayerConfig, ModelConfig, RecurrentLayerConfig,
-};
+use padless::model_config::{InputConfig, LayerConfig, ModelConfig};
 use padless::prelude::*;
 use padless::train::*;
 
@@ -61,11 +59,10 @@ fn chunk_examples(k: usize) -> Vec<Example> {
         .map(|row| {
             let (x, y) = (stream(row), targets(row));
             let range = k * CHUNK..((k + 1) * CHUNK).min(x.len());
-            Example {
-                input: InputSeq::Features(x[range.clone()].iter().map(|&v| vec![v]).collect()),
-                target: TargetSeq::Dense(y[range].iter().map(|&v| vec![v]).collect()),
-                weight: None,
-            }
+            Example::new(
+                InputSeq::Features(x[range.clone()].iter().map(|&v| vec![v]).collect()),
+                TargetSeq::Dense(y[range].iter().map(|&v| vec![v]).collect()),
+            )
         })
         .collect()
 }
@@ -77,19 +74,16 @@ fn config(stateful: bool) -> ModelConfig {
             features: 1,
         },
         layers: vec![
-            LayerConfig::Recurrent {
-                cell: CellConfig::Lstm,
-                options: RecurrentLayerConfig {
-                    units: 12,
-                    return_sequences: true,
-                    stateful,
-                    ..Default::default()
-                },
-            },
-            LayerConfig::TimeDistributedDense {
+            LayerConfig::Lstm(LstmConfig {
+                units: 12,
+                return_sequences: true,
+                stateful,
+                ..Default::default()
+            }),
+            LayerConfig::TimeDistributed(TimeDistributedConfig(DenseConfig {
                 units: 1,
-                activation: ActivationKind::Linear,
-            },
+                ..Default::default()
+            })),
         ],
     }
 }
@@ -176,11 +170,7 @@ fn main() -> padless::Result<()> {
     let n_chunks = stream(0).len().div_ceil(CHUNK);
     let examples: Vec<Example> = (0..n_chunks).flat_map(chunk_examples).collect();
     let epochs = 30;
-    let fit = FitConfig {
-        epochs,
-        batches: BatchOptions::new(2),
-        validation_split: 0.0,
-    };
+    let fit = FitConfig::new(epochs, BatchOptions::new(2));
     let mut reset = StatefulReset::new(|_, batch| batch + 1 == BOUNDARY);
     let history = trainer.fit(&examples, None, &fit, &mut [&mut reset])?;
     let (first, last) = (history[0]["loss"], history[epochs - 1]["loss"]);

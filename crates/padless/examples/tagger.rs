@@ -7,9 +7,7 @@
 //!
 //! Run: `cargo run -p padless --example tagger`
 
-use padless::model_config::{
-    CellConfig, InputConfig, LayerConfig, ModelConfig, RecurrentLayerConfig,
-};
+use padless::model_config::{InputConfig, LayerConfig, ModelConfig};
 use padless::prelude::*;
 use padless::train::*;
 
@@ -34,11 +32,10 @@ fn examples(n: usize, seed: u64) -> Vec<Example> {
                     }]
                 })
                 .collect();
-            Example {
-                input: InputSeq::Features(values.iter().map(|&v| vec![v]).collect()),
-                target: TargetSeq::Dense(tags),
-                weight: None,
-            }
+            Example::new(
+                InputSeq::Features(values.iter().map(|&v| vec![v]).collect()),
+                TargetSeq::Dense(tags),
+            )
         })
         .collect()
 }
@@ -52,20 +49,18 @@ fn main() -> padless::Result<()> {
             features: 1,
         },
         layers: vec![
-            LayerConfig::Masking { mask_value: 0.0 },
-            LayerConfig::Recurrent {
-                cell: CellConfig::Lstm,
-                options: RecurrentLayerConfig {
-                    units: 16,
-                    return_sequences: true,
-                    ..Default::default()
-                },
-            },
-            LayerConfig::Dropout { rate: 0.1 },
-            LayerConfig::TimeDistributedDense {
+            LayerConfig::Masking(MaskingConfig { mask_value: 0.0 }),
+            LayerConfig::Lstm(LstmConfig {
+                units: 16,
+                return_sequences: true,
+                ..Default::default()
+            }),
+            LayerConfig::Dropout(DropoutConfig { rate: 0.1 }),
+            LayerConfig::TimeDistributed(TimeDistributedConfig(DenseConfig {
                 units: 1,
                 activation: ActivationKind::Sigmoid,
-            },
+                ..Default::default()
+            })),
         ],
     };
     let mut compile = CompileConfig::new(SequenceLoss::new(LossKind::BinaryCrossentropy {
@@ -75,11 +70,7 @@ fn main() -> padless::Result<()> {
     let mut trainer = Trainer::from_config(&config, compile, &device)?;
     let mut batches = BatchOptions::new(32);
     batches.shuffle_seed = Some(1);
-    let fit = FitConfig {
-        epochs: 15,
-        batches,
-        validation_split: 0.0,
-    };
+    let fit = FitConfig::new(15, batches);
     let history = trainer.fit(&examples(400, 3), None, &fit, &mut [])?;
     let first = history[0]["loss"];
     let last = history.last().expect("epochs")["loss"];

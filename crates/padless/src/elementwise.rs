@@ -1,13 +1,12 @@
 //! Functions that run vectorised on the CPU backend: [`tanh`] element-wise and [`softmax`]
 //! over the last axis.
 //!
-//! burn's flex backend computes `tanh` one element at a time through the C library (measured:
-//! about a fifth of a G2P decoding step went to `tanhf` in the attention's combine layer), and
-//! its softmax is five tensor operations forward and more backward. On flex both run as one
-//! burn operation each ([`FusedOutputOpBackend`], an [`OutputOp`]): the forward pass through
+//! burn's flex backend computes `tanh` one element at a time through the C library, and its
+//! softmax is five tensor operations forward and more backward. On flex both run as one
+//! fused operation each (`OutputOp`): the forward pass through
 //! [`padless_kernels::tanh_in_place`] or [`padless_kernels::softmax_rows_in_place`], the
-//! backward pass from the saved output alone (`d_x = d_y (1 - y^2)`; `d_x = y (d_y - Σ d_y
-//! y)` per row). Other backends and float types use burn's functions.
+//! backward pass from the kept output alone (`d_x = d_y (1 - y^2)`; `d_x = y (d_y - Σ d_y y)`
+//! per row). Other backends and float types use burn's functions.
 //!
 //! ```
 //! use burn::tensor::{Device, Tensor};
@@ -20,43 +19,62 @@
 //! }
 //! ```
 
-use burn::backend::autodiff::Autodiff;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{DType, Element, Tensor, TensorData};
-use padless_kernels::Real;
+use burn::tensor::Tensor;
 
-use crate::rnn::fused::{HostData, fused_enabled, on_flex};
+use crate::cpu::HostData;
+use crate::ops::{self, BackwardInputs, Forward, FusedOp, HostFloat};
 
-/// A function whose gradient its output alone gives, run by [`FusedOutputOpBackend`].
+/// A function whose gradient its output alone gives, as a fused operation of one input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputOp {
+enum OutputOp {
     /// `tanh` element-wise; backward `d_x = d_y (1 - y^2)`.
     Tanh,
     /// Softmax over the last axis; backward `d_x = y (d_y - Σ d_y y)` per row.
     Softmax,
 }
 
-/// An [`OutputOp`] as one operation with its own backward pass (from the saved output).
-#[backend_extension(Flex, Autodiff)]
-pub trait FusedOutputOpBackend: Backend {
-    /// `op(x)`, same shape (softmax over the last axis); `f32` or `f64`.
-    fn fused_output_op(x: FloatTensor<Self>, op: OutputOp) -> FloatTensor<Self>;
+impl FusedOp<1> for OutputOp {
+    const NAME: &'static str = "the fused tanh or softmax";
+    const KEEP_OUTPUT: bool = true;
+    type Saved<T: HostFloat> = ();
+
+    fn forward<T: HostFloat>(&self, [x]: [HostData<T>; 1], keep: bool) -> Forward<T, ()> {
+        let shape = x.shape().clone();
+        let width = row_width(&shape);
+        let mut values = x.into_vec();
+        match self {
+            OutputOp::Tanh => padless_kernels::tanh_in_place(&mut values),
+            OutputOp::Softmax => padless_kernels::softmax_rows_in_place(&mut values, width),
+        }
+        Forward {
+            values,
+            shape,
+            saved: keep.then_some(()),
+        }
+    }
+
+    fn backward<T: HostFloat>(&self, args: BackwardInputs<T, (), 1>) -> [Option<Vec<T>>; 1] {
+        let y = args.output.expect("the output is kept");
+        let width = row_width(y.shape());
+        let mut d = args.grad.into_vec();
+        match self {
+            OutputOp::Tanh => padless_kernels::tanh_backward_in_place(y.as_slice(), &mut d),
+            OutputOp::Softmax => {
+                padless_kernels::softmax_backward_rows_in_place(y.as_slice(), &mut d, width)
+            }
+        }
+        [Some(d)]
+    }
+}
+
+/// The last axis' length (the softmax's row width; 1 for a tensor without axes).
+fn row_width(shape: &[usize]) -> usize {
+    shape.last().copied().unwrap_or(1)
 }
 
 /// `op(x)` through the fused operation on flex in f32 / f64, else `None`.
 fn try_fused<const D: usize>(x: &Tensor<D>, op: OutputOp) -> Option<Tensor<D>> {
-    let fused =
-        fused_enabled() && on_flex(&x.device()) && matches!(x.dtype(), DType::F32 | DType::F64);
-    fused.then(|| {
-        let out =
-            <Dispatch as FusedOutputOpBackend>::fused_output_op(x.clone().into_dispatch(), op);
-        Tensor::from_dispatch(out)
-    })
+    ops::applies(&x.device(), x.dtype()).then(|| ops::apply(op, [x.clone().into_dispatch()]))
 }
 
 /// `tanh(x)` element-wise, same shape; vectorised on the CPU backend (see the module docs),
@@ -89,116 +107,10 @@ pub fn softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     burn::tensor::activation::softmax(x, D - 1)
 }
 
-/// Reads a primitive of `B` into a host vector of `T`, runs `f` on it and writes it back in
-/// the same shape.
-fn on_host<B: Backend, T: Real + Element>(
-    x: FloatTensor<B>,
-    f: impl FnOnce(&mut Vec<T>),
-) -> FloatTensor<B> {
-    let (device, shape) = (x.device(), x.shape());
-    let mut values = crate::rnn::fused::read::<B, T>(x);
-    f(&mut values);
-    B::float_from_data(TensorData::new(values, shape), &device)
-}
-
-/// The last axis' length (the softmax's row width; 1 for a tensor without axes).
-fn row_width<B: Backend>(x: &FloatTensor<B>) -> usize {
-    x.shape().last().copied().unwrap_or(1)
-}
-
-/// `op(x)` on the host.
-fn forward_host<B: Backend>(x: FloatTensor<B>, op: OutputOp) -> FloatTensor<B> {
-    fn typed<B: Backend, T: Real + Element>(x: FloatTensor<B>, op: OutputOp) -> FloatTensor<B> {
-        let width = row_width::<B>(&x);
-        on_host::<B, T>(x, |v| match op {
-            OutputOp::Tanh => padless_kernels::tanh_in_place(v),
-            OutputOp::Softmax => padless_kernels::softmax_rows_in_place(v, width),
-        })
-    }
-    match x.dtype() {
-        DType::F32 => typed::<B, f32>(x, op),
-        DType::F64 => typed::<B, f64>(x, op),
-        other => panic!("fused {op:?} runs on f32 or f64, got {other:?}"),
-    }
-}
-
-/// The input's gradient from the output `y` and its gradient `d_y`.
-fn backward_host<B: Backend>(
-    y: FloatTensor<B>,
-    d_y: FloatTensor<B>,
-    op: OutputOp,
-) -> FloatTensor<B> {
-    fn typed<B: Backend, T: Real + Element + bytemuck::Pod>(
-        y: FloatTensor<B>,
-        d_y: FloatTensor<B>,
-        op: OutputOp,
-    ) -> FloatTensor<B> {
-        let width = row_width::<B>(&y);
-        let y = HostData::<T>::read::<B>(y);
-        on_host::<B, T>(d_y, |d| match op {
-            OutputOp::Tanh => padless_kernels::tanh_backward_in_place(y.as_slice(), d),
-            OutputOp::Softmax => {
-                padless_kernels::softmax_backward_rows_in_place(y.as_slice(), d, width)
-            }
-        })
-    }
-    match y.dtype() {
-        DType::F32 => typed::<B, f32>(y, d_y, op),
-        DType::F64 => typed::<B, f64>(y, d_y, op),
-        other => panic!("fused {op:?} runs on f32 or f64, got {other:?}"),
-    }
-}
-
-impl FusedOutputOpBackend for Flex {
-    fn fused_output_op(x: FloatTensor<Self>, op: OutputOp) -> FloatTensor<Self> {
-        forward_host::<Flex>(x, op)
-    }
-}
-
-#[derive(Debug)]
-struct FusedOutputOpBackward;
-
-impl<B: Backend> Backward<B, 1> for FusedOutputOpBackward {
-    /// The output `y` and the function.
-    type State = (FloatTensor<B>, OutputOp);
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 1>,
-        grads: &mut Gradients,
-        _checkpointer: &mut Checkpointer,
-    ) {
-        let d_y = grads.consume::<B>(&ops.node);
-        let [parent] = ops.parents;
-        if let Some(node) = parent {
-            let (y, op) = ops.state;
-            grads.register::<B>(node.id, backward_host::<B>(y, d_y, op));
-        }
-    }
-}
-
-impl<B: Backend, C: CheckpointStrategy> FusedOutputOpBackend for Autodiff<B, C> {
-    fn fused_output_op(x: FloatTensor<Self>, op: OutputOp) -> FloatTensor<Self> {
-        let guards = [x.node()];
-        let x = x.into_primitive();
-        match FusedOutputOpBackward
-            .prepare::<C>(guards)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let y = forward_host::<B>(x, op);
-                prep.finish((y.clone(), op), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(forward_host::<B>(x, op)),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rnn::fused::with_composite;
+    use crate::cpu::with_composite;
     use crate::tensor_util::f32_vec;
 
     /// Values and gradients of `sum(w * tanh(x))` through [`tanh`] (fused on flex) and through

@@ -1,7 +1,11 @@
-//! The [`Layer`] trait shared by every layer of a stack, and [`Spec`], the shape and mask
-//! a layer receives or produces, used to check a stack before it runs.
+//! The [`Layer`] trait shared by every layer of a stack, [`BuildLayer`], implemented by each
+//! layer's config, and [`Spec`], the shape and mask a layer receives or produces, used to
+//! check a stack before it runs.
+
+use burn::tensor::{Device, Tensor};
 
 use crate::error::{Error, Result};
+use crate::registry::LayerConfig;
 use crate::value::Value;
 use crate::weights::NamedWeight;
 
@@ -90,8 +94,31 @@ pub(crate) fn features_error(layer: &str, expected: usize, found: usize) -> Erro
     }
 }
 
-/// A layer of a stack: a forward pass on [`Value`]s, its effect on shapes and masks, and its
-/// weights in Keras layout.
+/// What a layer returns: its output and, for a layer configured to return them
+/// (`return_state`), its final states.
+#[derive(Debug, Clone)]
+pub struct LayerOutput {
+    /// The output.
+    pub value: Value,
+    /// The final states (`[h]` or `[h, c]` per direction, `[batch, units]` each), when the
+    /// layer returns them.
+    pub states: Option<Vec<Tensor<2>>>,
+}
+
+impl From<Value> for LayerOutput {
+    fn from(value: Value) -> Self {
+        LayerOutput {
+            value,
+            states: None,
+        }
+    }
+}
+
+/// A layer of a stack: a forward pass on [`Value`]s, its effect on shapes and masks, its
+/// weights in Keras layout and the config that rebuilds it.
+///
+/// Every method but the first three has a default, which fits a stateless layer without
+/// weights that is not part of the layer registry ([`crate::registry`]).
 pub trait Layer {
     /// The layer's type name as the summary prints it (`Lstm`).
     fn type_name(&self) -> &'static str;
@@ -112,6 +139,53 @@ pub trait Layer {
     /// which a mask reaches a layer that returns `false` is rejected at build time.
     fn supports_mask(&self) -> bool {
         false
+    }
+
+    /// The config that rebuilds this layer (fresh weights): its entry in the layer registry.
+    /// `None` (the default) for a layer outside the registry, which runs in code but cannot
+    /// stand in a [`Sequential`](crate::sequential::Sequential).
+    fn config(&self) -> Option<LayerConfig> {
+        None
+    }
+
+    /// Whether each output step depends only on the same input step (default false). Work
+    /// upstream of a run of such layers may skip steps whose outputs nobody reads (see
+    /// [`Sequential::forward_reading`](crate::sequential::Sequential::forward_reading)).
+    fn is_per_step(&self) -> bool {
+        false
+    }
+
+    /// Forgets the states a stateful layer carries between calls; nothing by default.
+    fn reset_states(&self) {}
+
+    /// Runs the layer and also returns its final states when it is configured to
+    /// (`return_state`); by default [`Layer::forward_value`] with no states.
+    ///
+    /// # Errors
+    /// As [`Layer::forward_value`].
+    fn forward_with_states(&self, input: Value) -> Result<LayerOutput> {
+        self.forward_value(input).map(LayerOutput::from)
+    }
+
+    /// For a layer fed by [`RepeatVector`](crate::layers::RepeatVector): its output on
+    /// `vector [batch, d_input]` repeated over `n_steps` steps, computed without building the
+    /// repetition, or `None` (the default) when the layer has no such path and runs on the
+    /// repeated sequence. With `prefix`, a layer may compute only the first `prefix[b]`
+    /// steps of row `b` when that leaves those outputs exact (a forward recurrence returning
+    /// sequences); the caller reads no other step. `with_states` asks for the final states
+    /// as [`Layer::forward_with_states`] gives them.
+    ///
+    /// # Errors
+    /// As [`Layer::forward_value`].
+    fn forward_repeated(
+        &self,
+        vector: &Tensor<2>,
+        n_steps: usize,
+        prefix: Option<&[usize]>,
+        with_states: bool,
+    ) -> Option<Result<LayerOutput>> {
+        let _ = (vector, n_steps, prefix, with_states);
+        None
     }
 
     /// The weights in Keras layout and order (`kernel`, `recurrent_kernel`, `bias`).
@@ -152,6 +226,52 @@ pub trait Layer {
         let (weights, _) = crate::weights::load_safetensors(path)?;
         self.set_weights(&weights)
     }
+}
+
+/// A layer's own config: the options that rebuild it (Keras names), serialisable as one
+/// entry of a model config. Implemented by each registered layer's config type.
+pub trait BuildLayer {
+    /// The layer it builds.
+    type Layer: Layer;
+
+    /// Builds the layer with fresh weights for inputs of spec `input`, from which it takes
+    /// its input size (a size the config already holds must agree).
+    ///
+    /// # Errors
+    /// An input the layer cannot take, or an invalid option, naming the layer.
+    fn build(&self, input: &Spec, device: &Device) -> Result<Self::Layer>;
+
+    /// The input features the config holds, for a layer whose config records them (a dense
+    /// or recurrent layer built in code); `None` (the default) otherwise.
+    fn d_input(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// The features of a sequence or vector spec: the input size a layer takes from it.
+///
+/// # Errors
+/// [`Error::InputKind`] for token ids.
+pub(crate) fn input_features(spec: &Spec, layer: &str) -> Result<usize> {
+    match *spec {
+        Spec::Sequence { features, .. } | Spec::Vector { features } => Ok(features),
+        other => Err(kind_error(
+            layer,
+            "sequence or vector (add an embedding before it)",
+            &other,
+        )),
+    }
+}
+
+/// `held` (0 = not set) checked against the input size `found` of a spec.
+///
+/// # Errors
+/// [`Error::Config`] naming both sizes.
+pub(crate) fn agreed_d_input(layer: &str, held: usize, found: usize) -> Result<usize> {
+    if held != 0 && held != found {
+        return Err(features_error(layer, held, found));
+    }
+    Ok(found)
 }
 
 /// One row of a stack check: the spec a layer receives and the one it produces.

@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 pub mod budget;
+pub mod cpu;
 pub mod elementwise;
 pub mod error;
 pub mod files;
@@ -42,18 +43,24 @@ pub mod layers;
 pub mod losses;
 pub mod mask;
 pub mod metrics;
+pub mod model;
 pub mod model_config;
+mod ops;
+pub mod registry;
 pub mod rnn;
 pub mod seq2seq;
 pub mod sequence;
 pub mod sequential;
+mod strict;
 pub mod tensor_util;
 pub mod train;
+pub mod transformer;
 pub mod value;
 pub mod weights;
 
 pub use error::{Error, Result};
 pub use mask::{Mask, Padding};
+pub use model::{AnyModel, Inputs, Model, load, save};
 pub use value::Value;
 
 /// The embedded CPU device (burn's `flex` backend), without autodiff: for inference.
@@ -95,6 +102,7 @@ pub mod prelude {
     pub use crate::layer::{Layer, Spec};
     pub use crate::layers::*;
     pub use crate::losses::*;
+    pub use crate::model::{AnyModel, Inputs, Model};
     pub use crate::rnn::*;
     pub use crate::sequential::{AnyLayer, Sequential};
     pub use crate::tensor_util::{f32_vec, tensor_from};

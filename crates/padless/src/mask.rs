@@ -90,9 +90,7 @@ impl Mask {
     /// feature equals `padding_value` (so `-0.0` equals `0.0`; NaN never equals anything).
     pub fn from_padding_value(x: &Tensor<3>, padding_value: f32) -> Self {
         let [batch, time, features] = x.dims();
-        if crate::rnn::fused::on_flex(&x.device())
-            && x.dtype() == burn::tensor::DType::F32
-            && features > 0
+        if crate::cpu::on_flex(&x.device()) && x.dtype() == burn::tensor::DType::F32 && features > 0
         {
             // On the CPU backend one pass over the values on the host (the tensor form is
             // four operations over `[batch, time, features]` booleans).

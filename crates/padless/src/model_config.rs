@@ -1,22 +1,20 @@
 //! [`ModelConfig`]: a [`Sequential`] stack described as data (JSON or TOML), so that models
-//! can be written in config files and checkpoints can rebuild what they saved.
+//! can be written in config files and checkpoints can rebuild what they saved. Each layer is
+//! a [`LayerConfig`] of the layer registry; unknown fields are errors naming the nearest
+//! known one.
 
 use burn::tensor::Device;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value as Json;
 
 use crate::error::{Error, Result};
 use crate::layer::Spec;
-use crate::layers::{
-    Activation, ActivationKind, DenseConfig, DropMask, Dropout, EmbeddingConfig,
-    GlobalAveragePooling1D, GlobalMaxPooling1D, LayerNormalization, Masking, RepeatVector,
-    TimeDistributed,
-};
-use crate::rnn::{GruConfig, LstmConfig, MergeMode, SimpleRnnConfig};
-use crate::sequential::{AnyLayer, Sequential};
+pub use crate::registry::LayerConfig;
+use crate::sequential::Sequential;
 
 /// What a model takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum InputConfig {
     /// Token ids `[batch, time]`.
     Tokens {
@@ -48,89 +46,6 @@ impl InputConfig {
     }
 }
 
-/// Options of a recurrent layer in a config (Keras names; defaults as Keras).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(default)]
-pub struct RecurrentLayerConfig {
-    /// Hidden units.
-    pub units: usize,
-    /// Return every step.
-    pub return_sequences: bool,
-    /// Process steps from last to first.
-    pub go_backwards: bool,
-    /// Output 0 at masked steps.
-    pub zero_output_for_mask: bool,
-    /// Carry states between batches.
-    pub stateful: bool,
-    /// Learn the initial states.
-    pub learn_initial_state: bool,
-    /// Disable the biases.
-    pub no_bias: bool,
-}
-
-/// Which recurrent cell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CellConfig {
-    /// `SimpleRnn`.
-    SimpleRnn,
-    /// `Lstm`.
-    Lstm,
-    /// `Gru`.
-    Gru,
-}
-
-/// One layer of a [`ModelConfig`]; input sizes are inferred from the previous layer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-#[allow(missing_docs)]
-pub enum LayerConfig {
-    Masking {
-        mask_value: f32,
-    },
-    Embedding {
-        n_tokens: usize,
-        d_model: usize,
-        #[serde(default)]
-        mask_zero: bool,
-    },
-    Dense {
-        units: usize,
-        #[serde(default)]
-        activation: ActivationKind,
-    },
-    TimeDistributedDense {
-        units: usize,
-        #[serde(default)]
-        activation: ActivationKind,
-    },
-    RepeatVector {
-        n_steps: usize,
-    },
-    Dropout {
-        rate: f64,
-    },
-    Activation {
-        activation: ActivationKind,
-    },
-    LayerNormalization,
-    GlobalAveragePooling1d,
-    GlobalMaxPooling1d,
-    DropMask,
-    Recurrent {
-        cell: CellConfig,
-        #[serde(flatten)]
-        options: RecurrentLayerConfig,
-    },
-    Bidirectional {
-        cell: CellConfig,
-        #[serde(default)]
-        merge_mode: MergeMode,
-        #[serde(flatten)]
-        options: RecurrentLayerConfig,
-    },
-}
-
 /// A stack of layers as data.
 ///
 /// # Example
@@ -140,18 +55,40 @@ pub enum LayerConfig {
 ///   "input": {"kind": "sequence", "features": 3},
 ///   "layers": [
 ///     {"type": "masking", "mask_value": 0.0},
-///     {"type": "recurrent", "cell": "lstm", "units": 8},
+///     {"type": "lstm", "units": 8},
 ///     {"type": "dense", "units": 2, "activation": "softmax"}
 ///   ]}"#).unwrap();
 /// let model = config.build(&padless::default_device()).unwrap();
 /// assert_eq!(model.names(), ["masking", "lstm", "dense"]);
+///
+/// let misspelt = r#"{"input": {"kind": "tokens"}, "layers": [
+///     {"type": "embedding", "n_tokens": 10, "d_model": 4},
+///     {"type": "lstm", "units": 8, "retrun_sequences": true}]}"#;
+/// let err = serde_json::from_str::<ModelConfig>(misspelt).unwrap_err().to_string();
+/// assert!(err.starts_with(
+///     r#"unknown field "retrun_sequences" in layer 1 (lstm); did you mean "return_sequences"?"#
+/// ));
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     /// The input.
     pub input: InputConfig,
     /// The layers, in order.
+    #[serde(deserialize_with = "layers_by_index")]
     pub layers: Vec<LayerConfig>,
+}
+
+/// The layers of a model config, each read strictly; errors name the layer by its index.
+fn layers_by_index<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Vec<LayerConfig>, D::Error> {
+    Vec::<Json>::deserialize(deserializer)?
+        .into_iter()
+        .enumerate()
+        .map(|(index, json)| LayerConfig::from_json(json, &format!("layer {index}")))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(serde::de::Error::custom)
 }
 
 impl ModelConfig {
@@ -163,7 +100,7 @@ impl ModelConfig {
         let mut spec = self.input.spec(true);
         let mut layers = Vec::with_capacity(self.layers.len());
         for (index, config) in self.layers.iter().enumerate() {
-            let layer = build_layer(config, &spec, device).map_err(|e| match e {
+            let layer = config.build(&spec, device).map_err(|e| match e {
                 Error::Config { layer, message } => Error::Config {
                     layer: format!("layer {index} ({layer})"),
                     message,
@@ -173,146 +110,33 @@ impl ModelConfig {
             spec = layer.as_layer().output_spec(&spec)?;
             layers.push(layer);
         }
-        let model = Sequential::new(layers);
+        let model = Sequential::new(layers).with_input(self.input);
         model.check(self.input.spec(true))?;
         Ok(model)
     }
 }
 
-fn features(spec: &Spec, layer: &str) -> Result<usize> {
-    match *spec {
-        Spec::Sequence { features, .. } | Spec::Vector { features } => Ok(features),
-        Spec::Tokens { .. } => Err(Error::config(
-            layer,
-            "expected features, found token ids (add an embedding first)",
-        )),
-    }
-}
-
-fn build_layer(config: &LayerConfig, spec: &Spec, device: &Device) -> Result<AnyLayer> {
-    Ok(match config {
-        LayerConfig::Masking { mask_value } => AnyLayer::Masking(Masking::new(*mask_value)),
-        LayerConfig::Embedding {
-            n_tokens,
-            d_model,
-            mask_zero,
-        } => AnyLayer::Embedding(
-            EmbeddingConfig::new(*n_tokens, *d_model)
-                .with_mask_zero(*mask_zero)
-                .init(device),
-        ),
-        LayerConfig::Dense { units, activation } => AnyLayer::Dense(
-            DenseConfig::new(features(spec, "dense")?, *units)
-                .with_activation(*activation)
-                .init(device),
-        ),
-        LayerConfig::TimeDistributedDense { units, activation } => {
-            AnyLayer::TimeDistributed(TimeDistributed::new(
-                DenseConfig::new(features(spec, "time_distributed")?, *units)
-                    .with_activation(*activation)
-                    .init(device),
-            ))
-        }
-        LayerConfig::RepeatVector { n_steps } => {
-            AnyLayer::RepeatVector(RepeatVector::new(*n_steps))
-        }
-        LayerConfig::Dropout { rate } => {
-            if !(0.0..1.0).contains(rate) {
-                return Err(Error::config(
-                    "dropout",
-                    format!("rate {rate} is outside [0, 1)"),
-                ));
-            }
-            AnyLayer::Dropout(Dropout::new(*rate))
-        }
-        LayerConfig::Activation { activation } => {
-            AnyLayer::Activation(Activation::new(*activation))
-        }
-        LayerConfig::LayerNormalization => AnyLayer::LayerNormalization(LayerNormalization::new(
-            features(spec, "layer_normalization")?,
-            device,
-        )),
-        LayerConfig::GlobalAveragePooling1d => {
-            AnyLayer::GlobalAveragePooling1D(GlobalAveragePooling1D)
-        }
-        LayerConfig::GlobalMaxPooling1d => AnyLayer::GlobalMaxPooling1D(GlobalMaxPooling1D),
-        LayerConfig::DropMask => AnyLayer::DropMask(DropMask),
-        LayerConfig::Recurrent { cell, options } => recurrent(*cell, options, None, spec, device)?,
-        LayerConfig::Bidirectional {
-            cell,
-            merge_mode,
-            options,
-        } => recurrent(*cell, options, Some(*merge_mode), spec, device)?,
-    })
-}
-
-fn recurrent(
-    cell: CellConfig,
-    o: &RecurrentLayerConfig,
-    merge: Option<MergeMode>,
-    spec: &Spec,
-    device: &Device,
-) -> Result<AnyLayer> {
-    let d_input = features(spec, "recurrent")?;
-    if o.units == 0 {
-        return Err(Error::config("recurrent", "units must be at least 1"));
-    }
-    macro_rules! configure {
-        ($config:ident) => {
-            $config::new(d_input, o.units)
-                .with_return_sequences(o.return_sequences)
-                .with_go_backwards(o.go_backwards)
-                .with_zero_output_for_mask(o.zero_output_for_mask)
-                .with_stateful(o.stateful)
-                .with_learn_initial_state(o.learn_initial_state)
-                .with_use_bias(!o.no_bias)
-        };
-    }
-    Ok(match (cell, merge) {
-        (CellConfig::SimpleRnn, None) => {
-            AnyLayer::SimpleRnn(configure!(SimpleRnnConfig).init(device))
-        }
-        (CellConfig::Lstm, None) => AnyLayer::Lstm(configure!(LstmConfig).init(device)),
-        (CellConfig::Gru, None) => AnyLayer::Gru(configure!(GruConfig).init(device)),
-        (CellConfig::SimpleRnn, Some(m)) => AnyLayer::BidirectionalSimpleRnn(
-            configure!(SimpleRnnConfig).init_bidirectional(m, device),
-        ),
-        (CellConfig::Lstm, Some(m)) => {
-            AnyLayer::BidirectionalLstm(configure!(LstmConfig).init_bidirectional(m, device))
-        }
-        (CellConfig::Gru, Some(m)) => {
-            AnyLayer::BidirectionalGru(configure!(GruConfig).init_bidirectional(m, device))
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layers::{ActivationKind, DenseConfig, EmbeddingConfig, TimeDistributedConfig};
+    use crate::rnn::{AnyRecurrentConfig, BidirectionalConfig, GruConfig, MergeMode};
 
     #[test]
     fn a_config_builds_infers_sizes_and_round_trips_through_json() {
         let config = ModelConfig {
             input: InputConfig::Tokens { time: None },
             layers: vec![
-                LayerConfig::Embedding {
-                    n_tokens: 10,
-                    d_model: 4,
-                    mask_zero: true,
-                },
-                LayerConfig::Bidirectional {
-                    cell: CellConfig::Gru,
+                LayerConfig::Embedding(EmbeddingConfig::new(10, 4).with_mask_zero(true)),
+                LayerConfig::Bidirectional(BidirectionalConfig {
+                    layer: AnyRecurrentConfig::Gru(
+                        GruConfig::new(0, 3).with_return_sequences(true),
+                    ),
                     merge_mode: MergeMode::Concat,
-                    options: RecurrentLayerConfig {
-                        units: 3,
-                        return_sequences: true,
-                        ..Default::default()
-                    },
-                },
-                LayerConfig::TimeDistributedDense {
-                    units: 2,
-                    activation: ActivationKind::Softmax,
-                },
+                }),
+                LayerConfig::TimeDistributed(TimeDistributedConfig(
+                    DenseConfig::new(0, 2).with_activation(ActivationKind::Softmax),
+                )),
             ],
         };
         let model = config.build(&crate::default_device()).unwrap();
@@ -330,16 +154,31 @@ mod tests {
                 time: None,
                 features: 3,
             },
-            layers: vec![LayerConfig::Embedding {
-                n_tokens: 5,
-                d_model: 2,
-                mask_zero: false,
-            }],
+            layers: vec![LayerConfig::Embedding(EmbeddingConfig::new(5, 2))],
         };
         let err = config
             .build(&crate::default_device())
             .unwrap_err()
             .to_string();
         assert!(err.contains("Embedding: expected tokens"), "{err}");
+    }
+
+    #[test]
+    fn a_size_held_by_a_layer_config_must_match_the_inferred_one() {
+        let config = ModelConfig {
+            input: InputConfig::Sequence {
+                time: None,
+                features: 3,
+            },
+            layers: vec![LayerConfig::Dense(DenseConfig::new(4, 2))],
+        };
+        let err = config
+            .build(&crate::default_device())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("layer 0 (Dense)") && err.contains("expected 4 input features, found 3"),
+            "{err}"
+        );
     }
 }

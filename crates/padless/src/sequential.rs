@@ -1,5 +1,5 @@
-//! [`Sequential`]: a stack of layers, checked for shapes and dropped masks, with a summary and
-//! weight files.
+//! [`Sequential`]: a stack of layers, checked for shapes and dropped masks, with a summary,
+//! weight files and the config that rebuilds it.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,128 +8,11 @@ use burn::module::Module;
 use burn::tensor::Tensor;
 
 use crate::error::{Error, Result};
-use crate::layer::{Layer, Spec, SpecRow, check_stack};
-use crate::layers::{
-    Activation, Dense, DropMask, Dropout, Embedding, GlobalAveragePooling1D, GlobalMaxPooling1D,
-    LayerNormalization, Masking, RepeatVector, TimeDistributed,
-};
-use crate::rnn::{
-    Bidirectional, Cell, Gru, GruCell, Lstm, LstmCell, Recurrent, SimpleRnn, SimpleRnnCell,
-};
+use crate::layer::{Layer, LayerOutput, Spec, SpecRow, check_stack};
+use crate::model_config::{InputConfig, ModelConfig};
+pub use crate::registry::AnyLayer;
 use crate::value::Value;
 use crate::weights::{NamedWeight, load_safetensors, save_safetensors, strip_prefix};
-
-/// Any layer that can stand in a [`Sequential`] stack.
-#[derive(Module, Debug)]
-#[allow(missing_docs)]
-pub enum AnyLayer {
-    Masking(Masking),
-    Embedding(Embedding),
-    Dense(Dense),
-    TimeDistributed(TimeDistributed),
-    RepeatVector(RepeatVector),
-    Dropout(Dropout),
-    Activation(Activation),
-    LayerNormalization(LayerNormalization),
-    GlobalAveragePooling1D(GlobalAveragePooling1D),
-    GlobalMaxPooling1D(GlobalMaxPooling1D),
-    DropMask(DropMask),
-    SimpleRnn(SimpleRnn),
-    Lstm(Lstm),
-    Gru(Gru),
-    BidirectionalSimpleRnn(Bidirectional<SimpleRnnCell>),
-    BidirectionalLstm(Bidirectional<LstmCell>),
-    BidirectionalGru(Bidirectional<GruCell>),
-}
-
-macro_rules! each_layer {
-    ($value:expr, $layer:ident => $body:expr) => {
-        match $value {
-            AnyLayer::Masking($layer) => $body,
-            AnyLayer::Embedding($layer) => $body,
-            AnyLayer::Dense($layer) => $body,
-            AnyLayer::TimeDistributed($layer) => $body,
-            AnyLayer::RepeatVector($layer) => $body,
-            AnyLayer::Dropout($layer) => $body,
-            AnyLayer::Activation($layer) => $body,
-            AnyLayer::LayerNormalization($layer) => $body,
-            AnyLayer::GlobalAveragePooling1D($layer) => $body,
-            AnyLayer::GlobalMaxPooling1D($layer) => $body,
-            AnyLayer::DropMask($layer) => $body,
-            AnyLayer::SimpleRnn($layer) => $body,
-            AnyLayer::Lstm($layer) => $body,
-            AnyLayer::Gru($layer) => $body,
-            AnyLayer::BidirectionalSimpleRnn($layer) => $body,
-            AnyLayer::BidirectionalLstm($layer) => $body,
-            AnyLayer::BidirectionalGru($layer) => $body,
-        }
-    };
-}
-
-impl AnyLayer {
-    /// The layer behind the [`Layer`] trait.
-    pub fn as_layer(&self) -> &dyn Layer {
-        each_layer!(self, layer => layer)
-    }
-
-    /// The layer behind the [`Layer`] trait, mutable.
-    pub fn as_layer_mut(&mut self) -> &mut dyn Layer {
-        each_layer!(self, layer => layer)
-    }
-
-    /// Forgets carried states (stateful recurrent layers); other layers ignore it.
-    pub fn reset_states(&self) {
-        match self {
-            AnyLayer::SimpleRnn(l) => l.reset_states(),
-            AnyLayer::Lstm(l) => l.reset_states(),
-            AnyLayer::Gru(l) => l.reset_states(),
-            AnyLayer::BidirectionalSimpleRnn(l) => l.reset_states(),
-            AnyLayer::BidirectionalLstm(l) => l.reset_states(),
-            AnyLayer::BidirectionalGru(l) => l.reset_states(),
-            _ => {}
-        }
-    }
-
-    /// For a recurrent layer, its output on `vector` repeated over `n_steps` steps (what
-    /// follows a `RepeatVector`), through [`Recurrent::forward_repeated`]; `None` for other
-    /// layers. With `prefix`, a layer that returns sequences and reads its steps in order
-    /// (not stateful, not `go_backwards`) computes only the first `prefix[b]` steps of row `b`
-    /// ([`Recurrent::forward_repeated_prefix`]).
-    fn forward_repeated(
-        &self,
-        vector: Tensor<2>,
-        n_steps: usize,
-        prefix: Option<&[usize]>,
-    ) -> Option<Result<Value>> {
-        fn value<C: Cell>(
-            layer: &Recurrent<C>,
-            vector: Tensor<2>,
-            n: usize,
-            prefix: Option<&[usize]>,
-        ) -> Result<Value> {
-            layer.repeated_value(vector, n, prefix)
-        }
-        match self {
-            AnyLayer::SimpleRnn(l) => Some(value(l, vector, n_steps, prefix)),
-            AnyLayer::Lstm(l) => Some(value(l, vector, n_steps, prefix)),
-            AnyLayer::Gru(l) => Some(value(l, vector, n_steps, prefix)),
-            _ => None,
-        }
-    }
-
-    /// Whether each output step depends only on the same input step (so outputs at steps
-    /// nobody reads can be skipped upstream).
-    fn is_per_step(&self) -> bool {
-        matches!(
-            self,
-            AnyLayer::Dense(_)
-                | AnyLayer::TimeDistributed(_)
-                | AnyLayer::Dropout(_)
-                | AnyLayer::Activation(_)
-                | AnyLayer::LayerNormalization(_)
-        )
-    }
-}
 
 /// A stack of layers run one after another (Keras `Sequential`).
 ///
@@ -146,6 +29,18 @@ pub struct Sequential {
     pub layers: Vec<AnyLayer>,
     #[module(skip)]
     names: Vec<String>,
+    #[module(skip)]
+    input: Option<InputConfig>,
+}
+
+/// The final states one layer of a stack returned (a recurrent layer with `return_state`).
+#[derive(Debug, Clone)]
+pub struct LayerStates {
+    /// The layer's name in the stack (`lstm_1`).
+    pub layer: String,
+    /// `[h]` or `[h, c]` (per direction for `Bidirectional`, forward first), `[batch, units]`
+    /// each.
+    pub states: Vec<Tensor<2>>,
 }
 
 impl Sequential {
@@ -166,7 +61,63 @@ impl Sequential {
                 name
             })
             .collect();
-        Sequential { layers, names }
+        Sequential {
+            layers,
+            names,
+            input: None,
+        }
+    }
+
+    /// This stack with the input it takes recorded, for [`Sequential::config`] (a stack built
+    /// by [`ModelConfig::build`] records it already).
+    pub fn with_input(mut self, input: InputConfig) -> Self {
+        self.input = Some(input);
+        self
+    }
+
+    /// The input the stack takes: the recorded one, else inferred from the first layer that
+    /// records its input size (an embedding takes token ids; a dense or recurrent layer built
+    /// in code, a sequence of its `d_input` features, through the size-keeping layers before
+    /// it).
+    ///
+    /// # Errors
+    /// [`Error::Config`] when neither is known.
+    pub fn input(&self) -> Result<InputConfig> {
+        if let Some(input) = self.input {
+            return Ok(input);
+        }
+        let unknown = || {
+            Error::config(
+                "Sequential",
+                "expected a recorded input (Sequential::with_input) or a first layer that \
+                 records its input size, found neither",
+            )
+        };
+        let layer_input = self.layers.iter().find_map(|layer| match layer {
+            AnyLayer::Embedding(_) => Some(InputConfig::Tokens { time: None }),
+            other => other
+                .config()
+                .d_input()
+                .map(|features| InputConfig::Sequence {
+                    time: None,
+                    features,
+                }),
+        });
+        let input = layer_input.ok_or_else(unknown)?;
+        self.check(input.spec(true)).map_err(|_| unknown())?;
+        Ok(input)
+    }
+
+    /// The config that rebuilds this stack (fresh weights; [`Sequential::set_weights`] then
+    /// restores trained ones): its input (see [`Sequential::input`]) and each layer's config.
+    ///
+    /// # Errors
+    /// As [`Sequential::input`].
+    pub fn config(&self) -> Result<ModelConfig> {
+        Ok(ModelConfig {
+            input: self.input()?,
+            layers: self.layers.iter().map(AnyLayer::config).collect(),
+        })
     }
 
     /// The layer names, in order.
@@ -217,8 +168,8 @@ impl Sequential {
     /// [`Sequential::forward`] for a loss that reads output step `t` of row `b` only where
     /// `t < read_steps[b]` (a loss masked by target lengths: `read_steps[b]` is one past the
     /// row's last valid target step). A recurrent decoder fed by `RepeatVector` and followed
-    /// only by per-step layers (Dense, TimeDistributed, Dropout, Activation,
-    /// LayerNormalization) then computes only those steps, which the causal recurrence makes
+    /// only by per-step layers ([`Layer::is_per_step`]: Dense, TimeDistributed, Dropout,
+    /// Activation, LayerNormalization) then computes only those steps, which the causal recurrence makes
     /// exact: the outputs at the read steps, and so the loss and every gradient, equal
     /// [`Sequential::forward`]'s; outputs at the other steps differ from the full run's. The
     /// Trainer calls this with the batch's target mask. Any other stack runs as
@@ -227,34 +178,70 @@ impl Sequential {
     /// # Errors
     /// The first layer's error.
     pub fn forward_reading(&self, input: Value, read_steps: Option<&[usize]>) -> Result<Value> {
+        self.run(input, read_steps, false).map(|(value, _)| value)
+    }
+
+    /// [`Sequential::forward`], also returning the final states of every layer configured
+    /// with `return_state` (Keras' `return_state`, for a stack whose states feed another
+    /// model, such as an encoder's into a decoder), in layer order.
+    ///
+    /// # Errors
+    /// The first layer's error.
+    pub fn forward_with_states(&self, input: Value) -> Result<(Value, Vec<LayerStates>)> {
+        self.run(input, None, true)
+    }
+
+    /// Runs every layer; see [`Sequential::forward_reading`] for `read_steps`. With
+    /// `with_states`, each layer runs through [`Layer::forward_with_states`] and the states it
+    /// returns are collected.
+    fn run(
+        &self,
+        input: Value,
+        read_steps: Option<&[usize]>,
+        with_states: bool,
+    ) -> Result<(Value, Vec<LayerStates>)> {
         let mut value = input;
-        let mut layers = self.layers.iter().enumerate().peekable();
-        while let Some((i, layer)) = layers.next() {
+        let mut states = Vec::new();
+        let mut layers = self.layers.iter().zip(&self.names).enumerate().peekable();
+        while let Some((i, (layer, name))) = layers.next() {
             // A recurrent layer fed by RepeatVector sees the same input at every step: it runs
             // on the vector itself (same result, one input projection per row).
             if let (AnyLayer::RepeatVector(repeat), Value::Vector(vector)) = (layer, &value)
-                && let Some(&(_, next)) = layers.peek()
+                && let Some(&(_, (next, next_name))) = layers.peek()
             {
                 let rows = vector.dims()[0];
                 let prefix = read_steps.filter(|steps| {
                     steps.len() == rows
                         && steps.iter().all(|&s| s <= repeat.n_steps)
-                        && self.layers[i + 2..].iter().all(AnyLayer::is_per_step)
+                        && self.layers[i + 2..]
+                            .iter()
+                            .all(|l| l.as_layer().is_per_step())
                 });
-                if let Some(out) = next.forward_repeated(vector.clone(), repeat.n_steps, prefix) {
-                    value = out?;
+                if let Some(out) =
+                    next.as_layer()
+                        .forward_repeated(vector, repeat.n_steps, prefix, with_states)
+                {
+                    value = keep_states(out?, next_name, &mut states);
                     layers.next();
                     continue;
                 }
             }
-            value = layer.as_layer().forward_value(value)?;
+            value = if with_states {
+                keep_states(
+                    layer.as_layer().forward_with_states(value)?,
+                    name,
+                    &mut states,
+                )
+            } else {
+                layer.as_layer().forward_value(value)?
+            };
         }
-        Ok(value)
+        Ok((value, states))
     }
 
     /// Forgets the carried states of every stateful layer.
     pub fn reset_states(&self) {
-        self.layers.iter().for_each(AnyLayer::reset_states);
+        self.layers.iter().for_each(|l| l.as_layer().reset_states());
     }
 
     /// A table: layer, output shape, parameters, whether a mask arrives and leaves.
@@ -371,6 +358,17 @@ impl Sequential {
             message: e.to_string(),
         })
     }
+}
+
+/// The output's value, its states (if any) appended to `states` under `layer`.
+fn keep_states(output: LayerOutput, layer: &str, states: &mut Vec<LayerStates>) -> Value {
+    if let Some(kept) = output.states {
+        states.push(LayerStates {
+            layer: layer.to_string(),
+            states: kept,
+        });
+    }
+    output.value
 }
 
 fn snake_case(name: &str) -> String {

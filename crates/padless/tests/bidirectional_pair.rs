@@ -6,8 +6,9 @@
 //! thread the pair is not used (and still agrees).
 
 use burn::tensor::{Device, Tensor, TensorData};
+use padless::cpu::{set_threads, with_composite};
 use padless::prelude::*;
-use padless::rnn::fused::{fused_pair_calls, set_kernel_threads, with_composite};
+use padless::rnn::fused::fused_pair_calls;
 use padless::tensor_util::f32_vec;
 
 mod common;
@@ -93,7 +94,7 @@ fn check<C: Cell>(layer: &mut Bidirectional<C>, observe: fn(&Bidirectional<C>) -
     }
     layer.set_weights(&weights).unwrap();
     for threads in [2, 1] {
-        set_kernel_threads(threads);
+        set_threads(threads);
         let pairs = fused_pair_calls();
         let fused = observe(layer);
         let paired = fused_pair_calls() > pairs;
@@ -116,7 +117,7 @@ fn check<C: Cell>(layer: &mut Bidirectional<C>, observe: fn(&Bidirectional<C>) -
             assert_close_to_scale(f, c, TOLERANCE, &format!("{what} ({threads} threads)"));
         }
     }
-    set_kernel_threads(0);
+    set_threads(0);
 }
 
 /// One test for both cells: the kernel-thread setting is process-wide, and tests of one file

@@ -3,8 +3,8 @@
 //! the loss and every gradient equal the full run's, on the fused and the composite path.
 
 use burn::tensor::{Device, Tensor, TensorData};
+use padless::cpu::with_composite;
 use padless::prelude::*;
-use padless::rnn::fused::with_composite;
 use padless::tensor_util::f32_vec;
 
 mod common;

@@ -4,9 +4,7 @@
 //! logits), a row decodes the same alone and in a padded batch, an ensemble of one model
 //! decodes as that model, and bad ensembles are clear errors.
 
-use padless::rnn::fused::{
-    fused_enabled, kernel_threads, side_by_side, with_composite, with_kernel_threads,
-};
+use padless::cpu::{self, fused_enabled, side_by_side, with_composite, with_threads};
 use padless::seq2seq::{
     AttentionKind, EOS, EncoderDecoder, EncoderDecoderConfig, beam_decode, beam_decode_ensemble,
     ensemble_scores, greedy_decode, greedy_decode_ensemble,
@@ -237,8 +235,8 @@ fn models_side_by_side_decode_as_one_after_the_other() {
     let rows: Vec<&[i64]> = sources.iter().map(Vec::as_slice).collect();
     let source = ids(&rows, 4);
     let run = |threads: usize| {
-        with_kernel_threads(threads, || {
-            assert_eq!(kernel_threads(), threads);
+        with_threads(threads, || {
+            assert_eq!(cpu::threads(), threads);
             (
                 greedy_decode_ensemble(&models, source.clone(), 7).unwrap(),
                 beam_decode_ensemble(&models, source.clone(), 2, 7).unwrap(),
@@ -250,16 +248,16 @@ fn models_side_by_side_decode_as_one_after_the_other() {
 
 #[test]
 fn the_kernel_threads_and_composite_switch_of_a_thread_are_restored_after_a_panic() {
-    let outside = kernel_threads();
-    let nested = with_kernel_threads(1, || {
-        assert_eq!(kernel_threads(), 1);
-        with_kernel_threads(2, kernel_threads)
+    let outside = cpu::threads();
+    let nested = with_threads(1, || {
+        assert_eq!(cpu::threads(), 1);
+        with_threads(2, cpu::threads)
     });
     assert_eq!(nested, 2);
-    assert_eq!(kernel_threads(), outside);
-    let panicked = std::panic::catch_unwind(|| with_kernel_threads(1, || panic!("inside")));
+    assert_eq!(cpu::threads(), outside);
+    let panicked = std::panic::catch_unwind(|| with_threads(1, || panic!("inside")));
     assert!(panicked.is_err());
-    assert_eq!(kernel_threads(), outside);
+    assert_eq!(cpu::threads(), outside);
     // The composite switch too: after a panic inside, this thread runs fused again.
     assert!(fused_enabled());
     let panicked = std::panic::catch_unwind(|| {
@@ -277,17 +275,17 @@ fn the_kernel_threads_and_composite_switch_of_a_thread_are_restored_after_a_pani
 /// composite switch on both threads.
 #[test]
 fn side_by_side_keeps_order_kernel_threads_and_the_composite_switch() {
-    let seen = || (kernel_threads(), fused_enabled());
+    let seen = || (cpu::threads(), fused_enabled());
     let (a, b) = side_by_side(seen, seen);
-    let expected = if kernel_threads() >= 2 {
+    let expected = if cpu::threads() >= 2 {
         (1, true)
     } else {
-        (kernel_threads(), true)
+        (cpu::threads(), true)
     };
     assert_eq!((a, b), (expected, expected));
     let (a, b) = with_composite(|| side_by_side(seen, seen));
     assert_eq!((a.1, b.1), (false, false));
-    let (a, b) = with_kernel_threads(1, || side_by_side(|| 1, seen));
+    let (a, b) = with_threads(1, || side_by_side(|| 1, seen));
     assert_eq!((a, b), (1, (1, true)));
     assert_eq!(side_by_side(|| "first", || "second"), ("first", "second"));
 }

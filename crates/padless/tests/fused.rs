@@ -4,8 +4,9 @@
 //! value), for every cell, any mask, `go_backwards`, `zero_output_for_mask`, 1 and 2 threads.
 
 use burn::tensor::{Device, Tensor, TensorData};
+use padless::cpu::{set_threads, with_composite};
 use padless::prelude::*;
-use padless::rnn::fused::{fused_calls, set_kernel_threads, with_composite};
+use padless::rnn::fused::fused_calls;
 use padless::tensor_util::f32_vec;
 
 mod common;
@@ -155,7 +156,7 @@ type Observed = Vec<(String, Vec<f32>)>;
 
 fn check(observe: fn(RecurrentOptions, bool) -> [Observed; 2]) {
     for threads in [1, 2] {
-        set_kernel_threads(threads);
+        set_threads(threads);
         for (options, given_initial) in option_sets() {
             let [fused, composite] = observe(options, given_initial);
             for ((what, f), (_, c)) in fused.iter().zip(&composite) {
@@ -216,7 +217,7 @@ fn data_input_gets_no_gradient_and_weights_still_match() {
         observed
     };
     for threads in [1, 2] {
-        set_kernel_threads(threads);
+        set_threads(threads);
         let calls = fused_calls();
         let fused = run();
         assert!(fused_calls() > calls, "the fused path ran");
@@ -225,7 +226,7 @@ fn data_input_gets_no_gradient_and_weights_still_match() {
             assert_close_to_scale(f, c, TOLERANCE, &format!("gradient {i}, {threads} threads"));
         }
     }
-    set_kernel_threads(0);
+    set_threads(0);
 }
 
 /// Through `Layer::forward_value` a layer computes only the part it returns (the sequence,

@@ -6,9 +6,9 @@
 //! NaN at masked steps reaches neither.
 
 use burn::tensor::{Int, Tensor, TensorData};
+use padless::cpu::with_composite;
 use padless::losses::*;
 use padless::prelude::*;
-use padless::rnn::fused::with_composite;
 
 const B: usize = 3;
 const T: usize = 4;

@@ -3,9 +3,7 @@
 
 use std::sync::Mutex;
 
-use padless::model_config::{
-    CellConfig, InputConfig, LayerConfig, ModelConfig, RecurrentLayerConfig,
-};
+use padless::model_config::{InputConfig, LayerConfig, ModelConfig};
 use padless::prelude::*;
 use padless::train::*;
 
@@ -27,39 +25,30 @@ fn reverse_task(n: usize, seed: u64) -> Vec<Example> {
             let tokens: Vec<i64> = (0..len).map(|_| 1 + next(4) as i64).collect();
             let mut reversed = tokens.clone();
             reversed.reverse();
-            Example {
-                input: InputSeq::Tokens(tokens),
-                target: TargetSeq::Labels(reversed),
-                weight: None,
-            }
+            Example::new(InputSeq::Tokens(tokens), TargetSeq::Labels(reversed))
         })
         .collect()
 }
 
 fn model_config() -> ModelConfig {
-    let rnn = |units, return_sequences| LayerConfig::Recurrent {
-        cell: CellConfig::Lstm,
-        options: RecurrentLayerConfig {
+    let rnn = |units, return_sequences| {
+        LayerConfig::Lstm(LstmConfig {
             units,
             return_sequences,
             ..Default::default()
-        },
+        })
     };
     ModelConfig {
         input: InputConfig::Tokens { time: None },
         layers: vec![
-            LayerConfig::Embedding {
-                n_tokens: 6,
-                d_model: 8,
-                mask_zero: true,
-            },
+            LayerConfig::Embedding(EmbeddingConfig::new(6, 8).with_mask_zero(true)),
             rnn(32, false),
-            LayerConfig::RepeatVector { n_steps: 4 },
+            LayerConfig::RepeatVector(RepeatVectorConfig { n_steps: 4 }),
             rnn(32, true),
-            LayerConfig::TimeDistributedDense {
+            LayerConfig::TimeDistributed(TimeDistributedConfig(DenseConfig {
                 units: 6,
-                activation: ActivationKind::Linear,
-            },
+                ..Default::default()
+            })),
         ],
     }
 }
@@ -79,9 +68,8 @@ fn fit_config(epochs: usize) -> FitConfig {
     let mut batches = BatchOptions::new(32);
     batches.shuffle_seed = Some(1);
     FitConfig {
-        epochs,
-        batches,
         validation_split: 0.2,
+        ..FitConfig::new(epochs, batches)
     }
 }
 
@@ -172,15 +160,18 @@ fn non_finite_inputs_at_valid_steps_are_an_error_or_a_warning_by_option() {
             time: None,
             features: 2,
         },
-        layers: vec![LayerConfig::TimeDistributedDense {
-            units: 1,
-            activation: ActivationKind::Linear,
-        }],
+        layers: vec![LayerConfig::TimeDistributed(TimeDistributedConfig(
+            DenseConfig {
+                units: 1,
+                ..Default::default()
+            },
+        ))],
     };
-    let example = |steps: Vec<Vec<f32>>| Example {
-        target: TargetSeq::Dense(vec![vec![0.0]; steps.len()]),
-        input: InputSeq::Features(steps),
-        weight: None,
+    let example = |steps: Vec<Vec<f32>>| {
+        Example::new(
+            InputSeq::Features(steps.clone()),
+            TargetSeq::Dense(vec![vec![0.0]; steps.len()]),
+        )
     };
     // Row 1 is post-padded with NaN at its masked step: never read.
     let padded = make_batches(
@@ -193,10 +184,10 @@ fn non_finite_inputs_at_valid_steps_are_an_error_or_a_warning_by_option() {
     )
     .unwrap();
     let mut batch = padded[0].clone();
-    if let Value::Sequence { values, mask } = batch.inputs {
+    if let Value::Sequence { values, mask } = batch.inputs[0].clone() {
         let mut v = f32_vec(values);
         v[6] = f32::NAN; // row 1, step 1 (masked)
-        batch.inputs = Value::sequence(tensor_from(&v, [2, 2, 2], &device), mask);
+        batch.inputs = Value::sequence(tensor_from(&v, [2, 2, 2], &device), mask).into();
     }
     let compile = || CompileConfig::new(SequenceLoss::new(LossKind::MeanSquaredError));
     let mut trainer = Trainer::from_config(&config, compile(), &device).unwrap();
@@ -274,7 +265,7 @@ fn checkpoints_round_trip_and_fail_clearly_when_damaged() {
         .unwrap()
         .to_string();
     assert!(
-        err.contains("format padless-checkpoint-0, expected padless-checkpoint-1"),
+        err.contains("format padless-checkpoint-0, expected padless-checkpoint-2"),
         "{err}"
     );
     let err = load_checkpoint(&dir.join("missing"), compile(), &training_device())
@@ -283,6 +274,13 @@ fn checkpoints_round_trip_and_fail_clearly_when_damaged() {
         .to_string();
     assert!(err.contains("missing"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// An epoch's end for one callback as `fit` runs it: `on_epoch_end`, then `after_epoch_end`
+/// (where checkpoints are written).
+fn end_epoch(callback: &mut dyn Callback, epoch: usize, mut logs: Logs, trainer: &mut Trainer) {
+    callback.on_epoch_end(epoch, &mut logs, trainer).unwrap();
+    callback.after_epoch_end(epoch, &logs, trainer).unwrap();
 }
 
 #[test]
@@ -300,7 +298,10 @@ fn callbacks_follow_their_monitor() {
     let mut stop = EarlyStopping::new("val_loss", 2);
     let seen: Vec<Control> = [1.0, 0.9, 0.95, 0.92]
         .iter()
-        .map(|&l| stop.on_epoch_end(0, &logs(l, 0.0), &mut trainer).unwrap())
+        .map(|&l| {
+            stop.on_epoch_end(0, &mut logs(l, 0.0), &mut trainer)
+                .unwrap()
+        })
         .collect();
     assert_eq!(
         seen,
@@ -314,33 +315,33 @@ fn callbacks_follow_their_monitor() {
     // min_delta: 0.9 after 1.0 is not an improvement of more than 0.2.
     let mut strict = EarlyStopping::new("val_loss", 1).with_min_delta(0.2);
     strict
-        .on_epoch_end(0, &logs(1.0, 0.0), &mut trainer)
+        .on_epoch_end(0, &mut logs(1.0, 0.0), &mut trainer)
         .unwrap();
     assert_eq!(
         strict
-            .on_epoch_end(1, &logs(0.9, 0.0), &mut trainer)
+            .on_epoch_end(1, &mut logs(0.9, 0.0), &mut trainer)
             .unwrap(),
         Control::Stop
     );
     // Accuracy improves upwards.
     let mut by_accuracy = EarlyStopping::new("accuracy", 1);
     by_accuracy
-        .on_epoch_end(0, &logs(0.0, 0.5), &mut trainer)
+        .on_epoch_end(0, &mut logs(0.0, 0.5), &mut trainer)
         .unwrap();
     assert_eq!(
         by_accuracy
-            .on_epoch_end(1, &logs(0.0, 0.6), &mut trainer)
+            .on_epoch_end(1, &mut logs(0.0, 0.6), &mut trainer)
             .unwrap(),
         Control::Continue
     );
     assert_eq!(
         by_accuracy
-            .on_epoch_end(2, &logs(0.0, 0.55), &mut trainer)
+            .on_epoch_end(2, &mut logs(0.0, 0.55), &mut trainer)
             .unwrap(),
         Control::Stop
     );
     let err = EarlyStopping::new("val_f1", 1)
-        .on_epoch_end(0, &logs(1.0, 0.0), &mut trainer)
+        .on_epoch_end(0, &mut logs(1.0, 0.0), &mut trainer)
         .unwrap_err();
     assert!(
         err.to_string()
@@ -352,7 +353,9 @@ fn callbacks_follow_their_monitor() {
     let start = trainer.learning_rate;
     let mut reduce = ReduceLrOnPlateau::new("val_loss", 0.5, 2);
     for l in [1.0, 1.0, 1.0] {
-        reduce.on_epoch_end(0, &logs(l, 0.0), &mut trainer).unwrap();
+        reduce
+            .on_epoch_end(0, &mut logs(l, 0.0), &mut trainer)
+            .unwrap();
     }
     assert_eq!(trainer.learning_rate, start * 0.5);
     assert_eq!(trainer.lr_factor, 0.5);
@@ -362,26 +365,20 @@ fn callbacks_follow_their_monitor() {
     std::fs::create_dir_all(&dir).unwrap();
     let best = dir.join("best.safetensors");
     let mut checkpoint = ModelCheckpoint::new(Some(best.clone()), None, "val_loss");
-    checkpoint
-        .on_epoch_end(0, &logs(1.0, 0.0), &mut trainer)
-        .unwrap();
+    end_epoch(&mut checkpoint, 0, logs(1.0, 0.0), &mut trainer);
     let written = std::fs::metadata(&best).unwrap().modified().unwrap();
     std::fs::remove_file(&best).unwrap();
-    checkpoint
-        .on_epoch_end(1, &logs(1.5, 0.0), &mut trainer)
-        .unwrap();
+    end_epoch(&mut checkpoint, 1, logs(1.5, 0.0), &mut trainer);
     assert!(!best.exists(), "a worse epoch writes no best checkpoint");
-    checkpoint
-        .on_epoch_end(2, &logs(0.5, 0.0), &mut trainer)
-        .unwrap();
+    end_epoch(&mut checkpoint, 2, logs(0.5, 0.0), &mut trainer);
     assert!(best.exists() && std::fs::metadata(&best).unwrap().modified().unwrap() >= written);
     let csv = dir.join("log.csv");
     let mut logger = CsvLogger::new(&csv);
     logger
-        .on_epoch_end(0, &logs(1.0, 0.25), &mut trainer)
+        .on_epoch_end(0, &mut logs(1.0, 0.25), &mut trainer)
         .unwrap();
     logger
-        .on_epoch_end(1, &logs(0.5, 0.75), &mut trainer)
+        .on_epoch_end(1, &mut logs(0.5, 0.75), &mut trainer)
         .unwrap();
     assert_eq!(
         std::fs::read_to_string(&csv).unwrap(),
@@ -390,7 +387,7 @@ fn callbacks_follow_their_monitor() {
     // A resumed run appends under the existing header.
     let mut resumed = CsvLogger::appending(&csv).unwrap();
     resumed
-        .on_epoch_end(2, &logs(0.25, 1.0), &mut trainer)
+        .on_epoch_end(2, &mut logs(0.25, 1.0), &mut trainer)
         .unwrap();
     assert_eq!(
         std::fs::read_to_string(&csv).unwrap(),
@@ -400,13 +397,9 @@ fn callbacks_follow_their_monitor() {
     std::fs::remove_file(&best).unwrap();
     let mut resumed =
         ModelCheckpoint::new(Some(best.clone()), None, "val_loss").with_best_so_far(Some(0.5));
-    resumed
-        .on_epoch_end(3, &logs(0.75, 0.0), &mut trainer)
-        .unwrap();
+    end_epoch(&mut resumed, 3, logs(0.75, 0.0), &mut trainer);
     assert!(!best.exists(), "0.75 does not beat the earlier best 0.5");
-    resumed
-        .on_epoch_end(4, &logs(0.25, 0.0), &mut trainer)
-        .unwrap();
+    end_epoch(&mut resumed, 4, logs(0.25, 0.0), &mut trainer);
     assert!(best.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }

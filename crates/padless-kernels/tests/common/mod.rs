@@ -1,8 +1,35 @@
 //! Random cases and the checks shared by the kernel tests.
 
+use std::io::Write;
+use std::sync::Once;
+
 use padless_kernels::{
-    CellKind, KernelConfig, Real, RecurrentKernel, Sequences, Weights, reference,
+    CellKind, Isa, KernelConfig, Real, RecurrentKernel, Sequences, Weights, reference,
 };
+
+/// Every instruction set this CPU runs, best first; the first call notes on stderr (past the
+/// test harness's capture, so that it shows) each one it lacks, whose path is then not
+/// tested here.
+pub fn isas() -> Vec<Isa> {
+    static NOTE: Once = Once::new();
+    NOTE.call_once(|| {
+        for isa in Isa::ALL.into_iter().filter(|isa| !isa.is_available()) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "note: this CPU lacks the {isa} instruction set: its kernels are not tested here"
+            );
+        }
+    });
+    Isa::ALL
+        .into_iter()
+        .filter(|isa| isa.is_available())
+        .collect()
+}
+
+/// `f()` with the kernels on `isa` (available: from [`isas`]).
+pub fn on<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
+    padless_kernels::with_isa(isa, f).expect("an instruction set from isas()")
+}
 
 /// A deterministic generator (xorshift), so failures replay from the case alone.
 pub struct Rng(pub u64);

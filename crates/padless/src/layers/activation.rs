@@ -1,15 +1,17 @@
 //! [`ActivationKind`] and the [`Activation`] layer.
 
 use burn::module::Module;
-use burn::tensor::Tensor;
 use burn::tensor::activation as act;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::layer::{Layer, Spec};
+use crate::layer::{BuildLayer, Layer, Spec};
+use crate::registry::LayerConfig;
 use crate::value::Value;
 
 /// An element-wise (or last-axis, for softmax) activation function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActivationKind {
     /// Identity.
@@ -41,6 +43,23 @@ impl ActivationKind {
     }
 }
 
+/// Configuration of an [`Activation`] layer: `{"type": "activation", "activation":
+/// "softmax"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivationConfig {
+    /// The function.
+    pub activation: ActivationKind,
+}
+
+impl BuildLayer for ActivationConfig {
+    type Layer = Activation;
+
+    fn build(&self, _input: &Spec, _device: &Device) -> Result<Activation> {
+        Ok(Activation::new(self.activation))
+    }
+}
+
 /// Applies an [`ActivationKind`].
 ///
 /// # Shapes
@@ -52,13 +71,13 @@ impl ActivationKind {
 pub struct Activation {
     /// The function.
     #[module(skip)]
-    pub kind: ActivationKind,
+    pub activation: ActivationKind,
 }
 
 impl Activation {
     /// An activation layer.
-    pub fn new(kind: ActivationKind) -> Self {
-        Activation { kind }
+    pub fn new(activation: ActivationKind) -> Self {
+        Activation { activation }
     }
 }
 
@@ -69,8 +88,10 @@ impl Layer for Activation {
 
     fn forward_value(&self, input: Value) -> Result<Value> {
         Ok(match input {
-            Value::Sequence { values, mask } => Value::sequence(self.kind.apply(values), mask),
-            Value::Vector(values) => Value::Vector(self.kind.apply(values)),
+            Value::Sequence { values, mask } => {
+                Value::sequence(self.activation.apply(values), mask)
+            }
+            Value::Vector(values) => Value::Vector(self.activation.apply(values)),
             tokens @ Value::Tokens { .. } => {
                 return Err(crate::error::Error::InputKind {
                     layer: "Activation".into(),
@@ -94,5 +115,15 @@ impl Layer for Activation {
 
     fn supports_mask(&self) -> bool {
         true
+    }
+
+    fn is_per_step(&self) -> bool {
+        true
+    }
+
+    fn config(&self) -> Option<LayerConfig> {
+        Some(LayerConfig::Activation(ActivationConfig {
+            activation: self.activation,
+        }))
     }
 }

@@ -1,50 +1,134 @@
 //! [`Dense`] on vectors and sequences, and [`TimeDistributed`].
 
-use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
-use crate::layer::{Layer, Spec, features_error, kind_error};
+use crate::error::{Error, Result};
+use crate::layer::{
+    BuildLayer, Layer, Spec, agreed_d_input, features_error, input_features, kind_error,
+};
 use crate::mask::{Mask, check_mask_for};
+use crate::registry::LayerConfig;
 use crate::value::Value;
 use crate::weights::{NamedWeight, load_param};
 
 use super::activation::ActivationKind;
 
-/// Configuration of a [`Dense`] layer.
-#[derive(Config, Debug)]
+/// Configuration of a [`Dense`] layer: `{"type": "dense", "units": 2, "activation":
+/// "softmax"}`; `d_input` is not written in a model config, it is the previous layer's output
+/// size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DenseConfig {
-    /// Input features.
+    /// Input features (inferred from the previous layer in a model config).
+    #[serde(skip)]
     pub d_input: usize,
-    /// Output features (`units` in Keras).
-    pub d_output: usize,
+    /// Output features.
+    pub units: usize,
     /// Activation applied to `xW + b` (default linear).
-    #[config(default = "ActivationKind::Linear")]
+    #[serde(default)]
     pub activation: ActivationKind,
     /// Whether to add a bias (default true).
-    #[config(default = true)]
+    #[serde(default = "yes")]
     pub use_bias: bool,
 }
 
+fn yes() -> bool {
+    true
+}
+
+impl Default for DenseConfig {
+    /// No sizes (0), linear, with a bias.
+    fn default() -> Self {
+        Self::new(0, 0)
+    }
+}
+
 impl DenseConfig {
+    /// `d_input` features to `units`, linear, with a bias.
+    pub fn new(d_input: usize, units: usize) -> Self {
+        DenseConfig {
+            d_input,
+            units,
+            activation: ActivationKind::Linear,
+            use_bias: true,
+        }
+    }
+
+    /// Sets [`DenseConfig::activation`].
+    pub fn with_activation(mut self, activation: ActivationKind) -> Self {
+        self.activation = activation;
+        self
+    }
+
+    /// Sets [`DenseConfig::use_bias`].
+    pub fn with_use_bias(mut self, use_bias: bool) -> Self {
+        self.use_bias = use_bias;
+        self
+    }
+
     /// Builds the layer: Glorot-uniform kernel, zero bias (Keras defaults).
     pub fn init(&self, device: &Device) -> Dense {
         let kernel = Initializer::XavierUniform { gain: 1.0 }.init_with(
-            [self.d_input, self.d_output],
+            [self.d_input, self.units],
             Some(self.d_input),
-            Some(self.d_output),
+            Some(self.units),
             device,
         );
         let bias = self
             .use_bias
-            .then(|| Initializer::Zeros.init([self.d_output], device));
+            .then(|| Initializer::Zeros.init([self.units], device));
         Dense {
             kernel,
             bias,
             activation: self.activation,
         }
+    }
+
+    /// This config with `d_input` from `input` (checked against one it holds).
+    fn for_input(&self, input: &Spec, layer: &str) -> Result<Self> {
+        let d_input = agreed_d_input(layer, self.d_input, input_features(input, layer)?)?;
+        if self.units == 0 {
+            return Err(Error::config(
+                layer,
+                "expected units of at least 1, found 0",
+            ));
+        }
+        Ok(DenseConfig { d_input, ..*self })
+    }
+}
+
+impl BuildLayer for DenseConfig {
+    type Layer = Dense;
+
+    fn build(&self, input: &Spec, device: &Device) -> Result<Dense> {
+        Ok(self.for_input(input, "Dense")?.init(device))
+    }
+
+    fn d_input(&self) -> Option<usize> {
+        (self.d_input > 0).then_some(self.d_input)
+    }
+}
+
+/// Configuration of a [`TimeDistributed`] dense layer: a [`DenseConfig`], written as
+/// `{"type": "time_distributed_dense", "units": 5, "activation": "softmax"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TimeDistributedConfig(pub DenseConfig);
+
+impl BuildLayer for TimeDistributedConfig {
+    type Layer = TimeDistributed;
+
+    fn build(&self, input: &Spec, device: &Device) -> Result<TimeDistributed> {
+        input.sequence_features("TimeDistributed")?;
+        let dense = self.0.for_input(input, "TimeDistributed")?.init(device);
+        Ok(TimeDistributed::new(dense))
+    }
+
+    fn d_input(&self) -> Option<usize> {
+        self.0.d_input()
     }
 }
 
@@ -103,6 +187,13 @@ impl Dense {
     /// Input features.
     pub fn d_input(&self) -> usize {
         self.kernel.val().dims()[0]
+    }
+
+    /// The config that rebuilds this layer.
+    pub fn dense_config(&self) -> DenseConfig {
+        DenseConfig::new(self.d_input(), self.d_output())
+            .with_activation(self.activation)
+            .with_use_bias(self.bias.is_some())
     }
 
     fn check_features(&self, features: usize) -> Result<()> {
@@ -164,6 +255,14 @@ impl Layer for Dense {
         true
     }
 
+    fn is_per_step(&self) -> bool {
+        true
+    }
+
+    fn config(&self) -> Option<LayerConfig> {
+        Some(LayerConfig::Dense(self.dense_config()))
+    }
+
     fn weights(&self) -> Vec<NamedWeight> {
         let mut weights = vec![NamedWeight::from_param("kernel", &self.kernel)];
         weights.extend(
@@ -222,6 +321,16 @@ impl Layer for TimeDistributed {
 
     fn supports_mask(&self) -> bool {
         true
+    }
+
+    fn is_per_step(&self) -> bool {
+        true
+    }
+
+    fn config(&self) -> Option<LayerConfig> {
+        Some(LayerConfig::TimeDistributed(TimeDistributedConfig(
+            self.inner.dense_config(),
+        )))
     }
 
     fn weights(&self) -> Vec<NamedWeight> {

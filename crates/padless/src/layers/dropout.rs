@@ -1,18 +1,20 @@
 //! [`Dropout`] and [`dropout`], active only while training.
 //!
 //! burn's own dropout draws every element from a cryptographic generator through a generic
-//! Bernoulli sampler and then multiplies twice (mask, then scale): on the G2P model that was
-//! about 8% of a training step. Here one seed per call comes from the device's generator (so
-//! `device.seed` still makes runs repeatable), a small fast generator expands it into the
-//! scaled keep mask on the host, and the input is multiplied once.
+//! Bernoulli sampler and then multiplies twice (mask, then scale). Here one seed per call
+//! comes from the device's generator (so `device.seed` still makes runs repeatable), a small
+//! fast generator expands it into the scaled keep mask on the host, and the input is
+//! multiplied once.
 
 use burn::module::Module;
-use burn::tensor::{Distribution, Tensor, TensorData};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
+use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
-use crate::layer::{Layer, Spec};
+use crate::error::{Error, Result};
+use crate::layer::{BuildLayer, Layer, Spec};
+use crate::registry::LayerConfig;
 use crate::tensor_util::f32_vec;
 use crate::value::Value;
 
@@ -68,6 +70,28 @@ fn seed_from(device: &burn::tensor::Device) -> u64 {
     bits(draws[0]) | bits(draws[1]) << 24
 }
 
+/// Configuration of a [`Dropout`] layer: `{"type": "dropout", "rate": 0.2}`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropoutConfig {
+    /// The drop probability, in `[0, 1)`.
+    pub rate: f64,
+}
+
+impl BuildLayer for DropoutConfig {
+    type Layer = Dropout;
+
+    fn build(&self, _input: &Spec, _device: &Device) -> Result<Dropout> {
+        if !(0.0..1.0).contains(&self.rate) {
+            return Err(Error::config(
+                "Dropout",
+                format!("expected a rate in [0, 1), found {}", self.rate),
+            ));
+        }
+        Ok(Dropout::new(self.rate))
+    }
+}
+
 /// Zeroes each element with probability `rate` and scales the rest by `1 / (1 - rate)`, only
 /// when the input is on an autodiff (training) device; an identity otherwise. See
 /// [`dropout`].
@@ -113,5 +137,13 @@ impl Layer for Dropout {
 
     fn supports_mask(&self) -> bool {
         true
+    }
+
+    fn is_per_step(&self) -> bool {
+        true
+    }
+
+    fn config(&self) -> Option<LayerConfig> {
+        Some(LayerConfig::Dropout(DropoutConfig { rate: self.rate }))
     }
 }

@@ -1,30 +1,48 @@
 //! [`Embedding`]: token ids to vectors, with `mask_zero`.
 
-use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{Device, Int, Tensor};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::layer::{Layer, Spec, kind_error};
+use crate::layer::{BuildLayer, Layer, Spec, kind_error};
 use crate::mask::{Mask, check_mask_for};
+use crate::registry::LayerConfig;
 use crate::tensor_util::i64_vec;
 use crate::value::Value;
 use crate::weights::{NamedWeight, load_param};
 
-/// Configuration of an [`Embedding`].
-#[derive(Config, Debug)]
+/// Configuration of an [`Embedding`]: `{"type": "embedding", "n_tokens": 100, "d_model":
+/// 16, "mask_zero": true}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EmbeddingConfig {
     /// Number of token ids (`input_dim` in Keras), ids are `0..n_tokens`.
     pub n_tokens: usize,
     /// Size of each vector (`output_dim` in Keras).
     pub d_model: usize,
     /// Reserve id 0 for padding and mask it (default false).
-    #[config(default = false)]
+    #[serde(default)]
     pub mask_zero: bool,
 }
 
 impl EmbeddingConfig {
+    /// `n_tokens` ids embedded in `d_model` features, without `mask_zero`.
+    pub fn new(n_tokens: usize, d_model: usize) -> Self {
+        EmbeddingConfig {
+            n_tokens,
+            d_model,
+            mask_zero: false,
+        }
+    }
+
+    /// Sets [`EmbeddingConfig::mask_zero`].
+    pub fn with_mask_zero(mut self, mask_zero: bool) -> Self {
+        self.mask_zero = mask_zero;
+        self
+    }
+
     /// Builds the layer; `embeddings` are drawn from U(-0.05, 0.05) as in Keras.
     pub fn init(&self, device: &Device) -> Embedding {
         let embeddings = Initializer::Uniform {
@@ -36,6 +54,24 @@ impl EmbeddingConfig {
             embeddings,
             mask_zero: self.mask_zero,
         }
+    }
+}
+
+impl BuildLayer for EmbeddingConfig {
+    type Layer = Embedding;
+
+    /// Builds the layer; its input must be token ids, which the stack check verifies.
+    fn build(&self, _input: &Spec, device: &Device) -> Result<Embedding> {
+        if self.n_tokens == 0 || self.d_model == 0 {
+            return Err(Error::config(
+                "Embedding",
+                format!(
+                    "expected n_tokens and d_model of at least 1, found {} and {}",
+                    self.n_tokens, self.d_model
+                ),
+            ));
+        }
+        Ok(self.init(device))
     }
 }
 
@@ -130,6 +166,15 @@ impl Layer for Embedding {
 
     fn supports_mask(&self) -> bool {
         true
+    }
+
+    fn config(&self) -> Option<LayerConfig> {
+        let [n_tokens, d_model] = self.embeddings.val().dims();
+        Some(LayerConfig::Embedding(EmbeddingConfig {
+            n_tokens,
+            d_model,
+            mask_zero: self.mask_zero,
+        }))
     }
 
     fn weights(&self) -> Vec<NamedWeight> {

@@ -8,39 +8,81 @@
 //! weight and bias gradients the same way (the input's only when it needs one). Other
 //! backends and float types compose burn's operations, with the same values.
 
-use burn::backend::autodiff::Autodiff;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{DType, Element, Tensor};
-use padless_kernels::Real;
+use burn::tensor::{Shape, Tensor};
 
-use crate::rnn::fused::{HostData, fused_enabled, kernel_threads, on_flex, write};
+use crate::cpu::{self, HostData};
+use crate::ops::{self, BackwardInputs, Forward, FusedOp, HostFloat};
 
-/// `x W + b` as one operation with its own backward pass.
-#[backend_extension(Flex, Autodiff)]
-pub trait FusedAffineBackend: Backend {
-    /// `x [rows, d_in] · kernel [d_in, d_out] + bias [d_out]` (the bias ignored and given no
-    /// gradient without `has_bias`); `f32` or `f64`.
-    fn fused_affine(
-        x: FloatTensor<Self>,
-        kernel: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        has_bias: bool,
-    ) -> FloatTensor<Self>;
+/// `x [rows, d_in] · kernel [d_in, d_out] + bias [d_out]` as a fused operation of three
+/// inputs; without `has_bias` the bias input is a stand-in, ignored and given no gradient.
+#[derive(Debug, Clone, Copy)]
+struct AffineOp {
+    has_bias: bool,
+}
+
+/// `[rows, d_in, d_out]` of a call.
+fn dims(x: &Shape, kernel: &Shape) -> [usize; 3] {
+    [x[0], x[1], kernel[1]]
+}
+
+impl FusedOp<3> for AffineOp {
+    const NAME: &'static str = "the fused dense layer";
+    /// The input and the kernel.
+    const KEEP_INPUTS: [bool; 3] = [true, true, false];
+    type Saved<T: HostFloat> = ();
+
+    fn forward<T: HostFloat>(
+        &self,
+        [x, kernel, bias]: [HostData<T>; 3],
+        keep: bool,
+    ) -> Forward<T, ()> {
+        let [rows, d_in, d_out] = dims(x.shape(), kernel.shape());
+        let values = padless_kernels::dense_forward(
+            x.as_slice(),
+            rows,
+            d_in,
+            kernel.as_slice(),
+            d_out,
+            self.has_bias.then(|| bias.as_slice()),
+            cpu::threads(),
+        );
+        Forward {
+            values,
+            shape: Shape::new([rows, d_out]),
+            saved: keep.then_some(()),
+        }
+    }
+
+    fn backward<T: HostFloat>(&self, args: BackwardInputs<T, (), 3>) -> [Option<Vec<T>>; 3] {
+        let [Some(x), Some(kernel), _] = args.inputs else {
+            unreachable!("the input and the kernel are kept");
+        };
+        let [rows, d_in, d_out] = dims(x.shape(), kernel.shape());
+        let input_gradient = args.wanted[0];
+        let with_bias = self.has_bias && args.wanted[2];
+        let g = padless_kernels::dense_backward(
+            x.as_slice(),
+            rows,
+            d_in,
+            kernel.as_slice(),
+            d_out,
+            args.grad.as_slice(),
+            with_bias,
+            input_gradient,
+            cpu::threads(),
+        );
+        [
+            input_gradient.then_some(g.d_x),
+            Some(g.d_w),
+            g.d_bias.filter(|_| with_bias),
+        ]
+    }
 }
 
 /// `x [rows, d_in] · kernel [d_in, d_out] (+ bias [d_out])`: one operation on the CPU backend
 /// (see the module docs), burn's `matmul` and `add` elsewhere. Differentiable.
 pub(crate) fn fused_affine(x: Tensor<2>, kernel: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
-    let fused = fused_enabled()
-        && on_flex(&x.device())
-        && matches!(x.dtype(), DType::F32 | DType::F64)
-        && x.dtype() == kernel.dtype();
-    if !fused {
+    if !ops::applies(&x.device(), x.dtype()) || x.dtype() != kernel.dtype() {
         let y = x.matmul(kernel);
         return match bias {
             Some(b) => y + b.unsqueeze_dim::<2>(0),
@@ -50,168 +92,20 @@ pub(crate) fn fused_affine(x: Tensor<2>, kernel: Tensor<2>, bias: Option<Tensor<
     let has_bias = bias.is_some();
     // A stand-in without a bias: read by nobody, given no gradient.
     let bias = bias.unwrap_or_else(|| Tensor::zeros([1], &x.device()));
-    let out = <Dispatch as FusedAffineBackend>::fused_affine(
-        x.into_dispatch(),
-        kernel.into_dispatch(),
-        bias.into_dispatch(),
-        has_bias,
-    );
-    Tensor::from_dispatch(out)
-}
-
-/// `[rows, d_in]` and `d_out` of a call.
-fn dims<B: Backend>(x: &FloatTensor<B>, kernel: &FloatTensor<B>) -> (usize, usize, usize) {
-    let (x_shape, k_shape) = (x.shape(), kernel.shape());
-    (x_shape[0], x_shape[1], k_shape[1])
-}
-
-fn forward_host<B: Backend>(
-    x: FloatTensor<B>,
-    kernel: FloatTensor<B>,
-    bias: FloatTensor<B>,
-    has_bias: bool,
-) -> FloatTensor<B> {
-    fn typed<B: Backend, T: Real + Element + bytemuck::Pod>(
-        x: FloatTensor<B>,
-        kernel: FloatTensor<B>,
-        bias: FloatTensor<B>,
-        has_bias: bool,
-    ) -> FloatTensor<B> {
-        let (rows, d_in, d_out) = dims::<B>(&x, &kernel);
-        let device = x.device();
-        let (x, kernel, bias) = (
-            HostData::<T>::read::<B>(x),
-            HostData::<T>::read::<B>(kernel),
-            HostData::<T>::read::<B>(bias),
-        );
-        let y = padless_kernels::dense_forward(
-            x.as_slice(),
-            rows,
-            d_in,
-            kernel.as_slice(),
-            d_out,
-            has_bias.then(|| bias.as_slice()),
-            kernel_threads(),
-        );
-        write::<B, T>(y, vec![rows, d_out], &device)
-    }
-    match x.dtype() {
-        DType::F32 => typed::<B, f32>(x, kernel, bias, has_bias),
-        DType::F64 => typed::<B, f64>(x, kernel, bias, has_bias),
-        other => panic!("fused dense runs on f32 or f64, got {other:?}"),
-    }
-}
-
-impl FusedAffineBackend for Flex {
-    fn fused_affine(
-        x: FloatTensor<Self>,
-        kernel: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        has_bias: bool,
-    ) -> FloatTensor<Self> {
-        forward_host::<Flex>(x, kernel, bias, has_bias)
-    }
-}
-
-#[derive(Debug)]
-struct FusedAffineBackward;
-
-impl<B: Backend> Backward<B, 3> for FusedAffineBackward {
-    /// The input, the kernel and whether the bias is real.
-    type State = (FloatTensor<B>, FloatTensor<B>, bool);
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 3>,
-        grads: &mut Gradients,
-        _checkpointer: &mut Checkpointer,
-    ) {
-        let d_y = grads.consume::<B>(&ops.node);
-        let (x, kernel, has_bias) = ops.state;
-        let [x_node, kernel_node, bias_node] = ops.parents;
-        let bias_node = bias_node.filter(|_| has_bias);
-        let (rows, d_in, d_out) = dims::<B>(&x, &kernel);
-        let device = x.device();
-        fn typed<B: Backend, T: Real + Element + bytemuck::Pod>(
-            x: FloatTensor<B>,
-            kernel: FloatTensor<B>,
-            d_y: FloatTensor<B>,
-            [rows, d_in, d_out]: [usize; 3],
-            with_bias: bool,
-            input_gradient: bool,
-        ) -> padless_kernels::DenseGradients<T> {
-            let (x, kernel, d_y) = (
-                HostData::<T>::read::<B>(x),
-                HostData::<T>::read::<B>(kernel),
-                HostData::<T>::read::<B>(d_y),
-            );
-            padless_kernels::dense_backward(
-                x.as_slice(),
-                rows,
-                d_in,
-                kernel.as_slice(),
-                d_out,
-                d_y.as_slice(),
-                with_bias,
-                input_gradient,
-                kernel_threads(),
-            )
-        }
-        let shape = [rows, d_in, d_out];
-        let (with_bias, input_gradient) = (bias_node.is_some(), x_node.is_some());
-        macro_rules! register {
-            ($t:ty) => {{
-                let g = typed::<B, $t>(x, kernel, d_y, shape, with_bias, input_gradient);
-                if let Some(node) = x_node {
-                    grads.register::<B>(node.id, write::<B, $t>(g.d_x, vec![rows, d_in], &device));
-                }
-                if let Some(node) = kernel_node {
-                    grads.register::<B>(node.id, write::<B, $t>(g.d_w, vec![d_in, d_out], &device));
-                }
-                if let (Some(node), Some(d_bias)) = (bias_node, g.d_bias) {
-                    grads.register::<B>(node.id, write::<B, $t>(d_bias, vec![d_out], &device));
-                }
-            }};
-        }
-        match x.dtype() {
-            DType::F32 => register!(f32),
-            DType::F64 => register!(f64),
-            other => panic!("fused dense runs on f32 or f64, got {other:?}"),
-        }
-    }
-}
-
-impl<B: Backend, C: CheckpointStrategy> FusedAffineBackend for Autodiff<B, C> {
-    fn fused_affine(
-        x: FloatTensor<Self>,
-        kernel: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        has_bias: bool,
-    ) -> FloatTensor<Self> {
-        let guards = [x.node(), kernel.node(), bias.node()];
-        let (x, kernel, bias) = (
-            x.into_primitive(),
-            kernel.into_primitive(),
-            bias.into_primitive(),
-        );
-        match FusedAffineBackward
-            .prepare::<C>(guards)
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let y = forward_host::<B>(x.clone(), kernel.clone(), bias, has_bias);
-                prep.finish((x, kernel, has_bias), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(forward_host::<B>(x, kernel, bias, has_bias)),
-        }
-    }
+    ops::apply(
+        AffineOp { has_bias },
+        [
+            x.into_dispatch(),
+            kernel.into_dispatch(),
+            bias.into_dispatch(),
+        ],
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rnn::fused::{set_kernel_threads, with_composite};
+    use crate::cpu::{set_threads, with_composite};
     use crate::tensor_util::f32_vec;
 
     /// Output and the gradients of input, kernel and bias of `sum(w * (x K + b))` through
@@ -259,7 +153,7 @@ mod tests {
     fn fused_affine_matches_burns_values_and_gradients() {
         // 7 rows run on one thread, 2000 rows on the thread pair.
         for threads in [1, 2] {
-            set_kernel_threads(threads);
+            set_threads(threads);
             for (rows, with_bias) in [(7, true), (2000, true), (2000, false)] {
                 let fused = observe(rows, with_bias, false);
                 let composite = observe(rows, with_bias, true);
@@ -274,6 +168,6 @@ mod tests {
                 }
             }
         }
-        set_kernel_threads(0);
+        set_threads(0);
     }
 }

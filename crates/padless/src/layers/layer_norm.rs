@@ -3,11 +3,52 @@
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
-use crate::layer::{Layer, Spec, features_error};
+use crate::error::{Error, Result};
+use crate::layer::{BuildLayer, Layer, Spec, features_error, input_features};
+use crate::registry::LayerConfig;
 use crate::value::Value;
 use crate::weights::{NamedWeight, load_param};
+
+/// Configuration of a [`LayerNormalization`]: `{"type": "layer_normalization", "epsilon":
+/// 0.001}`; the features are the previous layer's.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerNormalizationConfig {
+    /// Added to the variance before the square root (default 1e-3, as Keras).
+    #[serde(default = "default_epsilon")]
+    pub epsilon: f64,
+}
+
+fn default_epsilon() -> f64 {
+    1e-3
+}
+
+impl Default for LayerNormalizationConfig {
+    fn default() -> Self {
+        LayerNormalizationConfig {
+            epsilon: default_epsilon(),
+        }
+    }
+}
+
+impl BuildLayer for LayerNormalizationConfig {
+    type Layer = LayerNormalization;
+
+    fn build(&self, input: &Spec, device: &Device) -> Result<LayerNormalization> {
+        if self.epsilon.is_nan() || self.epsilon <= 0.0 {
+            return Err(Error::config(
+                "LayerNormalization",
+                format!("expected a positive epsilon, found {}", self.epsilon),
+            ));
+        }
+        let features = input_features(input, "LayerNormalization")?;
+        let mut layer = LayerNormalization::new(features, device);
+        layer.epsilon = self.epsilon;
+        Ok(layer)
+    }
+}
 
 /// Normalises each step's features: `gamma * (x - mean) / sqrt(var + epsilon) + beta`.
 ///
@@ -102,6 +143,16 @@ impl Layer for LayerNormalization {
         true
     }
 
+    fn is_per_step(&self) -> bool {
+        true
+    }
+
+    fn config(&self) -> Option<LayerConfig> {
+        Some(LayerConfig::LayerNormalization(LayerNormalizationConfig {
+            epsilon: self.epsilon,
+        }))
+    }
+
     fn weights(&self) -> Vec<NamedWeight> {
         vec![
             NamedWeight::from_param("gamma", &self.gamma),
@@ -112,6 +163,19 @@ impl Layer for LayerNormalization {
     fn set_weights(&mut self, weights: &[NamedWeight]) -> Result<()> {
         load_param(&mut self.gamma, weights, "gamma")?;
         load_param(&mut self.beta, weights, "beta")
+    }
+}
+
+/// Configuration of a [`DropMask`] (no options): `{"type": "drop_mask"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropMaskConfig {}
+
+impl BuildLayer for DropMaskConfig {
+    type Layer = DropMask;
+
+    fn build(&self, _input: &Spec, _device: &Device) -> Result<DropMask> {
+        Ok(DropMask)
     }
 }
 
@@ -152,5 +216,9 @@ impl Layer for DropMask {
 
     fn supports_mask(&self) -> bool {
         true
+    }
+
+    fn config(&self) -> Option<LayerConfig> {
+        Some(LayerConfig::DropMask(DropMaskConfig {}))
     }
 }

@@ -1,12 +1,31 @@
 //! [`Masking`]: creates a mask from a padding value.
 
 use burn::module::Module;
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::layer::{Layer, Spec};
+use crate::layer::{BuildLayer, Layer, Spec};
 use crate::mask::{Mask, check_mask_for, zero_masked};
+use crate::registry::LayerConfig;
 use crate::value::Value;
+
+/// Configuration of a [`Masking`] layer: `{"type": "masking", "mask_value": 0.0}`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskingConfig {
+    /// The padding value (default 0.0, as Keras).
+    #[serde(default)]
+    pub mask_value: f32,
+}
+
+impl BuildLayer for MaskingConfig {
+    type Layer = Masking;
+
+    fn build(&self, _input: &Spec, _device: &Device) -> Result<Masking> {
+        Ok(Masking::new(self.mask_value))
+    }
+}
 
 /// Masks the steps whose features **all** equal `mask_value` (Keras `Masking`).
 ///
@@ -76,5 +95,11 @@ impl Layer for Masking {
 
     fn supports_mask(&self) -> bool {
         true
+    }
+
+    fn config(&self) -> Option<LayerConfig> {
+        Some(LayerConfig::Masking(MaskingConfig {
+            mask_value: self.mask_value,
+        }))
     }
 }

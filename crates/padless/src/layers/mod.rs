@@ -1,4 +1,6 @@
-//! Layers that create, carry and consume masks (the recurrent layers are in [`crate::rnn`]).
+//! Layers that create, carry and consume masks (the recurrent layers are in [`crate::rnn`]),
+//! each file a layer and its config; the list of layers a stack can hold is
+//! [`crate::registry`].
 
 mod activation;
 mod dense;
@@ -11,12 +13,15 @@ mod merge;
 mod pooling;
 mod repeat_vector;
 
-pub use activation::{Activation, ActivationKind};
-pub use dense::{Dense, DenseConfig, TimeDistributed};
-pub use dropout::{Dropout, dropout};
+pub use activation::{Activation, ActivationConfig, ActivationKind};
+pub use dense::{Dense, DenseConfig, TimeDistributed, TimeDistributedConfig};
+pub use dropout::{Dropout, DropoutConfig, dropout};
 pub use embedding::{Embedding, EmbeddingConfig};
-pub use layer_norm::{DropMask, LayerNormalization};
-pub use masking::Masking;
+pub use layer_norm::{DropMask, DropMaskConfig, LayerNormalization, LayerNormalizationConfig};
+pub use masking::{Masking, MaskingConfig};
 pub use merge::{Add, Concatenate, merge_masks};
-pub use pooling::{GlobalAveragePooling1D, GlobalMaxPooling1D};
-pub use repeat_vector::RepeatVector;
+pub use pooling::{
+    GlobalAveragePooling1D, GlobalAveragePooling1DConfig, GlobalMaxPooling1D,
+    GlobalMaxPooling1DConfig,
+};
+pub use repeat_vector::{RepeatVector, RepeatVectorConfig};

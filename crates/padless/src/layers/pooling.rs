@@ -1,11 +1,13 @@
 //! Masked global pooling over time: [`GlobalAveragePooling1D`], [`GlobalMaxPooling1D`].
 
 use burn::module::Module;
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::layer::{Layer, Spec};
+use crate::layer::{BuildLayer, Layer, Spec};
 use crate::mask::{Mask, check_mask_for, zero_masked};
+use crate::registry::LayerConfig;
 use crate::value::Value;
 
 /// The mean over valid steps.
@@ -71,7 +73,20 @@ impl GlobalMaxPooling1D {
 }
 
 macro_rules! pooling_layer {
-    ($ty:ident) => {
+    ($ty:ident, $config:ident, $tag:literal) => {
+        #[doc = concat!("Configuration of a [`", stringify!($ty), "`] (no options): `{\"type\": \"", $tag, "\"}`.")]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $config {}
+
+        impl BuildLayer for $config {
+            type Layer = $ty;
+
+            fn build(&self, _input: &Spec, _device: &Device) -> Result<$ty> {
+                Ok($ty)
+            }
+        }
+
         impl Layer for $ty {
             fn type_name(&self) -> &'static str {
                 stringify!($ty)
@@ -90,9 +105,21 @@ macro_rules! pooling_layer {
             fn supports_mask(&self) -> bool {
                 true
             }
+
+            fn config(&self) -> Option<LayerConfig> {
+                Some(LayerConfig::$ty($config {}))
+            }
         }
     };
 }
 
-pooling_layer!(GlobalAveragePooling1D);
-pooling_layer!(GlobalMaxPooling1D);
+pooling_layer!(
+    GlobalAveragePooling1D,
+    GlobalAveragePooling1DConfig,
+    "global_average_pooling1d"
+);
+pooling_layer!(
+    GlobalMaxPooling1D,
+    GlobalMaxPooling1DConfig,
+    "global_max_pooling1d"
+);

@@ -1,11 +1,35 @@
 //! [`RepeatVector`]: a vector repeated over a new time axis.
 
 use burn::module::Module;
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
-use crate::layer::{Layer, Spec, kind_error};
+use crate::error::{Error, Result};
+use crate::layer::{BuildLayer, Layer, Spec, kind_error};
+use crate::registry::LayerConfig;
 use crate::value::Value;
+
+/// Configuration of a [`RepeatVector`]: `{"type": "repeat_vector", "n_steps": 6}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepeatVectorConfig {
+    /// How many steps to make (`n` in Keras).
+    pub n_steps: usize,
+}
+
+impl BuildLayer for RepeatVectorConfig {
+    type Layer = RepeatVector;
+
+    fn build(&self, _input: &Spec, _device: &Device) -> Result<RepeatVector> {
+        if self.n_steps == 0 {
+            return Err(Error::config(
+                "RepeatVector",
+                "expected n_steps of at least 1, found 0",
+            ));
+        }
+        Ok(RepeatVector::new(self.n_steps))
+    }
+}
 
 /// Repeats each row's vector `n_steps` times.
 ///
@@ -60,5 +84,11 @@ impl Layer for RepeatVector {
                 &other,
             )),
         }
+    }
+
+    fn config(&self) -> Option<LayerConfig> {
+        Some(LayerConfig::RepeatVector(RepeatVectorConfig {
+            n_steps: self.n_steps,
+        }))
     }
 }

@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::log_softmax;
+use serde::de::value::{MapAccessDeserializer, MapDeserializer};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::targets::Targets;
 use crate::error::{Error, Result};
@@ -47,23 +50,32 @@ impl fmt::Debug for CustomLoss {
 
 /// The element terms `e[b,t,c]` of a loss; the per-step loss is their sum (cross-entropy) or
 /// mean (the others) over the last axis.
-#[derive(Debug, Clone)]
+///
+/// In a config a loss is its Keras name, `"sparse_categorical_crossentropy"` (options at
+/// their defaults), or a table with the name and options, `{name =
+/// "sparse_categorical_crossentropy", from_logits = true}`; it is written as the table. A
+/// [`LossKind::Custom`] loss has no config form.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(remote = "Self", tag = "name", rename_all = "snake_case")]
 pub enum LossKind {
     /// `-Σ_c y_c log p_c` with `p` normalised over the last axis and clipped to
     /// `[1e-7, 1 - 1e-7]` (`from_logits`: `p = softmax(y_pred)`, through log-softmax).
     CategoricalCrossentropy {
-        /// `y_pred` holds logits.
+        /// `y_pred` holds logits (default false).
+        #[serde(default)]
         from_logits: bool,
     },
     /// `-log p[label]` for integer labels, `p` as for categorical cross-entropy.
     SparseCategoricalCrossentropy {
-        /// `y_pred` holds logits.
+        /// `y_pred` holds logits (default false).
+        #[serde(default)]
         from_logits: bool,
     },
     /// `mean_c -(y log p + (1 - y) log(1 - p))`, `p` clipped (`from_logits`: the stable
     /// `max(x, 0) - x y + log(1 + e^-|x|)`).
     BinaryCrossentropy {
-        /// `y_pred` holds logits.
+        /// `y_pred` holds logits (default false).
+        #[serde(default)]
         from_logits: bool,
     },
     /// `mean_c (y - p)^2`.
@@ -73,10 +85,89 @@ pub enum LossKind {
     /// `mean_c` of `a^2 / 2` for `a = |y - p| <= delta`, else `delta (a - delta / 2)`.
     Huber {
         /// The switch point (Keras default 1.0).
+        #[serde(default = "huber_delta")]
         delta: f32,
     },
     /// A user function.
+    #[serde(skip)]
     Custom(CustomLoss),
+}
+
+fn huber_delta() -> f32 {
+    1.0
+}
+
+impl Serialize for LossKind {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        // The derived form (`remote = "Self"`): a table tagged by `name`.
+        LossKind::serialize(self, serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for LossKind {
+    /// A loss name alone, or the table the derived form reads.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        struct NameOrTable;
+
+        impl<'de> Visitor<'de> for NameOrTable {
+            type Value = LossKind;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a loss name, or a table with its name and options")
+            }
+
+            fn visit_str<E: de::Error>(self, name: &str) -> std::result::Result<LossKind, E> {
+                LossKind::deserialize(MapDeserializer::<_, E>::new(std::iter::once((
+                    "name", name,
+                ))))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<LossKind, A::Error> {
+                let table = serde_json::Map::deserialize(MapAccessDeserializer::new(map))?;
+                let kind = LossKind::deserialize(serde_json::Value::Object(table.clone()))
+                    .map_err(de::Error::custom)?;
+                // The derived form ignores unknown keys; the keys the loss writes are the
+                // ones it reads, so any other is refused here, with the nearest known one.
+                let written = serde_json::to_value(
+                    LossKind::serialize(&kind, serde_json::value::Serializer)
+                        .map_err(de::Error::custom)?,
+                )
+                .map_err(de::Error::custom)?;
+                // `name` first, then the options.
+                let known: Vec<&str> = std::iter::once("name")
+                    .chain(
+                        written
+                            .as_object()
+                            .into_iter()
+                            .flat_map(|o| o.keys().map(String::as_str))
+                            .filter(|&k| k != "name"),
+                    )
+                    .collect();
+                match table.keys().find(|k| !known.contains(&k.as_str())) {
+                    Some(key) => Err(de::Error::custom(crate::strict::unknown(
+                        "field",
+                        key,
+                        &format!("the loss {}", known_name(&written)),
+                        &known[1..],
+                    ))),
+                    None => Ok(kind),
+                }
+            }
+        }
+
+        deserializer.deserialize_any(NameOrTable)
+    }
+}
+
+/// The `name` of a loss in its written form.
+fn known_name(written: &serde_json::Value) -> &str {
+    written
+        .get("name")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or_default()
 }
 
 impl LossKind {

@@ -199,7 +199,7 @@ impl SequenceLoss {
                     let warning = format!(
                         "loss computed over every step, padding included: the inputs' mask was consumed by {layer} and no target mask was given (pass one with the targets)"
                     );
-                    eprintln!("padless warning: {warning}");
+                    log::warn!("{warning}");
                     warnings.push(warning);
                 }
                 Mask::all_valid(batch, time, &device)

@@ -2,19 +2,25 @@
 //! row's valid steps reversed.
 
 use burn::module::Module;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Device, Int, Tensor};
+use serde::{Deserialize, Serialize};
 
 use super::cell::Cell;
+use super::config::AnyRecurrentConfig;
+use super::gru::GruCell;
+use super::lstm::LstmCell;
 use super::recurrent::{Recurrent, RecurrentOutput};
-use crate::error::Result;
-use crate::layer::{Layer, Spec};
+use super::simple_rnn::SimpleRnnCell;
+use crate::error::{Error, Result};
+use crate::layer::{BuildLayer, Layer, LayerOutput, Spec};
 use crate::mask::{Mask, check_mask_for, zero_masked};
+use crate::registry::LayerConfig;
 use crate::tensor_util::int_tensor_from;
 use crate::value::Value;
 use crate::weights::{NamedWeight, strip_prefix};
 
 /// How the two directions' outputs are merged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MergeMode {
     /// Forward then backward on the feature axis (`2 d_hidden` features).
@@ -71,7 +77,8 @@ pub struct Bidirectional<C> {
 }
 
 impl<C: Cell> Bidirectional<C> {
-    /// Wraps two layers; `return_sequences` is read from the forward layer.
+    /// Wraps two layers; `return_sequences` and `return_state` are read from the forward
+    /// layer.
     pub fn new(forward: Recurrent<C>, backward: Recurrent<C>, merge_mode: MergeMode) -> Self {
         Bidirectional {
             forward,
@@ -149,13 +156,32 @@ impl<C: Cell> Layer for Bidirectional<C> {
     }
 
     fn forward_value(&self, input: Value) -> Result<Value> {
+        self.forward_with_states(input).map(|out| out.value)
+    }
+
+    fn forward_with_states(&self, input: Value) -> Result<LayerOutput> {
         let (x, mask) = input.into_sequence("Bidirectional")?;
         let out = self.forward(x, mask.as_ref())?;
-        Ok(if self.forward.options.return_sequences {
+        let options = &self.forward.options;
+        let value = if options.return_sequences {
             Value::sequence(out.sequence, out.mask)
         } else {
             Value::Vector(out.last)
-        })
+        };
+        let states = options.return_state.then_some(out.states);
+        Ok(LayerOutput { value, states })
+    }
+
+    fn config(&self) -> Option<LayerConfig> {
+        let layer = C::registered(self.forward.options.for_cell())?;
+        Some(LayerConfig::Bidirectional(BidirectionalConfig {
+            layer,
+            merge_mode: self.merge_mode,
+        }))
+    }
+
+    fn reset_states(&self) {
+        Bidirectional::reset_states(self);
     }
 
     fn output_spec(&self, input: &Spec) -> Result<Spec> {
@@ -192,6 +218,148 @@ impl<C: Cell> Layer for Bidirectional<C> {
             .set_weights(&strip_prefix(weights, "forward"))?;
         self.backward
             .set_weights(&strip_prefix(weights, "backward"))
+    }
+}
+
+/// Configuration of a [`Bidirectional`] layer (Keras `Bidirectional(layer, merge_mode)`):
+/// the recurrent layer whose copy runs in each direction, and the merge. In a model config:
+/// `{"type": "bidirectional", "merge_mode": "concat", "layer": {"type": "gru", "units": 16,
+/// "return_sequences": true}}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BidirectionalConfig {
+    /// The recurrent layer each direction runs (its `go_backwards` must be false: the
+    /// backward half reads each row's valid part reversed).
+    pub layer: AnyRecurrentConfig,
+    /// How the directions' outputs are merged (default `concat`).
+    #[serde(default)]
+    pub merge_mode: MergeMode,
+}
+
+impl BuildLayer for BidirectionalConfig {
+    type Layer = AnyBidirectional;
+
+    fn build(&self, input: &Spec, device: &Device) -> Result<AnyBidirectional> {
+        if self.layer.options().go_backwards {
+            return Err(Error::config(
+                "Bidirectional",
+                "expected go_backwards = false in the wrapped layer (the backward half reads \
+                 each row's valid steps reversed), found true",
+            ));
+        }
+        let merge = self.merge_mode;
+        Ok(match self.layer {
+            AnyRecurrentConfig::Lstm(c) => {
+                AnyBidirectional::Lstm(c.build(input, device)?.into_bidirectional(merge, device))
+            }
+            AnyRecurrentConfig::Gru(c) => {
+                AnyBidirectional::Gru(c.build(input, device)?.into_bidirectional(merge, device))
+            }
+            AnyRecurrentConfig::SimpleRnn(c) => AnyBidirectional::SimpleRnn(
+                c.build(input, device)?.into_bidirectional(merge, device),
+            ),
+        })
+    }
+
+    fn d_input(&self) -> Option<usize> {
+        Some(self.layer.options().d_input).filter(|&d| d > 0)
+    }
+}
+
+impl<C: Cell> Recurrent<C> {
+    /// This layer as the forward half of a [`Bidirectional`] pair whose backward half is a
+    /// fresh layer with the same options.
+    fn into_bidirectional(self, merge_mode: MergeMode, device: &Device) -> Bidirectional<C> {
+        let backward = self.options.for_cell::<C>().init(device);
+        Bidirectional::new(self, backward, merge_mode)
+    }
+}
+
+/// A [`Bidirectional`] layer of any registered cell: the layer registry's entry for
+/// `bidirectional`.
+#[derive(Module, Debug)]
+#[allow(missing_docs)]
+pub enum AnyBidirectional {
+    Lstm(Bidirectional<LstmCell>),
+    Gru(Bidirectional<GruCell>),
+    SimpleRnn(Bidirectional<SimpleRnnCell>),
+}
+
+macro_rules! each_direction_pair {
+    ($value:expr, $pair:ident => $body:expr) => {
+        match $value {
+            AnyBidirectional::Lstm($pair) => $body,
+            AnyBidirectional::Gru($pair) => $body,
+            AnyBidirectional::SimpleRnn($pair) => $body,
+        }
+    };
+}
+
+impl AnyBidirectional {
+    /// The layer behind the [`Layer`] trait.
+    pub fn as_layer(&self) -> &dyn Layer {
+        each_direction_pair!(self, pair => pair)
+    }
+
+    /// The layer behind the [`Layer`] trait, mutable.
+    pub fn as_layer_mut(&mut self) -> &mut dyn Layer {
+        each_direction_pair!(self, pair => pair)
+    }
+}
+
+impl From<Bidirectional<LstmCell>> for AnyBidirectional {
+    fn from(pair: Bidirectional<LstmCell>) -> Self {
+        AnyBidirectional::Lstm(pair)
+    }
+}
+
+impl From<Bidirectional<GruCell>> for AnyBidirectional {
+    fn from(pair: Bidirectional<GruCell>) -> Self {
+        AnyBidirectional::Gru(pair)
+    }
+}
+
+impl From<Bidirectional<SimpleRnnCell>> for AnyBidirectional {
+    fn from(pair: Bidirectional<SimpleRnnCell>) -> Self {
+        AnyBidirectional::SimpleRnn(pair)
+    }
+}
+
+impl Layer for AnyBidirectional {
+    fn type_name(&self) -> &'static str {
+        self.as_layer().type_name()
+    }
+
+    fn forward_value(&self, input: Value) -> Result<Value> {
+        self.as_layer().forward_value(input)
+    }
+
+    fn forward_with_states(&self, input: Value) -> Result<LayerOutput> {
+        self.as_layer().forward_with_states(input)
+    }
+
+    fn output_spec(&self, input: &Spec) -> Result<Spec> {
+        self.as_layer().output_spec(input)
+    }
+
+    fn supports_mask(&self) -> bool {
+        true
+    }
+
+    fn config(&self) -> Option<LayerConfig> {
+        self.as_layer().config()
+    }
+
+    fn reset_states(&self) {
+        self.as_layer().reset_states();
+    }
+
+    fn weights(&self) -> Vec<NamedWeight> {
+        self.as_layer().weights()
+    }
+
+    fn set_weights(&mut self, weights: &[NamedWeight]) -> Result<()> {
+        self.as_layer_mut().set_weights(weights)
     }
 }
 

@@ -8,6 +8,37 @@ use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use crate::error::Result;
 use crate::weights::{NamedWeight, load_param};
 
+/// Which of the library's cells the fused kernels run (mapped to the kernels' own cell types
+/// in `fused/host.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CellKind {
+    /// [`LstmCell`](super::LstmCell).
+    Lstm,
+    /// [`GruCell`](super::GruCell).
+    Gru,
+    /// [`SimpleRnnCell`](super::SimpleRnnCell).
+    SimpleRnn,
+}
+
+impl CellKind {
+    /// Gate blocks in the kernel's columns.
+    pub fn n_gates(self) -> usize {
+        match self {
+            CellKind::Lstm => 4,
+            CellKind::Gru => 3,
+            CellKind::SimpleRnn => 1,
+        }
+    }
+
+    /// States per row (`[h, c]` for an LSTM, `[h]` otherwise).
+    pub fn n_states(self) -> usize {
+        match self {
+            CellKind::Lstm => 2,
+            CellKind::Gru | CellKind::SimpleRnn => 1,
+        }
+    }
+}
+
 /// One step of a recurrent cell, with its weights in Keras layout.
 ///
 /// The masked time loop ([`Recurrent`](super::Recurrent)) is written once over this trait:
@@ -19,11 +50,18 @@ pub trait Cell: Module + Sized {
     /// The number of state tensors (`[h]`, or `[h, c]` for an LSTM).
     const N_STATES: usize;
 
+    /// A cell with Keras' initialisation for `d_input` input features and `units` hidden
+    /// units, with or without biases.
+    fn init(d_input: usize, units: usize, use_bias: bool, device: &Device) -> Self;
+
     /// Input features.
     fn d_input(&self) -> usize;
 
     /// Hidden units.
     fn d_hidden(&self) -> usize;
+
+    /// Whether the cell has biases.
+    fn use_bias(&self) -> bool;
 
     /// The input part of every gate for all steps: `x K + b_input`,
     /// `[batch, time, d_input] -> [batch, time, n_gates * d_hidden]`.
@@ -32,6 +70,15 @@ pub trait Cell: Module + Sized {
     /// One step from the projected input `[batch, n_gates * d_hidden]` and the states
     /// (`[batch, d_hidden]` each, `h` first) to the new states (`h` first).
     fn step(&self, projected: Tensor<2>, states: &[Tensor<2>]) -> Vec<Tensor<2>>;
+
+    /// This cell's layer config as an entry of the layer registry
+    /// ([`AnyRecurrentConfig`](super::AnyRecurrentConfig)), which is what a stack's config
+    /// records; `None` (the default) for a cell outside the registry, whose layers run in code
+    /// but cannot be rebuilt from a config.
+    fn registered(config: super::RecurrentConfig<Self>) -> Option<super::AnyRecurrentConfig> {
+        let _ = config;
+        None
+    }
 
     /// The cell's kind and weights for the fused CPU kernels, or `None` (the default) to run
     /// the composite loop only.
@@ -71,8 +118,8 @@ pub(crate) fn init_kernels(
 /// burn's initialisers: the orthonormal factor `Q` (with `R`'s diagonal made positive) of the
 /// QR decomposition of a standard-normal draw, transposed when `rows < cols`, so the rows (or
 /// columns) are orthonormal. Computed on the host by modified Gram-Schmidt in `f64`, which
-/// yields that same `Q`: burn 0.22.1's QR, built from tensor operations, took about 20 s for
-/// an LSTM(512)'s `[512, 2048]` recurrent kernel; this takes well under a second.
+/// yields that same `Q` without burn's QR, which is built from tensor operations and slow at
+/// the sizes of recurrent kernels.
 pub(crate) fn orthogonal(rows: usize, cols: usize, device: &Device) -> Param<Tensor<2>> {
     Param::uninitialized(
         ParamId::new(),

@@ -5,8 +5,9 @@ use burn::nn::Initializer;
 use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Tensor};
 
-use super::cell::{Cell, cell_weights, init_kernels, load_cell_weights, project};
-use super::fused::{FusedCell, FusedParts};
+use super::cell::{Cell, CellKind, cell_weights, init_kernels, load_cell_weights, project};
+use super::config::{AnyRecurrentConfig, RecurrentConfig};
+use super::fused::FusedParts;
 use crate::error::Result;
 use crate::weights::NamedWeight;
 
@@ -48,12 +49,20 @@ impl Cell for GruCell {
     const TYPE_NAME: &'static str = "Gru";
     const N_STATES: usize = 1;
 
+    fn init(d_input: usize, units: usize, use_bias: bool, device: &Device) -> Self {
+        Self::new(d_input, units, use_bias, device)
+    }
+
     fn d_input(&self) -> usize {
         self.kernel.val().dims()[0]
     }
 
     fn d_hidden(&self) -> usize {
         self.recurrent_kernel.val().dims()[0]
+    }
+
+    fn use_bias(&self) -> bool {
+        self.bias.is_some()
     }
 
     fn project_input(&self, x: Tensor<3>) -> Tensor<3> {
@@ -83,9 +92,13 @@ impl Cell for GruCell {
         vec![z.clone() * h + z.neg().add_scalar(1.0) * candidate]
     }
 
+    fn registered(config: RecurrentConfig<Self>) -> Option<AnyRecurrentConfig> {
+        Some(AnyRecurrentConfig::Gru(config))
+    }
+
     fn fused_parts(&self) -> Option<FusedParts> {
         Some(FusedParts {
-            cell: FusedCell::Gru,
+            cell: CellKind::Gru,
             kernel: self.kernel.val(),
             recurrent_kernel: self.recurrent_kernel.val(),
             bias: self.bias.as_ref().map(|b| {

@@ -4,8 +4,9 @@ use burn::module::{Module, Param};
 use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::cell::{Cell, cell_weights, init_kernels, load_cell_weights, project};
-use super::fused::{FusedCell, FusedParts};
+use super::cell::{Cell, CellKind, cell_weights, init_kernels, load_cell_weights, project};
+use super::config::{AnyRecurrentConfig, RecurrentConfig};
+use super::fused::FusedParts;
 use crate::error::Result;
 use crate::weights::NamedWeight;
 
@@ -45,12 +46,20 @@ impl Cell for LstmCell {
     const TYPE_NAME: &'static str = "Lstm";
     const N_STATES: usize = 2;
 
+    fn init(d_input: usize, units: usize, use_bias: bool, device: &Device) -> Self {
+        Self::new(d_input, units, use_bias, device)
+    }
+
     fn d_input(&self) -> usize {
         self.kernel.val().dims()[0]
     }
 
     fn d_hidden(&self) -> usize {
         self.recurrent_kernel.val().dims()[0]
+    }
+
+    fn use_bias(&self) -> bool {
+        self.bias.is_some()
     }
 
     fn project_input(&self, x: Tensor<3>) -> Tensor<3> {
@@ -73,9 +82,13 @@ impl Cell for LstmCell {
         vec![h_next, c_next]
     }
 
+    fn registered(config: RecurrentConfig<Self>) -> Option<AnyRecurrentConfig> {
+        Some(AnyRecurrentConfig::Lstm(config))
+    }
+
     fn fused_parts(&self) -> Option<FusedParts> {
         Some(FusedParts {
-            cell: FusedCell::Lstm,
+            cell: CellKind::Lstm,
             kernel: self.kernel.val(),
             recurrent_kernel: self.recurrent_kernel.val(),
             bias: self.bias.as_ref().map(Param::val),

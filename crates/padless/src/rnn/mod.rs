@@ -14,10 +14,13 @@ mod lstm;
 pub mod recurrent;
 mod simple_rnn;
 
-pub use bidirectional::{Bidirectional, MergeMode};
-pub use cell::Cell;
-pub use config::{Gru, GruConfig, Lstm, LstmConfig, SimpleRnn, SimpleRnnConfig};
+pub use bidirectional::{AnyBidirectional, Bidirectional, BidirectionalConfig, MergeMode};
+pub use cell::{Cell, CellKind};
+pub use config::{
+    AnyRecurrentConfig, Gru, GruConfig, Lstm, LstmConfig, RecurrentConfig, RecurrentOptions,
+    SimpleRnn, SimpleRnnConfig,
+};
 pub use gru::GruCell;
 pub use lstm::LstmCell;
-pub use recurrent::{Recurrent, RecurrentOptions, RecurrentOutput};
+pub use recurrent::{Recurrent, RecurrentOutput};
 pub use simple_rnn::SimpleRnnCell;

@@ -7,36 +7,16 @@ use burn::module::{Module, Param};
 use burn::tensor::{Bool, Tensor};
 
 use super::cell::Cell;
+use super::config::RecurrentOptions;
 use padless_kernels::Outputs;
 
 use super::fused::{FusedInput, LoopParts, PairHalf, try_fused_loop, try_fused_pair};
 use crate::error::{Error, Result};
-use crate::layer::{Layer, Spec};
+use crate::layer::{Layer, LayerOutput, Spec};
 use crate::mask::{Mask, Padding, check_mask_for, zero_masked};
+use crate::registry::LayerConfig;
 use crate::value::Value;
 use crate::weights::{NamedWeight, load_param};
-
-/// Options shared by every recurrent layer (Keras names and defaults).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub struct RecurrentOptions {
-    /// Return the output of every step (`[batch, time, d_hidden]`) rather than the last
-    /// valid one (`[batch, d_hidden]`).
-    pub return_sequences: bool,
-    /// Also return the final states. The typed API always returns them in
-    /// [`RecurrentOutput::states`]; models that wire states (encoder-decoders) read this flag.
-    pub return_state: bool,
-    /// Process the steps from `time - 1` down to 0; outputs (and their mask) come in
-    /// processing order.
-    pub go_backwards: bool,
-    /// Output 0 at masked steps instead of the carried output.
-    pub zero_output_for_mask: bool,
-    /// Keep the final states as the next call's initial states until
-    /// [`Recurrent::reset_states`].
-    pub stateful: bool,
-    /// Learn the initial states (parameters `[d_hidden]` per state, broadcast over the batch)
-    /// instead of starting from zeros.
-    pub learn_initial_state: bool,
-}
 
 /// What a recurrent layer returns.
 #[derive(Debug, Clone)]
@@ -94,7 +74,7 @@ pub struct Recurrent<C> {
     pub cell: C,
     /// The learned initial states (`[d_hidden]` each), when `learn_initial_state` is set.
     pub learned_initial_state: Option<Vec<Param<Tensor<1>>>>,
-    /// The options.
+    /// The options; `d_input`, `units` and `use_bias` are the cell's.
     #[module(skip)]
     pub options: RecurrentOptions,
     #[module(skip)]
@@ -102,8 +82,13 @@ pub struct Recurrent<C> {
 }
 
 impl<C: Cell> Recurrent<C> {
-    /// A layer around `cell`.
+    /// A layer around `cell` with `options` (their sizes and `use_bias` are taken from the
+    /// cell).
     pub fn new(cell: C, options: RecurrentOptions, device: &burn::tensor::Device) -> Self {
+        let mut options = options;
+        options.d_input = cell.d_input();
+        options.units = cell.d_hidden();
+        options.use_bias = cell.use_bias();
         let learned_initial_state = options.learn_initial_state.then(|| {
             (0..C::N_STATES)
                 .map(|_| Param::from_tensor(Tensor::zeros([cell.d_hidden()], device)))
@@ -173,17 +158,18 @@ impl<C: Cell> Recurrent<C> {
             .map(|parts| self.output_of(parts, None))
     }
 
-    /// The layer's output [`Value`] on `RepeatVector`'s output, as
-    /// [`Layer::forward_value`] gives it (a sequence without mask, or the last output):
-    /// [`Recurrent::forward_repeated_prefix`] over `prefix` where given and the options
-    /// allow it (sequences returned, not stateful, forward in time), else
-    /// [`Recurrent::forward_repeated`]. Only the part the value holds is computed.
-    pub(crate) fn repeated_value(
+    /// The layer's output on `RepeatVector`'s output, as [`Layer::forward_value`] (or, with
+    /// `with_states`, [`Layer::forward_with_states`]) gives it (a sequence without mask, or
+    /// the last output): [`Recurrent::forward_repeated_prefix`] over `prefix` where given and
+    /// the options allow it (sequences returned, not stateful, forward in time), else
+    /// [`Recurrent::forward_repeated`]. Only the parts the output holds are computed.
+    fn repeated_output(
         &self,
         vector: Tensor<2>,
         n_steps: usize,
         prefix: Option<&[usize]>,
-    ) -> Result<Value> {
+        with_states: bool,
+    ) -> Result<LayerOutput> {
         let options = &self.options;
         let mask = match prefix {
             Some(lengths)
@@ -193,8 +179,9 @@ impl<C: Cell> Recurrent<C> {
             }
             _ => None,
         };
-        let parts = self.repeated(vector, n_steps, mask.as_ref(), self.outputs_read())?;
-        Ok(self.value_of(parts, None))
+        let outputs = self.outputs_read(with_states);
+        let parts = self.repeated(vector, n_steps, mask.as_ref(), outputs)?;
+        Ok(self.output_value(parts, None, with_states))
     }
 
     fn prefix_mask(&self, vector: &Tensor<2>, n_steps: usize, lengths: &[usize]) -> Result<Mask> {
@@ -235,12 +222,15 @@ impl<C: Cell> Recurrent<C> {
     }
 
     /// Which parts of the loop [`Layer::forward_value`] reads: the sequence or the final
-    /// states, both for a stateful layer (it carries its states).
-    fn outputs_read(&self) -> Outputs {
-        match (self.options.stateful, self.options.return_sequences) {
-            (true, _) => Outputs::All,
+    /// states; both for a stateful layer (it carries its states) and, `with_states`, for a
+    /// layer that returns sequences and states.
+    fn outputs_read(&self, with_states: bool) -> Outputs {
+        let options = &self.options;
+        let states = options.stateful || (with_states && options.return_state);
+        match (states, options.return_sequences) {
+            (true, true) => Outputs::All,
             (false, true) => Outputs::Sequence,
-            (false, false) => Outputs::States,
+            (_, false) => Outputs::States,
         }
     }
 
@@ -264,9 +254,13 @@ impl<C: Cell> Recurrent<C> {
         }
     }
 
-    /// The [`Value`] the layer returns from a loop that ran with [`Recurrent::outputs_read`].
-    fn value_of(&self, parts: LoopParts, mask: Option<Mask>) -> Value {
-        if self.options.return_sequences {
+    /// What the layer returns from a loop that ran with [`Recurrent::outputs_read`]: the
+    /// sequence or the last output, and with `with_states` the final states of a layer with
+    /// `return_state`.
+    fn output_value(&self, parts: LoopParts, mask: Option<Mask>, with_states: bool) -> LayerOutput {
+        let states = (with_states && self.options.return_state)
+            .then(|| parts.states.clone().expect("the loop ran with its states"));
+        let value = if self.options.return_sequences {
             Value::sequence(
                 parts.sequence.expect("the loop ran with its sequence"),
                 mask,
@@ -274,7 +268,8 @@ impl<C: Cell> Recurrent<C> {
         } else {
             let states = parts.states.expect("the loop ran with its states");
             Value::Vector(states[0].clone())
-        }
+        };
+        LayerOutput { value, states }
     }
 
     fn keep_carried(&self, states: &[Tensor<2>]) {
@@ -463,6 +458,17 @@ impl<C: Cell> Recurrent<C> {
     pub fn reset_states(&self) {
         self.carried.set(None);
     }
+
+    /// [`Layer::forward_value`], with the final states when `with_states` and the layer
+    /// returns them. Only the parts the output holds are computed (see
+    /// [`Recurrent::outputs_read`]).
+    fn layer_output(&self, input: Value, with_states: bool) -> Result<LayerOutput> {
+        let (x, mask) = input.into_sequence(C::TYPE_NAME)?;
+        let (x, mask) = self.in_processing_order(x, mask.as_ref());
+        let outputs = self.outputs_read(with_states);
+        let parts = self.run_parts(x, mask.as_ref(), None, outputs)?;
+        Ok(self.output_value(parts, mask, with_states))
+    }
 }
 
 /// The masked time loop, in input order: the fused kernels where they apply (see
@@ -531,11 +537,29 @@ impl<C: Cell> Layer for Recurrent<C> {
     }
 
     fn forward_value(&self, input: Value) -> Result<Value> {
-        let (x, mask) = input.into_sequence(C::TYPE_NAME)?;
-        // Only the part the value holds is computed (see `Recurrent::outputs_read`).
-        let (x, mask) = self.in_processing_order(x, mask.as_ref());
-        let parts = self.run_parts(x, mask.as_ref(), None, self.outputs_read())?;
-        Ok(self.value_of(parts, mask))
+        self.layer_output(input, false).map(|out| out.value)
+    }
+
+    fn forward_with_states(&self, input: Value) -> Result<LayerOutput> {
+        self.layer_output(input, true)
+    }
+
+    fn forward_repeated(
+        &self,
+        vector: &Tensor<2>,
+        n_steps: usize,
+        prefix: Option<&[usize]>,
+        with_states: bool,
+    ) -> Option<Result<LayerOutput>> {
+        Some(self.repeated_output(vector.clone(), n_steps, prefix, with_states))
+    }
+
+    fn config(&self) -> Option<LayerConfig> {
+        C::registered(self.options.for_cell()).map(LayerConfig::from)
+    }
+
+    fn reset_states(&self) {
+        Recurrent::reset_states(self);
     }
 
     fn output_spec(&self, input: &Spec) -> Result<Spec> {

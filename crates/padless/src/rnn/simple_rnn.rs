@@ -4,8 +4,9 @@ use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{Device, Tensor};
 
-use super::cell::{Cell, cell_weights, init_kernels, load_cell_weights, project};
-use super::fused::{FusedCell, FusedParts};
+use super::cell::{Cell, CellKind, cell_weights, init_kernels, load_cell_weights, project};
+use super::config::{AnyRecurrentConfig, RecurrentConfig};
+use super::fused::FusedParts;
 use crate::error::Result;
 use crate::weights::NamedWeight;
 
@@ -37,12 +38,20 @@ impl Cell for SimpleRnnCell {
     const TYPE_NAME: &'static str = "SimpleRnn";
     const N_STATES: usize = 1;
 
+    fn init(d_input: usize, units: usize, use_bias: bool, device: &Device) -> Self {
+        Self::new(d_input, units, use_bias, device)
+    }
+
     fn d_input(&self) -> usize {
         self.kernel.val().dims()[0]
     }
 
     fn d_hidden(&self) -> usize {
         self.recurrent_kernel.val().dims()[0]
+    }
+
+    fn use_bias(&self) -> bool {
+        self.bias.is_some()
     }
 
     fn project_input(&self, x: Tensor<3>) -> Tensor<3> {
@@ -54,9 +63,13 @@ impl Cell for SimpleRnnCell {
         vec![(projected + h.matmul(self.recurrent_kernel.val())).tanh()]
     }
 
+    fn registered(config: RecurrentConfig<Self>) -> Option<AnyRecurrentConfig> {
+        Some(AnyRecurrentConfig::SimpleRnn(config))
+    }
+
     fn fused_parts(&self) -> Option<FusedParts> {
         Some(FusedParts {
-            cell: FusedCell::SimpleRnn,
+            cell: CellKind::SimpleRnn,
             kernel: self.kernel.val(),
             recurrent_kernel: self.recurrent_kernel.val(),
             bias: self.bias.as_ref().map(Param::val),

@@ -6,9 +6,9 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor};
 
 use super::model::{BOS, EOS, Encoded, EncoderDecoder};
+use crate::cpu::{side_by_side, threads};
 use crate::error::{Error, Result};
 use crate::mask::{Mask, Padding};
-use crate::rnn::fused::{kernel_threads, side_by_side};
 use crate::sequence::{Truncating, pad_sequences};
 use crate::tensor_util::{f32_vec, i64_vec, int_tensor_from};
 
@@ -262,7 +262,7 @@ pub(super) fn per_model<T: Send>(
     n: usize,
     work: impl Fn(usize) -> Result<T> + Sync,
 ) -> Result<Vec<T>> {
-    if n < 2 || kernel_threads() < 2 {
+    if n < 2 || threads() < 2 {
         return (0..n).map(work).collect();
     }
     let half = n.div_ceil(2);

@@ -12,7 +12,9 @@ use crate::layer::Layer;
 use crate::layers::{ActivationKind, Dense, DenseConfig, Embedding, EmbeddingConfig, dropout};
 use crate::losses::{LossInputs, LossKind, LossOutput, SequenceLoss, TargetMask, Targets};
 use crate::mask::Mask;
+use crate::model::{Inputs, Model};
 use crate::rnn::{Bidirectional, Lstm, LstmCell, LstmConfig, MergeMode};
+use crate::value::Value;
 use crate::weights::{NamedWeight, strip_prefix};
 
 /// The padding id of both vocabularies.
@@ -468,5 +470,47 @@ impl EncoderDecoder {
     /// The number of scalar parameters.
     pub fn n_parameters(&self) -> usize {
         self.weights().iter().map(|w| w.values.len()).sum()
+    }
+}
+
+/// An [`EncoderDecoder`] trains through the [`Trainer`](crate::train::Trainer) on batches of
+/// two inputs: source ids `[batch, t_source]` and decoder input ids `[batch, t_target]`
+/// (`BOS y_1 .. y_n`, then padding), both as [`Value::Tokens`] (padding id 0; a mask given
+/// with them is not read, the embeddings' `mask_zero` makes it). The output is the
+/// teacher-forced logits with the decoder input's mask; the trainer's loss ANDs in the
+/// batch's target mask.
+impl Model for EncoderDecoder {
+    type Config = EncoderDecoderConfig;
+    const KIND: &'static str = "encoder_decoder";
+
+    fn build(config: &EncoderDecoderConfig, device: &Device) -> Result<Self> {
+        config.init(device)
+    }
+
+    fn config(&self) -> Result<EncoderDecoderConfig> {
+        Ok(self.config.clone())
+    }
+
+    fn forward_batch(&self, inputs: &Inputs, _read_steps: Option<&[usize]>) -> Result<Value> {
+        let [source, decoder_input] = inputs.exactly::<2>("EncoderDecoder")?;
+        let ids = |value: &Value, which: &str| match value {
+            Value::Tokens { ids, .. } => Ok(ids.clone()),
+            other => Err(Error::InputKind {
+                layer: format!("EncoderDecoder {which}"),
+                expected: "tokens [batch, time]".into(),
+                found: other.kind().into(),
+            }),
+        };
+        let (logits, mask) =
+            self.forward(ids(source, "source")?, ids(decoder_input, "decoder input")?)?;
+        Ok(Value::sequence(logits, mask))
+    }
+
+    fn weights(&self) -> Vec<NamedWeight> {
+        EncoderDecoder::weights(self)
+    }
+
+    fn set_weights(&mut self, weights: &[NamedWeight]) -> Result<()> {
+        EncoderDecoder::set_weights(self, weights)
     }
 }

@@ -2,13 +2,16 @@
 //!
 //! burn's `Adam` runs about a dozen element-wise tensor operations per parameter and step;
 //! on the flex backend each writes a new tensor (zero-filled, then copied once to realign
-//! it). Measured on the `padless bench` model at H=128 that was 0.9 ms of a 22 ms training
-//! step. [`FusedAdam`] gives the same update, bit for bit, from
+//! it). [`FusedAdam`] gives the same update, bit for bit, from
 //! [`padless_kernels::adam_update`]: the parameter and both moments are updated in place
 //! (copied first only if something else still holds them), the gradient read once. Other
 //! backends, other float types and AMSGrad states go through burn's `Adam` itself.
 //!
 //! The state is burn's [`AdamState`], so optimizer records are the same as burn's Adam's.
+//!
+//! The update is not one of the crate's fused operations (`ops`): it changes its parameter
+//! and moments in place instead of writing an output, returns three tensors and has no
+//! backward pass, so it is a flex-only backend extension of its own ([`HostAdamBackend`]).
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, Flex, TensorMetadata, backend_extension};
@@ -17,7 +20,7 @@ use burn::optim::{Adam, AdamConfig, AdamState, AdaptiveMomentumState, LearningRa
 use burn::tensor::{DType, Device, Element, Tensor};
 use padless_kernels::{AdamStep, Real, adam_update};
 
-use crate::rnn::fused::{HostData, fused_enabled, on_flex};
+use crate::cpu::{HostData, fused_enabled, on_flex};
 
 /// One Adam step of a parameter as one operation.
 #[backend_extension(Flex)]
@@ -149,8 +152,8 @@ impl FusedAdam {
     /// Clips each parameter's gradient to the L2 norm `threshold` first, as burn's
     /// `GradientClippingConfig::Norm` on the optimizer does, but inside the fused pass: one
     /// read of the gradient for its norm instead of burn's three tensor operations per
-    /// parameter (about 4% of a G2P training step). The factor's norm sums in `f64`, so a
-    /// clipped step can differ from burn's in the last bits; an unclipped one is the same.
+    /// parameter. The factor's norm sums in `f64`, so a clipped step can differ from burn's in
+    /// the last bits; an unclipped one is the same.
     pub fn with_clip_norm(mut self, threshold: Option<f32>) -> Self {
         self.clip_norm = threshold;
         self
@@ -233,8 +236,8 @@ mod tests {
     use burn::optim::{GradientsParams, ModuleOptimizer};
 
     use super::*;
+    use crate::cpu::with_composite;
     use crate::layers::{Dense, DenseConfig};
-    use crate::rnn::fused::with_composite;
     use crate::tensor_util::f32_vec;
 
     /// Three Adam steps of a Dense layer on `sum((dense(x) - y)^2)`, fused (`composite` false)

@@ -1,5 +1,5 @@
 //! [`OptimizerConfig`] (Adam, fused on the CPU backend as [`FusedAdam`]; burn's AdamW, SGD
-//! with momentum, RMSprop; Keras defaults) and [`LrSchedule`].
+//! with momentum, RMSprop; Keras defaults).
 
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::momentum::MomentumConfig;
@@ -115,55 +115,12 @@ impl OptimizerConfig {
     }
 }
 
-/// The learning rate as a function of the epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum LrSchedule {
-    /// The same rate every epoch.
-    Constant,
-    /// `lr · rate^epoch`.
-    Exponential {
-        /// Factor per epoch.
-        rate: f64,
-    },
-    /// `lr · factor^(epoch / every)`.
-    Step {
-        /// Epochs per step.
-        every: usize,
-        /// Factor per step.
-        factor: f64,
-    },
-}
-
-impl LrSchedule {
-    /// The rate of `epoch` (from 0) for a base rate `lr`.
-    pub fn rate(&self, lr: f64, epoch: usize) -> f64 {
-        match *self {
-            LrSchedule::Constant => lr,
-            LrSchedule::Exponential { rate } => lr * rate.powi(epoch as i32),
-            LrSchedule::Step { every, factor } => lr * factor.powi((epoch / every.max(1)) as i32),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn schedules() {
-        assert_eq!(LrSchedule::Constant.rate(0.1, 7), 0.1);
-        assert!((LrSchedule::Exponential { rate: 0.5 }.rate(0.1, 2) - 0.025).abs() < 1e-15);
-        assert!(
-            (LrSchedule::Step {
-                every: 3,
-                factor: 0.1
-            }
-            .rate(1.0, 7)
-                - 0.01)
-                .abs()
-                < 1e-15
-        );
+    fn optimizer_configs_read_from_json_with_keras_defaults() {
         let json = r#"{"name": "sgd", "momentum": 0.9}"#;
         let sgd: OptimizerConfig = serde_json::from_str(json).unwrap();
         assert_eq!(

@@ -108,6 +108,22 @@ impl<M: Module> WeightAverage<M> {
     pub fn updates(&self) -> u64 {
         self.updates
     }
+
+    /// The decay.
+    pub fn decay(&self) -> f64 {
+        self.decay
+    }
+
+    /// An average saved after `updates` updates, whose values are `model`'s weights (a
+    /// checkpoint's): it goes on exactly as the saved one would.
+    ///
+    /// # Errors
+    /// As [`WeightAverage::new`].
+    pub(crate) fn restored(model: &M, decay: f64, updates: u64) -> Result<Self> {
+        let mut average = WeightAverage::new(model, decay)?;
+        average.updates = updates;
+        Ok(average)
+    }
 }
 
 /// Checks a decay for [`WeightAverage::new`].

@@ -3,141 +3,25 @@
 //!
 //! [`masked_loop`](super::recurrent) tries this path first and falls back to the composite
 //! per-step loop for other backends, other float types, cells without fused kernels, or when
-//! the fused path is switched off ([`set_fused_enabled`], [`with_composite`]). Both paths
-//! follow the same contract, and the tests run the fused path against the composite one.
+//! the fused operations are switched off ([`cpu::set_fused_enabled`],
+//! [`cpu::with_composite`]). Both paths follow the same contract, and the tests run the fused
+//! path against the composite one. The operation itself, on the host, is `op.rs`.
 
-mod autodiff;
-mod host;
-mod ops;
-mod pair;
+mod op;
 
-use std::cell::Cell as StdCell;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use burn::backend::{Dispatch, DispatchDevice};
-use burn::tensor::{DType, Device, Tensor};
+use burn::backend::Dispatch;
+use burn::tensor::{Device, Tensor};
 use padless_kernels::{KernelConfig, Outputs};
 
+use crate::cpu;
 use crate::mask::Mask;
-pub(crate) use host::{HostData, read, write};
-pub use ops::{FusedCell, FusedRecurrentBackend, FusedSpec};
-/// The opt-in bfloat16 products of the CPU kernels (Intel AMX tiles): the fused recurrent
-/// layers' and the fused dense layer's `f32` matrix products round their operands to
-/// bfloat16 and sum in `f32`; off by default. See [`padless_kernels::set_bf16_products`].
-pub use padless_kernels::{bf16_products, bf16_products_available, set_bf16_products};
+use crate::ops;
+use op::{FusedSpec, RecurrentOp, RecurrentPairOp};
 
-static ENABLED: AtomicBool = AtomicBool::new(true);
-static THREADS: AtomicUsize = AtomicUsize::new(0);
 static CALLS: AtomicUsize = AtomicUsize::new(0);
 static PAIR_CALLS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static COMPOSITE_HERE: StdCell<bool> = const { StdCell::new(false) };
-    static THREADS_HERE: StdCell<usize> = const { StdCell::new(0) };
-}
-
-/// Switches the fused path on or off for the whole process (default on).
-pub fn set_fused_enabled(enabled: bool) {
-    ENABLED.store(enabled, Ordering::Relaxed);
-}
-
-/// Runs `f` with the composite loop on this thread (for comparisons and tests). Restored when
-/// `f` returns or unwinds.
-pub fn with_composite<R>(f: impl FnOnce() -> R) -> R {
-    with_thread_setting(&COMPOSITE_HERE, true, f)
-}
-
-/// Runs `f` with this thread's `setting` at `value`, restoring the previous value when `f`
-/// returns or unwinds (a drop guard).
-fn with_thread_setting<T: Copy + 'static, R>(
-    setting: &'static std::thread::LocalKey<StdCell<T>>,
-    value: T,
-    f: impl FnOnce() -> R,
-) -> R {
-    struct Restore<T: Copy + 'static>(&'static std::thread::LocalKey<StdCell<T>>, T);
-    impl<T: Copy + 'static> Drop for Restore<T> {
-        fn drop(&mut self) {
-            self.0.with(|c| c.set(self.1));
-        }
-    }
-    let _restore = Restore(setting, setting.with(|c| c.replace(value)));
-    f()
-}
-
-/// Whether a recurrent layer called on this thread now would try the fused path.
-pub fn fused_enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed) && !COMPOSITE_HERE.with(StdCell::get)
-}
-
-/// Sets the threads of the fused kernels: 1, or 2 for the thread pair; 0 restores the
-/// default (2 when the machine has 2 or more cores, else 1).
-pub fn set_kernel_threads(threads: usize) {
-    THREADS.store(threads, Ordering::Relaxed);
-}
-
-/// Runs `f` with the fused kernels called on this thread using `threads` threads (1, or 2 for
-/// the thread pair) whatever the process-wide setting ([`set_kernel_threads`]); 0 defers to
-/// it. Work that already runs side by side on its own threads (the models of an ensemble
-/// decoded together) keeps each kernel on one thread this way. Restored when `f` returns or
-/// unwinds.
-pub fn with_kernel_threads<R>(threads: usize, f: impl FnOnce() -> R) -> R {
-    with_thread_setting(&THREADS_HERE, threads, f)
-}
-
-/// Runs `a` and `b`, side by side when the fused kernels called here may use two threads
-/// ([`kernel_threads`]): `a` on this thread and `b` on the kernels' kept helper (or a scoped
-/// thread, [`padless_kernels::side_by_side`]), each with one-thread kernels and this thread's
-/// composite switch; else one after the other as they are. For independent pieces of work
-/// that each run recurrent layers (the models of an ensemble, the two directions of a G2P
-/// pair): two of them side by side keep both cores busier than one after the other with the
-/// kernels' thread pair. The results are the same either way; a panic of either reaches the
-/// caller.
-pub fn side_by_side<A: Send, B: Send>(
-    a: impl FnOnce() -> A + Send,
-    b: impl FnOnce() -> B + Send,
-) -> (A, B) {
-    if kernel_threads() < 2 {
-        let first = a();
-        return (first, b());
-    }
-    let composite = composite_here();
-    let one_thread = move |f: Box<dyn FnOnce() + Send + '_>| {
-        let run = || with_kernel_threads(1, f);
-        if composite {
-            with_composite(run)
-        } else {
-            run()
-        }
-    };
-    let (mut first, mut second) = (None, None);
-    padless_kernels::side_by_side(
-        || one_thread(Box::new(|| first = Some(a()))),
-        || one_thread(Box::new(|| second = Some(b()))),
-    );
-    (
-        first.expect("side_by_side ran a"),
-        second.expect("side_by_side ran b"),
-    )
-}
-
-/// Whether this thread is inside [`with_composite`] (a thread started from it must enter it
-/// again to keep the composite path).
-pub(crate) fn composite_here() -> bool {
-    COMPOSITE_HERE.with(StdCell::get)
-}
-
-/// The threads the fused kernels called on this thread use: [`with_kernel_threads`]'s, else
-/// the process-wide setting.
-pub fn kernel_threads() -> usize {
-    let here = THREADS_HERE.with(StdCell::get);
-    if here != 0 {
-        return here;
-    }
-    match THREADS.load(Ordering::Relaxed) {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(2)),
-        n => n,
-    }
-}
 
 /// How many recurrent loops have run fused in this process (lets tests prove the path ran).
 pub fn fused_calls() -> usize {
@@ -154,23 +38,13 @@ pub fn fused_pair_calls() -> usize {
 #[derive(Debug, Clone)]
 pub struct FusedParts {
     /// Which kernel.
-    pub cell: FusedCell,
+    pub cell: crate::rnn::CellKind,
     /// `[d_input, n_gates * d_hidden]`.
     pub kernel: Tensor<2>,
     /// `[d_hidden, n_gates * d_hidden]`.
     pub recurrent_kernel: Tensor<2>,
     /// The bias flattened (`[n_gates * d_hidden]`; the GRU's `[2, 3 d_hidden]` as `[6 d_hidden]`).
     pub bias: Option<Tensor<1>>,
-}
-
-/// Whether tensors on `device` run on the flex CPU backend (with or without autodiff).
-pub(crate) fn on_flex(device: &Device) -> bool {
-    #[allow(unreachable_patterns)]
-    match device.as_dispatch() {
-        DispatchDevice::Flex(_) => true,
-        DispatchDevice::Autodiff(inner) => matches!(**inner, DispatchDevice::Flex(_)),
-        _ => false,
-    }
 }
 
 /// What a fused loop reads.
@@ -211,12 +85,12 @@ impl Call {
                 (x.clone().into_dispatch(), batch, n_steps, d_input, mask)
             }
         };
-        let device = parts.kernel.device();
-        if !on_flex(&device) || !matches!(parts.kernel.dtype(), DType::F32 | DType::F64) {
+        let device: Device = parts.kernel.device();
+        if !ops::applies(&device, parts.kernel.dtype()) {
             return None;
         }
         let d_hidden = parts.recurrent_kernel.dims()[0];
-        let n_bias = if parts.cell == FusedCell::Gru {
+        let n_bias = if parts.cell == crate::rnn::CellKind::Gru {
             6
         } else {
             parts.cell.n_gates()
@@ -308,27 +182,19 @@ pub(crate) fn try_fused_loop(
     zero_output_for_mask: bool,
     outputs: Outputs,
 ) -> Option<LoopParts> {
-    let parts = parts.filter(|_| fused_enabled())?;
+    let parts = parts.filter(|_| cpu::fused_enabled())?;
     let call = Call::new(
         parts,
         input,
         initial,
         zero_output_for_mask,
-        kernel_threads(),
+        cpu::threads(),
         outputs,
     )?;
     CALLS.fetch_add(1, Ordering::Relaxed);
-    let [x, kernel, recurrent_kernel, bias, h0, c0] = call.tensors;
-    let packed = <Dispatch as FusedRecurrentBackend>::fused_recurrent(
-        x,
-        kernel,
-        recurrent_kernel,
-        bias,
-        h0,
-        c0,
-        call.spec.clone(),
-    );
-    Some(unpack(Tensor::from_dispatch(packed), &call.spec))
+    let spec = call.spec;
+    let packed = ops::apply(RecurrentOp { spec: spec.clone() }, call.tensors);
+    Some(unpack(packed, &spec))
 }
 
 /// One direction of a [`try_fused_pair`]: the cell's weights, its input sequence and its
@@ -349,7 +215,7 @@ pub(crate) fn try_fused_pair(
     mask: Option<&Mask>,
     zero_output_for_mask: bool,
 ) -> Option<[(Tensor<3>, Vec<Tensor<2>>); 2]> {
-    if !fused_enabled() || kernel_threads() < 2 || first.x.dims() != second.x.dims() {
+    if !cpu::fused_enabled() || cpu::threads() < 2 || first.x.dims() != second.x.dims() {
         return None;
     }
     let (parts_first, parts_second) = (first.parts?, second.parts?);
@@ -375,23 +241,14 @@ pub(crate) fn try_fused_pair(
     PAIR_CALLS.fetch_add(1, Ordering::Relaxed);
     let [x1, k1, r1, b1, h1, c1] = a.tensors;
     let [x2, k2, r2, b2, h2, c2] = b.tensors;
+    let tensors = [x1, k1, r1, b1, h1, c1, x2, k2, r2, b2, h2, c2];
     let specs = [a.spec, b.spec];
-    let packed = <Dispatch as FusedRecurrentBackend>::fused_recurrent_pair(
-        x1,
-        k1,
-        r1,
-        b1,
-        h1,
-        c1,
-        x2,
-        k2,
-        r2,
-        b2,
-        h2,
-        c2,
-        specs.clone(),
+    let packed: Tensor<4> = ops::apply(
+        RecurrentPairOp {
+            specs: specs.clone(),
+        },
+        tensors,
     );
-    let packed: Tensor<4> = Tensor::from_dispatch(packed);
     let [_, batch, rows, d_hidden] = packed.dims();
     let half = |i: usize| {
         packed

@@ -1,0 +1,9 @@
+//! The other fused operations on plain slices: a dense layer over many rows ([`dense`]), one
+//! Adam step ([`adam`]), variable-length multi-head attention over packed tokens
+//! ([`attention`]), the row softmax ([`softmax`]) and `tanh` ([`tanh`]).
+
+pub(crate) mod adam;
+pub mod attention;
+pub(crate) mod dense;
+pub(crate) mod softmax;
+pub(crate) mod tanh;

@@ -1,0 +1,29 @@
+//! Transformer layers whose masks never see padding: [`PositionalEmbedding`] (positions
+//! counted among a row's valid steps), [`TransformerEncoderLayer`] and
+//! [`TransformerDecoderLayer`] (PyTorch's layers, weights and names), their stacks
+//! [`TransformerEncoder`] and [`TransformerDecoder`], and the [`Transformer`]
+//! encoder-decoder.
+//!
+//! Masks are [`Mask`](crate::Mask)s (true = valid) everywhere. A row's outputs do not depend
+//! on the padding around it; masked output steps are exactly 0; a query that sees no key gets
+//! 0 from its attention, never NaN; NaN or inf at masked input steps changes no output and no
+//! gradient; the output mask is the query mask (`docs/SEMANTICS.md`, "Transformer layers").
+//!
+//! These layers run on burn tensors on any backend; the attention over packed valid tokens
+//! of [`padless_kernels::attention`] is the CPU kernel for their fused path.
+
+mod attention;
+mod layer;
+mod model;
+mod names;
+mod position;
+mod stack;
+
+pub use attention::TransformerAttention;
+pub use layer::{
+    LayerNorm, LayerOptions, Linear, TransformerDecoderLayer, TransformerEncoderLayer,
+    TransformerLayerConfig,
+};
+pub use model::{DecoderState, TokenEmbedding, Transformer, TransformerConfig, TransformerEncoded};
+pub use position::{PositionKind, PositionalEmbedding};
+pub use stack::{TransformerDecoder, TransformerEncoder};
