@@ -98,6 +98,18 @@ impl<M: Model> Callback<M> for Progress {
             None => Ok(Control::Continue),
         }
     }
+
+    fn after_epoch_end(
+        &mut self,
+        epoch: usize,
+        logs: &Logs,
+        trainer: &mut Trainer<M>,
+    ) -> padless::Result<()> {
+        match &mut self.0 {
+            Some(progress) => progress.after_epoch_end(epoch, logs, trainer),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Whether `err`'s chain holds a closed pipe: the reader of stdout went away (`padless ... |

@@ -75,7 +75,7 @@ fn keys(value: &serde_json::Value) -> Vec<&str> {
 /// A tiny tagger: letters in, `v` (vowel) or `c` (consonant) per letter out.
 const TAGGER: &str = r#"{"input": {"kind": "tokens"}, "layers": [
     {"type": "embedding", "d_model": 8, "mask_zero": true},
-    {"type": "recurrent", "cell": "gru", "units": 8, "return_sequences": true},
+    {"type": "gru", "units": 8, "return_sequences": true},
     {"type": "time_distributed_dense", "units": "vocab", "activation": "softmax"}],
   "training": {"learning_rate": 0.02}}"#;
 
@@ -224,7 +224,7 @@ fn summary_bench_and_the_masking_demo_print_results_on_stdout() {
         &config,
         r#"{"input": {"kind": "sequence", "features": 3}, "layers": [
             {"type": "masking", "mask_value": 0.0},
-            {"type": "recurrent", "cell": "lstm", "units": 8}]}"#,
+            {"type": "lstm", "units": 8}]}"#,
     )
     .unwrap();
     let stdout = quiet(&["summary", s(&config)]);
@@ -236,7 +236,8 @@ fn summary_bench_and_the_masking_demo_print_results_on_stdout() {
     assert!(stderr.contains("timing training steps at H=8"), "{stderr}");
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     assert!(
-        stdout.starts_with("padless H=8 threads=1 products=f32 valid=0.58: train "),
+        stdout.starts_with("padless H=8 threads=1 products=f32 isa=")
+            && stdout.contains(" valid=0.58: train "),
         "{stdout}"
     );
     let mut args = bench.to_vec();
@@ -248,6 +249,7 @@ fn summary_bench_and_the_masking_demo_print_results_on_stdout() {
             "H",
             "framework",
             "infer_ms",
+            "isa",
             "loss_first",
             "loss_last",
             "products",
