@@ -388,30 +388,31 @@ fn compile(learning_rate: f64) -> CompileConfig {
     config
 }
 
-/// Teacher forcing with the target-masked, label-smoothed loss teaches the reversal: the loss
-/// falls to a third, and greedy decoding with the key/value cache reverses most held-out
-/// sources exactly.
+/// Teacher forcing with the target-masked, label-smoothed loss teaches the reversal: the
+/// held-out loss falls to below a third of the untrained model's (label smoothing 0.1 over 9
+/// tokens puts its floor near 0.49, the untrained model near ln 9 = 2.2), and greedy decoding
+/// with the key/value cache reverses at least 80% of the held-out sources exactly.
 #[test]
 fn the_trainer_teaches_a_transformer_to_reverse() {
     let _guard = one_at_a_time();
     let device = training_device();
     device.seed(7);
     let model = Transformer::build(&reversal_config(0.0), &device).unwrap();
-    let mut trainer = Trainer::new(model, compile(3e-3), &device).unwrap();
+    let mut compiled = compile(3e-3);
+    compiled.schedule = LrSchedule::from(Decay::Cosine { floor: 0.05 }).with_warmup(15);
+    let mut trainer = Trainer::new(model, compiled, &device).unwrap();
     let train = reversals(480, 1);
     let held_out = reversals(64, 2);
+    let untrained = trainer.evaluate(&examples(&held_out), 32).unwrap()["loss"];
     let mut batches = BatchOptions::new(32);
     batches.shuffle_seed = Some(1);
-    let history = trainer
-        .fit(
-            &examples(&train),
-            None,
-            &FitConfig::new(12, batches),
-            &mut [],
-        )
-        .unwrap();
-    let (first, last) = (history[0]["loss"], history[history.len() - 1]["loss"]);
-    assert!(last < first / 3.0, "loss {first} -> {last}");
+    let fit = FitConfig::new(14, batches);
+    trainer.fit(&examples(&train), None, &fit, &mut []).unwrap();
+    let trained = trainer.evaluate(&examples(&held_out), 32).unwrap()["loss"];
+    assert!(
+        trained < untrained / 3.0,
+        "held-out loss {untrained} -> {trained}"
+    );
     let model = trainer.model.valid();
     let sources: Vec<&[i64]> = held_out.iter().map(|(s, _)| s.as_slice()).collect();
     let decoded = greedy_decode(&model, ids(&sources, 5), 8).unwrap();
