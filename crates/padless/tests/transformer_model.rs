@@ -31,6 +31,8 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
 /// Pre- and post-norm models with sinusoidal or learned positions, shared embeddings or not;
 /// the output bias favours EOS by `eos_bias` so that some greedy rows end early.
 fn models(eos_bias: f32) -> Vec<Transformer> {
+    // Seeding here must not interleave with a training test's seeding of the same generator.
+    let _guard = one_at_a_time();
     let device = padless::default_device();
     let mut post = TransformerConfig::new([9, 9], 8, 2, 16, [2, 2]);
     post.share_embeddings = true;
