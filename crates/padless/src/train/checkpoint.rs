@@ -52,6 +52,18 @@ struct TrainerState {
     /// The run's settings ([`Settings`]), compared with those a resume is given.
     #[serde(default)]
     settings: Option<Settings>,
+    /// The FNV-1a hash of the optimizer state's bytes ([`checksum`]), checked before burn
+    /// reads them: burn's reader assumes a well-formed record and panics on some damaged ones.
+    #[serde(default)]
+    optimizer_checksum: Option<String>,
+}
+
+/// The FNV-1a (64-bit) hash of `bytes`, in hexadecimal.
+fn checksum(bytes: &[u8]) -> String {
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("fnv1a64:{hash:016x}")
 }
 
 /// The settings of a run that a checkpoint records, so that a resume given other settings is
@@ -257,6 +269,7 @@ impl<M: Model> Trainer<M> {
                 .collect(),
             skipped_batches: self.skipped_batches,
             settings: Some(Settings::of(&self.config)),
+            optimizer_checksum: Some(checksum(&optimizer)),
         };
         let mut extra = extra.to_vec();
         extra.push((
@@ -335,10 +348,21 @@ impl<M: Model> Trainer<M> {
             .into_iter()
             .find(|(name, _)| name == OPTIMIZER)
         {
-            let restored = trainer
-                .optimizer
-                .clone()
-                .from_bytes(Bytes::from_bytes_vec(bytes));
+            let found = checksum(&bytes);
+            if let Some(expected) = &state.optimizer_checksum
+                && *expected != found
+            {
+                return Err(file.error(format!(
+                    "optimizer state: expected bytes of checksum {expected}, found {found}: the file is damaged"
+                )));
+            }
+            // burn's reader panics on some malformed records; a file made to pass the checksum
+            // with such a record is an error too.
+            let optimizer = trainer.optimizer.clone();
+            let restored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                optimizer.from_bytes(Bytes::from_bytes_vec(bytes))
+            }))
+            .map_err(|_| file.error("optimizer state: not a readable optimizer record"))?;
             trainer.optimizer =
                 restored.map_err(|e| file.error(format!("optimizer state: {e:?}")))?;
         }
