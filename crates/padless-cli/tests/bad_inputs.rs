@@ -854,7 +854,7 @@ fn edit_header(file: &Path, entry: &str, path: &str, value: &str) {
         metadata.insert(entry.to_string(), Value::String(json.to_string()));
     }
     let mut text = serde_json::to_vec(&header).unwrap();
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(b' ');
     }
     let mut out = (text.len() as u64).to_le_bytes().to_vec();

@@ -27,8 +27,7 @@ fn model_config() -> ModelConfig {
 }
 
 fn compile() -> CompileConfig {
-    let mut config =
-        CompileConfig::new(SequenceLoss::new(LossKind::MeanSquaredError));
+    let mut config = CompileConfig::new(SequenceLoss::new(LossKind::MeanSquaredError));
     config.learning_rate = 0.01;
     config.seed = Some(3);
     // The NaN inputs below reach the loss: these tests are about the loss's check.
@@ -327,7 +326,7 @@ fn edit_trainer_header(path: &Path, to: &Path, key: &str, value: &str) {
     state[key] = serde_json::from_str(value).unwrap();
     header["__metadata__"]["trainer"] = serde_json::Value::String(state.to_string());
     let mut text = serde_json::to_vec(&header).unwrap();
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(b' ');
     }
     let mut out = (text.len() as u64).to_le_bytes().to_vec();

@@ -120,7 +120,7 @@ fn header(bytes: &[u8]) -> Option<(Value, usize)> {
 /// The file with `header` in place of its own, padded to 8 bytes as safetensors writes it.
 fn with_header(header: &Value, rest: &[u8]) -> Vec<u8> {
     let mut text = serde_json::to_vec(header).expect("a JSON value serialises");
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(b' ');
     }
     let mut out = (text.len() as u64).to_le_bytes().to_vec();
@@ -183,10 +183,10 @@ fn visit_in(value: &mut Value, seen: &mut usize, target: usize, edit: &Edit, nes
             }
         }
         Value::Array(list) => {
-            if items && (*seen..*seen + list.len()).contains(&target) {
-                if let Edit::RemoveItem = edit {
-                    list.remove(target - *seen);
-                }
+            if let Edit::RemoveItem = edit
+                && (*seen..*seen + list.len()).contains(&target)
+            {
+                list.remove(target - *seen);
             }
             if items {
                 *seen += list.len();
