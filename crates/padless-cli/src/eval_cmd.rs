@@ -89,6 +89,7 @@ fn load(checkpoint: &Path) -> Result<Loaded> {
     let settings = load_settings(&dir.join(TRAINING_FILE))?;
     let trainer = load_checkpoint(&file, settings.compile()?, &padless::training_device())
         .with_context(|| format!("loading {}", file.display()))?;
+    vocabs.check_checkpoint(&file, &dir.join(VOCAB_FILE))?;
     Ok(Loaded {
         trainer,
         file,

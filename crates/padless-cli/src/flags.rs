@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 use padless::budget::{check_elements, check_model_size};
-use padless::seq2seq::{AttentionKind, EncoderDecoderConfig};
+use padless::seq2seq::EncoderDecoderConfig;
 
 /// Epochs at most: a count that the epoch counters of a resumed run cannot overflow.
 pub const MAX_EPOCHS: usize = u32::MAX as usize;
@@ -79,38 +79,8 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
-/// Weights of an LSTM (kernel, recurrent kernel, bias) from `d_input` to `units`.
-fn lstm(d_input: u128, units: u128) -> u128 {
-    4 * units * (d_input + units + 1)
-}
-
-/// The parameters of the encoder-decoder that `config` builds (the sum of its layers'
-/// weights, as `EncoderDecoder::n_parameters` counts them), worked out without building it.
-pub fn encoder_decoder_parameters(config: &EncoderDecoderConfig) -> u128 {
-    let n = |x: usize| x as u128;
-    let (e, u, d) = (
-        n(config.d_embedding),
-        n(config.d_encoder),
-        2 * n(config.d_encoder),
-    );
-    let embeddings = (n(config.n_source_tokens) + n(config.n_target_tokens)) * e;
-    // Each layer a pair of LSTMs; the first reads the embeddings, the others both
-    // directions of the layer below.
-    let encoder = match config.encoder_layers {
-        0 => 0,
-        layers => 2 * lstm(e, u) + n(layers - 1) * 2 * lstm(d, u),
-    };
-    let decoder = lstm(e, d) + n(config.decoder_layers.saturating_sub(1)) * lstm(d, d);
-    let attention = match config.attention {
-        AttentionKind::Dot { .. } => 0,
-        AttentionKind::General => d * d,
-        AttentionKind::Additive { d_attention } => 2 * d * n(d_attention) + n(d_attention),
-    };
-    let combine = 2 * d * d + d;
-    let post = n(config.post_attention_layers) * lstm(d, d);
-    let output = d * n(config.n_target_tokens) + n(config.n_target_tokens);
-    embeddings + encoder + decoder + attention + combine + post + output
-}
+/// The parameters of an encoder-decoder, counted from its config (the library's count).
+pub use padless::sizes::encoder_decoder_parameters;
 
 /// Floats that a training step keeps per time step and unit of a recurrent layer (gates,
 /// states, their gradients): a low estimate, so that a refused size is surely too large.
@@ -177,6 +147,7 @@ pub fn check_decoding(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use padless::seq2seq::AttentionKind;
 
     #[test]
     fn counts_fractions_and_minutes_take_their_range_only() {

@@ -156,10 +156,13 @@ fn summary(path: &std::path::Path) -> anyhow::Result<()> {
         } else {
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
         };
-    let model = config
-        .build(&padless::default_device())
+    // Worked out from the config: the weights are not built, so a large model is summarised
+    // at once, and one over the memory budget is refused before anything is allocated.
+    let summary = config
+        .check_size()
+        .and_then(|()| config.summary())
         .with_context(|| format!("building the model of {}", path.display()))?;
-    print!("{}", model.summary(config.input.spec(false))?);
+    print!("{summary}");
     Ok(())
 }
 

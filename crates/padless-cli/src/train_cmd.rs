@@ -114,6 +114,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             let settings = load_settings(&dir.join(TRAINING_FILE))?;
             let trainer = load_checkpoint(checkpoint, settings.compile()?, &device)
                 .with_context(|| format!("resuming from {}", checkpoint.display()))?;
+            vocabs.check_checkpoint(checkpoint, &dir.join(VOCAB_FILE))?;
             let records = read_records(&args.data, args.format, vocabs.tokens, true)?;
             (trainer, vocabs, settings, records)
         }
@@ -172,9 +173,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
     } else {
         CsvLogger::new(&log)
     };
-    let mut checkpoint = ModelCheckpoint::new(Some(best.clone()), Some(last.clone()), monitor);
+    let mut checkpoint =
+        ModelCheckpoint::new(Some(best.clone()), Some(last.clone()), monitor).with_metadata(vec![
+            (crate::vocab::VOCAB_KEY.to_string(), vocabs.fingerprint()),
+        ]);
     let first_epoch = trainer.epoch;
-    let mut progress = crate::output::Progress::new(first_epoch + args.epochs);
+    let mut progress = crate::output::Progress::new(first_epoch.saturating_add(args.epochs));
     let mut batches = BatchOptions::new(args.batch_size);
     batches.shuffle_seed = Some(args.seed);
     let fit = FitConfig {

@@ -26,6 +26,9 @@ pub const UNKNOWN: &str = "<unk>";
 pub const RESERVED: [&str; 3] = [PAD, END, UNKNOWN];
 /// The id of [`END`].
 pub const END_ID: i64 = 1;
+/// The checkpoint header entry holding the fingerprint of the vocabularies a run was trained
+/// with ([`Vocabs::fingerprint`]).
+pub const VOCAB_KEY: &str = "vocabularies";
 /// The id of [`UNKNOWN`].
 pub const UNKNOWN_ID: i64 = 2;
 const FORMAT: &str = "padless-vocab-1";
@@ -260,6 +263,45 @@ impl Vocabs {
             input: Coding::build(records, Side::Input)?,
             target: Coding::build(records, Side::Target)?,
         })
+    }
+
+    /// A fingerprint of the vocabularies (FNV-1a, 64 bits, over their JSON), which `train`
+    /// writes into every checkpoint's header ([`VOCAB_KEY`]) so that a checkpoint read
+    /// beside another run's `vocab.json` is refused.
+    pub fn fingerprint(&self) -> String {
+        let json = serde_json::to_vec(self).expect("plain data serialises");
+        let hash = json.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, &byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        format!("fnv1a64:{hash:016x}")
+    }
+
+    /// Checks that `checkpoint` was trained with these vocabularies (read from `vocab`): its
+    /// header's [`VOCAB_KEY`] must be their fingerprint. A checkpoint without one (written
+    /// before checkpoints recorded it) is read with a warning.
+    ///
+    /// # Errors
+    /// An unreadable checkpoint, or one trained with other vocabularies.
+    pub fn check_checkpoint(&self, checkpoint: &Path, vocab: &Path) -> Result<()> {
+        let header = padless::model::checkpoint_metadata(checkpoint)
+            .with_context(|| format!("reading {}", checkpoint.display()))?;
+        let mine = self.fingerprint();
+        match header.get(VOCAB_KEY) {
+            Some(found) if *found == mine => Ok(()),
+            Some(found) => bail!(
+                "{}: trained with other vocabularies (fingerprint {found}) than {} holds ({mine}); expected the vocab.json of the run that wrote the checkpoint",
+                checkpoint.display(),
+                vocab.display()
+            ),
+            None => {
+                log::warn!(
+                    "{} does not record its vocabularies; {} is taken on trust",
+                    checkpoint.display(),
+                    vocab.display()
+                );
+                Ok(())
+            }
+        }
     }
 
     /// Writes `path` atomically.

@@ -59,6 +59,9 @@ enum Run {
     Words,
     /// The vector tagger.
     Vectors,
+    /// The letter tagger trained with a validation split (its best checkpoint by
+    /// `val_loss`).
+    Validated,
 }
 
 /// What a case's folder holds before the command runs, made in order.
@@ -80,7 +83,16 @@ enum Item {
     Dictionary(&'static str),
     /// A file removed (from a copied run).
     Remove(&'static str),
+    /// A file copied over another (a checkpoint of one run into another's folder).
+    Copy(&'static str, &'static str),
+    /// A safetensors file's header entry edited: `(file, entry, path, value)`. With an empty
+    /// path the entry becomes `value`; else the entry is JSON and the value at the dotted
+    /// path (`layers.1.units`) becomes the JSON `value`. [`REMOVE`] removes it instead.
+    Header(&'static str, &'static str, &'static str, &'static str),
 }
+
+/// The value of a [`Header`] edit that removes the entry or key.
+const REMOVE: &str = "<remove>";
 
 use Item::*;
 
@@ -530,6 +542,140 @@ const CASES: &[Case] = &[
         "--beam 100000000000 --batch-size 64: 100000000000 hypotheses of"),
     case("g2p eval of a file that is not a model", &[EVAL],
         &["g2p", "eval", "--data", "dict.txt", "--model", "m.safetensors"], REFUSED, "loading a model: weight file m.safetensors"),
+    // Sizes from configs and file headers, checked against the memory budget before
+    // anything of their size is allocated; `summary` counts from the config alone.
+    case("summary of an LSTM of 1e9 units", &[&[File("big.json", br#"{"input": {"kind": "sequence", "features": 3}, "layers": [{"type": "lstm", "units": 1000000000}]}"#)]],
+        &["summary", "big.json"], REFUSED,
+        "model config: the parameters up to layer 0 (lstm): 4000000016000000000 parameters of 16 bytes need"),
+    case("summary of an LSTM of u64's largest units", &[&[File("big.json", br#"{"input": {"kind": "sequence", "features": 3}, "layers": [{"type": "lstm", "units": 18446744073709551615}]}"#)]],
+        &["summary", "big.json"], REFUSED,
+        "the parameters up to layer 0 (lstm): 18446744073709551615 parameters of 16 bytes need"),
+    case("summary of units beyond u64", &[&[File("big.json", br#"{"input": {"kind": "sequence", "features": 3}, "layers": [{"type": "lstm", "units": 18446744073709551616}]}"#)]],
+        &["summary", "big.json"], REFUSED, "expected usize"),
+    case("summary of negative units", &[&[File("big.json", br#"{"input": {"kind": "sequence", "features": 3}, "layers": [{"type": "gru", "units": -1}]}"#)]],
+        &["summary", "big.json"], REFUSED, "expected usize"),
+    case("summary of an embedding of 1e12 tokens", &[&[File("big.json", br#"{"input": {"kind": "tokens"}, "layers": [{"type": "embedding", "n_tokens": 1000000000000, "d_model": 8}]}"#)]],
+        &["summary", "big.json"], REFUSED,
+        "the parameters up to layer 0 (embedding): 8000000000000 parameters"),
+    case("summary of a RepeatVector of 1e15 steps", &[&[File("big.json", br#"{"input": {"kind": "sequence", "features": 3}, "layers": [{"type": "lstm", "units": 4}, {"type": "repeat_vector", "n_steps": 1000000000000000}, {"type": "lstm", "units": 4, "return_sequences": true}]}"#)]],
+        &["summary", "big.json"], REFUSED,
+        "model config: one row's activations up to layer 1 (repeat_vector)"),
+    case("summary of a sequence input of no features", &[&[File("zero.json", br#"{"input": {"kind": "sequence", "features": 0}, "layers": [{"type": "masking"}, {"type": "lstm", "units": 2}]}"#)]],
+        &["summary", "zero.json"], REFUSED,
+        "model input: expected sequences of at least 1 feature per step, found 0"),
+    case("summary of a bidirectional GRU beyond the budget", &[&[File("big.json", br#"{"input": {"kind": "sequence", "features": 3}, "layers": [{"type": "bidirectional", "layer": {"type": "gru", "units": 100000}}]}"#)]],
+        &["summary", "big.json"], REFUSED,
+        "the parameters up to layer 0 (bidirectional): 60003000000 parameters"),
+    case("train a config of 1e9 GRU units", &[TRAIN, &[File("big.json", br#"{"input": {"kind": "tokens"}, "layers": [{"type": "embedding", "d_model": 8, "mask_zero": true}, {"type": "gru", "units": 1000000000, "return_sequences": true}, {"type": "time_distributed_dense", "units": "vocab", "activation": "softmax"}]}"#)]],
+        &["train", "--config", "big.json", "--data", "d.tsv", "--out", "run"], REFUSED,
+        "model config: the parameters up to layer 1 (gru)"),
+    // Hyperparameters, checked by the library whoever gives them.
+    case("train at a learning rate of -1", &[TRAIN, &[File("lr.json", br#"{"input": {"kind": "tokens"}, "layers": [{"type": "embedding", "d_model": 8, "mask_zero": true}, {"type": "gru", "units": 8, "return_sequences": true}, {"type": "time_distributed_dense", "units": "vocab", "activation": "softmax"}], "training": {"learning_rate": -1}}"#)]],
+        &["train", "--config", "lr.json", "--data", "d.tsv", "--out", "run"], REFUSED,
+        "expected a finite learning rate greater than 0, found -1"),
+    case("train at a learning rate of 0", &[TRAIN, &[File("lr.json", br#"{"input": {"kind": "tokens"}, "layers": [{"type": "embedding", "d_model": 8, "mask_zero": true}, {"type": "gru", "units": 8, "return_sequences": true}, {"type": "time_distributed_dense", "units": "vocab", "activation": "softmax"}], "training": {"learning_rate": 0}}"#)]],
+        &["train", "--config", "lr.json", "--data", "d.tsv", "--out", "run"], REFUSED,
+        "expected a finite learning rate greater than 0, found 0"),
+    case("train with a clip norm of 0", &[TRAIN, &[File("clip.json", br#"{"input": {"kind": "tokens"}, "layers": [{"type": "embedding", "d_model": 8, "mask_zero": true}, {"type": "gru", "units": 8, "return_sequences": true}, {"type": "time_distributed_dense", "units": "vocab", "activation": "softmax"}], "training": {"clip_norm": 0}}"#)]],
+        &["train", "--config", "clip.json", "--data", "d.tsv", "--out", "run"], REFUSED,
+        "expected a finite clip norm greater than 0, found 0"),
+    case("train with a negative clip norm", &[TRAIN, &[File("clip.json", br#"{"input": {"kind": "tokens"}, "layers": [{"type": "embedding", "d_model": 8, "mask_zero": true}, {"type": "gru", "units": 8, "return_sequences": true}, {"type": "time_distributed_dense", "units": "vocab", "activation": "softmax"}], "training": {"clip_norm": -1}}"#)]],
+        &["train", "--config", "clip.json", "--data", "d.tsv", "--out", "run"], REFUSED,
+        "expected a finite clip norm greater than 0, found -1"),
+    case("train SGD with negative momentum", &[TRAIN, &[File("sgd.json", br#"{"input": {"kind": "tokens"}, "layers": [{"type": "embedding", "d_model": 8, "mask_zero": true}, {"type": "gru", "units": 8, "return_sequences": true}, {"type": "time_distributed_dense", "units": "vocab", "activation": "softmax"}], "training": {"optimizer": {"name": "sgd", "momentum": -0.5}}}"#)]],
+        &["train", "--config", "sgd.json", "--data", "d.tsv", "--out", "run"], REFUSED,
+        "SGD: expected momentum in [0, 1), found -0.5"),
+    case("train Adam with a beta_1 of 1", &[TRAIN, &[File("adam.json", br#"{"input": {"kind": "tokens"}, "layers": [{"type": "embedding", "d_model": 8, "mask_zero": true}, {"type": "gru", "units": 8, "return_sequences": true}, {"type": "time_distributed_dense", "units": "vocab", "activation": "softmax"}], "training": {"optimizer": {"name": "adam", "beta_1": 1.0}}}"#)]],
+        &["train", "--config", "adam.json", "--data", "d.tsv", "--out", "run"], REFUSED,
+        "Adam: expected beta_1 in [0, 1), found 1"),
+    case("train SGD at a learning rate of 1e30 diverges", &[TRAIN, &[File("sgd.json", br#"{"input": {"kind": "tokens"}, "layers": [{"type": "embedding", "d_model": 8, "mask_zero": true}, {"type": "gru", "units": 8, "return_sequences": true}, {"type": "time_distributed_dense", "units": "vocab"}], "training": {"optimizer": {"name": "sgd"}, "learning_rate": 1e30}}"#)]],
+        &["train", "--config", "sgd.json", "--data", "d.tsv", "--out", "run", "--batch-size", "1", "--epochs", "5"], REFUSED,
+        "diverged"),
+    // Checkpoint headers: counts, rates, configs and format.
+    case("resume from a header epoch of 1e300", &[LETTER_RUN, &[File("d.tsv", LETTERS), Header("run/last.safetensors", "trainer", "epoch", "1e300")]],
+        &["train", "--resume", "run/last.safetensors", "--data", "d.tsv", "--out", "run"], REFUSED,
+        "trainer: invalid type: floating point"),
+    case("resume from a header epoch at u64's largest", &[LETTER_RUN, &[File("d.tsv", LETTERS), Header("run/last.safetensors", "trainer", "epoch", "18446744073709551615")]],
+        &["train", "--resume", "run/last.safetensors", "--data", "d.tsv", "--out", "run"], REFUSED,
+        "trainer: expected an epoch of at most 4294967295, found 18446744073709551615"),
+    case("resume from a header step past u64", &[LETTER_RUN, &[File("d.tsv", LETTERS), Header("run/last.safetensors", "trainer", "step", "18446744073709551616")]],
+        &["train", "--resume", "run/last.safetensors", "--data", "d.tsv", "--out", "run"], REFUSED,
+        "trainer: invalid type: floating point"),
+    case("resume from a header step at u64's largest", &[LETTER_RUN, &[File("d.tsv", LETTERS), Header("run/last.safetensors", "trainer", "step", "18446744073709551615")]],
+        &["train", "--resume", "run/last.safetensors", "--data", "d.tsv", "--out", "run"], REFUSED,
+        "trainer: expected a step of at most 9223372036854775807"),
+    case("resume from a header lr_factor of inf", &[LETTER_RUN, &[File("d.tsv", LETTERS), Header("run/last.safetensors", "trainer", "lr_factor", "null")]],
+        &["train", "--resume", "run/last.safetensors", "--data", "d.tsv", "--out", "run"], REFUSED,
+        "trainer: invalid type: null, expected f64"),
+    case("resume from a header lr_factor of 0", &[LETTER_RUN, &[File("d.tsv", LETTERS), Header("run/last.safetensors", "trainer", "lr_factor", "0")]],
+        &["train", "--resume", "run/last.safetensors", "--data", "d.tsv", "--out", "run"], REFUSED,
+        "trainer: expected a finite lr_factor greater than 0, found 0"),
+    case("resume from a header learning rate of -1", &[LETTER_RUN, &[File("d.tsv", LETTERS), Header("run/last.safetensors", "trainer", "learning_rate", "-1")]],
+        &["train", "--resume", "run/last.safetensors", "--data", "d.tsv", "--out", "run"], REFUSED,
+        "trainer: expected a finite learning_rate of at least 0, found -1"),
+    case("resume from a header without the run's state", &[LETTER_RUN, &[File("d.tsv", LETTERS), Header("run/last.safetensors", "trainer", "", REMOVE)]],
+        &["train", "--resume", "run/last.safetensors", "--data", "d.tsv", "--out", "run"], REFUSED,
+        "header has no trainer"),
+    case("evaluate a checkpoint whose config has 1e9 units", &[LETTER_RUN, &[File("d.tsv", LETTERS), Header("run/best.safetensors", "model_config", "layers.1.units", "1000000000")]],
+        &["evaluate", "--checkpoint", "run/best.safetensors", "--data", "d.tsv"], REFUSED,
+        "model config: the parameters up to layer 1 (gru)"),
+    case("evaluate a checkpoint whose config has 1e12 tokens", &[LETTER_RUN, &[File("d.tsv", LETTERS), Header("run/best.safetensors", "model_config", "layers.0.n_tokens", "1000000000000")]],
+        &["evaluate", "--checkpoint", "run/best.safetensors", "--data", "d.tsv"], REFUSED,
+        "model config: the parameters up to layer 0 (embedding)"),
+    case("evaluate a checkpoint whose config has an unknown field", &[LETTER_RUN, &[File("d.tsv", LETTERS), Header("run/best.safetensors", "model_config", "layers.1.retrun_sequences", "true")]],
+        &["evaluate", "--checkpoint", "run/best.safetensors", "--data", "d.tsv"], REFUSED,
+        "unknown field \"retrun_sequences\" in layer 1 (gru); did you mean \"return_sequences\"?"),
+    case("evaluate a checkpoint whose config lost its layers", &[LETTER_RUN, &[File("d.tsv", LETTERS), Header("run/best.safetensors", "model_config", "layers", REMOVE)]],
+        &["evaluate", "--checkpoint", "run/best.safetensors", "--data", "d.tsv"], REFUSED,
+        "missing field `layers`"),
+    case("evaluate a checkpoint without a format", &[LETTER_RUN, &[File("d.tsv", LETTERS), Header("run/best.safetensors", "format", "", REMOVE)]],
+        &["evaluate", "--checkpoint", "run/best.safetensors", "--data", "d.tsv"], REFUSED,
+        "header has no format"),
+    case("evaluate a checkpoint of another model kind", &[LETTER_RUN, &[File("d.tsv", LETTERS), Header("run/best.safetensors", "model_kind", "", "encoder_decoder")]],
+        &["evaluate", "--checkpoint", "run/best.safetensors", "--data", "d.tsv"], REFUSED,
+        "holds a encoder_decoder model, expected sequential"),
+    case("resume a run trained with validation without it", &[&[Run("run", Run::Validated), File("d.tsv", LETTERS)]],
+        &["train", "--resume", "run/last.safetensors", "--data", "d.tsv", "--out", "run"], REFUSED,
+        "the resumed run's model_checkpoint watched val_loss, this fit's watches loss; expected the same monitor"),
+    // Consistency: a checkpoint is read only beside the vocabularies it was trained with.
+    case("evaluate a checkpoint of another run beside this run's vocab.json", &[LETTER_RUN, &[Run("other", Run::Words), Copy("other/best.safetensors", "run/best.safetensors"), File("d.tsv", LETTERS)]],
+        &["evaluate", "--checkpoint", "run/best.safetensors", "--data", "d.tsv"], REFUSED,
+        "run/best.safetensors: trained with other vocabularies (fingerprint fnv1a64:"),
+    case("predict with a checkpoint of another run", &[LETTER_RUN, &[Run("other", Run::Words), Copy("other/best.safetensors", "run/best.safetensors")]],
+        &["predict", "--checkpoint", "run/best.safetensors", "--input", "banana"], REFUSED,
+        "expected the vocab.json of the run that wrote the checkpoint"),
+    case("resume a checkpoint of another run", &[LETTER_RUN, &[Run("other", Run::Words), Copy("other/last.safetensors", "run/last.safetensors"), File("d.tsv", LETTERS)]],
+        &["train", "--resume", "run/last.safetensors", "--data", "d.tsv", "--out", "run"], REFUSED,
+        "trained with other vocabularies"),
+    case("evaluate beside another run's vocab.json", &[LETTER_RUN, &[Run("other", Run::Words), Copy("other/vocab.json", "run/vocab.json"), File("d.tsv", LETTERS)]],
+        &["evaluate", "--checkpoint", "run/best.safetensors", "--data", "d.tsv"], REFUSED,
+        "trained with other vocabularies"),
+    // G2P model headers: vocabularies that fit the network, sizes within the budget.
+    case("g2p pronounce with an empty letter list", &[MODEL, &[Header("m.safetensors", "letters", "", "[]")]],
+        &["g2p", "pronounce", "--model", "m.safetensors", "cat"], REFUSED,
+        "letters: expected <pad> then at least one symbol, found 0 symbol(s)"),
+    case("g2p pronounce with letters of another count", &[MODEL, &[Header("m.safetensors", "letters", "", r#"["<pad>", "c"]"#)]],
+        &["g2p", "pronounce", "--model", "m.safetensors", "cat"], REFUSED,
+        "letters: the network has 10 ids, found 2 symbols"),
+    case("g2p pronounce with a letter twice", &[MODEL, &[Header("m.safetensors", "letters", "", r#"["<pad>", "a", "a"]"#)]],
+        &["g2p", "pronounce", "--model", "m.safetensors", "cat"], REFUSED,
+        "letters: expected each symbol once, found `a` twice"),
+    case("g2p pronounce with phonemes without their reserved symbols", &[MODEL, &[Header("m.safetensors", "phonemes", "", r#"["K", "AE1", "T"]"#)]],
+        &["g2p", "pronounce", "--model", "m.safetensors", "cat"], REFUSED,
+        "phonemes: expected <pad>, <s>, </s> then at least one symbol, found 3 symbol(s)"),
+    case("g2p pronounce with letters that are not a list", &[MODEL, &[Header("m.safetensors", "letters", "", "{")]],
+        &["g2p", "pronounce", "--model", "m.safetensors", "cat"], REFUSED,
+        "letters: invalid type: map, expected a sequence"),
+    // 10^6 layers of this small model's 8 units are 5.4e8 parameters: over a 1 GiB budget.
+    case("g2p pronounce with 1e6 post-attention layers", &[MODEL, &[Header("m.safetensors", "config", "post_attention_layers", "1000000")]],
+        &["g2p", "pronounce", "--model", "m.safetensors", "cat"], REFUSED,
+        "1000000 post-attention layers): the parameters").env(&[("PADLESS_MEMORY_BUDGET", "1G")]),
+    case("g2p pronounce with a 1e12-unit encoder", &[MODEL, &[Header("m.safetensors", "config", "d_encoder", "1000000000000")]],
+        &["g2p", "pronounce", "--model", "m.safetensors", "cat"], REFUSED,
+        "d_encoder 1000000000000"),
+    case("g2p pronounce with a header of 1e15 target tokens", &[MODEL, &[Header("m.safetensors", "config", "n_target_tokens", "1000000000000000")]],
+        &["g2p", "pronounce", "--model", "m.safetensors", "cat"], REFUSED,
+        "1000000000000000 target tokens"),
 ];
 
 /// Counts the tests of this file that passed; the last one removes the shared folder.
@@ -569,6 +715,11 @@ fn trained(run: Run) -> PathBuf {
         Run::Letters => (TAGGER, LETTERS, "d.tsv", "chars"),
         Run::Words => (TAGGER, WORDS, "d.tsv", "words"),
         Run::Vectors => (VECTOR_TAGGER, VECTORS, "d.jsonl", "chars"),
+        Run::Validated => (TAGGER, LETTERS, "d.tsv", "chars"),
+    };
+    let validation: &[&str] = match run {
+        Run::Validated => &["--validation-split", "0.5"],
+        _ => &[],
     };
     std::fs::write(dir.join("config.json"), config).unwrap();
     std::fs::write(dir.join(name), data).unwrap();
@@ -584,6 +735,7 @@ fn trained(run: Run) -> PathBuf {
             tokens,
         ])
         .args(["--epochs", "1", "--out", "run"])
+        .args(validation)
         .output()
         .unwrap();
     assert!(
@@ -662,7 +814,53 @@ fn make(dir: &Path, item: Item) {
         }
         Dictionary(name) => std::fs::write(at(name), shipped_head()).unwrap(),
         Remove(name) => std::fs::remove_file(dir.join(name)).unwrap(),
+        Copy(from, to) => {
+            std::fs::copy(dir.join(from), at(to)).unwrap();
+        }
+        Header(file, entry, path, value) => edit_header(&dir.join(file), entry, path, value),
     }
+}
+
+/// Edits `entry` of the safetensors header of `file` (see [`Header`]) and writes the file
+/// back with the new header's length.
+fn edit_header(file: &Path, entry: &str, path: &str, value: &str) {
+    use serde_json::Value;
+    let bytes = std::fs::read(file).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let metadata = header["__metadata__"].as_object_mut().unwrap();
+    if path.is_empty() {
+        if value == REMOVE {
+            metadata.remove(entry);
+        } else {
+            metadata.insert(entry.to_string(), Value::String(value.to_string()));
+        }
+    } else {
+        let mut json: Value = serde_json::from_str(metadata[entry].as_str().unwrap()).unwrap();
+        let (parents, last) = path.rsplit_once('.').unwrap_or(("", path));
+        let mut at = &mut json;
+        for key in parents.split('.').filter(|k| !k.is_empty()) {
+            at = match key.parse::<usize>() {
+                Ok(i) => &mut at[i],
+                Err(_) => &mut at[key],
+            };
+        }
+        let object = at.as_object_mut().unwrap();
+        if value == REMOVE {
+            object.remove(last);
+        } else {
+            object.insert(last.to_string(), serde_json::from_str(value).unwrap());
+        }
+        metadata.insert(entry.to_string(), Value::String(json.to_string()));
+    }
+    let mut text = serde_json::to_vec(&header).unwrap();
+    while !text.len().is_multiple_of(8) {
+        text.push(b' ');
+    }
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend(text);
+    out.extend(&bytes[8 + n..]);
+    std::fs::write(file, out).unwrap();
 }
 
 /// Every file under `dir` with its bytes (through links), and every name.
@@ -752,7 +950,7 @@ fn run_case(index: usize, case: &Case) -> Vec<String> {
 
 #[test]
 fn every_bad_input_fails_cleanly_with_its_error_and_changes_no_file() {
-    assert!(CASES.len() >= 80, "{} cases", CASES.len());
+    assert!(CASES.len() >= 200, "{} cases", CASES.len());
     let mut names = std::collections::HashSet::new();
     for case in CASES {
         assert!(names.insert(case.name), "two cases named {:?}", case.name);
@@ -761,6 +959,7 @@ fn every_bad_input_fails_cleanly_with_its_error_and_changes_no_file() {
     trained(Run::Letters);
     trained(Run::Words);
     trained(Run::Vectors);
+    trained(Run::Validated);
     g2p_model();
     // Two workers: the cases are independent processes in folders of their own.
     let failures: Vec<String> = std::thread::scope(|scope| {

@@ -16,7 +16,7 @@ use padless::weights::{load_safetensors, save_safetensors};
 
 use crate::error::{G2pError, Result};
 use crate::rescore::rescore_both_directions;
-use crate::vocab::Vocab;
+use crate::vocab::{SOURCE_SPECIALS, TARGET_SPECIALS, Vocab};
 
 /// The file format tag in a saved model's header.
 pub const MODEL_FORMAT: &str = "padless-g2p-1";
@@ -91,7 +91,7 @@ impl G2p {
     /// entries (training figures).
     ///
     /// # Errors
-    /// When the file cannot be written.
+    /// Weights that are not finite (a diverged run), or a file that cannot be written.
     pub fn save(&self, path: &Path, extra: &[(&str, String)]) -> Result<()> {
         let json = |v: serde_json::Result<String>| v.expect("plain data serialises");
         let mut metadata = HashMap::from([
@@ -111,7 +111,25 @@ impl G2p {
             ("direction".to_string(), self.direction().to_string()),
         ]);
         metadata.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
-        save_safetensors(path, &self.network.weights(), &metadata)?;
+        let weights = self.network.weights();
+        // A diverged network is never written: it would replace a good model.
+        for weight in &weights {
+            if let Some((index, &value)) = weight
+                .values
+                .iter()
+                .enumerate()
+                .find(|(_, v)| !v.is_finite())
+            {
+                return Err(padless::Error::NonFiniteWeights {
+                    path: path.to_path_buf(),
+                    name: weight.name.clone(),
+                    value,
+                    index,
+                }
+                .into());
+            }
+        }
+        save_safetensors(path, &weights, &metadata)?;
         Ok(())
     }
 
@@ -159,14 +177,41 @@ impl G2p {
             path: path.to_path_buf(),
             reason,
         };
-        let symbols = |key: &str| -> Result<Vocab> {
+        // Each list starts with its reserved symbols, holds no symbol twice and has one
+        // symbol per id of the network's embedding (and, for phonemes, of its output layer):
+        // a list that disagrees would decode ids into the wrong symbols, or index past it.
+        let symbols = |key: &str, specials: &[&str], ids: usize| -> Result<Vocab> {
             let json = metadata
                 .get(key)
                 .ok_or_else(|| bad(format!("not a G2P model: its header has no `{key}`")))?;
             let list: Vec<String> =
                 serde_json::from_str(json).map_err(|e| bad(format!("{key}: {e}")))?;
+            let reserved_first = list.iter().zip(specials).all(|(found, s)| found == s);
+            if !reserved_first || list.len() <= specials.len() {
+                return Err(bad(format!(
+                    "{key}: expected {} then at least one symbol, found {} symbol(s): {}",
+                    specials.join(", "),
+                    list.len(),
+                    list.iter().take(8).cloned().collect::<Vec<_>>().join(" ")
+                )));
+            }
+            let mut seen = std::collections::HashSet::new();
+            if let Some(twice) = list.iter().find(|s| !seen.insert(s.as_str())) {
+                return Err(bad(format!(
+                    "{key}: expected each symbol once, found `{twice}` twice"
+                )));
+            }
+            if list.len() != ids {
+                return Err(bad(format!(
+                    "{key}: the network has {ids} ids, found {} symbols",
+                    list.len()
+                )));
+            }
             Ok(Vocab::from_symbols(list))
         };
+        let config = &network.config;
+        let letters = symbols("letters", &SOURCE_SPECIALS, config.n_source_tokens)?;
+        let phonemes = symbols("phonemes", &TARGET_SPECIALS, config.n_target_tokens)?;
         // Models saved before the option existed have no `direction`: left to right.
         let right_to_left = match metadata.get("direction").map(String::as_str) {
             None | Some(LEFT_TO_RIGHT) => false,
@@ -179,8 +224,8 @@ impl G2p {
         };
         let model = G2p {
             network,
-            letters: symbols("letters")?,
-            phonemes: symbols("phonemes")?,
+            letters,
+            phonemes,
             right_to_left,
         };
         Ok((model, metadata))

@@ -207,3 +207,111 @@ fn the_phoneme_set_reader_accepts_or_refuses_cleanly_whatever_the_text() {
         })
         .unwrap();
 }
+
+#[path = "../../padless/tests/file_fuzz/mod.rs"]
+mod file_fuzz;
+
+/// A small G2P model as `G2p::save` writes it and as a training run's checkpoint holds it
+/// (the library's checkpoint with the vocabularies and direction in its header).
+fn g2p_files() -> Vec<Vec<u8>> {
+    use padless::losses::{LossKind, SequenceLoss};
+    use padless::seq2seq::{AttentionKind, EncoderDecoder, EncoderDecoderConfig};
+    use padless::train::{CompileConfig, Trainer};
+    use padless_g2p::G2p;
+    use padless_g2p::vocab::{SOURCE_SPECIALS, TARGET_SPECIALS, Vocab};
+
+    let device = padless::training_device();
+    device.seed(3);
+    let letters = Vocab::new(&SOURCE_SPECIALS, ["a", "b", "c"].map(String::from));
+    let phonemes = Vocab::new(&TARGET_SPECIALS, ["K", "AE1", "T"].map(String::from));
+    let network = EncoderDecoderConfig {
+        n_source_tokens: letters.len(),
+        n_target_tokens: phonemes.len(),
+        d_embedding: 3,
+        d_encoder: 2,
+        encoder_layers: 1,
+        decoder_layers: 1,
+        post_attention_layers: 1,
+        attention: AttentionKind::Dot { scaled: false },
+        dropout: 0.0,
+    }
+    .init(&device)
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("padless-g2p-fuzz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (model_path, checkpoint) = (dir.join("model.safetensors"), dir.join("last.safetensors"));
+    let json = |symbols: &[String]| serde_json::to_string(symbols).unwrap();
+    let header = vec![
+        ("letters".to_string(), json(&letters.symbols)),
+        ("phonemes".to_string(), json(&phonemes.symbols)),
+        ("direction".to_string(), "left-to-right".to_string()),
+    ];
+    let compile = CompileConfig::new(SequenceLoss::new(LossKind::SparseCategoricalCrossentropy {
+        from_logits: true,
+    }));
+    Trainer::<EncoderDecoder>::new(network.clone(), compile, &device)
+        .unwrap()
+        .save_with(&checkpoint, &header)
+        .unwrap();
+    let model = G2p {
+        network,
+        letters,
+        phonemes,
+        right_to_left: false,
+    };
+    model
+        .save(&model_path, &[("wer", "0.5".to_string())])
+        .unwrap();
+    [model_path, checkpoint]
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect()
+}
+
+#[test]
+fn g2p_model_files_load_or_fail_cleanly_whatever_the_bytes() {
+    use padless_g2p::G2p;
+
+    padless::budget::set_memory_budget(Some(16 << 20)).unwrap();
+    let device = padless::default_device();
+    let corpus = g2p_files();
+    let path = std::env::temp_dir().join(format!(
+        "padless-g2p-fuzz-{}/mutated.safetensors",
+        std::process::id()
+    ));
+    for bytes in &corpus {
+        std::fs::write(&path, bytes).unwrap();
+        let (model, _) = G2p::load(&path, &device).unwrap();
+        let words = ["cab".to_string()];
+        assert_eq!(model.pronounce(&words, 2, 4, &device).unwrap().len(), 1);
+    }
+    let strategy = file_fuzz::inputs(corpus, 4, file_fuzz::Container::Safetensors);
+    let (loaded, vocabulary) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
+    file_fuzz::runner(600)
+        .run(&strategy, |bytes| {
+            std::fs::write(&path, &bytes).unwrap();
+            match G2p::load(&path, &device) {
+                Ok((model, _)) => {
+                    // What loads is consistent: one symbol per id of the network.
+                    assert_eq!(model.letters.len(), model.network.config.n_source_tokens);
+                    assert_eq!(model.phonemes.len(), model.network.config.n_target_tokens);
+                    let _ = model.pronounce(&["cab".to_string()], 2, 4, &device);
+                    loaded.set(loaded.get() + 1);
+                }
+                Err(e) if e.to_string().contains("the network has") => {
+                    vocabulary.set(vocabulary.get() + 1);
+                }
+                Err(_) => {}
+            }
+            Ok(())
+        })
+        .unwrap();
+    // Some mutated files still load, and some are refused for vocabularies that do not fit
+    // the network.
+    assert!(
+        loaded.get() >= 50 && vocabulary.get() >= 5,
+        "{} loaded, {} refused for their vocabularies",
+        loaded.get(),
+        vocabulary.get()
+    );
+}

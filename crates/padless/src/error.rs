@@ -93,6 +93,36 @@ pub enum Error {
         /// The budget, written out.
         budget: String,
     },
+    /// Training met a loss that is NaN or infinite: the run diverged (or a batch holds values
+    /// the model cannot take). [`CompileConfig::non_finite_loss`](crate::train::CompileConfig::non_finite_loss)
+    /// can skip such batches instead.
+    #[error(
+        "the loss is {loss} at epoch {epoch}, batch {batch} (after {step} optimizer steps): training diverged; expected a finite loss (lower the learning rate, clip the gradients, or skip such batches with CompileConfig::non_finite_loss)"
+    )]
+    NonFiniteLoss {
+        /// The loss found.
+        loss: f64,
+        /// The epoch, from 1.
+        epoch: usize,
+        /// The batch within the epoch, from 1.
+        batch: usize,
+        /// Optimizer steps taken before it.
+        step: usize,
+    },
+    /// A model whose weights hold NaN or inf was about to be written.
+    #[error(
+        "{path}: weight {name} holds {value} at element {index}; expected finite weights, so the file is not written (the run diverged)"
+    )]
+    NonFiniteWeights {
+        /// The file that was not written.
+        path: PathBuf,
+        /// The weight's name.
+        name: String,
+        /// The value found.
+        value: f32,
+        /// Its index among the weight's values.
+        index: usize,
+    },
     /// The memory budget was set to something that is not a size.
     #[error("{message}")]
     Budget {

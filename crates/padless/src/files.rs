@@ -23,6 +23,41 @@ const MARKER: &str = ".tmp-";
 /// Numbers the temporary files of this process, so that concurrent writes never share one.
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
+/// Reads a whole file whose size is checked against the memory budget
+/// ([`crate::budget::check_elements`]) before its buffer is allocated, and allocated
+/// fallibly: a model file or checkpoint can be larger than the machine's memory (or a
+/// device that never ends), and that must be an error naming the file, not an abort.
+///
+/// # Errors
+/// [`Error::Io`] naming the path, [`Error::OverBudget`] for a file over the budget.
+pub fn read_within_budget(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    crate::budget::check_elements(&path.display().to_string(), size, 1)?;
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(usize::try_from(size).unwrap_or(usize::MAX))
+        .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::OutOfMemory, e)))?;
+    // A file that grows while it is read is read up to the size checked, plus one byte to
+    // tell that it grew.
+    file.by_ref()
+        .take(size.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > size {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("expected {size} bytes, found more: the file grew while it was read"),
+        )));
+    }
+    Ok(bytes)
+}
+
 /// Writes `bytes` to `path` atomically ([`write_atomically_with`]).
 ///
 /// # Errors

@@ -51,6 +51,7 @@ pub mod rnn;
 pub mod seq2seq;
 pub mod sequence;
 pub mod sequential;
+pub mod sizes;
 mod strict;
 pub mod tensor_util;
 pub mod train;

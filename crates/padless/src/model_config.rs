@@ -93,10 +93,18 @@ fn layers_by_index<'de, D: Deserializer<'de>>(
 
 impl ModelConfig {
     /// Builds the stack (fresh weights), inferring each layer's input size, and checks it.
+    /// Its sizes are checked against the memory budget first ([`ModelConfig::check_size`]),
+    /// so a config from a file never chooses an allocation the budget does not allow.
     ///
     /// # Errors
-    /// A layer that does not fit its input, naming both, or a dropped mask.
+    /// A layer that does not fit its input, naming both, a dropped mask, or sizes over the
+    /// memory budget.
     pub fn build(&self, device: &Device) -> Result<Sequential> {
+        // A layer that does not fit its input is reported by its own build below, in the
+        // words of the layer; the size check stops at it, so every layer built is checked.
+        if let Err(e @ (Error::OverBudget { .. } | Error::Budget { .. })) = self.check_size() {
+            return Err(e);
+        }
         let mut spec = self.input.spec(true);
         let mut layers = Vec::with_capacity(self.layers.len());
         for (index, config) in self.layers.iter().enumerate() {

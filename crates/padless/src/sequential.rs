@@ -46,21 +46,7 @@ pub struct LayerStates {
 impl Sequential {
     /// A stack of `layers`.
     pub fn new(layers: Vec<AnyLayer>) -> Self {
-        let mut counts: HashMap<String, usize> = HashMap::new();
-        let names = layers
-            .iter()
-            .map(|layer| {
-                let base = snake_case(layer.as_layer().type_name());
-                let count = counts.entry(base.clone()).or_insert(0);
-                let name = if *count == 0 {
-                    base.clone()
-                } else {
-                    format!("{base}_{count}")
-                };
-                *count += 1;
-                name
-            })
-            .collect();
+        let names = layer_names(layers.iter().map(|layer| layer.as_layer().type_name()));
         Sequential {
             layers,
             names,
@@ -250,56 +236,15 @@ impl Sequential {
     /// As [`Sequential::check`].
     pub fn summary(&self, input: Spec) -> Result<String> {
         let rows = self.check(input)?;
-        let yes_no = |b: bool| if b { "yes" } else { "no" };
-        let mut lines = vec![(
-            "Layer (type)".to_string(),
-            "Output shape".to_string(),
-            "Params".to_string(),
-            "Mask in".to_string(),
-            "Mask out".to_string(),
-        )];
-        let mut total = 0;
-        for (row, layer) in rows.iter().zip(&self.layers) {
-            let params = layer.as_layer().num_params();
-            total += params;
-            lines.push((
-                format!("{} ({})", row.name, layer.as_layer().type_name()),
-                row.output.shape_string(),
-                params.to_string(),
-                yes_no(row.input.masked()).to_string(),
-                yes_no(row.output.masked()).to_string(),
-            ));
-        }
-        let width = |f: fn(&(String, String, String, String, String)) -> &String| {
-            lines.iter().map(|l| f(l).len()).max().unwrap_or(0)
-        };
-        let widths = [
-            width(|l| &l.0),
-            width(|l| &l.1),
-            width(|l| &l.2),
-            width(|l| &l.3),
-        ];
-        let mut out = String::new();
-        for (i, l) in lines.iter().enumerate() {
-            out.push_str(&format!(
-                "{:<w0$}  {:<w1$}  {:>w2$}  {:<w3$}  {}\n",
-                l.0,
-                l.1,
-                l.2,
-                l.3,
-                l.4,
-                w0 = widths[0],
-                w1 = widths[1],
-                w2 = widths[2],
-                w3 = widths[3]
-            ));
-            if i == 0 {
-                out.push_str(&"-".repeat(widths.iter().sum::<usize>() + 8 + 8));
-                out.push('\n');
-            }
-        }
-        out.push_str(&format!("Total params: {total}\n"));
-        Ok(out)
+        let rows: Vec<(SpecRow, &str, u128)> = rows
+            .into_iter()
+            .zip(&self.layers)
+            .map(|(row, layer)| {
+                let layer = layer.as_layer();
+                (row, layer.type_name(), layer.num_params() as u128)
+            })
+            .collect();
+        Ok(summary_table(&rows))
     }
 
     /// Every weight as `"{layer}/{weight}"`, in layer order.
@@ -369,6 +314,81 @@ fn keep_states(output: LayerOutput, layer: &str, states: &mut Vec<LayerStates>) 
         });
     }
     output.value
+}
+
+/// Names layers of the given types as Keras does: the type in snake case, then `_1`, `_2`
+/// for later layers of the same type (`lstm`, `lstm_1`).
+pub(crate) fn layer_names<'a>(types: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    types
+        .into_iter()
+        .map(|type_name| {
+            let base = snake_case(type_name);
+            let count = counts.entry(base.clone()).or_insert(0);
+            let name = if *count == 0 {
+                base.clone()
+            } else {
+                format!("{base}_{count}")
+            };
+            *count += 1;
+            name
+        })
+        .collect()
+}
+
+/// The summary table of a stack: one row per layer (its spec row, type name and
+/// parameters): name and type, output shape, parameters, whether a mask arrives and leaves,
+/// then the total.
+pub(crate) fn summary_table(rows: &[(SpecRow, &str, u128)]) -> String {
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    let mut lines = vec![(
+        "Layer (type)".to_string(),
+        "Output shape".to_string(),
+        "Params".to_string(),
+        "Mask in".to_string(),
+        "Mask out".to_string(),
+    )];
+    let mut total = 0u128;
+    for (row, type_name, params) in rows {
+        total = total.saturating_add(*params);
+        lines.push((
+            format!("{} ({type_name})", row.name),
+            row.output.shape_string(),
+            params.to_string(),
+            yes_no(row.input.masked()).to_string(),
+            yes_no(row.output.masked()).to_string(),
+        ));
+    }
+    let width = |f: fn(&(String, String, String, String, String)) -> &String| {
+        lines.iter().map(|l| f(l).len()).max().unwrap_or(0)
+    };
+    let widths = [
+        width(|l| &l.0),
+        width(|l| &l.1),
+        width(|l| &l.2),
+        width(|l| &l.3),
+    ];
+    let mut out = String::new();
+    for (i, l) in lines.iter().enumerate() {
+        out.push_str(&format!(
+            "{:<w0$}  {:<w1$}  {:>w2$}  {:<w3$}  {}\n",
+            l.0,
+            l.1,
+            l.2,
+            l.3,
+            l.4,
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3]
+        ));
+        if i == 0 {
+            out.push_str(&"-".repeat(widths.iter().sum::<usize>() + 8 + 8));
+            out.push('\n');
+        }
+    }
+    out.push_str(&format!("Total params: {total}\n"));
+    out
 }
 
 fn snake_case(name: &str) -> String {

@@ -228,10 +228,7 @@ pub(crate) fn parse_tensors(
 /// # Errors
 /// [`Error::Io`] or [`Error::WeightFile`] for a missing, truncated or non-`f32` file.
 pub fn load_safetensors(path: &Path) -> Result<(Vec<NamedWeight>, HashMap<String, String>)> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = crate::files::read_within_budget(path)?;
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| Error::WeightFile {
         path: path.to_path_buf(),
         message: format!("not a safetensors file ({e})"),

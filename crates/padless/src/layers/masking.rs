@@ -22,9 +22,20 @@ pub struct MaskingConfig {
 impl BuildLayer for MaskingConfig {
     type Layer = Masking;
 
-    fn build(&self, _input: &Spec, _device: &Device) -> Result<Masking> {
+    fn build(&self, input: &Spec, _device: &Device) -> Result<Masking> {
+        if let Spec::Sequence { features: 0, .. } = input {
+            return Err(no_features());
+        }
         Ok(Masking::new(self.mask_value))
     }
+}
+
+/// The error of an input whose steps have no features.
+fn no_features() -> crate::error::Error {
+    crate::error::Error::config(
+        "Masking",
+        "expected inputs of at least 1 feature per step, found 0",
+    )
 }
 
 /// Masks the steps whose features **all** equal `mask_value` (Keras `Masking`).
@@ -64,6 +75,11 @@ impl Masking {
     /// When `mask` is not `[batch, time]` of `x`.
     pub fn forward(&self, x: Tensor<3>, mask: Option<&Mask>) -> Result<(Tensor<3>, Mask)> {
         check_mask_for(mask, &x.dims(), "Masking")?;
+        // A step of no features has no value to compare, and burn's comparison over an empty
+        // axis does not broadcast.
+        if x.dims()[2] == 0 {
+            return Err(no_features());
+        }
         let mut created = Mask::from_padding_value(&x, self.mask_value);
         if let Some(mask) = mask {
             created = created.and(mask)?;

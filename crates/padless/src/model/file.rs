@@ -104,10 +104,7 @@ impl SavedFile {
 /// # Errors
 /// A missing, truncated or foreign file, or another format version, each said exactly.
 pub(crate) fn read_saved(path: &Path) -> Result<SavedFile> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = crate::files::read_within_budget(path)?;
     let metadata = read_header(path, &bytes)?;
     let (all, raw) = parse_tensors(path, &bytes, &[OPTIMIZER])?;
     let (internal, weights) = all.into_iter().partition(|w| w.name.starts_with(INTERNAL));
@@ -146,7 +143,8 @@ fn read_header(path: &Path, bytes: &[u8]) -> Result<HashMap<String, String>> {
 ///
 /// # Errors
 /// A model whose config cannot be written, an extra entry that would replace one of the
-/// format's own, or a file that cannot be written.
+/// format's own, weights that are not finite ([`Error::NonFiniteWeights`]), or a file that
+/// cannot be written.
 pub(crate) fn write_saved<M: Model>(
     path: &Path,
     model: &M,
@@ -184,9 +182,34 @@ pub(crate) fn write_saved<M: Model>(
             ),
         ));
     }
+    check_finite(path, &weights)?;
     weights.extend(internal);
     let bytes = serialize_safetensors(path, &weights, raw, metadata)?;
     write_atomically(path, &bytes)
+}
+
+/// Checks that every value of `weights` is finite: a model whose weights hold NaN or inf (a
+/// diverged run) is never written, so that no best or last checkpoint is replaced by one.
+///
+/// # Errors
+/// [`Error::NonFiniteWeights`] naming the file, the first such weight, its value and index.
+pub(crate) fn check_finite(path: &Path, weights: &[NamedWeight]) -> Result<()> {
+    for weight in weights {
+        if let Some((index, &value)) = weight
+            .values
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !v.is_finite())
+        {
+            return Err(Error::NonFiniteWeights {
+                path: path.to_path_buf(),
+                name: weight.name.clone(),
+                value,
+                index,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Saves `model` (its kind, config and weights) to `path` atomically, in the format of the
@@ -231,10 +254,7 @@ pub fn load<L: Loadable>(path: &Path, device: &Device) -> Result<L> {
 /// # Errors
 /// A missing, truncated or foreign file, or another format version.
 pub fn checkpoint_metadata(path: &Path) -> Result<HashMap<String, String>> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = crate::files::read_within_budget(path)?;
     read_header(path, &bytes)
 }
 

@@ -84,6 +84,7 @@ impl EncoderDecoderConfig {
                 ),
             ));
         }
+        crate::sizes::check_encoder_decoder(self)?;
         let d = self.d_decoder();
         let encoder = (0..self.encoder_layers)
             .map(|layer| {

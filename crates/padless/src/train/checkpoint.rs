@@ -45,6 +45,119 @@ struct TrainerState {
     param_ids: Vec<u64>,
     average: Option<AverageState>,
     callbacks: BTreeMap<String, serde_json::Value>,
+    /// Batches skipped for a non-finite loss (absent in checkpoints of runs that skipped
+    /// none before the count was kept: 0).
+    #[serde(default)]
+    skipped_batches: usize,
+    /// The run's settings ([`Settings`]), compared with those a resume is given.
+    #[serde(default)]
+    settings: Option<Settings>,
+    /// The FNV-1a hash of the optimizer state's bytes ([`checksum`]), checked before burn
+    /// reads them: burn's reader assumes a well-formed record and panics on some damaged ones.
+    #[serde(default)]
+    optimizer_checksum: Option<String>,
+}
+
+/// The FNV-1a (64-bit) hash of `bytes`, in hexadecimal.
+fn checksum(bytes: &[u8]) -> String {
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("fnv1a64:{hash:016x}")
+}
+
+/// The settings of a run that a checkpoint records, so that a resume given other settings is
+/// told so.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    optimizer: serde_json::Value,
+    learning_rate: f64,
+    schedule: serde_json::Value,
+    clip_norm: Option<f32>,
+    weight_average: Option<f64>,
+    accumulate_batches: usize,
+    label_smoothing: f32,
+}
+
+impl Settings {
+    fn of(config: &CompileConfig) -> Self {
+        let json =
+            |value: serde_json::Result<serde_json::Value>| value.expect("plain settings serialise");
+        Settings {
+            optimizer: json(serde_json::to_value(&config.optimizer)),
+            learning_rate: config.learning_rate,
+            schedule: json(serde_json::to_value(config.schedule)),
+            clip_norm: config.clip_norm,
+            weight_average: config.weight_average,
+            accumulate_batches: config.accumulate_batches,
+            label_smoothing: config.loss.label_smoothing,
+        }
+    }
+
+    /// The settings that differ, as `name: saved ..., given ...`.
+    fn differences(&self, given: &Settings) -> Vec<String> {
+        let (saved, given) = (
+            serde_json::to_value(self).expect("plain settings serialise"),
+            serde_json::to_value(given).expect("plain settings serialise"),
+        );
+        let (Some(saved), Some(given)) = (saved.as_object(), given.as_object()) else {
+            return Vec::new();
+        };
+        saved
+            .iter()
+            .filter(|(key, value)| given.get(*key) != Some(value))
+            .map(|(key, value)| {
+                format!(
+                    "{key}: the checkpoint's {value}, given {}",
+                    given.get(key).unwrap_or(&serde_json::Value::Null)
+                )
+            })
+            .collect()
+    }
+}
+
+/// The largest epoch count a checkpoint may hold: one that any number of further epochs a
+/// caller can ask for (at most `u32::MAX`) cannot overflow.
+const MAX_EPOCH: usize = u32::MAX as usize;
+
+impl TrainerState {
+    /// Checks the counts and rates read from a header: epoch and step within range, rates and
+    /// the plateau factor finite (the factor above 0), the training time finite and at least 0.
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.epoch > MAX_EPOCH {
+            return Err(format!(
+                "expected an epoch of at most {MAX_EPOCH}, found {}",
+                self.epoch
+            ));
+        }
+        if self.step > usize::MAX / 2 {
+            return Err(format!(
+                "expected a step of at most {}, found {}",
+                usize::MAX / 2,
+                self.step
+            ));
+        }
+        if !(self.lr_factor.is_finite() && self.lr_factor > 0.0) {
+            return Err(format!(
+                "expected a finite lr_factor greater than 0, found {}",
+                self.lr_factor
+            ));
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate >= 0.0) {
+            return Err(format!(
+                "expected a finite learning_rate of at least 0, found {}",
+                self.learning_rate
+            ));
+        }
+        if !(self.train_seconds.is_finite() && self.train_seconds >= 0.0) {
+            return Err(format!(
+                "expected finite train_seconds of at least 0, found {}",
+                self.train_seconds
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -154,6 +267,9 @@ impl<M: Model> Trainer<M> {
                 .iter()
                 .map(|(k, s)| (k.clone(), s.values.clone()))
                 .collect(),
+            skipped_batches: self.skipped_batches,
+            settings: Some(Settings::of(&self.config)),
+            optimizer_checksum: Some(checksum(&optimizer)),
         };
         let mut extra = extra.to_vec();
         extra.push((
@@ -192,9 +308,28 @@ impl<M: Model> Trainer<M> {
             ))
         })?)
         .map_err(|e| file.error(format!("{TRAINER}: {e}")))?;
+        state
+            .check()
+            .map_err(|e| file.error(format!("{TRAINER}: {e}")))?;
+        if let Some(saved) = &state.settings {
+            let differences = saved.differences(&Settings::of(&config));
+            if !differences.is_empty() {
+                log::warn!(
+                    "{}: resumed with other settings than the run's ({})",
+                    path.display(),
+                    differences.join("; ")
+                );
+            }
+        }
         let mut config = config;
         config.seed = Some(state.seed);
         let mut trainer = Trainer::new(model, config, device)?;
+        if !(trainer.config.learning_rate * state.lr_factor).is_finite() {
+            return Err(file.error(format!(
+                "{TRAINER}: expected an lr_factor that keeps the learning rate finite, found {} (times the rate {})",
+                state.lr_factor, trainer.config.learning_rate
+            )));
+        }
         trainer.model_config = Some(model_config);
         let mut count = CollectIds(Vec::new());
         trainer.model.visit(&mut count);
@@ -213,10 +348,21 @@ impl<M: Model> Trainer<M> {
             .into_iter()
             .find(|(name, _)| name == OPTIMIZER)
         {
-            let restored = trainer
-                .optimizer
-                .clone()
-                .from_bytes(Bytes::from_bytes_vec(bytes));
+            let found = checksum(&bytes);
+            if let Some(expected) = &state.optimizer_checksum
+                && *expected != found
+            {
+                return Err(file.error(format!(
+                    "optimizer state: expected bytes of checksum {expected}, found {found}: the file is damaged"
+                )));
+            }
+            // burn's reader panics on some malformed records; a file made to pass the checksum
+            // with such a record is an error too.
+            let optimizer = trainer.optimizer.clone();
+            let restored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                optimizer.from_bytes(Bytes::from_bytes_vec(bytes))
+            }))
+            .map_err(|_| file.error("optimizer state: not a readable optimizer record"))?;
             trainer.optimizer =
                 restored.map_err(|e| file.error(format!("optimizer state: {e:?}")))?;
         }
@@ -245,6 +391,7 @@ impl<M: Model> Trainer<M> {
         trainer.learning_rate = state.learning_rate;
         trainer.lr_factor = state.lr_factor;
         trainer.train_seconds = state.train_seconds;
+        trainer.skipped_batches = state.skipped_batches;
         Ok(trainer)
     }
 }

@@ -29,5 +29,5 @@ pub use fused_adam::{FusedAdam, HostAdamBackend};
 pub use metric::{Metric, MetricKind};
 pub use optimizer::OptimizerConfig;
 pub use schedule::{Decay, LrSchedule, RunProgress};
-pub use trainer::{CompileConfig, FitConfig, Logs, NonFiniteInputs, Trainer};
+pub use trainer::{CompileConfig, FitConfig, Logs, NonFiniteInputs, NonFiniteLoss, Trainer};
 pub use weight_average::WeightAverage;

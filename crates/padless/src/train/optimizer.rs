@@ -7,6 +7,7 @@ use burn::optim::{AdamWConfig, ModuleOptimizer, RmsPropConfig, SgdConfig};
 use serde::{Deserialize, Serialize};
 
 use super::FusedAdam;
+use crate::error::{Error, Result};
 
 /// An optimizer and its settings. Epsilons default to Keras' 1e-7 (burn's own default is
 /// 1e-5).
@@ -74,7 +75,61 @@ impl Default for OptimizerConfig {
     }
 }
 
+/// `value` in `[0, 1)`, else an error naming the optimizer's setting.
+fn unit_interval(optimizer: &str, name: &str, value: f64) -> Result<()> {
+    if (0.0..1.0).contains(&value) {
+        Ok(())
+    } else {
+        Err(Error::config(
+            optimizer,
+            format!("expected {name} in [0, 1), found {value}"),
+        ))
+    }
+}
+
+/// `value` finite and above 0 (`or_zero`: at least 0), else an error naming the setting.
+pub(crate) fn positive(what: &str, name: &str, value: f64, or_zero: bool) -> Result<()> {
+    let fits = value.is_finite() && (value > 0.0 || (or_zero && value == 0.0));
+    if fits {
+        Ok(())
+    } else {
+        let range = if or_zero {
+            "at least 0"
+        } else {
+            "greater than 0"
+        };
+        Err(Error::config(
+            what,
+            format!("expected a finite {name} {range}, found {value}"),
+        ))
+    }
+}
+
 impl OptimizerConfig {
+    /// Checks the settings: betas, momentum and `rho` in `[0, 1)`, epsilon finite and above 0,
+    /// weight decay finite and at least 0.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the optimizer, the setting, the range and the value found.
+    pub fn validate(&self) -> Result<()> {
+        match *self {
+            OptimizerConfig::Adam {
+                beta_1,
+                beta_2,
+                epsilon,
+            } => {
+                unit_interval("Adam", "beta_1", f64::from(beta_1))?;
+                unit_interval("Adam", "beta_2", f64::from(beta_2))?;
+                positive("Adam", "epsilon", f64::from(epsilon), false)
+            }
+            OptimizerConfig::AdamW { weight_decay } => {
+                positive("AdamW", "weight_decay", f64::from(weight_decay), true)
+            }
+            OptimizerConfig::Sgd { momentum, .. } => unit_interval("SGD", "momentum", momentum),
+            OptimizerConfig::RmsProp { rho } => unit_interval("RMSprop", "rho", f64::from(rho)),
+        }
+    }
+
     /// The burn optimizer, clipping each parameter's gradient to `clip_norm` when given. Adam
     /// is [`FusedAdam`] (the same update as burn's `Adam`, one in-place pass per parameter on
     /// the CPU backend).

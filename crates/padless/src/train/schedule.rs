@@ -7,6 +7,7 @@
 //! ends its decay. The trainer multiplies the scheduled rate by its plateau factor
 //! ([`ReduceLrOnPlateau`](super::ReduceLrOnPlateau)).
 
+use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// Where a run is when a rate is asked for.
@@ -115,6 +116,53 @@ impl LrSchedule {
     pub fn with_warmup(mut self, steps: usize) -> Self {
         self.warmup_steps = steps;
         self
+    }
+
+    /// Checks the schedule's settings: factors finite and above 0, floors finite in
+    /// `[0, 1]`, step counts at least 1.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the decay, the setting and the value found.
+    pub fn validate(&self) -> Result<()> {
+        let positive =
+            |name: &str, value: f64| super::optimizer::positive("LrSchedule", name, value, false);
+        let floor = |value: f64| {
+            if (0.0..=1.0).contains(&value) {
+                Ok(())
+            } else {
+                Err(Error::config(
+                    "LrSchedule",
+                    format!("expected a floor in [0, 1], found {value}"),
+                ))
+            }
+        };
+        let steps = |name: &str, value: usize| {
+            if value == 0 {
+                Err(Error::config(
+                    "LrSchedule",
+                    format!("expected {name} of at least 1, found 0"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        match self.decay {
+            Decay::Constant => Ok(()),
+            Decay::Exponential {
+                rate, decay_steps, ..
+            } => {
+                positive("rate", rate)?;
+                steps("decay_steps", decay_steps)
+            }
+            Decay::Step { every, factor } => {
+                positive("factor", factor)?;
+                steps("every", every)
+            }
+            Decay::Linear { floor: f }
+            | Decay::Cosine { floor: f }
+            | Decay::Anneal { floor: f } => floor(f),
+            Decay::InverseSqrt { steps: n } => steps("steps", n),
+        }
     }
 
     /// The rate of a step at `at` for a base rate `lr`.

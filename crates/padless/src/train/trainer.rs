@@ -12,7 +12,7 @@ use burn::tensor::{Device, Tensor};
 use super::callbacks::{Callback, CallbackState, Control};
 use super::data::{Batch, BatchOptions, BatchSource, Example, make_batches, split_validation};
 use super::metric::{Metric, MetricKind, batch_metrics};
-use super::optimizer::OptimizerConfig;
+use super::optimizer::{OptimizerConfig, positive};
 use super::schedule::{LrSchedule, RunProgress};
 use super::weight_average::{WeightAverage, check_decay};
 use crate::error::{Error, Result};
@@ -39,6 +39,20 @@ pub enum NonFiniteInputs {
     Warn,
     /// Do not check.
     Ignore,
+}
+
+/// What to do with a batch whose loss is NaN or infinite (a diverging run, or values the
+/// model cannot take).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NonFiniteLoss {
+    /// Stop with [`Error::NonFiniteLoss`] naming the epoch, the batch and the step (the
+    /// default); no gradient of that batch is applied.
+    #[default]
+    Error,
+    /// Leave the batch out (no gradient, not in the epoch's averages), log a warning and
+    /// count it in [`Trainer::skipped_batches`].
+    Skip,
 }
 
 /// What `compile` takes.
@@ -79,6 +93,8 @@ pub struct CompileConfig {
     /// draws what the uninterrupted run would. `None`: drawn from the device's generator when
     /// the trainer is built (so seeding the device before building makes runs repeatable).
     pub seed: Option<u64>,
+    /// A batch whose loss is NaN or infinite: an error (the default) or skipped.
+    pub non_finite_loss: NonFiniteLoss,
 }
 
 impl CompileConfig {
@@ -96,7 +112,42 @@ impl CompileConfig {
             weight_average: None,
             accumulate_batches: 1,
             seed: None,
+            non_finite_loss: NonFiniteLoss::Error,
         }
+    }
+
+    /// Checks the settings, whether they come from code, a config or a checkpoint: the
+    /// learning rate and the clip norm finite and above 0, the optimizer's settings
+    /// ([`OptimizerConfig::validate`]), the schedule's ([`LrSchedule::validate`]), the
+    /// weight-average decay and the label smoothing in `[0, 1)`, `accumulate_batches` at least
+    /// 1.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the setting, what it takes and the value found.
+    pub fn validate(&self) -> Result<()> {
+        positive("Trainer", "learning rate", self.learning_rate, false)?;
+        if let Some(clip) = self.clip_norm {
+            positive("Trainer", "clip norm", f64::from(clip), false)?;
+        }
+        self.optimizer.validate()?;
+        self.schedule.validate()?;
+        if let Some(decay) = self.weight_average {
+            check_decay(decay)?;
+        }
+        let smoothing = self.loss.label_smoothing;
+        if !(0.0..1.0).contains(&smoothing) {
+            return Err(Error::config(
+                "SequenceLoss",
+                format!("expected label smoothing in [0, 1), found {smoothing}"),
+            ));
+        }
+        if self.accumulate_batches == 0 {
+            return Err(Error::config(
+                "Trainer",
+                "accumulate_batches must be at least 1, found 0",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -158,6 +209,9 @@ pub struct Trainer<M: Model = Sequential> {
     pub seed: u64,
     /// Seconds spent in `fit` over the whole run (a resumed run goes on counting).
     pub train_seconds: f64,
+    /// Batches left out because their loss was not finite ([`NonFiniteLoss::Skip`]) over the
+    /// whole run (checkpoints keep the count).
+    pub skipped_batches: usize,
     pub(crate) optimizer: ModuleOptimizer,
     pub(crate) average: Option<WeightAverage<M>>,
     /// The callbacks' states after the last epoch, by key (saved in checkpoints).
@@ -175,7 +229,7 @@ impl<M: Model> Trainer<M> {
     /// Compiles `model` (built on `device`, an autodiff device).
     ///
     /// # Errors
-    /// A weight-average decay outside `[0, 1)` or `accumulate_batches` 0.
+    /// Settings out of range ([`CompileConfig::validate`]).
     pub fn new(model: M, config: CompileConfig, device: &Device) -> Result<Self> {
         let output_steps = model.output_steps();
         let mask_dropped_by = model.mask_dropped_by();
@@ -190,15 +244,7 @@ impl<M: Model> Trainer<M> {
         output_steps: Option<usize>,
         mask_dropped_by: Option<String>,
     ) -> Result<Self> {
-        if let Some(decay) = config.weight_average {
-            check_decay(decay)?;
-        }
-        if config.accumulate_batches == 0 {
-            return Err(Error::config(
-                "Trainer",
-                "accumulate_batches must be at least 1, found 0",
-            ));
-        }
+        config.validate()?;
         let seed = config.seed.unwrap_or_else(|| seed_from_device(device));
         Ok(Trainer {
             model,
@@ -212,6 +258,7 @@ impl<M: Model> Trainer<M> {
             lr_factor: 1.0,
             seed,
             train_seconds: 0.0,
+            skipped_batches: 0,
             callback_states: BTreeMap::new(),
             resumed_states: BTreeMap::new(),
             pending: None,
@@ -301,19 +348,51 @@ impl<M: Model> Trainer<M> {
     /// # Errors
     /// As the model and the loss.
     pub fn train_on_batch(&mut self, batch: &Batch) -> Result<Logs> {
-        let logs = self.accumulate(batch, 0, 1)?;
+        let (logs, finite) = self.accumulate(batch, 0, 1)?;
+        if !finite {
+            self.non_finite(&logs, self.epoch, 0)?;
+        }
         self.apply_step();
         Ok(logs)
     }
 
+    /// Handles a batch whose loss is not finite, by [`CompileConfig::non_finite_loss`]: the
+    /// error naming epoch `epoch` (from 0) and batch `index` (from 0), or a warning and the
+    /// count of skipped batches.
+    fn non_finite(&mut self, logs: &Logs, epoch: usize, index: usize) -> Result<()> {
+        let loss = logs.get("loss").copied().unwrap_or(f64::NAN);
+        match self.config.non_finite_loss {
+            NonFiniteLoss::Error => Err(Error::NonFiniteLoss {
+                loss,
+                epoch: epoch.saturating_add(1),
+                batch: index.saturating_add(1),
+                step: self.step,
+            }),
+            NonFiniteLoss::Skip => {
+                self.skipped_batches = self.skipped_batches.saturating_add(1);
+                log::warn!(
+                    "the loss is {loss} at epoch {}, batch {}: batch skipped ({} so far)",
+                    epoch.saturating_add(1),
+                    index.saturating_add(1),
+                    self.skipped_batches
+                );
+                Ok(())
+            }
+        }
+    }
+
     /// Forward and backward on `batch`, its gradients (weighted `1 / group`) added to those
-    /// pending since the last step. The device's generator is seeded from the seed, the step
-    /// and `micro` (the batch's place in its group) first.
-    fn accumulate(&mut self, batch: &Batch, micro: usize, group: usize) -> Result<Logs> {
+    /// pending since the last step, and whether its loss is finite: a batch whose loss is not
+    /// runs no backward pass and adds nothing. The device's generator is seeded from the seed,
+    /// the step and `micro` (the batch's place in its group) first.
+    fn accumulate(&mut self, batch: &Batch, micro: usize, group: usize) -> Result<(Logs, bool)> {
         self.device
             .seed(step_seed(self.seed, self.step as u64, micro as u64));
         let (out, y_pred) = self.loss_of(&self.model, batch)?;
         let logs = self.logs(&out, y_pred.detach(), &batch.targets)?;
+        if !logs.get("loss").is_some_and(|loss| loss.is_finite()) {
+            return Ok((logs, false));
+        }
         let mut value = out.value.unwrap_or_else(|| out.per_step.sum());
         if group > 1 {
             value = value.div_scalar(group as f32);
@@ -328,7 +407,7 @@ impl<M: Model> Trainer<M> {
                 sum.grads()
             }
         });
-        Ok(logs)
+        Ok((logs, true))
     }
 
     /// The optimizer step on the pending gradients, if any, then the weight average's update.
@@ -468,10 +547,20 @@ impl<M: Model> Trainer<M> {
         let budget = fit.max_minutes.map(|m| m * 60.0);
         let over_budget = |seconds: f64| budget.is_some_and(|b| seconds > b);
         let first_epoch = self.epoch;
-        let total_epochs = fit.total_epochs.unwrap_or(first_epoch + fit.epochs).max(1);
+        let last_epoch = first_epoch.checked_add(fit.epochs).ok_or_else(|| {
+            Error::config(
+                "Trainer::fit",
+                format!(
+                    "expected at most {} more epochs after the {first_epoch} done, found {}",
+                    usize::MAX - first_epoch,
+                    fit.epochs
+                ),
+            )
+        })?;
+        let total_epochs = fit.total_epochs.unwrap_or(last_epoch).max(1);
         let group = self.config.accumulate_batches;
         let mut history = Vec::new();
-        for epoch in first_epoch..first_epoch + fit.epochs {
+        for epoch in first_epoch..last_epoch {
             if over_budget(self.train_seconds) {
                 break;
             }
@@ -498,7 +587,10 @@ impl<M: Model> Trainer<M> {
                         self.config.schedule.rate(self.config.learning_rate, at) * self.lr_factor;
                 }
                 let size = group.min(n - (index - micro));
-                let logs = self.accumulate(batch, micro, size)?;
+                let (logs, finite) = self.accumulate(batch, micro, size)?;
+                if !finite {
+                    self.non_finite(&logs, epoch, index)?;
+                }
                 let step_ends = micro + 1 == size;
                 if step_ends {
                     self.apply_step();
@@ -506,7 +598,9 @@ impl<M: Model> Trainer<M> {
                 for callback in callbacks.iter_mut() {
                     callback.on_batch_end(epoch, index, &logs, self)?;
                 }
-                seen.push((logs, batch.size));
+                if finite {
+                    seen.push((logs, batch.size));
+                }
                 if step_ends && over_budget(seconds_before + start.elapsed().as_secs_f64()) {
                     timed_out = true;
                     break;
@@ -549,9 +643,35 @@ impl<M: Model> Trainer<M> {
 
     /// Gives each callback the state its key had in the checkpoint this trainer was resumed
     /// from (once: a later `fit` starts its callbacks afresh, as Keras does), after checking
-    /// that no two callbacks share a key.
+    /// that no two callbacks share a key, and that no callback watches another monitor than
+    /// the one its kind watched in the checkpoint (a key is `kind/monitor`): a run resumed
+    /// without its validation data would otherwise start its best-model record afresh on
+    /// `loss` and overwrite the best model of `val_loss`.
     fn give_back_states(&mut self, callbacks: &mut [&mut dyn Callback<M>]) -> Result<()> {
         let resumed = std::mem::take(&mut self.resumed_states);
+        for callback in callbacks.iter() {
+            let Some(key) = callback.state_key() else {
+                continue;
+            };
+            let Some((kind, monitor)) = key.split_once('/') else {
+                continue;
+            };
+            if resumed.contains_key(&key) {
+                continue;
+            }
+            let saved = resumed
+                .keys()
+                .filter_map(|k| k.split_once('/'))
+                .find(|(saved_kind, _)| *saved_kind == kind);
+            if let Some((_, saved_monitor)) = saved {
+                return Err(Error::config(
+                    "Trainer::fit",
+                    format!(
+                        "the resumed run's {kind} watched {saved_monitor}, this fit's watches {monitor}; expected the same monitor (resume with the validation data the run had)"
+                    ),
+                ));
+            }
+        }
         let mut keys = Vec::new();
         for callback in callbacks.iter_mut() {
             let Some(key) = callback.state_key() else {

@@ -144,6 +144,7 @@ impl TransformerConfig {
                 ),
             ));
         }
+        crate::sizes::check_transformer(self)?;
         let layer = self.layer();
         let position = || PositionalEmbedding::new(self.positions, self.d_model, device);
         Ok(Transformer {
