@@ -91,6 +91,13 @@ fn fast_recip(x: f32) -> f32 {
 /// The largest argument of [`fast_exp`] whose `1 + exp` [`fast_recip`] takes.
 const RECIP_EXP_MAX: f32 = 86.0;
 
+/// `x` capped at [`RECIP_EXP_MAX`], NaN kept (`f32::min` would return the cap for NaN, so
+/// a NaN activation would come out as a saturated value and hide a diverging run).
+#[inline(always)]
+fn capped(x: f32) -> f32 {
+    if x > RECIP_EXP_MAX { RECIP_EXP_MAX } else { x }
+}
+
 impl Real for f32 {
     const ZERO: f32 = 0.0;
     const ONE: f32 = 1.0;
@@ -107,7 +114,7 @@ impl Real for f32 {
 
     #[inline(always)]
     fn sigmoid(self) -> f32 {
-        fast_recip(1.0 + fast_exp((-self).min(RECIP_EXP_MAX)))
+        fast_recip(1.0 + fast_exp(capped(-self)))
     }
 
     /// `1 - 2 / (e^{2x} + 1)` away from 0, and a Taylor polynomial for `|x| < 0.25`, where the
@@ -116,7 +123,7 @@ impl Real for f32 {
     fn tanh(self) -> f32 {
         let x = self;
         let wide = (-2.0f32).mul_add(
-            fast_recip(fast_exp((2.0 * x).min(RECIP_EXP_MAX)) + 1.0),
+            fast_recip(fast_exp(capped(2.0 * x)) + 1.0),
             1.0,
         );
         let x2 = x * x;
@@ -209,5 +216,19 @@ mod tests {
         assert_eq!(Real::tanh(1000.0f32), 1.0);
         assert_eq!(Real::tanh(-1000.0f32), -1.0);
         assert_eq!(Real::tanh(1e-30f32), 1e-30);
+    }
+
+    #[test]
+    fn f32_activations_keep_nan() {
+        assert!(fast_exp(f32::NAN).is_nan());
+        assert!(f32::NAN.sigmoid().is_nan());
+        assert!(Real::tanh(f32::NAN).is_nan());
+        let mut x = vec![0.5f32; 19];
+        x[3] = f32::NAN;
+        x[17] = f32::NAN;
+        crate::tanh_in_place(&mut x);
+        for (i, v) in x.iter().enumerate() {
+            assert_eq!(v.is_nan(), i == 3 || i == 17, "element {i}: {v}");
+        }
     }
 }
