@@ -122,10 +122,7 @@ impl Real for f32 {
     #[inline(always)]
     fn tanh(self) -> f32 {
         let x = self;
-        let wide = (-2.0f32).mul_add(
-            fast_recip(fast_exp(capped(2.0 * x)) + 1.0),
-            1.0,
-        );
+        let wide = (-2.0f32).mul_add(fast_recip(fast_exp(capped(2.0 * x)) + 1.0), 1.0);
         let x2 = x * x;
         let mut p: f32 = 62.0 / 2835.0;
         p = p.mul_add(x2, -17.0 / 315.0);
