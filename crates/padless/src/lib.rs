@@ -93,6 +93,10 @@ pub mod readme {}
 #[doc = include_str!("../../../docs/masking.md")]
 pub mod guide {}
 
+/// The training guide (`docs/training.md`); its snippets run as tests.
+#[doc = include_str!("../../../docs/training.md")]
+pub mod training_guide {}
+
 /// The encoder-decoder guide (`docs/encoder-decoder.md`); its snippet runs as a test.
 #[doc = include_str!("../../../docs/encoder-decoder.md")]
 pub mod encoder_decoder_guide {}

@@ -201,7 +201,7 @@ fn an_empty_ensemble_or_models_with_different_targets_are_clear_errors() {
     let device = padless::default_device();
     let (a, _) = two_models();
     let source = ids(&[&[3, 4]], 2);
-    let err = greedy_decode_ensemble(&[], source.clone(), 4).unwrap_err();
+    let err = greedy_decode_ensemble::<EncoderDecoder>(&[], source.clone(), 4).unwrap_err();
     assert!(err.to_string().contains("at least one model"), "{err}");
     let other = config(AttentionKind::General, 9).init(&device).unwrap();
     let err = beam_decode_ensemble(&[&a, &other], source.clone(), 2, 4).unwrap_err();

@@ -89,23 +89,27 @@ impl Tile {
     #[inline]
     unsafe fn run<const ROWS: usize>(&self) {
         let mut acc = [[_mm256_setzero_ps(); VECS]; ROWS];
-        let (mut a, mut b) = (self.a, self.b);
-        for _ in 0..self.k {
+        // One pointer per row of A and one index shared by all: each broadcast is a single
+        // load addressed `row + 4 * i`, so the loop spends no integer work on row addresses.
+        // (`black_box` keeps the compiler from deriving each row's address from the first
+        // again inside the loop.)
+        let rows: [*const f32; ROWS] =
+            std::hint::black_box(std::array::from_fn(|r| self.a.wrapping_add(r * self.lda)));
+        let b = self.b;
+        for i in 0..self.k {
             let mut panel = [_mm256_setzero_ps(); VECS];
             for (v, value) in panel.iter_mut().enumerate() {
                 // SAFETY: one panel row, inside the panel and 32-byte aligned (`PANEL`
                 // floats per row from an aligned start).
-                *value = unsafe { _mm256_load_ps(b.add(8 * v)) };
+                *value = unsafe { _mm256_load_ps(b.add(i * PANEL + 8 * v)) };
             }
-            for (r, acc) in acc.iter_mut().enumerate() {
+            for (acc, row) in acc.iter_mut().zip(&rows) {
                 // SAFETY: element `(r, i)` of A, inside its `ROWS` rows of `k`.
-                let x = _mm256_broadcast_ss(unsafe { &*a.add(r * self.lda) });
+                let x = _mm256_broadcast_ss(unsafe { &*row.add(i) });
                 for (acc, &column) in acc.iter_mut().zip(&panel) {
                     *acc = _mm256_fmadd_ps(x, column, *acc);
                 }
             }
-            a = a.wrapping_add(1);
-            b = b.wrapping_add(PANEL);
         }
         for (r, acc) in acc.iter().enumerate() {
             let row = self.c.wrapping_add(r * self.ldc);

@@ -62,7 +62,8 @@ pub fn norm_clip_scale<T: Real>(grad: &[T], threshold: f32) -> f32 {
     (threshold / (norm + f32::MIN_POSITIVE)).min(1.0)
 }
 
-/// Parameters from this size on are updated by two threads, each owning half of the slices.
+/// Parameters from this size on are updated by two threads (when allowed two), each owning
+/// half of the slices.
 const TWO_THREADS_FROM: usize = 1 << 18;
 
 /// The step's scalars in the element type, computed as burn computes them (in `f32`).
@@ -100,7 +101,9 @@ impl<T: Real> Scalars<T> {
 
 /// One Adam step of a parameter: updates `param`, the first moment `m` and the second moment
 /// `v` in place from the gradient `grad` (all of one length, any shape flattened). The
-/// moments of a parameter's first step are zeros.
+/// moments of a parameter's first step are zeros. Large parameters are split over `threads`
+/// threads (1, or 2 for the thread pair), each owning a part of the slices; the result does
+/// not depend on the split.
 ///
 /// # Panics
 /// If the slices differ in length or `step.time` is 0.
@@ -110,7 +113,7 @@ impl<T: Real> Scalars<T> {
 ///
 /// let step = AdamStep { lr: 0.1, beta_1: 0.9, beta_2: 0.999, epsilon: 1e-7, time: 1, clip_norm: None };
 /// let (mut p, mut m, mut v) = (vec![1.0f32, -2.0], vec![0.0; 2], vec![0.0; 2]);
-/// adam_update(&step, &mut p, &[0.5, -4.0], &mut m, &mut v);
+/// adam_update(&step, &mut p, &[0.5, -4.0], &mut m, &mut v, 1);
 /// // The first step moves each weight by about lr against the gradient's sign.
 /// assert!((p[0] - 0.9).abs() < 1e-6 && (p[1] + 1.9).abs() < 1e-6);
 /// // (1 - 0.999 in f32 is 0.00099998713, as burn rounds it.)
@@ -122,6 +125,7 @@ pub fn adam_update<T: Real>(
     grad: &[T],
     m: &mut [T],
     v: &mut [T],
+    threads: usize,
 ) {
     let n = param.len();
     assert!(
@@ -136,7 +140,7 @@ pub fn adam_update<T: Real>(
         .clip_norm
         .map_or(1.0, |threshold| norm_clip_scale(grad, threshold));
     let s = Scalars::<T>::new(step, scale);
-    if n < TWO_THREADS_FROM {
+    if n < TWO_THREADS_FROM || threads < 2 {
         update_part(s, param, grad, m, v);
         return;
     }
@@ -247,18 +251,24 @@ mod tests {
                 let steps = gradients(n, 5);
                 let p0: Vec<f64> = (0..n).map(|i| (i % 11) as f64 * 0.3 - 1.5).collect();
                 let want = reference(&steps, &p0, 0.01, 0.9, 0.999, 1e-7);
-                let (mut p, mut m, mut v) = (p0.clone(), vec![0.0; n], vec![0.0; n]);
-                for (t, g) in steps.iter().enumerate() {
-                    let step = AdamStep {
-                        lr: 0.01,
-                        beta_1: 0.9,
-                        beta_2: 0.999,
-                        epsilon: 1e-7,
-                        time: t as u32 + 1,
-                        clip_norm: None,
-                    };
-                    adam_update(&step, &mut p, g, &mut m, &mut v);
-                }
+                let run = |threads: usize| {
+                    let (mut p, mut m, mut v) = (p0.clone(), vec![0.0; n], vec![0.0; n]);
+                    for (t, g) in steps.iter().enumerate() {
+                        let step = AdamStep {
+                            lr: 0.01,
+                            beta_1: 0.9,
+                            beta_2: 0.999,
+                            epsilon: 1e-7,
+                            time: t as u32 + 1,
+                            clip_norm: None,
+                        };
+                        adam_update(&step, &mut p, g, &mut m, &mut v, threads);
+                    }
+                    p
+                };
+                let p = run(2);
+                // The split over threads changes no value.
+                assert!(run(1) == p, "n {n}");
                 for i in [0, n / 2, n - 1] {
                     // The scalars are rounded to f32 as burn rounds them: 1 - 0.999^t loses about
                     // 1e-5 relative to cancellation, so the five updates of at most lr = 0.01
@@ -291,6 +301,7 @@ mod tests {
             &[0.0; 2],
             &mut [0.0; 3],
             &mut [0.0; 3],
+            1,
         );
     }
 
@@ -328,7 +339,7 @@ mod tests {
                 };
                 let run = |clip_norm, grad: &[f32]| {
                     let (mut p, mut m, mut v) = (p0.clone(), m0.clone(), v0.clone());
-                    adam_update(&step(clip_norm), &mut p, grad, &mut m, &mut v);
+                    adam_update(&step(clip_norm), &mut p, grad, &mut m, &mut v, 2);
                     (p, m, v)
                 };
                 let scaled: Vec<f32> = grad.iter().map(|&g| g * scale).collect();

@@ -18,6 +18,7 @@ use super::Model;
 use crate::error::{Error, Result};
 use crate::seq2seq::EncoderDecoder;
 use crate::sequential::Sequential;
+use crate::transformer::Transformer;
 use crate::weights::{
     NamedWeight, RawTensor, parse_tensors, serialize_safetensors, write_atomically,
 };
@@ -284,6 +285,8 @@ pub enum AnyModel {
     /// An [`EncoderDecoder`] (kind `encoder_decoder`; boxed, as it is much larger than a
     /// stack's handle).
     EncoderDecoder(Box<EncoderDecoder>),
+    /// A [`Transformer`] (kind `transformer`; boxed, as the encoder-decoder).
+    Transformer(Box<Transformer>),
 }
 
 impl AnyModel {
@@ -292,6 +295,7 @@ impl AnyModel {
         match self {
             AnyModel::Sequential(_) => <Sequential as Model>::KIND,
             AnyModel::EncoderDecoder(_) => <EncoderDecoder as Model>::KIND,
+            AnyModel::Transformer(_) => <Transformer as Model>::KIND,
         }
     }
 
@@ -300,6 +304,7 @@ impl AnyModel {
         match self {
             AnyModel::Sequential(m) => Model::weights(m),
             AnyModel::EncoderDecoder(m) => Model::weights(m.as_ref()),
+            AnyModel::Transformer(m) => Model::weights(m.as_ref()),
         }
     }
 }
@@ -318,13 +323,17 @@ impl Loadable for AnyModel {
             k if k == <EncoderDecoder as Model>::KIND => AnyModel::EncoderDecoder(Box::new(
                 Loadable::from_saved(kind, config, weights, device)?,
             )),
+            k if k == <Transformer as Model>::KIND => AnyModel::Transformer(Box::new(
+                Loadable::from_saved(kind, config, weights, device)?,
+            )),
             other => {
                 return Err(Error::config(
                     "model file",
                     format!(
-                        "holds a {other} model, expected a built-in kind ({}, {}); load a model of your own type with padless::load::<YourModel>",
+                        "holds a {other} model, expected a built-in kind ({}, {}, {}); load a model of your own type with padless::load::<YourModel>",
                         <Sequential as Model>::KIND,
-                        <EncoderDecoder as Model>::KIND
+                        <EncoderDecoder as Model>::KIND,
+                        <Transformer as Model>::KIND
                     ),
                 ));
             }

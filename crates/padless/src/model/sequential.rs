@@ -67,9 +67,7 @@ pub(crate) fn output_steps(model: &Sequential, input: Spec) -> Result<Option<usi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layers::{
-        ActivationKind, DenseConfig, Masking, RepeatVector, TimeDistributed,
-    };
+    use crate::layers::{ActivationKind, DenseConfig, Masking, RepeatVector, TimeDistributed};
     use crate::rnn::LstmConfig;
 
     /// A stack built in code is a model whose config rebuilds it, and whose fixed output

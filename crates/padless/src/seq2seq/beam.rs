@@ -1,11 +1,14 @@
-//! Batched beam search for an [`EncoderDecoder`], alone or as an ensemble, with each row's
-//! candidates and their scores ([`beam_decode_n_best`]) for rescoring.
+//! Batched beam search for any [`StepDecoder`] (an [`EncoderDecoder`](super::EncoderDecoder),
+//! a [`Transformer`](crate::transformer::Transformer)), alone or as an ensemble, with each
+//! row's candidates and their scores ([`beam_decode_n_best`]) for rescoring.
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor};
 
-use super::decode::{check_encoded, check_ensemble, ensemble_scores, per_model, select_states};
-use super::model::{BOS, EOS, Encoded, EncoderDecoder};
+use super::decode::{
+    StepDecoder, check_encoded, check_ensemble, ensemble_scores, per_model, start_each,
+};
+use super::model::{BOS, EOS};
 use crate::error::{Error, Result};
 use crate::tensor_util::{f32_vec, int_tensor_from};
 
@@ -17,12 +20,13 @@ pub type Candidates = Vec<(f32, Vec<i64>)>;
 /// ends when it emits [`EOS`]; a row stops when it holds `width` ended hypotheses or when its
 /// best ended hypothesis beats every open one (scores only fall). The score is the sum of
 /// log-probabilities; a row with no ended hypothesis after `max_len` steps returns its best
-/// open one. Width 1 equals [`greedy_decode`](super::greedy_decode).
+/// open one. Width 1 equals [`greedy_decode`](super::greedy_decode). Each hypothesis
+/// carries its own decoder state (a Transformer's key/value cache), reordered with the beams.
 ///
 /// # Errors
 /// `width == 0`, or source ids out of range.
-pub fn beam_decode(
-    model: &EncoderDecoder,
+pub fn beam_decode<M: StepDecoder>(
+    model: &M,
     source: Tensor<2, Int>,
     width: usize,
     max_len: usize,
@@ -38,8 +42,8 @@ pub fn beam_decode(
 /// # Errors
 /// `width == 0`, no models, models whose `n_source_tokens` or `n_target_tokens` differ, or
 /// source ids out of range.
-pub fn beam_decode_ensemble(
-    models: &[&EncoderDecoder],
+pub fn beam_decode_ensemble<M: StepDecoder>(
+    models: &[&M],
     source: Tensor<2, Int>,
     width: usize,
     max_len: usize,
@@ -62,36 +66,48 @@ pub fn beam_decode_ensemble(
 ///
 /// # Errors
 /// As [`beam_decode_ensemble`].
-pub fn beam_decode_n_best(
-    models: &[&EncoderDecoder],
+pub fn beam_decode_n_best<M: StepDecoder>(
+    models: &[&M],
     source: Tensor<2, Int>,
     width: usize,
     max_len: usize,
 ) -> Result<Vec<Candidates>> {
     check_ensemble(models)?;
     check_width(width)?;
-    let encoded = per_model(models.len(), |i| models[i].encode(source.clone()))?;
+    let encoded = per_model(models.len(), |i| models[i].encode_source(source.clone()))?;
     beam_decode_n_best_encoded(models, encoded, width, max_len)
 }
 
 /// [`beam_decode_n_best`] from each model's encoder result of the source rows (`encoded[m]`
-/// from `models[m]`'s [`EncoderDecoder::encode`]), as [`greedy_decode_encoded`](super::greedy_decode_encoded).
+/// from `models[m]`'s [`StepDecoder::encode_source`]), as
+/// [`greedy_decode_encoded`](super::greedy_decode_encoded).
 ///
 /// # Errors
 /// As [`beam_decode_n_best`], and a number of encoder results other than the number of
 /// models, or results whose batches differ.
-pub fn beam_decode_n_best_encoded(
-    models: &[&EncoderDecoder],
-    encoded: Vec<Encoded>,
+pub fn beam_decode_n_best_encoded<M: StepDecoder>(
+    models: &[&M],
+    encoded: Vec<M::Encoded>,
     width: usize,
     max_len: usize,
 ) -> Result<Vec<Candidates>> {
     let (batch, n_tokens) = check_encoded(models, &encoded)?;
     check_width(width)?;
-    let device = encoded[0].keys.device();
-    let encoded: Vec<Encoded> = encoded.into_iter().map(|e| expand(&e, width)).collect();
+    let device = M::device(&encoded[0]);
+    // Start from each source row once (a Transformer projects its cross-attention keys and
+    // values here), then repeat row `b` as rows `b * width .. (b + 1) * width`.
+    let (encoded, states) = start_each(models, encoded)?;
     let rows = batch * width;
-    let mut states: Vec<Vec<Tensor<2>>> = encoded.iter().map(|e| e.states.clone()).collect();
+    let index: Vec<i64> = (0..rows).map(|r| (r / width) as i64).collect();
+    let index = int_tensor_from(&index, [rows], &device);
+    let encoded: Vec<M::Encoded> = encoded
+        .iter()
+        .map(|e| M::select_encoded(e, &index))
+        .collect();
+    let mut states: Vec<M::State> = states
+        .into_iter()
+        .map(|s| M::select_state(s, &index))
+        .collect();
     let mut scores: Vec<f32> = (0..rows)
         .map(|r| {
             if r % width == 0 {
@@ -170,7 +186,10 @@ pub fn beam_decode_n_best_encoded(
             }
         }
         let order = int_tensor_from(&origin, [rows], &device);
-        states = next.into_iter().map(|s| select_states(s, &order)).collect();
+        states = next
+            .into_iter()
+            .map(|s| M::select_state(s, &order))
+            .collect();
         if done.iter().all(|&d| d) {
             break;
         }
@@ -203,13 +222,4 @@ fn check_width(width: usize) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// Repeats each row of the encoder's result `width` times (row `b` becomes rows `b * width ..
-/// (b + 1) * width`).
-fn expand(encoded: &Encoded, width: usize) -> Encoded {
-    let batch = encoded.batch();
-    let device = encoded.keys.device();
-    let index: Vec<i64> = (0..batch * width).map(|r| (r / width) as i64).collect();
-    encoded.select_rows(&int_tensor_from(&index, [batch * width], &device))
 }

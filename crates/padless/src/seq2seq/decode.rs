@@ -1,9 +1,10 @@
-//! Batched greedy decoding for an [`EncoderDecoder`], alone or as an ensemble of models
+//! Batched greedy decoding of any [`StepDecoder`] (an [`EncoderDecoder`], a
+//! [`Transformer`](crate::transformer::Transformer)), alone or as an ensemble of models
 //! decoded together (their next-token probabilities averaged), and the ensemble step and
 //! checks that beam search ([`super::beam`]) shares.
 
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 
 use super::model::{BOS, EOS, Encoded, EncoderDecoder};
 use crate::cpu::{side_by_side, threads};
@@ -12,9 +13,125 @@ use crate::mask::{Mask, Padding};
 use crate::sequence::{Truncating, pad_sequences};
 use crate::tensor_util::{f32_vec, i64_vec, int_tensor_from};
 
+/// A model that decodes one token at a time: what [`greedy_decode`] and
+/// [`beam_decode`](super::beam_decode) need of it. The source is encoded once
+/// ([`StepDecoder::encode_source`], then [`StepDecoder::start`], which splits the result into
+/// what every step reads and the decoder's first state); each step feeds one token per row
+/// and returns the next token's logits with the state that carries everything the step
+/// computed that later steps read (an LSTM's `[h, c]`, a Transformer's key/value cache).
+/// Rows are selected from both, so finished rows can be dropped and beams reordered.
+///
+/// Token ids follow [`PAD`](super::PAD), [`BOS`], [`EOS`]: 0 is padding, 1 starts the
+/// decoder, 2 ends an output.
+pub trait StepDecoder: Sync {
+    /// The encoder's result of a batch of source rows, read by every step.
+    type Encoded: Clone + Send + Sync;
+    /// What a step passes to the next, one row per sequence being decoded.
+    type State: Send + Sync;
+
+    /// The number of source token ids (`0..n`).
+    fn n_source_tokens(&self) -> usize;
+
+    /// The number of target token ids (`0..n`), the width of a step's logits.
+    fn n_target_tokens(&self) -> usize;
+
+    /// Runs the encoder over `source [batch, t_source]` (id 0 is padding).
+    ///
+    /// # Errors
+    /// Source ids out of range, or rows the model cannot encode.
+    fn encode_source(&self, source: Tensor<2, Int>) -> Result<Self::Encoded>;
+
+    /// What every step reads of `encoded` (with anything computed once from it for all
+    /// steps) and the decoder's state before the first step.
+    ///
+    /// # Errors
+    /// An encoder result that does not belong to this model.
+    fn start(&self, encoded: Self::Encoded) -> Result<(Self::Encoded, Self::State)>;
+
+    /// One step: feeds `previous [rows]` (the start symbol first, then each row's last
+    /// output) and returns the logits `[rows, n_target_tokens]` of the next token and the new
+    /// state. The logits equal those of teacher forcing at the same step, up to rounding.
+    ///
+    /// # Errors
+    /// Ids out of range or rows that differ from the state's and `encoded`'s.
+    fn step_from(
+        &self,
+        previous: Tensor<1, Int>,
+        state: &Self::State,
+        encoded: &Self::Encoded,
+    ) -> Result<(Tensor<2>, Self::State)>;
+
+    /// The number of rows of `encoded`.
+    fn rows(encoded: &Self::Encoded) -> usize;
+
+    /// The device `encoded` lives on.
+    fn device(encoded: &Self::Encoded) -> Device;
+
+    /// The rows `index [rows]` of `encoded`, in the order of `index`; a row may repeat.
+    fn select_encoded(encoded: &Self::Encoded, index: &Tensor<1, Int>) -> Self::Encoded;
+
+    /// The rows `index [rows]` of `state`, in the order of `index`; a row may repeat.
+    fn select_state(state: Self::State, index: &Tensor<1, Int>) -> Self::State;
+}
+
+/// The LSTM encoder-decoder decodes from its [`Encoded`] result; its state is each decoder
+/// and post-attention layer's `[h, c]` ([`EncoderDecoder::step`]), taken from
+/// [`Encoded::states`] by [`StepDecoder::start`].
+impl StepDecoder for EncoderDecoder {
+    type Encoded = Encoded;
+    type State = Vec<Tensor<2>>;
+
+    fn n_source_tokens(&self) -> usize {
+        self.config.n_source_tokens
+    }
+
+    fn n_target_tokens(&self) -> usize {
+        self.config.n_target_tokens
+    }
+
+    fn encode_source(&self, source: Tensor<2, Int>) -> Result<Encoded> {
+        self.encode(source)
+    }
+
+    fn start(&self, mut encoded: Encoded) -> Result<(Encoded, Vec<Tensor<2>>)> {
+        // The steps read only the keys and mask of `encoded`; the states move to the state.
+        let states = std::mem::take(&mut encoded.states);
+        Ok((encoded, states))
+    }
+
+    fn step_from(
+        &self,
+        previous: Tensor<1, Int>,
+        state: &Vec<Tensor<2>>,
+        encoded: &Encoded,
+    ) -> Result<(Tensor<2>, Vec<Tensor<2>>)> {
+        self.step(previous, state, encoded)
+    }
+
+    fn rows(encoded: &Encoded) -> usize {
+        encoded.batch()
+    }
+
+    fn device(encoded: &Encoded) -> Device {
+        encoded.keys.device()
+    }
+
+    fn select_encoded(encoded: &Encoded, index: &Tensor<1, Int>) -> Encoded {
+        encoded.select_rows(index)
+    }
+
+    fn select_state(state: Vec<Tensor<2>>, index: &Tensor<1, Int>) -> Vec<Tensor<2>> {
+        select_states(state, index)
+    }
+}
+
 /// Decodes each row of `source [batch, t_source]` by taking the most likely token (among
 /// [`EOS`] and the output symbols; never padding or the start symbol) at every step, until it emits [`EOS`] or reaches `max_len` tokens. Returns the tokens of each row
 /// without the start and end symbols.
+///
+/// Any [`StepDecoder`] decodes this way: an [`EncoderDecoder`], or a
+/// [`Transformer`](crate::transformer::Transformer), whose steps read its key/value cache so
+/// that each step runs one token per row through the decoder.
 ///
 /// # Masking
 /// Padded source letters are invisible to the encoder and to attention, so a row decodes to
@@ -22,8 +139,8 @@ use crate::tensor_util::{f32_vec, i64_vec, int_tensor_from};
 ///
 /// # Errors
 /// Source ids out of range.
-pub fn greedy_decode(
-    model: &EncoderDecoder,
+pub fn greedy_decode<M: StepDecoder>(
+    model: &M,
     source: Tensor<2, Int>,
     max_len: usize,
 ) -> Result<Vec<Vec<i64>>> {
@@ -43,18 +160,19 @@ pub fn greedy_decode(
 /// # Errors
 /// No models, models whose `n_source_tokens` or `n_target_tokens` differ, or source ids out
 /// of range.
-pub fn greedy_decode_ensemble(
-    models: &[&EncoderDecoder],
+pub fn greedy_decode_ensemble<M: StepDecoder>(
+    models: &[&M],
     source: Tensor<2, Int>,
     max_len: usize,
 ) -> Result<Vec<Vec<i64>>> {
     check_ensemble(models)?;
-    let encoded = per_model(models.len(), |i| models[i].encode(source.clone()))?;
+    let encoded = per_model(models.len(), |i| models[i].encode_source(source.clone()))?;
     greedy_decode_encoded(models, encoded, max_len)
 }
 
 /// [`greedy_decode_ensemble`] from each model's encoder result of the source rows
-/// (`encoded[m]` from `models[m]`'s [`EncoderDecoder::encode`]): for callers that encode once
+/// (`encoded[m]` from `models[m]`'s [`StepDecoder::encode_source`], such as
+/// [`EncoderDecoder::encode`]): for callers that encode once
 /// and then both decode and score the same rows ([`sequence_log_probs_encoded`]).
 ///
 /// # Masking
@@ -65,9 +183,9 @@ pub fn greedy_decode_ensemble(
 /// models, or results whose batches differ.
 ///
 /// [`sequence_log_probs_encoded`]: super::sequence_log_probs_encoded
-pub fn greedy_decode_encoded(
-    models: &[&EncoderDecoder],
-    encoded: Vec<Encoded>,
+pub fn greedy_decode_encoded<M: StepDecoder>(
+    models: &[&M],
+    encoded: Vec<M::Encoded>,
     max_len: usize,
 ) -> Result<Vec<Vec<i64>>> {
     Ok(greedy(models, encoded, max_len, false)?.0)
@@ -83,9 +201,9 @@ pub fn greedy_decode_encoded(
 /// As [`greedy_decode_encoded`].
 ///
 /// [`sequence_log_probs_encoded`]: super::sequence_log_probs_encoded
-pub fn greedy_decode_scored(
-    models: &[&EncoderDecoder],
-    encoded: Vec<Encoded>,
+pub fn greedy_decode_scored<M: StepDecoder>(
+    models: &[&M],
+    encoded: Vec<M::Encoded>,
     max_len: usize,
 ) -> Result<(Vec<Vec<i64>>, OutputScores)> {
     let (tokens, sums) = greedy(models, encoded, max_len, true)?;
@@ -103,19 +221,16 @@ pub type OutputScores = Vec<Vec<Option<f32>>>;
 /// The greedy loop; with `keep_scores`, each model's summed log-probability of each row's
 /// tokens and end symbol (`None` until the row ends).
 #[allow(clippy::type_complexity)]
-fn greedy(
-    models: &[&EncoderDecoder],
-    mut encoded: Vec<Encoded>,
+fn greedy<M: StepDecoder>(
+    models: &[&M],
+    encoded: Vec<M::Encoded>,
     max_len: usize,
     keep_scores: bool,
 ) -> Result<(Vec<Vec<i64>>, Vec<Vec<Option<f64>>>)> {
     let (batch, _) = check_encoded(models, &encoded)?;
-    let device = encoded[0].keys.device();
-    // Each model's running decoder states; the steps read only the keys and mask of `encoded`.
-    let mut states: Vec<Vec<Tensor<2>>> = encoded
-        .iter_mut()
-        .map(|e| std::mem::take(&mut e.states))
-        .collect();
+    let device = M::device(&encoded[0]);
+    // What each model's steps read, and its running decoder state.
+    let (mut encoded, mut states) = start_each(models, encoded)?;
     // The rows still decoding (indices into the batch): a row that has emitted EOS is dropped
     // from the next steps' work once enough rows have ended to make the copy pay.
     let mut rows: Vec<usize> = (0..batch).collect();
@@ -177,10 +292,13 @@ fn greedy(
         if 8 * (n - open.len()) >= n {
             let index: Vec<i64> = open.iter().map(|&i| i as i64).collect();
             let index = int_tensor_from(&index, [open.len()], &device);
-            encoded = encoded.into_iter().map(|e| e.select_rows(&index)).collect();
+            encoded = encoded
+                .iter()
+                .map(|e| M::select_encoded(e, &index))
+                .collect();
             states = states
                 .into_iter()
-                .map(|s| select_states(s, &index))
+                .map(|s| M::select_state(s, &index))
                 .collect();
             previous = open.iter().map(|&i| previous[i]).collect();
             rows = open.iter().map(|&i| rows[i]).collect();
@@ -196,13 +314,13 @@ fn greedy(
 /// (finite wherever one model gives a token a finite log-probability).
 ///
 /// # Errors
-/// As [`EncoderDecoder::step`].
-pub fn ensemble_scores(
-    models: &[&EncoderDecoder],
+/// As [`StepDecoder::step_from`].
+pub fn ensemble_scores<M: StepDecoder>(
+    models: &[&M],
     tokens: Tensor<1, Int>,
-    states: &[Vec<Tensor<2>>],
-    encoded: &[Encoded],
-) -> Result<(Tensor<2>, Vec<Vec<Tensor<2>>>)> {
+    states: &[M::State],
+    encoded: &[M::Encoded],
+) -> Result<(Tensor<2>, Vec<M::State>)> {
     check_ensemble(models)?;
     if states.len() != models.len() || encoded.len() != models.len() {
         return Err(Error::config(
@@ -225,18 +343,32 @@ pub fn ensemble_scores(
 }
 
 /// One decoder step of each model: its logits `[rows, n_target_tokens]` and new states.
-#[allow(clippy::type_complexity)]
-fn step_each(
-    models: &[&EncoderDecoder],
+fn step_each<M: StepDecoder>(
+    models: &[&M],
     tokens: Tensor<1, Int>,
-    states: &[Vec<Tensor<2>>],
-    encoded: &[Encoded],
-) -> Result<(Vec<Tensor<2>>, Vec<Vec<Tensor<2>>>)> {
+    states: &[M::State],
+    encoded: &[M::Encoded],
+) -> Result<(Vec<Tensor<2>>, Vec<M::State>)> {
     Ok(per_model(models.len(), |i| {
-        models[i].step(tokens.clone(), &states[i], &encoded[i])
+        models[i].step_from(tokens.clone(), &states[i], &encoded[i])
     })?
     .into_iter()
     .unzip())
+}
+
+/// Each model's [`StepDecoder::start`] on its encoder result: what its steps read and its
+/// first state.
+#[allow(clippy::type_complexity)]
+pub(super) fn start_each<M: StepDecoder>(
+    models: &[&M],
+    encoded: Vec<M::Encoded>,
+) -> Result<(Vec<M::Encoded>, Vec<M::State>)> {
+    let started = models
+        .iter()
+        .zip(encoded)
+        .map(|(model, encoded)| model.start(encoded))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(started.into_iter().unzip())
 }
 
 /// `log(Σ_m exp(log_probs_m) / M)` for two or more models' log-softmaxes, as a log-sum-exp.
@@ -274,7 +406,7 @@ pub(super) fn per_model<T: Send>(
 /// The target vocabulary size shared by `models`, once they are known to share their source
 /// and target vocabulary sizes (ids the same models read and write must mean the same symbols,
 /// which only the caller can know; the sizes are what can be checked here).
-pub(super) fn check_ensemble(models: &[&EncoderDecoder]) -> Result<usize> {
+pub(super) fn check_ensemble<M: StepDecoder>(models: &[&M]) -> Result<usize> {
     let Some(first) = models.first() else {
         return Err(Error::config(
             "ensemble decoding",
@@ -283,16 +415,8 @@ pub(super) fn check_ensemble(models: &[&EncoderDecoder]) -> Result<usize> {
     };
     for (i, model) in models.iter().enumerate().skip(1) {
         for (what, theirs, mine) in [
-            (
-                "target",
-                first.config.n_target_tokens,
-                model.config.n_target_tokens,
-            ),
-            (
-                "source",
-                first.config.n_source_tokens,
-                model.config.n_source_tokens,
-            ),
+            ("target", first.n_target_tokens(), model.n_target_tokens()),
+            ("source", first.n_source_tokens(), model.n_source_tokens()),
         ] {
             if mine != theirs {
                 return Err(Error::config(
@@ -304,14 +428,14 @@ pub(super) fn check_ensemble(models: &[&EncoderDecoder]) -> Result<usize> {
             }
         }
     }
-    Ok(first.config.n_target_tokens)
+    Ok(first.n_target_tokens())
 }
 
 /// The ensemble's checks ([`check_ensemble`]) and one encoder result per model, all of the
 /// same rows: the batch and the shared target vocabulary size.
-pub(super) fn check_encoded(
-    models: &[&EncoderDecoder],
-    encoded: &[Encoded],
+pub(super) fn check_encoded<M: StepDecoder>(
+    models: &[&M],
+    encoded: &[M::Encoded],
 ) -> Result<(usize, usize)> {
     let n_tokens = check_ensemble(models)?;
     if encoded.len() != models.len() {
@@ -324,13 +448,17 @@ pub(super) fn check_encoded(
             ),
         ));
     }
-    let batch = encoded[0].batch();
-    if let Some((m, e)) = encoded.iter().enumerate().find(|(_, e)| e.batch() != batch) {
+    let batch = M::rows(&encoded[0]);
+    if let Some((m, e)) = encoded
+        .iter()
+        .enumerate()
+        .find(|(_, e)| M::rows(e) != batch)
+    {
         return Err(Error::config(
             "ensemble decoding",
             format!(
                 "every encoder result must have the same rows: model 0's has {batch}, model {m}'s has {}",
-                e.batch()
+                M::rows(e)
             ),
         ));
     }
@@ -338,7 +466,7 @@ pub(super) fn check_encoded(
 }
 
 /// Decoder states `[h, c, ..]` at the rows `index [rows]`.
-pub(super) fn select_states(states: Vec<Tensor<2>>, index: &Tensor<1, Int>) -> Vec<Tensor<2>> {
+fn select_states(states: Vec<Tensor<2>>, index: &Tensor<1, Int>) -> Vec<Tensor<2>> {
     states
         .into_iter()
         .map(|s| s.select(0, index.clone()))

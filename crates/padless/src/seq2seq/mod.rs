@@ -4,7 +4,8 @@
 //! together ([`greedy_decode_ensemble`], [`beam_decode_ensemble`]), with a beam's candidates
 //! ([`beam_decode_n_best`]) and teacher-forced scores of given sequences
 //! ([`sequence_log_probs`]) for rescoring; the `_encoded` variants start from an encoder
-//! result computed once ([`EncoderDecoder::encode`]).
+//! result computed once ([`EncoderDecoder::encode`]). The decoders run any [`StepDecoder`]:
+//! the [`EncoderDecoder`] and the [`Transformer`](crate::transformer::Transformer).
 
 mod attention;
 mod beam;
@@ -18,8 +19,8 @@ pub use beam::{
     Candidates, beam_decode, beam_decode_ensemble, beam_decode_n_best, beam_decode_n_best_encoded,
 };
 pub use decode::{
-    OutputScores, ensemble_scores, greedy_decode, greedy_decode_encoded, greedy_decode_ensemble,
-    greedy_decode_scored, pad_decoded,
+    OutputScores, StepDecoder, ensemble_scores, greedy_decode, greedy_decode_encoded,
+    greedy_decode_ensemble, greedy_decode_scored, pad_decoded,
 };
 pub use model::{BOS, EOS, Encoded, EncoderDecoder, EncoderDecoderConfig, PAD};
 pub use multi_head::{MultiHeadAttention, MultiHeadOutput};

@@ -67,6 +67,7 @@ fn host_adam_typed<T: Real + Element + bytemuck::Pod>(
         grad.as_slice(),
         &mut m.storage_mut::<T>()[..n],
         &mut v.storage_mut::<T>()[..n],
+        crate::cpu::threads(),
     );
     (param, m, v)
 }

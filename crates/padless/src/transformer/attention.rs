@@ -173,7 +173,7 @@ impl TransformerAttention {
     }
 
     /// The attention of projected `q [batch t_query, d]`, `k`, `v [batch t_key, d]`.
-    fn attend(
+    pub(super) fn attend(
         &self,
         [q, k, v]: [Tensor<2>; 3],
         [batch, t_query, t_key]: [usize; 3],

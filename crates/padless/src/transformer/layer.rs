@@ -213,13 +213,18 @@ impl LayerOptions {
 
     /// `linear2(dropout(activation(linear1(x))))` per step (the block's own dropout follows
     /// in [`LayerOptions::residual`]).
-    fn feed_forward(&self, linear1: &Linear, linear2: &Linear, x: Tensor<3>) -> Tensor<3> {
+    pub(super) fn feed_forward(
+        &self,
+        linear1: &Linear,
+        linear2: &Linear,
+        x: Tensor<3>,
+    ) -> Tensor<3> {
         let hidden = self.activation.apply(linear1.forward_steps(x));
         linear2.forward_steps(self.dropout(hidden))
     }
 
     /// One residual block: `x + block(norm(x))` pre-norm, `norm(x + block(x))` post-norm.
-    fn residual(
+    pub(super) fn residual(
         &self,
         x: Tensor<3>,
         norm: &LayerNorm,

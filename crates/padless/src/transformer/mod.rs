@@ -2,7 +2,8 @@
 //! counted among a row's valid steps), [`TransformerEncoderLayer`] and
 //! [`TransformerDecoderLayer`] (PyTorch's layers, weights and names), their stacks
 //! [`TransformerEncoder`] and [`TransformerDecoder`], and the [`Transformer`]
-//! encoder-decoder.
+//! encoder-decoder, a [`Model`](crate::Model) decoded one token at a time with a key/value
+//! cache ([`DecoderState`]) by the decoders of [`seq2seq`](crate::seq2seq).
 //!
 //! Masks are [`Mask`](crate::Mask)s (true = valid) everywhere. A row's outputs do not depend
 //! on the padding around it; masked output steps are exactly 0; a query that sees no key gets
@@ -15,6 +16,7 @@
 //! attention through the kernel of [`padless_kernels::attention`]; same values and gradients.
 
 mod attention;
+mod cache;
 mod layer;
 mod model;
 mod names;
@@ -23,11 +25,12 @@ mod position;
 mod stack;
 
 pub use attention::TransformerAttention;
+pub use cache::{DecoderState, KeyValues};
 pub use layer::{
     LayerNorm, LayerOptions, Linear, TransformerDecoderLayer, TransformerEncoderLayer,
     TransformerLayerConfig,
 };
-pub use model::{DecoderState, TokenEmbedding, Transformer, TransformerConfig, TransformerEncoded};
+pub use model::{TokenEmbedding, Transformer, TransformerConfig, TransformerEncoded};
 pub use packed::packed_calls;
 pub use position::{PositionKind, PositionalEmbedding};
 pub use stack::{TransformerDecoder, TransformerEncoder};

@@ -1,12 +1,14 @@
 //! [`Transformer`]: an encoder-decoder for sequence pairs whose lengths differ, with token
 //! embeddings, positions among valid steps, the encoder and decoder stacks and an output
-//! projection; [`TransformerEncoded`] and [`DecoderState`] for decoding step by step.
+//! projection, a [`Model`] that the [`Trainer`](crate::train::Trainer) trains;
+//! [`TransformerEncoded`], what decoding step by step reads.
 
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::cache::KeyValues;
 use super::layer::{Linear, TransformerLayerConfig};
 use super::names::{load_named, named_weights};
 use super::position::{PositionKind, PositionalEmbedding};
@@ -15,8 +17,10 @@ use crate::error::{Error, Result};
 use crate::layers::{ActivationKind, dropout};
 use crate::losses::{LossInputs, LossKind, LossOutput, SequenceLoss, TargetMask, Targets};
 use crate::mask::{Mask, zero_masked};
+use crate::model::{Inputs, Model};
 use crate::seq2seq::PAD;
 use crate::tensor_util::i64_vec;
+use crate::value::Value;
 use crate::weights::NamedWeight;
 
 fn relu() -> ActivationKind {
@@ -248,6 +252,10 @@ pub struct TransformerEncoded {
     pub memory: Tensor<3>,
     /// The source mask `[batch, t_source]`.
     pub mask: Mask,
+    /// Each decoder layer's cross-attention keys and values over `memory`, projected once
+    /// for decoding ([`Transformer::prepare_decoding`]); `None` from
+    /// [`Transformer::encode`].
+    pub cross: Option<Vec<KeyValues>>,
 }
 
 impl TransformerEncoded {
@@ -262,6 +270,10 @@ impl TransformerEncoded {
                     .select(0, index.clone())
                     .equal_elem(1),
             ),
+            cross: self
+                .cross
+                .as_ref()
+                .map(|layers| layers.iter().map(|kv| kv.select_rows(index)).collect()),
         }
     }
 
@@ -271,37 +283,8 @@ impl TransformerEncoded {
     }
 }
 
-/// What the decoder has been fed so far, one row per sequence being decoded.
-#[derive(Debug, Clone, Default)]
-pub struct DecoderState {
-    /// The tokens fed so far, `[batch, steps]`; `None` before the first step.
-    pub tokens: Option<Tensor<2, Int>>,
-}
-
-impl DecoderState {
-    /// The state before the first step.
-    pub fn new() -> Self {
-        DecoderState::default()
-    }
-
-    /// The number of steps taken.
-    pub fn steps(&self) -> usize {
-        self.tokens.as_ref().map_or(0, |t| t.dims()[1])
-    }
-
-    /// The rows `index [rows]` of this state, in the order of `index`.
-    pub fn select_rows(&self, index: &Tensor<1, Int>) -> DecoderState {
-        DecoderState {
-            tokens: self
-                .tokens
-                .as_ref()
-                .map(|t| t.clone().select(0, index.clone())),
-        }
-    }
-}
-
 impl Transformer {
-    fn target_table(&self) -> &TokenEmbedding {
+    pub(super) fn target_table(&self) -> &TokenEmbedding {
         self.target_embedding
             .as_ref()
             .unwrap_or(&self.source_embedding)
@@ -339,7 +322,11 @@ impl Transformer {
             "Transformer source",
         )?;
         let memory = self.encoder.forward(x, Some(&mask))?;
-        Ok(TransformerEncoded { memory, mask })
+        Ok(TransformerEncoded {
+            memory,
+            mask,
+            cross: None,
+        })
     }
 
     /// Teacher-forced logits `[batch, t_target, n_target_tokens]` and the decoder input's
@@ -403,45 +390,6 @@ impl Transformer {
         Ok(self.output.forward_steps(h))
     }
 
-    /// One decoding step: feeds `previous [batch]` after the tokens of `state` and returns
-    /// the logits `[batch, n_target_tokens]` of the next token and the state with `previous`
-    /// appended. Every fed token is a valid step, so the logits equal those of
-    /// [`Transformer::forward`] at the same step of the same tokens. The whole prefix runs
-    /// through the decoder at each step (there is no key/value cache).
-    ///
-    /// # Errors
-    /// Ids out of range, a batch other than `encoded`'s or the state's, or more steps than
-    /// the learned positions.
-    pub fn step(
-        &self,
-        previous: Tensor<1, Int>,
-        state: &DecoderState,
-        encoded: &TransformerEncoded,
-    ) -> Result<(Tensor<2>, DecoderState)> {
-        let [batch] = previous.dims();
-        let previous = previous.unsqueeze_dim::<2>(1);
-        let tokens = match &state.tokens {
-            Some(tokens) => {
-                self.check_batch(tokens.dims()[0], &previous)?;
-                Tensor::cat(vec![tokens.clone(), previous], 1)
-            }
-            None => previous,
-        };
-        self.check_batch(encoded.batch(), &tokens)?;
-        let steps = tokens.dims()[1];
-        let mask = Mask::all_valid(batch, steps, &tokens.device());
-        let logits = self.decode(encoded, tokens.clone(), &mask)?;
-        let last = logits
-            .narrow(1, steps - 1, 1)
-            .reshape([batch, self.config.n_target_tokens]);
-        Ok((
-            last,
-            DecoderState {
-                tokens: Some(tokens),
-            },
-        ))
-    }
-
     /// The masked sparse cross-entropy (mean over valid target steps) of `targets [batch,
     /// t_target]` (`y_1 .. y_n EOS`, then padding 0) under teacher forcing with
     /// `decoder_input`.
@@ -494,5 +442,47 @@ impl Transformer {
     /// The number of scalar parameters.
     pub fn n_parameters(&self) -> usize {
         self.weights().iter().map(|w| w.values.len()).sum()
+    }
+}
+
+/// A [`Transformer`] trains through the [`Trainer`](crate::train::Trainer) on batches of two
+/// inputs: source ids `[batch, t_source]` and decoder input ids `[batch, t_target]` (`BOS y_1
+/// .. y_n`, then padding), both as [`Value::Tokens`] (padding id 0; a mask given with them is
+/// not read, the ids make it). The output is the teacher-forced logits with the decoder
+/// input's mask; the trainer's loss ANDs in the batch's target mask, and its label smoothing
+/// is the loss's ([`SequenceLoss::with_label_smoothing`]).
+impl Model for Transformer {
+    type Config = TransformerConfig;
+    const KIND: &'static str = "transformer";
+
+    fn build(config: &TransformerConfig, device: &Device) -> Result<Self> {
+        config.init(device)
+    }
+
+    fn config(&self) -> Result<TransformerConfig> {
+        Ok(self.config.clone())
+    }
+
+    fn forward_batch(&self, inputs: &Inputs, _read_steps: Option<&[usize]>) -> Result<Value> {
+        let [source, decoder_input] = inputs.exactly::<2>("Transformer")?;
+        let ids = |value: &Value, which: &str| match value {
+            Value::Tokens { ids, .. } => Ok(ids.clone()),
+            other => Err(Error::InputKind {
+                layer: format!("Transformer {which}"),
+                expected: "tokens [batch, time]".into(),
+                found: other.kind().into(),
+            }),
+        };
+        let (logits, mask) =
+            self.forward(ids(source, "source")?, ids(decoder_input, "decoder input")?)?;
+        Ok(Value::sequence(logits, mask))
+    }
+
+    fn weights(&self) -> Vec<NamedWeight> {
+        Transformer::weights(self)
+    }
+
+    fn set_weights(&mut self, weights: &[NamedWeight]) -> Result<()> {
+        Transformer::set_weights(self, weights)
     }
 }

@@ -26,8 +26,8 @@ use padless_kernels::{
 
 use crate::cpu::HostData;
 // The library's cell kind, mapped here (the one place) to the kernels' cell types.
-use crate::rnn::CellKind as Kind;
 use crate::ops::{BackwardInputs, Forward, FusedOp, HostFloat};
+use crate::rnn::CellKind as Kind;
 
 /// Everything about a fused call that is not a tensor: the cell, the kernel options, the
 /// batch shape and the mask (row-major `[batch, n_steps]`, true = valid; `None` = all valid).
