@@ -16,9 +16,9 @@ use anyhow::Context;
 use burn::nn::Initializer;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use padless::tensor_util::f32_vec;
+use padless::tensor_util::{f32_vec, i64_vec};
 use padless::train::FusedAdam;
-use padless::transformer::{Transformer, TransformerConfig};
+use padless::transformer::{DecoderState, Transformer, TransformerConfig};
 
 use super::{B, NumpyRandomState, SEED, T, V};
 
@@ -268,8 +268,28 @@ fn ids(values: &[i64], device: &Device) -> Tensor<2, Int> {
     Tensor::from_data(TensorData::new(values.to_vec(), [B, T]), device)
 }
 
+/// SPEC's inference: greedy decoding of the batch with the key/value cache, no dropout: the
+/// encoder once, each decoder layer's cross-attention keys and values once, then exactly `T`
+/// steps of one token per row for every row (no stop at EOS), step 0 reading BOS and step
+/// `i > 0` the argmax over all logits of step `i - 1`; the tokens read back to the host.
+fn greedy_decode(model: &Transformer, source: &Tensor<2, Int>) -> anyhow::Result<Vec<i64>> {
+    let encoded = model.prepare_decoding(model.encode(source.clone())?);
+    let mut state = DecoderState::new();
+    let mut previous =
+        Tensor::<1, Int>::from_data(TensorData::new(vec![BOS; B], [B]), &source.device());
+    let mut tokens = Vec::with_capacity(T);
+    for _ in 0..T {
+        let (logits, next) = model.step(previous, &state, &encoded)?;
+        previous = logits.argmax(1).reshape([B]);
+        tokens.push(previous.clone());
+        state = next;
+    }
+    Ok(i64_vec(Tensor::stack::<2>(tokens, 1)))
+}
+
 /// Runs the benchmark and prints its record: one line of text, or one JSON object with
-/// `--json` (the fields of `record` in `transformer_common.py`, decode fields null).
+/// `--json` (the fields of `record` in `transformer_common.py`). Training is timed first,
+/// then greedy decoding with the trained weights (2 warm-up decodes, 3 repeats of 5).
 pub fn run(args: &TransformerBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.steps > 0 && args.repeats > 0 && args.warmup > 0,
@@ -315,6 +335,26 @@ pub fn run(args: &TransformerBenchArgs) -> anyhow::Result<()> {
         Ok(())
     })?;
 
+    // Inference on a device without autodiff (no dropout, no graph), with the trained weights.
+    let inference_device = padless::default_device();
+    let trained = model.take().context("the model after training")?;
+    let mut decoder = spec_model(&inference_device)?;
+    decoder
+        .set_weights(&trained.weights())
+        .context("the trained weights on the inference device")?;
+    drop(trained);
+    let inference_source = ids(&batch.source, &inference_device);
+    crate::status!("timing greedy cached decoding: {T} steps of the whole batch");
+    let decode_args = TransformerBenchArgs {
+        steps: 5,
+        warmup: 2,
+        ..args.clone()
+    };
+    let infer = time_phase(&decode_args, || {
+        greedy_decode(&decoder, &inference_source)?;
+        Ok(())
+    })?;
+
     let (all, valid) = train_flops(&batch);
     let valid_tokens =
         [&batch.source_lengths, &batch.target_lengths].map(|lengths| lengths.iter().sum::<usize>());
@@ -349,23 +389,24 @@ pub fn run(args: &TransformerBenchArgs) -> anyhow::Result<()> {
         "train_seq_per_s": seq_per_s,
         "train_gflops_all": all / 1e9,
         "train_gflops_valid": valid / 1e9,
-        "decode_ms_median": null,
-        "decode_ms_repeats": null,
-        "infer_seq_per_s": null,
+        "decode_ms_median": infer.median_ms,
+        "decode_ms_repeats": infer.rep_ms,
+        "infer_seq_per_s": B as f64 * 1e3 / infer.median_ms,
+        "decode_steps": T,
         "loss_first": losses.first(),
         "loss_last": losses.last(),
         "train": train,
-        "infer": null,
+        "infer": infer,
         "rss_baseline_mb": baseline_rss_mb,
         "peak_rss_train_mb": train.peak_rss_mb,
-        "peak_rss_infer_mb": null,
+        "peak_rss_infer_mb": infer.peak_rss_mb,
     });
     if args.json {
         return crate::output::write_json(&json);
     }
     let foreign = train.foreign_cores.iter().copied().fold(0.0, f64::max);
     println!(
-        "padless transformer {variant} threads={} products={products} isa={isa} lengths={lo}:{hi} valid={valid_fraction:.3}: train {:.1} ms/step ({seq_per_s:.1} seq/s, {:.1} GFLOP/s on all tokens, {:.1} on the {:.1} GFLOP of valid tokens; foreign cores {foreign:.2}, first call {:.0} ms, peak RSS {} MB of baseline {} MB), loss {:.4} -> {:.4}",
+        "padless transformer {variant} threads={} products={products} isa={isa} lengths={lo}:{hi} valid={valid_fraction:.3}: train {:.1} ms/step ({seq_per_s:.1} seq/s, {:.1} GFLOP/s on all tokens, {:.1} on the {:.1} GFLOP of valid tokens; foreign cores {foreign:.2}, first call {:.0} ms, peak RSS {} MB of baseline {} MB), loss {:.4} -> {:.4}; greedy cached decode {:.1} ms ({:.1} seq/s)",
         args.threads,
         train.median_ms,
         all / train.median_ms / 1e6,
@@ -378,6 +419,8 @@ pub fn run(args: &TransformerBenchArgs) -> anyhow::Result<()> {
         baseline_rss_mb.map_or("?".to_string(), |m| format!("{m:.0}")),
         losses.first().copied().unwrap_or(f64::NAN),
         losses.last().copied().unwrap_or(f64::NAN),
+        infer.median_ms,
+        B as f64 * 1e3 / infer.median_ms,
     );
     Ok(())
 }
