@@ -1,5 +1,6 @@
 //! `padless bench`: the benchmark model of `bench/SPEC.md` ("seed-s2s"), trained end to end
-//! through padless' public API as a user writes it, timed as the peers are timed.
+//! through padless' public API as a user writes it, timed as the peers are timed; with
+//! `--model transformer`, the "seq2seq-transformer" benchmark ([`transformer`]).
 //!
 //! Model: Masking -> LSTM(H) -> RepeatVector(T) -> LSTM(H, return_sequences) ->
 //! TimeDistributed(Dense(V, softmax)); categorical cross-entropy over valid target steps;
@@ -13,10 +14,34 @@ use padless::model_config::{InputConfig, LayerConfig, ModelConfig};
 use padless::prelude::*;
 use padless::train::*;
 
+pub mod transformer;
+
 const V: usize = 32;
 const T: usize = 64;
 const B: usize = 64;
 const SEED: u32 = 1234;
+
+/// The benchmark model of `padless bench`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchModel {
+    /// SPEC "seed-s2s": Masking, LSTM(H), RepeatVector, LSTM(H), TimeDistributed softmax.
+    Lstm,
+    /// SPEC "seq2seq-transformer": a post-LN encoder-decoder Transformer, 3 + 3 layers.
+    Transformer,
+}
+
+/// `lo:hi`, the range of the Transformer batch's source lengths (`--lengths`).
+pub fn parse_lengths(text: &str) -> Result<(usize, usize), String> {
+    let parsed = text
+        .split_once(':')
+        .and_then(|(lo, hi)| Some((lo.trim().parse().ok()?, hi.trim().parse().ok()?)));
+    match parsed {
+        Some((lo, hi)) if 2 <= lo && lo <= hi && hi <= T => Ok((lo, hi)),
+        _ => Err(format!(
+            "expected lo:hi with 2 <= lo <= hi <= {T} (as 8:64), found {text:?}"
+        )),
+    }
+}
 
 /// What `padless bench` takes.
 #[derive(Debug, Clone)]

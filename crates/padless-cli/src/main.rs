@@ -77,10 +77,15 @@ enum Command {
     /// Grapheme-to-phoneme conversion on the CMU Pronouncing Dictionary in data/cmudict.
     #[command(subcommand)]
     G2p(g2p::G2pCommand),
-    /// Time training steps of the benchmark model of bench/SPEC.md (Masking, LSTM(H),
-    /// RepeatVector, LSTM(H), TimeDistributed softmax; B = T = 64) through the public API.
+    /// Time training steps of a benchmark model of bench/SPEC.md through the public API:
+    /// "seed-s2s" (Masking, LSTM(H), RepeatVector, LSTM(H), TimeDistributed softmax; B = T =
+    /// 64) or, with --model transformer, "seq2seq-transformer" (a 3 + 3 layer encoder-decoder
+    /// Transformer, d_model 256; B = T = 64).
     Bench {
-        /// Hidden units of both LSTMs.
+        /// The benchmark model.
+        #[arg(long, value_enum, default_value_t = bench::BenchModel::Lstm)]
+        model: bench::BenchModel,
+        /// Hidden units of both LSTMs (--model lstm).
         #[arg(long, default_value_t = 128, value_parser = flags::count)]
         hidden: usize,
         /// Threads of the fused recurrent kernels, 1 or 2 [default: 2, or 1 on one core].
@@ -93,6 +98,14 @@ enum Command {
         /// absent.
         #[arg(long, value_parser = flags::fraction)]
         valid_fraction: Option<f64>,
+        /// Source lengths lo:hi, uniform (--model transformer; SPEC: 8:64, its half-valid batch
+        /// 4:32).
+        #[arg(long, value_parser = bench::parse_lengths)]
+        lengths: Option<(usize, usize)>,
+        /// Run burn's composite operations instead of the fused CPU path (the reference;
+        /// --model transformer).
+        #[arg(long)]
+        composite: bool,
         /// Print the figures as one JSON object instead of a line of text.
         #[arg(long)]
         json: bool,
@@ -123,20 +136,48 @@ fn run() -> anyhow::Result<()> {
     match args.command {
         Command::MaskingDemo { seed, epochs } => demo::run(seed, epochs),
         Command::Bench {
-            hidden,
+            model: bench::BenchModel::Transformer,
             threads,
             steps,
             valid_fraction,
+            lengths,
+            composite,
             json,
-        } => bench::run(&bench::BenchArgs {
-            hidden,
+            ..
+        } => bench::transformer::run(&bench::transformer::TransformerBenchArgs {
             threads: threads.unwrap_or_else(flags::available_threads),
             steps,
             repeats: 3,
             warmup: 3,
+            lengths: lengths.unwrap_or((8, 64)),
             valid_fraction,
+            composite,
             json,
         }),
+        Command::Bench {
+            model: bench::BenchModel::Lstm,
+            hidden,
+            threads,
+            steps,
+            valid_fraction,
+            lengths,
+            composite,
+            json,
+        } => {
+            anyhow::ensure!(
+                lengths.is_none() && !composite,
+                "--lengths and --composite apply to --model transformer"
+            );
+            bench::run(&bench::BenchArgs {
+                hidden,
+                threads: threads.unwrap_or_else(flags::available_threads),
+                steps,
+                repeats: 3,
+                warmup: 3,
+                valid_fraction,
+                json,
+            })
+        }
         Command::Summary { config } => summary(&config),
         Command::G2p(command) => g2p::run(command),
         Command::Train(args) => train_cmd::run(args),

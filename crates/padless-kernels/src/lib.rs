@@ -88,8 +88,8 @@ pub use isa::{Isa, isa, set_isa, with_isa};
 pub use ops::adam::{AdamStep, adam_update, norm_clip_scale};
 pub use ops::attention;
 pub use ops::attention::{
-    AttentionConfig, AttentionGradients, AttentionOutput, PackedQkv, attention_backward,
-    attention_forward,
+    AttentionConfig, AttentionDropout, AttentionGradients, AttentionOutput, PackedQkv,
+    attention_backward, attention_forward,
 };
 pub use ops::dense::{DenseGradients, dense_backward, dense_forward};
 pub use ops::softmax::{softmax_backward_rows_in_place, softmax_rows_in_place};

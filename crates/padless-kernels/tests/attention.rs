@@ -3,7 +3,8 @@
 //! reference's and against finite differences; f32 against f64; one thread against two.
 
 use padless_kernels::attention::{
-    AttentionConfig, AttentionOutput, PackedQkv, attention_backward, attention_forward,
+    AttentionConfig, AttentionDropout, AttentionOutput, PackedQkv, attention_backward,
+    attention_forward,
 };
 
 /// A deterministic generator (xorshift), so a failure replays from its seed.
@@ -116,7 +117,9 @@ impl Case {
 
 /// The naive reference: for each row and head the full score matrix, a two-pass softmax over
 /// the keys each query sees, the output, the log-sum-exp, and the gradients from the dense
-/// formulas (`dS = P ⊙ (dP - Σ_j P dP)`).
+/// formulas (`dS = P ⊙ (dP - Σ_j P dP)`); with dropout, each weight times its factor `m`
+/// (`1 / (1 - rate)` where [`AttentionDropout::keeps`] it, else 0) in the output and `dV`, and
+/// `dP = m (dO · v)`.
 struct Reference {
     out: Vec<f64>,
     lse: Vec<f64>,
@@ -131,6 +134,7 @@ fn reference(case: &Case) -> Reference {
         d_head: d,
         causal,
         scale,
+        dropout,
         ..
     } = case.config;
     let width = heads * d;
@@ -170,18 +174,27 @@ fn reference(case: &Case) -> Reference {
                 let total: f64 = s.iter().map(|x| (x - max).exp()).sum();
                 let p: Vec<f64> = s.iter().map(|x| (x - max).exp() / total).collect();
                 r.lse[i * heads + h] = max + total.ln();
-                for (&j, &pj) in keys.iter().zip(&p) {
+                let m: Vec<f64> = keys
+                    .iter()
+                    .map(|&j| match dropout {
+                        Some(drop) if drop.keeps(h, i, j) => 1.0 / (1.0 - drop.rate),
+                        Some(_) => 0.0,
+                        None => 1.0,
+                    })
+                    .collect();
+                for ((&j, &pj), &mj) in keys.iter().zip(&p).zip(&m) {
                     for c in 0..d {
-                        r.out[at(i, h, c)] += pj * case.v[at(j, h, c)];
-                        r.d_v[at(j, h, c)] += pj * case.d_out[at(i, h, c)];
+                        r.out[at(i, h, c)] += pj * mj * case.v[at(j, h, c)];
+                        r.d_v[at(j, h, c)] += pj * mj * case.d_out[at(i, h, c)];
                     }
                 }
                 let d_p: Vec<f64> = keys
                     .iter()
-                    .map(|&j| {
-                        (0..d)
+                    .zip(&m)
+                    .map(|(&j, &mj)| {
+                        mj * (0..d)
                             .map(|c| case.d_out[at(i, h, c)] * case.v[at(j, h, c)])
-                            .sum()
+                            .sum::<f64>()
                     })
                     .collect();
                 let mean: f64 = p.iter().zip(&d_p).map(|(a, b)| a * b).sum();
@@ -409,5 +422,81 @@ fn decreasing_offsets_panic() {
             cu_seqlens_q: &[0, 2, 1],
             cu_seqlens_k: &[0, 1, 1],
         },
+    );
+}
+
+#[test]
+fn dropout_matches_the_dense_reference_and_finite_differences() {
+    for seed in 200..230 {
+        // Lengths up to 150 take several blocks of 64 queries and keys.
+        let mut case = Case::random(seed, if seed % 3 == 0 { 150 } else { 20 });
+        case.config = case.config.with_dropout(0.3, seed * 7 + 1);
+        let what = describe(&case);
+        let want = reference(&case);
+        let (forward, grads) = case.backward(&case.config);
+        assert_close(&forward.out, &want.out, 1e-12, &format!("out ({what})"));
+        assert_close(&forward.lse, &want.lse, 1e-12, &format!("lse ({what})"));
+        assert_close(&grads.d_q, &want.d_q, 1e-11, &format!("d_q ({what})"));
+        assert_close(&grads.d_k, &want.d_k, 1e-11, &format!("d_k ({what})"));
+        assert_close(&grads.d_v, &want.d_v, 1e-11, &format!("d_v ({what})"));
+        let (_, two) = case.backward(&case.config.with_threads(2));
+        assert_eq!(grads, two, "one and two threads ({what})");
+    }
+    // Finite differences of Σ out ⊙ d_out with the dropped weights fixed by the seed.
+    let config = AttentionConfig::new(2, 3)
+        .with_causal(true)
+        .with_dropout(0.4, 9);
+    let case = Case::new(config, &[(5, 5), (1, 1), (3, 3)], 13);
+    let plain = case.forward(&AttentionConfig::new(2, 3).with_causal(true));
+    assert_ne!(
+        case.forward(&config).out,
+        plain.out,
+        "some weight is dropped"
+    );
+    let (_, grads) = case.backward(&config);
+    let loss = |c: &Case| -> f64 {
+        let out = c.forward(&config).out;
+        out.iter().zip(&c.d_out).map(|(o, g)| o * g).sum()
+    };
+    let eps = 1e-6;
+    for (which, analytic) in [(0, &grads.d_q), (1, &grads.d_k), (2, &grads.d_v)] {
+        for i in 0..analytic.len() {
+            let nudged = |delta: f64| {
+                let mut c = case.clone();
+                [&mut c.q, &mut c.k, &mut c.v][which][i] += delta;
+                loss(&c)
+            };
+            let numeric = (nudged(eps) - nudged(-eps)) / (2.0 * eps);
+            assert!(
+                (numeric - analytic[i]).abs() <= 1e-7 * numeric.abs().max(1.0),
+                "{} [{i}] with dropout: finite difference {numeric}, backward {}",
+                ["d_q", "d_k", "d_v"][which],
+                analytic[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn dropout_keeps_one_minus_rate_of_the_weights() {
+    for (rate, seed) in [(0.1, 1), (0.5, 2), (0.9, 3)] {
+        let drop = AttentionDropout { rate, seed };
+        let mut kept = 0usize;
+        let n = 4 * 300 * 300;
+        for h in 0..4 {
+            for q in 0..300 {
+                kept += (0..300).filter(|&k| drop.keeps(h, q, k)).count();
+            }
+        }
+        let fraction = kept as f64 / n as f64;
+        // 360,000 draws: a standard deviation of at most 0.0009.
+        assert!(
+            (fraction - (1.0 - rate)).abs() < 0.005,
+            "rate {rate}: kept {fraction}"
+        );
+    }
+    assert!(
+        (0..1000).all(|k| AttentionDropout { rate: 0.0, seed: 5 }.keeps(1, 2, k)),
+        "rate 0 keeps everything"
     );
 }

@@ -17,6 +17,16 @@
 //! task's own buffers. A query that sees no key (a row without keys) outputs zeros, gets
 //! zero gradients and the log-sum-exp `-inf`.
 //!
+//! With [`AttentionConfig::with_dropout`] each attention weight is kept or dropped by a hash
+//! of the seed, the head and the packed indices of its query and key
+//! ([`AttentionDropout::keeps`]), and a kept one is scaled by `1 / (1 - rate)`: the same
+//! weights whatever the blocks, threads or call, so the backward pass drops exactly what the
+//! forward pass dropped without storing a mask. The softmax's sums and the log-sum-exp are
+//! those of the undropped weights; the forward pass drops a block's probabilities before
+//! multiplying them by `V`, and the backward pass uses the dropped ones for `dV` and scales
+//! `dO V^T` by the same factors (`dS = P ⊙ (Z ⊙ dO V^T / (1 - rate) - rowsum(dO ⊙ O))`,
+//! `Z` the keep mask).
+//!
 //! With two threads the tasks, largest first, are handed out one at a time to the kernels'
 //! thread pair; a task's result does not depend on the thread that ran it, so one and two
 //! threads give the same bits.
@@ -53,6 +63,53 @@ pub struct AttentionConfig {
     pub scale: f64,
     /// Threads (1 or 2; more count as 2).
     pub threads: usize,
+    /// Dropout on the attention weights (training), `None` for none.
+    pub dropout: Option<AttentionDropout>,
+}
+
+/// Dropout on the attention weights: which weights are kept is a function of `seed`, the
+/// head and the packed indices of the query and the key alone ([`AttentionDropout::keeps`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttentionDropout {
+    /// The probability of dropping a weight, in `[0, 1)`.
+    pub rate: f64,
+    /// Selects the dropped weights.
+    pub seed: u64,
+}
+
+impl AttentionDropout {
+    /// Whether the weight of packed query `query` on packed key `key` in head `head` is kept:
+    /// a 64-bit mix (murmur3's finaliser) of the seed and the three indices, its low 32 bits
+    /// below `(1 - rate) 2^32`.
+    #[inline(always)]
+    pub fn keeps(&self, head: usize, query: usize, key: usize) -> bool {
+        let mut x = self.seed
+            ^ (head as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ (query as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+            ^ (key as u64).wrapping_mul(0x1656_67B1_9E37_79F9);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xC4CE_B9FE_1A85_EC53);
+        x ^= x >> 33;
+        (x & 0xFFFF_FFFF) < self.threshold()
+    }
+
+    /// `(1 - rate) 2^32`: a 32-bit draw below it keeps the weight.
+    #[inline(always)]
+    fn threshold(&self) -> u64 {
+        ((1.0 - self.rate) * 4_294_967_296.0) as u64
+    }
+
+    /// The factor of a weight: `1 / (1 - rate)` when kept, else 0.
+    #[inline(always)]
+    fn factor<T: Real>(&self, head: usize, query: usize, key: usize, kept: T) -> T {
+        if self.keeps(head, query, key) {
+            kept
+        } else {
+            T::ZERO
+        }
+    }
 }
 
 impl AttentionConfig {
@@ -64,7 +121,22 @@ impl AttentionConfig {
             causal: false,
             scale: 1.0 / (d_head as f64).sqrt(),
             threads: 1,
+            dropout: None,
         }
+    }
+
+    /// With dropout of `rate` on the attention weights, the dropped ones selected by `seed`
+    /// (none at rate 0).
+    ///
+    /// # Panics
+    /// If `rate` is not in `[0, 1)`.
+    pub fn with_dropout(mut self, rate: f64, seed: u64) -> Self {
+        assert!(
+            (0.0..1.0).contains(&rate),
+            "attention: dropout rate must be in [0, 1), found {rate}"
+        );
+        self.dropout = (rate > 0.0).then_some(AttentionDropout { rate, seed });
+        self
     }
 
     /// With or without the causal mask.
@@ -334,6 +406,8 @@ struct Scratch<T> {
     s: Vec<T>,
     /// The block's `dP`, then `dS` (backward; as `s`).
     d_s: Vec<T>,
+    /// The block's dropped probabilities (backward with dropout; as `s`).
+    p_drop: Vec<T>,
     /// Per query of a block: running maximum (forward).
     max: Vec<T>,
     /// Per query of a block: running sum (forward).
@@ -446,6 +520,7 @@ impl<T: Real> pulp::WithSimd for Forward<'_, T> {
         let (heads, d, causal) = (config.heads, config.d_head, config.causal);
         let (width, d_pad) = (heads * d, padded(d));
         let scale = T::from_f64(config.scale);
+        let kept = T::from_f64(config.dropout.map_or(1.0, |drop| 1.0 / (1.0 - drop.rate)));
         let h = task.head;
         let (queries, keys) = ((task.q0, task.n_q), (task.k0, task.n_k));
         gather(inputs.q, width, (h, d), queries, scale, &mut w.q, None);
@@ -501,6 +576,13 @@ impl<T: Real> pulp::WithSimd for Forward<'_, T> {
                     }
                     sum[r] = alpha * sum[r] + lane_sum(scores);
                     max[r] = new_max;
+                    // The sums are the undropped weights'; the product takes the dropped.
+                    if let Some(drop) = &config.dropout {
+                        let query = task.q0 + qb + r;
+                        for (j, x) in scores.iter_mut().enumerate() {
+                            *x = *x * drop.factor(h, query, task.k0 + kb + j, kept);
+                        }
+                    }
                     if alpha != T::ONE {
                         for a in &mut acc[r * d_pad..(r + 1) * d_pad] {
                             *a = *a * alpha;
@@ -559,6 +641,7 @@ impl<T: Real> pulp::WithSimd for Backward<'_, T> {
         let (heads, d, causal) = (config.heads, config.d_head, config.causal);
         let (width, d_pad) = (heads * d, padded(d));
         let scale = T::from_f64(config.scale);
+        let kept = T::from_f64(config.dropout.map_or(1.0, |drop| 1.0 / (1.0 - drop.rate)));
         let h = task.head;
         let (queries, keys) = ((task.q0, task.n_q), (task.k0, task.n_k));
         gather(inputs.q, width, (h, d), queries, scale, &mut w.q, None);
@@ -595,6 +678,7 @@ impl<T: Real> pulp::WithSimd for Backward<'_, T> {
         let d_v_acc = zeroed(&mut w.d_v, n_k * d_pad);
         let p = sized(&mut w.s, QUERY_BLOCK * KEY_BLOCK + TILE_ROWS);
         let d_s = sized(&mut w.d_s, QUERY_BLOCK * KEY_BLOCK + TILE_ROWS);
+        let p_drop = sized(&mut w.p_drop, QUERY_BLOCK * KEY_BLOCK + TILE_ROWS);
         for qb in (0..n_q).step_by(QUERY_BLOCK) {
             let rows = QUERY_BLOCK.min(n_q - qb);
             for kb in (0..key_end(causal, qb, rows, n_k)).step_by(KEY_BLOCK) {
@@ -615,11 +699,30 @@ impl<T: Real> pulp::WithSimd for Backward<'_, T> {
                     }
                     hidden.fill(T::ZERO);
                 }
-                // dV += P^T dO.
+                // With dropout, the block's dropped probabilities `Z ⊙ P / (1 - rate)`.
+                if let Some(drop) = &config.dropout {
+                    for r in 0..rows {
+                        let at = r * KEY_BLOCK;
+                        let query = task.q0 + qb + r;
+                        for (j, (x, &pr)) in p_drop[at..at + cols]
+                            .iter_mut()
+                            .zip(&p[at..at + cols])
+                            .enumerate()
+                        {
+                            *x = pr * drop.factor(h, query, task.k0 + kb + j, kept);
+                        }
+                    }
+                }
+                let dropped: &[T] = if config.dropout.is_some() {
+                    &*p_drop
+                } else {
+                    &*p
+                };
+                // dV += P^T dO (the dropped P).
                 product(
                     [cols, d_pad, rows],
                     (&mut d_v_acc[kb * d_pad..], d_pad, true),
-                    Lhs::Cols(p, KEY_BLOCK),
+                    Lhs::Cols(dropped, KEY_BLOCK),
                     (&w.d_o[qb * d_pad..], d_pad),
                 );
                 // dP = dO V^T, then dS = P ⊙ (dP - delta).
@@ -632,8 +735,20 @@ impl<T: Real> pulp::WithSimd for Backward<'_, T> {
                 for r in 0..rows {
                     let at = r * KEY_BLOCK;
                     let dl = delta[qb + r];
-                    for (g, &pr) in d_s[at..at + cols].iter_mut().zip(&p[at..at + cols]) {
-                        *g = pr * (*g - dl);
+                    let row = d_s[at..at + cols].iter_mut().zip(&p[at..at + cols]);
+                    match &config.dropout {
+                        None => {
+                            for (g, &pr) in row {
+                                *g = pr * (*g - dl);
+                            }
+                        }
+                        Some(drop) => {
+                            let query = task.q0 + qb + r;
+                            for (j, (g, &pr)) in row.enumerate() {
+                                let factor = drop.factor(h, query, task.k0 + kb + j, kept);
+                                *g = pr * (*g * factor - dl);
+                            }
+                        }
                     }
                 }
                 // dQ += dS K (times the scale at the end); dK += dS^T (scale Q).

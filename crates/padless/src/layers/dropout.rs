@@ -60,7 +60,7 @@ fn assert_rate(rate: f64) {
 }
 
 /// 48 bits from the device's generator (two 24-bit uniform draws).
-fn seed_from(device: &burn::tensor::Device) -> u64 {
+pub(crate) fn seed_from(device: &burn::tensor::Device) -> u64 {
     let draws = f32_vec(Tensor::<1>::random(
         [2],
         Distribution::Uniform(0.0, 1.0),

@@ -15,8 +15,10 @@ mod repeat_vector;
 
 pub use activation::{Activation, ActivationConfig, ActivationKind};
 pub use dense::{Dense, DenseConfig, TimeDistributed, TimeDistributedConfig};
+pub(crate) use dropout::seed_from;
 pub use dropout::{Dropout, DropoutConfig, dropout};
 pub use embedding::{Embedding, EmbeddingConfig};
+pub(crate) use fused_dense::fused_affine;
 pub use layer_norm::{DropMask, DropMaskConfig, LayerNormalization, LayerNormalizationConfig};
 pub use masking::{Masking, MaskingConfig};
 pub use merge::{Add, Concatenate, merge_masks};

@@ -13,13 +13,16 @@
 //! two outputs) and its caller slices them apart.
 //!
 //! The operations: the recurrent loop and its pair (`rnn::fused`), `tanh` and softmax
-//! (`elementwise`), the dense layer's affine map (`layers::fused_dense`) and the categorical
-//! cross-entropy (`losses::fused_cross_entropy`). Adam (`train::fused_adam`) updates its
-//! parameter and moments in place, has no backward pass and three outputs, so it has a
-//! flex-only extension of its own.
+//! (`elementwise`), the dense layer's affine map (`layers::fused_dense`), the categorical
+//! cross-entropy (`losses::fused_cross_entropy`), and here the Transformer's packed attention
+//! (`attention.rs`) and the layer normalisation of rows (`layer_norm.rs`). Adam
+//! (`train::fused_adam`) updates its parameter and moments in place, has no backward pass and
+//! three outputs, so it has a flex-only extension of its own.
 
+mod attention;
 mod autodiff;
 mod backend;
+mod layer_norm;
 
 use std::fmt::Debug;
 
@@ -29,7 +32,9 @@ use burn::tensor::{DType, Device, Element, Shape, Tensor};
 use padless_kernels::Real;
 
 use crate::cpu::{self, HostData};
+pub(crate) use attention::{RowOffsets, packed_attention};
 use backend::{FusedOpBackend, TensorList};
+pub(crate) use layer_norm::layer_norm_rows;
 
 /// A float type the fused operations run in: `f32` or `f64`.
 pub(crate) trait HostFloat:

@@ -239,7 +239,12 @@ impl LayerOptions {
 }
 
 /// Checks that `x` is `[batch, time, d_model]` and `mask` `[batch, time]`.
-fn check_input(layer: &str, x: &Tensor<3>, d_model: usize, mask: Option<&Mask>) -> Result<()> {
+pub(super) fn check_input(
+    layer: &str,
+    x: &Tensor<3>,
+    d_model: usize,
+    mask: Option<&Mask>,
+) -> Result<()> {
     let dims = x.dims();
     if dims[2] != d_model {
         return Err(Error::shape(

@@ -10,14 +10,17 @@
 //! 0 from its attention, never NaN; NaN or inf at masked input steps changes no output and no
 //! gradient; the output mask is the query mask (`docs/SEMANTICS.md`, "Transformer layers").
 //!
-//! These layers run on burn tensors on any backend; the attention over packed valid tokens
-//! of [`padless_kernels::attention`] is the CPU kernel for their fused path.
+//! These layers run on burn tensors on any backend. On the flex CPU backend the stacks run
+//! on packed valid tokens instead (`packed.rs`, [`packed_calls`]): every linear layer,
+//! LayerNorm, residual and feed-forward block on the `[n_valid, d_model]` rows only, and
+//! attention through the kernel of [`padless_kernels::attention`]; same values and gradients.
 
 mod attention;
 mod cache;
 mod layer;
 mod model;
 mod names;
+mod packed;
 mod position;
 mod stack;
 
@@ -28,5 +31,6 @@ pub use layer::{
     TransformerLayerConfig,
 };
 pub use model::{TokenEmbedding, Transformer, TransformerConfig, TransformerEncoded};
+pub use packed::packed_calls;
 pub use position::{PositionKind, PositionalEmbedding};
 pub use stack::{TransformerDecoder, TransformerEncoder};

@@ -8,6 +8,7 @@ use super::layer::{
     LayerNorm, TransformerDecoderLayer, TransformerEncoderLayer, TransformerLayerConfig,
 };
 use super::names::{load_named, named_weights};
+use super::packed;
 use crate::error::{Error, Result};
 use crate::mask::{Mask, zero_masked};
 use crate::weights::NamedWeight;
@@ -77,6 +78,9 @@ impl TransformerEncoder {
     /// # Errors
     /// As [`TransformerEncoderLayer::forward`].
     pub fn forward(&self, mut x: Tensor<3>, mask: Option<&Mask>) -> Result<Tensor<3>> {
+        if packed::takes_encoder(self, &x, mask) {
+            return packed::encoder_forward(self, x, mask);
+        }
         for layer in &self.layers {
             x = layer.forward(x, mask)?;
         }
@@ -132,6 +136,9 @@ impl TransformerDecoder {
         memory: Tensor<3>,
         memory_mask: Option<&Mask>,
     ) -> Result<Tensor<3>> {
+        if packed::takes_decoder(self, &x, target_mask, &memory, memory_mask) {
+            return packed::decoder_forward(self, x, target_mask, memory, memory_mask);
+        }
         for layer in &self.layers {
             x = layer.forward(x, target_mask, memory.clone(), memory_mask)?;
         }
