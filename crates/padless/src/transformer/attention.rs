@@ -285,7 +285,7 @@ fn combined_valid(
 /// The softmax over the last axis restricted to `valid`: masked scores are replaced before
 /// any arithmetic and their weights selected to exactly 0 (so their gradient is exactly 0,
 /// whatever they held); a row with no valid entry gets all zeros.
-fn softmax_over_valid(scores: Tensor<3>, valid: Tensor<3, Bool>) -> Tensor<3> {
+pub(super) fn softmax_over_valid(scores: Tensor<3>, valid: Tensor<3, Bool>) -> Tensor<3> {
     let padding = valid.bool_not();
     let filled = scores.mask_fill(padding.clone(), -1e30);
     let shifted = filled.clone() - filled.max_dim(2).detach();

@@ -9,35 +9,54 @@
 use burn::tensor::{Device, Int, Tensor};
 
 use super::attention::TransformerAttention;
+use super::attention::softmax_over_valid;
 use super::layer::TransformerDecoderLayer;
 use super::model::{Transformer, TransformerEncoded};
 use crate::error::{Error, Result};
 use crate::layers::dropout;
 use crate::mask::{Mask, zero_masked};
-use crate::seq2seq::{AttentionMasks, StepDecoder};
+use crate::seq2seq::StepDecoder;
 
-/// One attention's projected keys and values, `[batch, time, d_model]` each (the heads side
-/// by side, as the projection gives them).
+/// One attention's projected keys and values with the heads split, `[batch · heads, time,
+/// d_head]` each (row `b` of the batch is rows `b · heads .. (b + 1) · heads`), so that a
+/// decoding step multiplies by them as they are, without splitting the heads of the whole
+/// cache again.
 #[derive(Debug, Clone)]
 pub struct KeyValues {
-    /// The keys `[batch, time, d_model]`.
+    /// The keys `[batch · heads, time, d_head]`.
     pub keys: Tensor<3>,
-    /// The values `[batch, time, d_model]`.
+    /// The values `[batch · heads, time, d_head]`.
     pub values: Tensor<3>,
+    /// The number of heads.
+    pub heads: usize,
 }
 
 impl KeyValues {
-    /// The rows `index [rows]`, in the order of `index`; a row may repeat.
+    /// The rows `index [rows]` of the batch (each with all its heads), in the order of
+    /// `index`; a row may repeat.
     pub fn select_rows(&self, index: &Tensor<1, Int>) -> KeyValues {
+        let h = self.heads;
+        let [rows] = index.dims();
+        let device = index.device();
+        let first = index
+            .clone()
+            .mul_scalar(h as i64)
+            .unsqueeze_dim::<2>(1)
+            .expand([rows, h]);
+        let head = Tensor::<1, Int>::arange(0..h as i64, &device)
+            .unsqueeze_dim::<2>(0)
+            .expand([rows, h]);
+        let index = (first + head).reshape([rows * h]);
         KeyValues {
             keys: self.keys.clone().select(0, index.clone()),
-            values: self.values.clone().select(0, index.clone()),
+            values: self.values.clone().select(0, index),
+            heads: h,
         }
     }
 
-    /// The number of rows.
+    /// The number of rows of the batch.
     pub fn batch(&self) -> usize {
-        self.keys.dims()[0]
+        self.keys.dims()[0] / self.heads
     }
 
     /// The number of steps (keys per row).
@@ -52,8 +71,8 @@ impl KeyValues {
 /// under the causal mask neither do their keys and values.
 #[derive(Debug, Clone, Default)]
 pub struct DecoderState {
-    /// Each decoder layer's self-attention keys and values `[batch, steps, d_model]`, first
-    /// layer first; empty before the first step.
+    /// Each decoder layer's self-attention keys and values (`[batch · heads, steps, d_head]`,
+    /// [`KeyValues`]), first layer first; empty before the first step.
     pub layers: Vec<KeyValues>,
     /// The number of tokens fed so far (the position of the next one).
     pub n_steps: usize,
@@ -90,31 +109,61 @@ impl TransformerAttention {
     }
 
     /// The keys and values projected from `x [batch, time, d_model]`, whose masked steps are
-    /// already 0.
+    /// already 0, with the heads split.
     fn project_keys_values(&self, x: Tensor<3>) -> KeyValues {
         let [batch, time, d] = x.dims();
+        let (h, d_head) = (self.heads, d / self.heads);
         let kv = self.project(x.reshape([batch * time, d]), 1, 2);
+        let split = |x: Tensor<2>| {
+            x.reshape([batch, time, h, d_head])
+                .swap_dims(1, 2)
+                .reshape([batch * h, time, d_head])
+        };
         KeyValues {
-            keys: kv.clone().narrow(1, 0, d).reshape([batch, time, d]),
-            values: kv.narrow(1, d, d).reshape([batch, time, d]),
+            keys: split(kv.clone().narrow(1, 0, d)),
+            values: split(kv.narrow(1, d, d)),
+            heads: h,
         }
     }
 
-    /// Attention of one query step `query [batch, 1, d_model]` (already projected, as `[batch,
-    /// d_model]`) over `kv`, whose keys `key_mask` masks.
+    /// Attention of one query step `query [batch, d_model]` (already projected) over `kv`,
+    /// whose keys `key_mask [batch, time]` masks: `[batch, 1, d_model]`, 0 for a row that sees
+    /// no key. The same arithmetic as the layers' attention, on the cache's head-split layout.
     fn attend_over(&self, query: Tensor<2>, kv: &KeyValues, key_mask: Option<&Mask>) -> Tensor<3> {
-        let [batch, t_key, d] = kv.keys.dims();
-        let flat = |x: &Tensor<3>| x.clone().reshape([batch * t_key, d]);
-        let masks = AttentionMasks {
-            query: None,
-            keys: key_mask,
-            causal: false,
+        let [batch, d] = query.dims();
+        let (h, d_head, t_key) = (self.heads, d / self.heads, kv.steps());
+        // PyTorch scales the queries before the product.
+        let q = query.reshape([batch * h, 1, d_head]) * (1.0 / (d_head as f64).sqrt());
+        let scores = q.matmul(kv.keys.clone().swap_dims(1, 2));
+        let weights = match key_mask {
+            Some(mask) => {
+                let valid = mask
+                    .valid()
+                    .unsqueeze_dim::<3>(1)
+                    .expand([batch, h, t_key])
+                    .reshape([batch * h, 1, t_key]);
+                softmax_over_valid(scores, valid)
+            }
+            None => crate::elementwise::softmax(scores),
         };
-        self.attend(
-            [query, flat(&kv.keys), flat(&kv.values)],
-            [batch, 1, t_key],
-            masks,
-        )
+        let context = dropout(weights, self.dropout)
+            .matmul(kv.values.clone())
+            .reshape([batch, d]);
+        let out = self.out_proj.forward(context).reshape([batch, 1, d]);
+        match key_mask {
+            // A row that sees no key outputs 0, not the output bias.
+            Some(mask) => {
+                let sees_nothing = mask
+                    .valid()
+                    .int()
+                    .sum_dim(1)
+                    .equal_elem(0)
+                    .unsqueeze_dim::<3>(2)
+                    .expand([batch, 1, d]);
+                out.mask_fill(sees_nothing, 0.0)
+            }
+            None => out,
+        }
     }
 
     /// Causal self-attention of the newest step `x [batch, 1, d_model]` over the steps before
@@ -125,15 +174,26 @@ impl TransformerAttention {
         past: Option<&KeyValues>,
     ) -> (Tensor<3>, KeyValues) {
         let [batch, _, d] = x.dims();
+        let h = self.heads;
         let qkv = self.project(x.reshape([batch, d]), 0, 3);
-        let new = |i: usize| qkv.clone().narrow(1, i * d, d).reshape([batch, 1, d]);
+        // One step's `[batch, d_model]` is `[batch · heads, 1, d_head]` as it lies in memory.
+        let new = |i: usize| {
+            qkv.clone()
+                .narrow(1, i * d, d)
+                .reshape([batch * h, 1, d / h])
+        };
         let (keys, values) = (new(1), new(2));
         let kv = match past {
             Some(past) => KeyValues {
                 keys: Tensor::cat(vec![past.keys.clone(), keys], 1),
                 values: Tensor::cat(vec![past.values.clone(), values], 1),
+                heads: h,
             },
-            None => KeyValues { keys, values },
+            None => KeyValues {
+                keys,
+                values,
+                heads: h,
+            },
         };
         // Every cached step is valid and precedes this one: no mask is needed.
         let out = self.attend_over(qkv.narrow(1, 0, d), &kv, None);
