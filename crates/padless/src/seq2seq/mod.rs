@@ -23,5 +23,6 @@ pub use decode::{
     greedy_decode_ensemble, greedy_decode_scored, pad_decoded,
 };
 pub use model::{BOS, EOS, Encoded, EncoderDecoder, EncoderDecoderConfig, PAD};
+pub(crate) use model::{teacher_forced_loss, token_pair};
 pub use multi_head::{MultiHeadAttention, MultiHeadOutput};
 pub use score::{sequence_log_probs, sequence_log_probs_encoded};

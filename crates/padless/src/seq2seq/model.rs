@@ -378,13 +378,7 @@ impl EncoderDecoder {
         epsilon: f32,
     ) -> Result<LossOutput> {
         let (logits, mask) = self.forward(source, decoder_input)?;
-        SequenceLoss::new(LossKind::SparseCategoricalCrossentropy { from_logits: true })
-            .with_label_smoothing(epsilon)
-            .compute(
-                LossInputs::new(Targets::Labels(targets), logits)
-                    .with_output_mask(mask)
-                    .with_target_mask(TargetMask::PaddingLabel(PAD)),
-            )
+        teacher_forced_loss(logits, mask, targets, epsilon)
     }
 
     /// One decoder step from the previous tokens `[batch]` and states: the logits `[batch,
@@ -493,17 +487,8 @@ impl Model for EncoderDecoder {
     }
 
     fn forward_batch(&self, inputs: &Inputs, _read_steps: Option<&[usize]>) -> Result<Value> {
-        let [source, decoder_input] = inputs.exactly::<2>("EncoderDecoder")?;
-        let ids = |value: &Value, which: &str| match value {
-            Value::Tokens { ids, .. } => Ok(ids.clone()),
-            other => Err(Error::InputKind {
-                layer: format!("EncoderDecoder {which}"),
-                expected: "tokens [batch, time]".into(),
-                found: other.kind().into(),
-            }),
-        };
-        let (logits, mask) =
-            self.forward(ids(source, "source")?, ids(decoder_input, "decoder input")?)?;
+        let (source, decoder_input) = token_pair(inputs, "EncoderDecoder")?;
+        let (logits, mask) = self.forward(source, decoder_input)?;
         Ok(Value::sequence(logits, mask))
     }
 
@@ -514,4 +499,37 @@ impl Model for EncoderDecoder {
     fn set_weights(&mut self, weights: &[NamedWeight]) -> Result<()> {
         EncoderDecoder::set_weights(self, weights)
     }
+}
+
+/// The sparse cross-entropy of teacher-forced `logits` against `targets [batch, t_target]`
+/// (padding label [`PAD`]), masked by the logits' `mask` AND the targets' own padding, with
+/// label smoothing `epsilon`: the loss of every sequence-to-sequence model.
+pub(crate) fn teacher_forced_loss(
+    logits: Tensor<3>,
+    mask: Option<Mask>,
+    targets: Tensor<2, Int>,
+    epsilon: f32,
+) -> Result<LossOutput> {
+    SequenceLoss::new(LossKind::SparseCategoricalCrossentropy { from_logits: true })
+        .with_label_smoothing(epsilon)
+        .compute(
+            LossInputs::new(Targets::Labels(targets), logits)
+                .with_output_mask(mask)
+                .with_target_mask(TargetMask::PaddingLabel(PAD)),
+        )
+}
+
+/// The two token inputs of a sequence-to-sequence `model`'s batch: source ids and decoder
+/// input ids, each `[batch, time]` ([`Value::Tokens`]).
+pub(crate) fn token_pair(inputs: &Inputs, model: &str) -> Result<(Tensor<2, Int>, Tensor<2, Int>)> {
+    let [source, decoder_input] = inputs.exactly::<2>(model)?;
+    let ids = |value: &Value, which: &str| match value {
+        Value::Tokens { ids, .. } => Ok(ids.clone()),
+        other => Err(Error::InputKind {
+            layer: format!("{model} {which}"),
+            expected: "tokens [batch, time]".into(),
+            found: other.kind().into(),
+        }),
+    };
+    Ok((ids(source, "source")?, ids(decoder_input, "decoder input")?))
 }

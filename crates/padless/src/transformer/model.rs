@@ -15,10 +15,10 @@ use super::position::{PositionKind, PositionalEmbedding};
 use super::stack::{TransformerDecoder, TransformerEncoder};
 use crate::error::{Error, Result};
 use crate::layers::{ActivationKind, dropout};
-use crate::losses::{LossInputs, LossKind, LossOutput, SequenceLoss, TargetMask, Targets};
+use crate::losses::LossOutput;
 use crate::mask::{Mask, zero_masked};
 use crate::model::{Inputs, Model};
-use crate::seq2seq::PAD;
+use crate::seq2seq::{PAD, teacher_forced_loss, token_pair};
 use crate::tensor_util::i64_vec;
 use crate::value::Value;
 use crate::weights::NamedWeight;
@@ -418,13 +418,7 @@ impl Transformer {
         epsilon: f32,
     ) -> Result<LossOutput> {
         let (logits, mask) = self.forward(source, decoder_input)?;
-        SequenceLoss::new(LossKind::SparseCategoricalCrossentropy { from_logits: true })
-            .with_label_smoothing(epsilon)
-            .compute(
-                LossInputs::new(Targets::Labels(targets), logits)
-                    .with_output_mask(mask)
-                    .with_target_mask(TargetMask::PaddingLabel(PAD)),
-            )
+        teacher_forced_loss(logits, mask, targets, epsilon)
     }
 
     /// All weights under PyTorch's names (see the type's `# Weights`).
@@ -451,7 +445,7 @@ impl Transformer {
 /// .. y_n`, then padding), both as [`Value::Tokens`] (padding id 0; a mask given with them is
 /// not read, the ids make it). The output is the teacher-forced logits with the decoder
 /// input's mask; the trainer's loss ANDs in the batch's target mask, and its label smoothing
-/// is the loss's ([`SequenceLoss::with_label_smoothing`]).
+/// is the loss's ([`SequenceLoss::with_label_smoothing`](crate::losses::SequenceLoss::with_label_smoothing)).
 impl Model for Transformer {
     type Config = TransformerConfig;
     const KIND: &'static str = "transformer";
@@ -465,17 +459,8 @@ impl Model for Transformer {
     }
 
     fn forward_batch(&self, inputs: &Inputs, _read_steps: Option<&[usize]>) -> Result<Value> {
-        let [source, decoder_input] = inputs.exactly::<2>("Transformer")?;
-        let ids = |value: &Value, which: &str| match value {
-            Value::Tokens { ids, .. } => Ok(ids.clone()),
-            other => Err(Error::InputKind {
-                layer: format!("Transformer {which}"),
-                expected: "tokens [batch, time]".into(),
-                found: other.kind().into(),
-            }),
-        };
-        let (logits, mask) =
-            self.forward(ids(source, "source")?, ids(decoder_input, "decoder input")?)?;
+        let (source, decoder_input) = token_pair(inputs, "Transformer")?;
+        let (logits, mask) = self.forward(source, decoder_input)?;
         Ok(Value::sequence(logits, mask))
     }
 
