@@ -6,6 +6,8 @@
 use anyhow::Result;
 use padless::budget::{check_elements, check_model_size};
 use padless::seq2seq::EncoderDecoderConfig;
+use padless::sizes::transformer_parameters;
+use padless::transformer::TransformerConfig;
 
 /// Epochs at most: a count that the epoch counters of a resumed run cannot overflow.
 pub const MAX_EPOCHS: usize = u32::MAX as usize;
@@ -113,6 +115,67 @@ pub fn check_encoder_decoder(
         &format!("{flags}: a training batch's activations ({rows} words)"),
         u64::try_from(floats).unwrap_or(u64::MAX),
         4,
+    )?;
+    Ok(())
+}
+
+/// Checks that a [`TransformerConfig`] trained on batches of `rows` pairs of up to `letters`
+/// source and `phonemes` target tokens fits in the memory budget: its parameters, and a
+/// batch's activations (per token and layer, about eight vectors of `d_model` and two of
+/// `d_ff`, and each head's attention weights). `flags` names the settings in the error.
+///
+/// # Errors
+/// A size over the budget, naming `flags`, the size and the budget.
+pub fn check_transformer(
+    flags: &str,
+    config: &TransformerConfig,
+    rows: usize,
+    letters: usize,
+    phonemes: usize,
+) -> Result<()> {
+    check_model_size(
+        &format!("{flags}: the model's parameters"),
+        u64::try_from(transformer_parameters(config)).unwrap_or(u64::MAX),
+    )?;
+    let (d, ff, heads) = (
+        config.d_model as u128,
+        config.d_ff as u128,
+        config.heads as u128,
+    );
+    let (s, t) = (letters as u128, phonemes as u128);
+    let per_token = 8 * d + 2 * ff;
+    let per_row = s * config.encoder_layers as u128 * (per_token + heads * s)
+        + t * config.decoder_layers as u128 * (per_token + 2 * d + heads * (t + s));
+    check_elements(
+        &format!("{flags}: a training batch's activations ({rows} words)"),
+        u64::try_from(rows as u128 * per_row).unwrap_or(u64::MAX),
+        4,
+    )?;
+    Ok(())
+}
+
+/// [`check_decoding`] for a Transformer: each hypothesis holds every decoder layer's keys
+/// and values of up to `phonemes` steps and of the `letters` encoder outputs, and its
+/// candidates.
+///
+/// # Errors
+/// A size over the budget, naming `flags`, the size and the budget.
+pub fn check_transformer_decoding(
+    flags: &str,
+    config: &TransformerConfig,
+    rows: usize,
+    beam: usize,
+    letters: usize,
+    phonemes: usize,
+) -> Result<()> {
+    let d = config.d_model as u128;
+    let per_hypothesis = 4 * (2 * config.decoder_layers as u128 * d * (letters + phonemes) as u128)
+        + 24 * config.n_target_tokens as u128;
+    let hypotheses = rows as u128 * beam as u128;
+    check_elements(
+        &format!("{flags}: {hypotheses} hypotheses of {per_hypothesis} bytes"),
+        u64::try_from(hypotheses).unwrap_or(u64::MAX),
+        u64::try_from(per_hypothesis).unwrap_or(u64::MAX),
     )?;
     Ok(())
 }

@@ -12,7 +12,8 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use clap::{Args, Subcommand, ValueEnum};
 use padless::seq2seq::AttentionKind;
-use padless_g2p::G2p;
+use padless::weights::StoredFloat;
+use padless_g2p::{G2p, Network};
 use padless_g2p::cmudict::{Dictionary, Entry, Malformed, PhonemeSet, parse_with};
 use padless_g2p::eval::{evaluate, evaluate_ensemble};
 use padless_g2p::model::{letter_ids, max_phonemes, pronounce_ensemble};
@@ -35,6 +36,90 @@ pub enum G2pCommand {
     Eval(EvalArgs),
     /// Print the ARPAbet pronunciation of each word, given or read from stdin.
     Pronounce(PronounceArgs),
+    /// Write a model again with its weights in 16 bits (half the file; widened to f32 when
+    /// loaded), as the shipped model is stored.
+    Export(ExportArgs),
+}
+
+/// `g2p export` options.
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// The model to read (a model or last checkpoint written by `g2p train`).
+    #[arg(long)]
+    model: PathBuf,
+    /// Where the model goes.
+    #[arg(long)]
+    out: PathBuf,
+    /// How each weight is stored: `f16` (rounded to nearest, 11 significant bits), `bf16` (8
+    /// bits, f32's range) or `f32` (as trained).
+    #[arg(long = "float", value_enum, default_value_t = FloatArg::F16)]
+    format: FloatArg,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum FloatArg {
+    F16,
+    Bf16,
+    F32,
+}
+
+/// The shipped pretrained model, relative to the repository root.
+const SHIPPED_MODEL: &str = "models/g2p.safetensors";
+
+/// The shipped model: in the working folder's `models/`, else in this repository's.
+fn shipped_model() -> PathBuf {
+    let local = PathBuf::from(SHIPPED_MODEL);
+    if local.exists() {
+        local
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(SHIPPED_MODEL)
+    }
+}
+
+/// The models of `--model`, or the shipped one when none is given.
+fn model_paths(given: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    if !given.is_empty() {
+        return Ok(given.to_vec());
+    }
+    let shipped = shipped_model();
+    if !shipped.is_file() {
+        bail!(
+            "no --model given, and the shipped model {} is missing: give a model written by `g2p train`",
+            shipped.display()
+        );
+    }
+    Ok(vec![shipped])
+}
+
+fn export_command(args: ExportArgs) -> Result<()> {
+    paths::check_output_file("--out", &args.out)?;
+    paths::check_outputs(&[("--model", Some(args.model.as_path()))], &[("--out", &args.out)])?;
+    let device = padless::default_device();
+    let (model, header) = G2p::load(&args.model, &device).context("loading a model")?;
+    // The training figures travel with the weights; the format's own entries are rewritten.
+    let own = ["format", "family", "config", "letters", "phonemes", "direction"];
+    let extra: Vec<(&str, String)> = header
+        .iter()
+        .filter(|(k, _)| !own.contains(&k.as_str()) && !k.starts_with("padless"))
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    let format = match args.format {
+        FloatArg::F16 => StoredFloat::F16,
+        FloatArg::Bf16 => StoredFloat::Bf16,
+        FloatArg::F32 => StoredFloat::F32,
+    };
+    model
+        .save_as(&args.out, &extra, format)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    let bytes = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "wrote {} ({} parameters as {:?}, {:.2} MB)",
+        args.out.display(),
+        model.network.n_parameters(),
+        args.format,
+        bytes as f64 / 1e6
+    );
+    Ok(())
 }
 
 /// Where the data is and how to read it.
@@ -96,6 +181,7 @@ enum ScheduleArg {
     Plateau,
     Linear,
     Anneal,
+    Cosine,
 }
 
 /// The decoder's attention score (`--attention`).
@@ -126,6 +212,15 @@ impl AttentionArg {
     }
 }
 
+/// The network family (`--model`).
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    /// A bidirectional LSTM encoder and an LSTM decoder with attention.
+    Lstm,
+    /// A Transformer encoder-decoder (positions among valid letters, cached decoding).
+    Transformer,
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug)]
 enum Preset {
     /// A few minutes on 2 cores.
@@ -142,6 +237,11 @@ enum Preset {
 pub struct TrainArgs {
     #[command(flatten)]
     data: DataArgs,
+    /// The network family. A Transformer's presets: `quick` (2 + 2 layers of width 64) and
+    /// `full` (3 + 3 layers of width 256, 4 heads, feed-forward 1024, warmup then a cosine
+    /// schedule, up to an hour on 2 cores).
+    #[arg(long = "model", value_enum, default_value_t = Family::Lstm)]
+    family: Family,
     /// Model size and budget.
     #[arg(long, value_enum, default_value_t = Preset::Quick)]
     preset: Preset,
@@ -151,9 +251,22 @@ pub struct TrainArgs {
     /// Stop after this many minutes (overrides the preset).
     #[arg(long, value_parser = flags::minutes)]
     minutes: Option<f64>,
-    /// Units per encoder direction (overrides the preset).
+    /// Units per encoder direction (LSTM; overrides the preset).
     #[arg(long, value_parser = flags::count)]
     hidden: Option<usize>,
+    /// Width of every Transformer layer (overrides the preset).
+    #[arg(long, value_parser = flags::count)]
+    d_model: Option<usize>,
+    /// Attention heads of every Transformer layer; `--d-model` is a multiple of it
+    /// (overrides the preset).
+    #[arg(long, value_parser = flags::count)]
+    heads: Option<usize>,
+    /// Hidden units of each Transformer feed-forward block (overrides the preset).
+    #[arg(long, value_parser = flags::count)]
+    d_ff: Option<usize>,
+    /// Steps of linear learning-rate warmup (overrides the preset).
+    #[arg(long)]
+    warmup: Option<usize>,
     /// Dropout on embeddings and before the output layer (overrides the preset).
     #[arg(long)]
     dropout: Option<f64>,
@@ -179,7 +292,8 @@ pub struct TrainArgs {
     patience: Option<usize>,
     /// Learning-rate schedule: `plateau` halves it when validation stops improving, `linear`
     /// takes it down to 0 at the end of the epoch or time budget, `anneal` is `plateau` and
-    /// then a linear fall to 1% over the budget's last third (overrides the preset).
+    /// then a linear fall to 1% over the budget's last third, `cosine` a half cosine to 1%
+    /// over the budget (the Transformer presets'; overrides the preset).
     #[arg(long, value_enum)]
     schedule: Option<ScheduleArg>,
     /// Adam's initial learning rate (overrides the preset).
@@ -231,8 +345,9 @@ pub struct EvalArgs {
     /// A model written by `g2p train`; repeat (`--model a --model b`) to decode several
     /// models together as an ensemble (their phoneme probabilities averaged at each step).
     /// Models of both directions (`--right-to-left`) rescore each other's candidates: each
-    /// direction proposes its `--beam` best, every model scores them all.
-    #[arg(long, default_value = "g2p-model.safetensors")]
+    /// direction proposes its `--beam` best, every model scores them all. Default: the
+    /// pretrained model shipped in models/ of this repository.
+    #[arg(long)]
     model: Vec<PathBuf>,
     /// Beam width (1 = greedy).
     #[arg(long, default_value_t = 1, value_parser = flags::count)]
@@ -277,8 +392,8 @@ pub struct PronounceArgs {
     /// separated by whitespace).
     words: Vec<String>,
     /// A model written by `g2p train`; repeat to decode several models together as an
-    /// ensemble.
-    #[arg(long, default_value = "g2p-model.safetensors")]
+    /// ensemble. Default: the pretrained model shipped in models/ of this repository.
+    #[arg(long)]
     model: Vec<PathBuf>,
     /// Beam width (1 = greedy).
     #[arg(long, default_value_t = 4, value_parser = flags::count)]
@@ -290,13 +405,64 @@ pub struct PronounceArgs {
     strict: bool,
 }
 
-/// The run's settings from the preset and the flags.
+/// The run's settings from the family, the preset and the flags.
 fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
-    let mut config = match args.preset {
-        Preset::Quick => TrainConfig::quick(),
-        Preset::Full => TrainConfig::full(),
-        Preset::Large => TrainConfig::large(),
+    let mut config = match (args.family, args.preset) {
+        (Family::Lstm, Preset::Quick) => TrainConfig::quick(),
+        (Family::Lstm, Preset::Full) => TrainConfig::full(),
+        (Family::Lstm, Preset::Large) => TrainConfig::large(),
+        (Family::Transformer, Preset::Quick) => TrainConfig::transformer_quick(),
+        (Family::Transformer, Preset::Full) => TrainConfig::transformer(),
+        (Family::Transformer, Preset::Large) => {
+            bail!("--model transformer has the presets quick and full, found --preset large")
+        }
     };
+    let lstm_only = [
+        ("--hidden", args.hidden.is_some()),
+        (
+            "--post-attention-layers",
+            args.post_attention_layers.is_some(),
+        ),
+        ("--attention", args.attention.is_some()),
+    ];
+    let transformer_only = [
+        ("--d-model", args.d_model.is_some()),
+        ("--heads", args.heads.is_some()),
+        ("--d-ff", args.d_ff.is_some()),
+    ];
+    let (foreign, family) = match args.family {
+        Family::Lstm => (transformer_only, "transformer"),
+        Family::Transformer => (lstm_only, "lstm"),
+    };
+    if let Some((flag, _)) = foreign.iter().find(|f| f.1) {
+        bail!(
+            "{flag} sets a {family} network, found --model {}",
+            if family == "lstm" { "transformer" } else { "lstm" }
+        );
+    }
+    if let Some(t) = config.transformer.as_mut() {
+        t.d_model = args.d_model.unwrap_or(t.d_model);
+        t.heads = args.heads.unwrap_or(t.heads);
+        t.d_ff = args.d_ff.unwrap_or(t.d_ff);
+        t.dropout = args.dropout.unwrap_or(t.dropout);
+        t.encoder_layers = args.encoder_layers.unwrap_or(t.encoder_layers);
+        t.decoder_layers = args.decoder_layers.unwrap_or(t.decoder_layers);
+        if t.d_model % t.heads != 0 {
+            bail!(
+                "--d-model must be a multiple of --heads, found {} and {}",
+                t.d_model,
+                t.heads
+            );
+        }
+        if !(0.0..1.0).contains(&t.dropout) || t.encoder_layers == 0 || t.decoder_layers == 0 {
+            bail!(
+                "--dropout must be in [0, 1) and --encoder-layers, --decoder-layers at least 1, found {}, {} and {}",
+                t.dropout,
+                t.encoder_layers,
+                t.decoder_layers
+            );
+        }
+    }
     config.max_epochs = args.epochs.unwrap_or(config.max_epochs);
     config.max_minutes = args.minutes.unwrap_or(config.max_minutes);
     config.network.d_encoder = args.hidden.unwrap_or(config.network.d_encoder);
@@ -332,7 +498,11 @@ fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
             ScheduleArg::Plateau => SchedulePolicy::Plateau,
             ScheduleArg::Linear => SchedulePolicy::Linear,
             ScheduleArg::Anneal => SchedulePolicy::Anneal,
+            ScheduleArg::Cosine => SchedulePolicy::Cosine,
         });
+    }
+    if let Some(warmup) = args.warmup {
+        config.schedule = config.schedule.with_warmup(warmup);
     }
     if !(config.learning_rate > 0.0 && config.learning_rate.is_finite()) {
         bail!(
@@ -364,6 +534,10 @@ fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
 fn resumed_config(args: &TrainArgs, checkpoint: &Path) -> Result<TrainConfig> {
     let given = [
         ("--hidden", args.hidden.is_some()),
+        ("--d-model", args.d_model.is_some()),
+        ("--heads", args.heads.is_some()),
+        ("--d-ff", args.d_ff.is_some()),
+        ("--warmup", args.warmup.is_some()),
         ("--dropout", args.dropout.is_some()),
         ("--encoder-layers", args.encoder_layers.is_some()),
         ("--decoder-layers", args.decoder_layers.is_some()),
@@ -401,6 +575,7 @@ pub fn run(command: G2pCommand) -> Result<()> {
         G2pCommand::Train(args) => train_command(*args),
         G2pCommand::Eval(args) => eval_command(args),
         G2pCommand::Pronounce(args) => pronounce_command(args),
+        G2pCommand::Export(args) => export_command(args),
     }
 }
 
@@ -491,17 +666,31 @@ fn train_command(args: TrainArgs) -> Result<()> {
         split.validation.len(),
         split.test.len()
     );
+    let network = match &config.transformer {
+        Some(t) => format!(
+            "Transformer {} + {} layers of width {}, {} heads, feed-forward {} ({:?}), dropout {}",
+            t.encoder_layers, t.decoder_layers, t.d_model, t.heads, t.d_ff, t.activation, t.dropout
+        ),
+        None => format!(
+            "embedding {}, BiLSTM 2x{} x{} encoder, LSTM {} x{} decoder, {:?} attention, dropout {}",
+            config.network.d_embedding,
+            config.network.d_encoder,
+            config.network.encoder_layers,
+            config.network.d_decoder(),
+            config.network.decoder_layers,
+            config.network.attention,
+            config.network.dropout,
+        ),
+    };
     crate::status!(
-        "model: embedding {}, BiLSTM 2x{} x{} encoder, LSTM {} x{} decoder, {:?} attention, dropout {}, label smoothing {}, {:?} schedule{} from lr {}, weight average {}, {}; up to {} epochs or {} min",
-        config.network.d_embedding,
-        config.network.d_encoder,
-        config.network.encoder_layers,
-        config.network.d_decoder(),
-        config.network.decoder_layers,
-        config.network.attention,
-        config.network.dropout,
+        "model: {network}, label smoothing {}, {:?} schedule{}{} from lr {}, weight average {}, {}; up to {} epochs or {} min",
         config.label_smoothing,
         config.schedule.decay,
+        if config.schedule.warmup_steps > 0 {
+            format!(" after {} warmup steps", config.schedule.warmup_steps)
+        } else {
+            String::new()
+        },
         if config.halve_on_plateau {
             ", halved on a plateau"
         } else {
@@ -596,12 +785,12 @@ fn eval_command(args: EvalArgs) -> Result<()> {
     }
     let (_, split) = load_split(&args.data, &[args.split.side()])?;
     let device = padless::default_device();
-    let (models, headers) = load_models(&args.model, &device)?;
+    let paths = model_paths(&args.model)?;
+    let (models, headers) = load_models(&paths, &device)?;
     let entries = split.side(args.split.side());
     check_decoding_size(&models, entries, args.beam, args.batch_size)?;
     let report = evaluate_ensemble(&models, entries, args.beam, args.batch_size, &device)?;
-    let described: Vec<String> = args
-        .model
+    let described: Vec<String> = paths
         .iter()
         .zip(&models)
         .zip(&headers)
@@ -640,8 +829,7 @@ fn eval_command(args: EvalArgs) -> Result<()> {
         crate::status!("wrote the wrong words to {}", path.display());
     }
     if args.json {
-        let models: Vec<serde_json::Value> = args
-            .model
+        let models: Vec<serde_json::Value> = paths
             .iter()
             .zip(&models)
             .zip(&headers)
@@ -700,7 +888,7 @@ const PRONOUNCE_BATCH: usize = 64;
 
 fn pronounce_command(args: PronounceArgs) -> Result<()> {
     let device = padless::default_device();
-    let (models, _) = load_models(&args.model, &device)?;
+    let (models, _) = load_models(&model_paths(&args.model)?, &device)?;
     // The settings alone (a one-letter word) must fit in the memory budget; a word that does
     // not fit beyond that is too long, and left out as unpronounceable.
     check_decoding_size(&models, &[], args.beam, PRONOUNCE_BATCH)?;
@@ -813,7 +1001,6 @@ fn load_models(paths: &[PathBuf], device: &Device) -> Result<(Vec<G2p>, Vec<Head
 /// size flags in the error.
 fn check_training_size(args: &TrainArgs, config: &TrainConfig, dict: &Dictionary) -> Result<()> {
     let (letters, phonemes) = vocabularies(&dict.entries);
-    let network = config.network(&letters, &phonemes);
     let longest = dict
         .entries
         .iter()
@@ -821,9 +1008,15 @@ fn check_training_size(args: &TrainArgs, config: &TrainConfig, dict: &Dictionary
         .max()
         .unwrap_or(1);
     let rows = config.batch_size.min(dict.n_pronunciations().max(1));
-    let mut flags = vec![format!("--preset {:?}", args.preset).to_lowercase()];
+    let mut flags = vec![
+        format!("--model {:?}", args.family).to_lowercase(),
+        format!("--preset {:?}", args.preset).to_lowercase(),
+    ];
     for (flag, value) in [
         ("--hidden", args.hidden),
+        ("--d-model", args.d_model),
+        ("--heads", args.heads),
+        ("--d-ff", args.d_ff),
         ("--encoder-layers", args.encoder_layers),
         ("--decoder-layers", args.decoder_layers),
         ("--post-attention-layers", args.post_attention_layers),
@@ -833,13 +1026,22 @@ fn check_training_size(args: &TrainArgs, config: &TrainConfig, dict: &Dictionary
             flags.push(format!("{flag} {value}"));
         }
     }
-    flags::check_encoder_decoder(
-        &flags.join(" "),
-        &network,
-        rows,
-        longest,
-        max_phonemes(longest),
-    )
+    match config.transformer_network(&letters, &phonemes) {
+        Some(network) => flags::check_transformer(
+            &flags.join(" "),
+            &network,
+            rows,
+            longest,
+            max_phonemes(longest),
+        ),
+        None => flags::check_encoder_decoder(
+            &flags.join(" "),
+            &config.network(&letters, &phonemes),
+            rows,
+            longest,
+            max_phonemes(longest),
+        ),
+    }
 }
 
 /// Checks that decoding `entries` with `models`, `beam` hypotheses per word and `batch_size`
@@ -856,14 +1058,21 @@ fn check_decoding_size(
         .max()
         .unwrap_or(1);
     let rows = batch_size.min(entries.len().max(1));
+    let flags = format!("--beam {beam} --batch-size {batch_size}");
     for model in models {
-        flags::check_decoding(
-            &format!("--beam {beam} --batch-size {batch_size}"),
-            &model.network.config,
-            rows,
-            beam,
-            longest,
-        )?;
+        match &model.network {
+            Network::Lstm(network) => {
+                flags::check_decoding(&flags, &network.config, rows, beam, longest)?
+            }
+            Network::Transformer(network) => flags::check_transformer_decoding(
+                &flags,
+                &network.config,
+                rows,
+                beam,
+                longest,
+                max_phonemes(longest),
+            )?,
+        }
     }
     Ok(())
 }

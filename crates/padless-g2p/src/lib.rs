@@ -23,6 +23,7 @@ pub mod cmudict;
 pub mod error;
 pub mod eval;
 pub mod model;
+pub mod network;
 pub mod rescore;
 pub mod split;
 pub mod train;
@@ -30,3 +31,4 @@ pub mod vocab;
 
 pub use error::{G2pError, Result};
 pub use model::G2p;
+pub use network::Network;

@@ -1,5 +1,6 @@
-//! [`G2p`]: an [`EncoderDecoder`] with its letter and phoneme vocabularies, saved as one
-//! safetensors file.
+//! [`G2p`]: a [`Network`] (an LSTM [`EncoderDecoder`](padless::seq2seq::EncoderDecoder) or a
+//! [`Transformer`](padless::transformer::Transformer)) with its letter
+//! and phoneme vocabularies, saved as one safetensors file.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -7,14 +8,17 @@ use std::path::Path;
 use burn::tensor::{Device, Int, Tensor};
 use padless::Padding;
 use padless::model::checkpoint_metadata;
+use padless::AnyModel;
 use padless::seq2seq::{
-    EncoderDecoder, EncoderDecoderConfig, beam_decode_ensemble, greedy_decode_ensemble,
+    EncoderDecoderConfig, beam_decode_ensemble, greedy_decode_ensemble,
 };
+use padless::transformer::TransformerConfig;
 use padless::sequence::{Truncating, pad_sequences};
 use padless::tensor_util::int_tensor_from;
-use padless::weights::{load_safetensors, save_safetensors};
+use padless::weights::{StoredFloat, load_safetensors, save_safetensors_as};
 
 use crate::error::{G2pError, Result};
+use crate::network::{LSTM, Network, TRANSFORMER};
 use crate::rescore::rescore_both_directions;
 use crate::vocab::{SOURCE_SPECIALS, TARGET_SPECIALS, Vocab};
 
@@ -44,7 +48,7 @@ pub fn direction_name(right_to_left: bool) -> &'static str {
 #[derive(Debug, Clone)]
 pub struct G2p {
     /// The network.
-    pub network: EncoderDecoder,
+    pub network: Network,
     /// Characters (`<pad>` first).
     pub letters: Vocab,
     /// Phonemes (`<pad>`, `<s>`, `</s>` first).
@@ -93,13 +97,20 @@ impl G2p {
     /// # Errors
     /// Weights that are not finite (a diverged run), or a file that cannot be written.
     pub fn save(&self, path: &Path, extra: &[(&str, String)]) -> Result<()> {
+        self.save_as(path, extra, StoredFloat::F32)
+    }
+
+    /// [`G2p::save`] with the weights stored as `format`: [`StoredFloat::F16`] halves the
+    /// file, and [`G2p::load`] widens the weights back to f32.
+    ///
+    /// # Errors
+    /// As [`G2p::save`], and a weight that `format` cannot hold.
+    pub fn save_as(&self, path: &Path, extra: &[(&str, String)], format: StoredFloat) -> Result<()> {
         let json = |v: serde_json::Result<String>| v.expect("plain data serialises");
         let mut metadata = HashMap::from([
             ("format".to_string(), MODEL_FORMAT.to_string()),
-            (
-                "config".to_string(),
-                json(serde_json::to_string(&self.network.config)),
-            ),
+            ("family".to_string(), self.network.family().to_string()),
+            ("config".to_string(), self.network.config_json()),
             (
                 "letters".to_string(),
                 json(serde_json::to_string(&self.letters.symbols)),
@@ -129,7 +140,7 @@ impl G2p {
                 .into());
             }
         }
-        save_safetensors(path, &weights, &metadata)?;
+        save_safetensors_as(path, &weights, &metadata, format)?;
         Ok(())
     }
 
@@ -145,7 +156,16 @@ impl G2p {
             reason,
         };
         if let Ok(metadata) = checkpoint_metadata(path) {
-            let network: EncoderDecoder = padless::load(path, device)?;
+            let network = match padless::load::<AnyModel>(path, device)? {
+                AnyModel::EncoderDecoder(n) => Network::Lstm(*n),
+                AnyModel::Transformer(n) => Network::Transformer(n),
+                other => {
+                    return Err(bad(format!(
+                        "a checkpoint of a {} model, expected an encoder_decoder or a transformer",
+                        other.kind()
+                    )));
+                }
+            };
             return G2p::from_header(path, network, metadata);
         }
         let (weights, metadata) = load_safetensors(path)?;
@@ -158,19 +178,40 @@ impl G2p {
         if format != MODEL_FORMAT {
             return Err(bad(format!("format `{format}`, expected `{MODEL_FORMAT}`")));
         }
-        let config: EncoderDecoderConfig =
-            serde_json::from_str(get("config")?).map_err(|e| bad(format!("config: {e}")))?;
-        let mut network = config.init(device)?;
-        network
-            .set_weights(&weights)
-            .map_err(|e| bad(e.to_string()))?;
+        let config = get("config")?;
+        // Models saved before the Transformer family existed name no family: LSTM.
+        let network = match metadata.get("family").map(String::as_str) {
+            None | Some(LSTM) => {
+                let config: EncoderDecoderConfig =
+                    serde_json::from_str(config).map_err(|e| bad(format!("config: {e}")))?;
+                let mut network = config.init(device)?;
+                network
+                    .set_weights(&weights)
+                    .map_err(|e| bad(e.to_string()))?;
+                Network::Lstm(network)
+            }
+            Some(TRANSFORMER) => {
+                let config: TransformerConfig =
+                    serde_json::from_str(config).map_err(|e| bad(format!("config: {e}")))?;
+                let mut network = config.init(device)?;
+                network
+                    .set_weights(&weights)
+                    .map_err(|e| bad(e.to_string()))?;
+                Network::from(network)
+            }
+            Some(other) => {
+                return Err(bad(format!(
+                    "family `{other}`, expected `{LSTM}` or `{TRANSFORMER}`"
+                )));
+            }
+        };
         G2p::from_header(path, network, metadata)
     }
 
     /// The model of `network` with the vocabularies and direction of a file's header.
     fn from_header(
         path: &Path,
-        network: EncoderDecoder,
+        network: Network,
         metadata: HashMap<String, String>,
     ) -> Result<(G2p, HashMap<String, String>)> {
         let bad = |reason: String| G2pError::BadModel {
@@ -209,9 +250,9 @@ impl G2p {
             }
             Ok(Vocab::from_symbols(list))
         };
-        let config = &network.config;
-        let letters = symbols("letters", &SOURCE_SPECIALS, config.n_source_tokens)?;
-        let phonemes = symbols("phonemes", &TARGET_SPECIALS, config.n_target_tokens)?;
+        use padless::seq2seq::StepDecoder;
+        let letters = symbols("letters", &SOURCE_SPECIALS, network.n_source_tokens())?;
+        let phonemes = symbols("phonemes", &TARGET_SPECIALS, network.n_target_tokens())?;
         // Models saved before the option existed have no `direction`: left to right.
         let right_to_left = match metadata.get("direction").map(String::as_str) {
             None | Some(LEFT_TO_RIGHT) => false,
@@ -252,7 +293,7 @@ pub fn pronounce_ensemble(
     let both_directions = models
         .iter()
         .any(|m| m.right_to_left != first.right_to_left);
-    let networks: Vec<&EncoderDecoder> = models.iter().map(|m| &m.network).collect();
+    let networks: Vec<&Network> = models.iter().map(|m| &m.network).collect();
     // Sorting by length keeps padding (wasted work) low; the results go back in order.
     // Longest first: the first batch needs the most memory and later ones reuse it (shortest
     // first touched fresh pages batch after batch as the buffers grew).

@@ -13,7 +13,7 @@ use padless::seq2seq::{
 };
 use padless::tensor_util::int_tensor_from;
 
-use crate::error::Result;
+use crate::error::{G2pError, Result};
 use crate::model::G2p;
 
 /// Pronounces each row of `source [batch, t_source]` with `models` of both directions. Each
@@ -119,7 +119,7 @@ pub fn rescore_both_directions(
                 let index = int_tensor_from(&owners, [owners.len()], &device);
                 let rows = encoded_of(m).select_rows(&index);
                 Ok(sequence_log_probs_encoded(
-                    &models[m].network,
+                    lstm_of(&models[m])?,
                     &rows,
                     &sequences,
                 )?)
@@ -196,7 +196,10 @@ fn propose(
             own_scores: Vec::new(),
         });
     }
-    let networks: Vec<&EncoderDecoder> = members.iter().map(|&m| &models[m].network).collect();
+    let networks: Vec<&EncoderDecoder> = members
+        .iter()
+        .map(|&m| lstm_of(&models[m]))
+        .collect::<Result<_>>()?;
     let encoded = networks
         .iter()
         .map(|network| network.encode(source.clone()))
@@ -234,5 +237,19 @@ fn propose(
         encoded,
         lists,
         own_scores,
+    })
+}
+
+/// The LSTM network of `model`: rescoring candidates by teacher forcing reads an
+/// [`EncoderDecoder`]'s encoder results.
+///
+/// # Errors
+/// A model of another family.
+fn lstm_of(model: &G2p) -> Result<&EncoderDecoder> {
+    model.network.lstm().ok_or_else(|| {
+        G2pError::Config(format!(
+            "rescoring both directions takes LSTM models, found a {} model",
+            model.network.family()
+        ))
     })
 }

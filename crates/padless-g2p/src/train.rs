@@ -1,4 +1,5 @@
-//! Training a [`G2p`] model through padless's [`Trainer`]: teacher forcing on this crate's
+//! Training a [`G2p`] model (an LSTM or a Transformer) through padless's [`Trainer`]:
+//! teacher forcing on this crate's
 //! length-bucketed batches with the target-masked loss, Adam, a time and epoch budget, the
 //! library's per-step schedules with halving on a validation plateau, greedy validation after
 //! each epoch as a callback that adds `val_wer` and `val_per` to the logs, the best model on
@@ -6,11 +7,12 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::module::Module;
 use burn::tensor::Device;
 use padless::losses::{LossKind, SequenceLoss};
 use padless::model::checkpoint_metadata;
+use padless::Model;
 use padless::seq2seq::{AttentionKind, EncoderDecoder, EncoderDecoderConfig};
+use padless::transformer::{Transformer, TransformerConfig};
 use padless::train::{
     Batch, Callback, CallbackState, CompileConfig, Control, CsvLogger, Decay, EarlyStopping,
     FitConfig, Logs, LrSchedule, ModelCheckpoint, ReduceLrOnPlateau, Trainer,
@@ -22,15 +24,21 @@ use crate::cmudict::Entry;
 use crate::error::{G2pError, Result};
 use crate::eval::evaluate;
 use crate::model::{G2p, direction_name};
+use crate::network::Network;
 use crate::split::Split;
 use crate::vocab::{SOURCE_SPECIALS, TARGET_SPECIALS, Vocab};
 
 /// Settings of a training run: the network, and the task's own settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
-    /// The network. Its vocabulary sizes (`n_source_tokens`, `n_target_tokens`) are set from
-    /// the dictionary when training starts ([`TrainConfig::network`]).
+    /// The LSTM network, trained when `transformer` is `None`. Its vocabulary sizes
+    /// (`n_source_tokens`, `n_target_tokens`) are set from the dictionary when training
+    /// starts ([`TrainConfig::network`]).
     pub network: EncoderDecoderConfig,
+    /// A Transformer to train instead of the LSTM `network` (its vocabulary sizes are set
+    /// from the dictionary as `network`'s are: [`TrainConfig::transformer_network`]).
+    #[serde(default)]
+    pub transformer: Option<TransformerConfig>,
     /// Pairs per batch.
     pub batch_size: usize,
     /// At most this many epochs.
@@ -88,17 +96,21 @@ pub enum SchedulePolicy {
     /// rate it has reached ([`Decay::Anneal`]): most steps at a high rate, and a short
     /// annealing that ends near a minimum.
     Anneal,
+    /// A half cosine from the initial rate to 1% of it over the budget ([`Decay::Cosine`]),
+    /// without halving.
+    Cosine,
 }
 
 impl TrainConfig {
-    /// Sets the schedule and halving of `policy`.
+    /// Sets the schedule and halving of `policy`, keeping the warmup.
     pub fn with_policy(mut self, policy: SchedulePolicy) -> Self {
         let (decay, halve) = match policy {
             SchedulePolicy::Plateau => (Decay::Constant, true),
             SchedulePolicy::Linear => (Decay::Linear { floor: 0.01 }, false),
             SchedulePolicy::Anneal => (Decay::Anneal { floor: 0.01 }, true),
+            SchedulePolicy::Cosine => (Decay::Cosine { floor: 0.01 }, false),
         };
-        self.schedule = LrSchedule::from(decay);
+        self.schedule = LrSchedule::from(decay).with_warmup(self.schedule.warmup_steps);
         self.halve_on_plateau = halve;
         self
     }
@@ -131,6 +143,7 @@ impl TrainConfig {
             label_smoothing: 0.0,
             weight_average: None,
             right_to_left: false,
+            transformer: None,
         }
     }
 
@@ -170,7 +183,59 @@ impl TrainConfig {
         }
     }
 
-    /// The network's config for these vocabularies.
+    /// A Transformer for up to 60 minutes on 2 cores: 3 + 3 layers of width 256 with 4 heads
+    /// and feed-forward blocks of 1024, dropout 0.1, label smoothing 0.1, batches of 128, Adam
+    /// at 1e-3 after a warmup of 1,000 steps then a half cosine to 1% of it over the budget,
+    /// no halving on plateaus.
+    pub fn transformer() -> Self {
+        TrainConfig {
+            transformer: Some(TransformerConfig {
+                dropout: 0.1,
+                ..TransformerConfig::new([0, 0], 256, 4, 1024, [3, 3])
+            }),
+            learning_rate: 1e-3,
+            clip_norm: Some(1.0),
+            schedule: LrSchedule::from(Decay::Cosine { floor: 0.01 }).with_warmup(1000),
+            halve_on_plateau: false,
+            label_smoothing: 0.1,
+            patience: 4,
+            ..TrainConfig::full()
+        }
+    }
+
+    /// A Transformer small enough for a test or a first look: 2 + 2 layers of width 64.
+    pub fn transformer_quick() -> Self {
+        TrainConfig {
+            transformer: Some(TransformerConfig::new([0, 0], 64, 4, 256, [2, 2])),
+            learning_rate: 2e-3,
+            schedule: LrSchedule::from(Decay::Cosine { floor: 0.01 }).with_warmup(100),
+            halve_on_plateau: false,
+            ..TrainConfig::quick()
+        }
+    }
+
+    /// `lstm` or `transformer`: the family this run trains.
+    pub fn family(&self) -> &'static str {
+        match self.transformer {
+            Some(_) => crate::network::TRANSFORMER,
+            None => crate::network::LSTM,
+        }
+    }
+
+    /// The Transformer's config for these vocabularies, when the run trains one.
+    pub fn transformer_network(
+        &self,
+        letters: &Vocab,
+        phonemes: &Vocab,
+    ) -> Option<TransformerConfig> {
+        self.transformer.as_ref().map(|t| TransformerConfig {
+            n_source_tokens: letters.len(),
+            n_target_tokens: phonemes.len(),
+            ..t.clone()
+        })
+    }
+
+    /// The LSTM network's config for these vocabularies.
     pub fn network(&self, letters: &Vocab, phonemes: &Vocab) -> EncoderDecoderConfig {
         EncoderDecoderConfig {
             n_source_tokens: letters.len(),
@@ -363,27 +428,68 @@ pub fn train_run(
             pair.phonemes.reverse();
         }
     }
-    let network = config.network(&letters, &phonemes);
     let task = Task {
         letters,
         phonemes,
         right_to_left: config.right_to_left,
     };
     let header = run_header(&task, config);
+    match config.transformer_network(&task.letters, &task.phonemes) {
+        None => {
+            let network = config.network(&task.letters, &task.phonemes);
+            fit::<EncoderDecoder>(split, config, files, device, &network, task, header, &pairs, &mut on_epoch)
+        }
+        Some(network) => {
+            fit::<Transformer>(split, config, files, device, &network, task, header, &pairs, &mut on_epoch)
+        }
+    }
+}
+
+/// A network family that `g2p train` trains.
+pub trait Trainable: Model + Clone + Into<Network> + 'static
+where
+    Self::Config: PartialEq,
+{
+}
+
+impl Trainable for EncoderDecoder {}
+impl Trainable for Transformer {}
+
+/// [`train_run`] for one family: `network` is its config with the vocabularies' sizes.
+#[allow(clippy::too_many_arguments)]
+fn fit<N: Trainable>(
+    split: &Split,
+    config: &TrainConfig,
+    files: &RunFiles,
+    device: &Device,
+    network: &N::Config,
+    task: Task,
+    header: Vec<(String, String)>,
+    pairs: &[crate::batch::Pair],
+    on_epoch: &mut dyn FnMut(&EpochLog),
+) -> Result<TrainReport>
+where
+    N::Config: PartialEq,
+{
     let mut trainer = match &files.resume {
-        Some(path) => resume(path, &network, &header, config, device)?,
+        Some(path) => resume::<N>(path, network, &header, config, device)?,
         None => {
             device.seed(config.seed);
-            Trainer::new(network.init(device)?, config.compile(), device)?
+            Trainer::new(N::build(network, device)?, config.compile(), device)?
         }
     };
-    let parameters = trainer.model.n_parameters();
+    let parameters = trainer
+        .model
+        .weights()
+        .iter()
+        .map(|w| w.values.len())
+        .sum();
     let validation = &split.validation[..config.validation_words.min(split.validation.len())];
     let (batch_size, seed) = (config.batch_size, config.seed);
     let mut source = |epoch: usize, device: &Device| -> padless::Result<Vec<Batch>> {
         // Epoch e (from 0) shuffles with seed + e + 1.
         Ok(
-            bucketed_batches(&pairs, batch_size, seed + epoch as u64 + 1, device)
+            bucketed_batches(pairs, batch_size, seed + epoch as u64 + 1, device)
                 .into_iter()
                 .map(Batch::from)
                 .collect(),
@@ -406,7 +512,7 @@ pub fn train_run(
         header: header.clone(),
         best_score: None,
         history: Vec::new(),
-        on_epoch: &mut on_epoch,
+        on_epoch,
     };
     let mut halve = ReduceLrOnPlateau::new(SCORE, 0.5, patience);
     let mut stop = EarlyStopping::new(SCORE, 4 * patience);
@@ -416,7 +522,7 @@ pub fn train_run(
         Some(path) => Some(CsvLogger::new(path)),
         None => None,
     };
-    let mut callbacks: Vec<&mut dyn Callback<EncoderDecoder>> = vec![&mut bar, &mut validate];
+    let mut callbacks: Vec<&mut dyn Callback<N>> = vec![&mut bar, &mut validate];
     if config.halve_on_plateau {
         callbacks.push(&mut halve);
     }
@@ -437,13 +543,16 @@ pub fn train_run(
 }
 
 /// The trainer of a `last` checkpoint, after checking that it is this run's.
-fn resume(
+fn resume<N: Trainable>(
     path: &Path,
-    network: &EncoderDecoderConfig,
+    network: &N::Config,
     header: &[(String, String)],
     config: &TrainConfig,
     device: &Device,
-) -> Result<Trainer<EncoderDecoder>> {
+) -> Result<Trainer<N>>
+where
+    N::Config: PartialEq,
+{
     let bad = |reason: String| G2pError::BadModel {
         path: path.to_path_buf(),
         reason,
@@ -467,11 +576,11 @@ fn resume(
             }
         }
     }
-    let trainer = Trainer::<EncoderDecoder>::resume(path, config.compile(), device)?;
-    if &trainer.model.config != network {
+    let trainer = Trainer::<N>::resume(path, config.compile(), device)?;
+    let saved = trainer.model.config()?;
+    if &saved != network {
         return Err(bad(format!(
-            "its network is {:?}, this run's is {network:?}",
-            trainer.model.config
+            "its network is {saved:?}, this run's is {network:?}"
         )));
     }
     Ok(trainer)
@@ -485,9 +594,9 @@ struct Task {
 }
 
 impl Task {
-    fn model(&self, network: EncoderDecoder) -> G2p {
+    fn model(&self, network: impl Into<Network>) -> G2p {
         G2p {
-            network,
+            network: network.into(),
             letters: self.letters.clone(),
             phonemes: self.phonemes.clone(),
             right_to_left: self.right_to_left,
@@ -537,7 +646,7 @@ struct Validate<'a> {
 }
 
 impl Validate<'_> {
-    fn score(&self, network: EncoderDecoder) -> padless::Result<(G2p, (f64, f64))> {
+    fn score(&self, network: impl Into<Network>) -> padless::Result<(G2p, (f64, f64))> {
         let model = self.task.model(network);
         let inference = padless::default_device();
         let report = evaluate(&model, self.words, 1, 256, &inference).map_err(to_padless)?;
@@ -555,12 +664,15 @@ fn to_padless(e: G2pError) -> padless::Error {
     }
 }
 
-impl Callback<EncoderDecoder> for Validate<'_> {
+impl<N: Trainable> Callback<N> for Validate<'_>
+where
+    N::Config: PartialEq,
+{
     fn on_epoch_end(
         &mut self,
         epoch: usize,
         logs: &mut Logs,
-        trainer: &mut Trainer<EncoderDecoder>,
+        trainer: &mut Trainer<N>,
     ) -> padless::Result<Control> {
         let started = std::time::Instant::now();
         let (model, score) = self.score(trainer.model.valid())?;
@@ -645,12 +757,15 @@ struct Bar {
     loss: (f64, usize),
 }
 
-impl Callback<EncoderDecoder> for Bar {
+impl<N: Trainable> Callback<N> for Bar
+where
+    N::Config: PartialEq,
+{
     fn on_epoch_begin(
         &mut self,
         epoch: usize,
         n_batches: usize,
-        _trainer: &mut Trainer<EncoderDecoder>,
+        _trainer: &mut Trainer<N>,
     ) -> padless::Result<()> {
         let bar = indicatif::ProgressBar::new(n_batches as u64);
         bar.set_style(
@@ -671,7 +786,7 @@ impl Callback<EncoderDecoder> for Bar {
         _epoch: usize,
         _batch: usize,
         logs: &Logs,
-        _trainer: &mut Trainer<EncoderDecoder>,
+        _trainer: &mut Trainer<N>,
     ) -> padless::Result<()> {
         self.loss.0 += logs.get("loss").copied().unwrap_or(0.0);
         self.loss.1 += 1;
@@ -686,7 +801,7 @@ impl Callback<EncoderDecoder> for Bar {
         &mut self,
         _epoch: usize,
         _logs: &mut Logs,
-        _trainer: &mut Trainer<EncoderDecoder>,
+        _trainer: &mut Trainer<N>,
     ) -> padless::Result<Control> {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();

@@ -222,7 +222,7 @@ fn an_ensemble_needs_shared_vocabularies_and_copies_pronounce_as_one_model() {
             ..tiny_config().network(&letters, &phonemes)
         };
         G2p {
-            network: config.init(&device).unwrap(),
+            network: padless_g2p::Network::Lstm(config.init(&device).unwrap()),
             letters: letters.clone(),
             phonemes,
             right_to_left: false,
@@ -343,7 +343,7 @@ fn a_right_to_left_model_pronounces_in_reading_order_and_rescores_with_a_left_to
                 let source = model
                     .encode_words(std::slice::from_ref(word), &inference)
                     .unwrap();
-                f64::from(sequence_log_probs(&model.network, source, &[ids]).unwrap()[0])
+                f64::from(sequence_log_probs(model.network.lstm().unwrap(), source, &[ids]).unwrap()[0])
             })
             .sum()
     };
@@ -494,5 +494,112 @@ fn a_resumed_run_continues_exactly_as_an_uninterrupted_one() {
         err.contains("its direction is left-to-right, this run's is right-to-left"),
         "{err}"
     );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The Transformer family trains through the same run: it learns the training words, its
+/// saved model reloads with the same validation figures (also from 16-bit weights, within
+/// their rounding), decodes greedy and by beam, and joins an LSTM in one ensemble.
+#[test]
+fn a_tiny_transformer_run_learns_saves_in_16_bits_and_reloads() {
+    let _run = one_run_at_a_time();
+    let split = tiny_split();
+    let quick = TrainConfig::transformer_quick();
+    let config = TrainConfig {
+        transformer: Some(padless::transformer::TransformerConfig::new(
+            [0, 0],
+            32,
+            2,
+            64,
+            [1, 1],
+        )),
+        batch_size: 8,
+        max_epochs: 40,
+        max_minutes: 5.0,
+        learning_rate: 3e-3,
+        schedule: padless::train::LrSchedule::constant().with_warmup(20),
+        validation_words: 32,
+        patience: 1000,
+        ..quick
+    };
+    assert_eq!(config.family(), "transformer");
+    let dir = std::env::temp_dir().join(format!("padless-g2p-tf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("model.safetensors");
+    let device = padless::training_device();
+    let report = train(&split, &config, &path, &device, |log| eprintln!("{log:?}")).unwrap();
+    let first = report.history.first().unwrap();
+    let last = report.history.last().unwrap();
+    assert!(
+        last.train_loss < 0.5 * first.train_loss,
+        "loss {} -> {}",
+        first.train_loss,
+        last.train_loss
+    );
+    assert!(
+        report.best_validation_wer < 0.5,
+        "training-word WER {:?}",
+        report
+            .history
+            .iter()
+            .map(|h| h.validation_wer)
+            .collect::<Vec<_>>()
+    );
+    let inference = padless::default_device();
+    let (model, header) = G2p::load(&path, &inference).unwrap();
+    assert_eq!(header["family"], "transformer");
+    assert_eq!(model.network.family(), "transformer");
+    let reloaded = evaluate(&model, &split.validation, 1, 64, &inference).unwrap();
+    assert!((reloaded.wer - report.best_validation_wer).abs() < 1e-12);
+    let beam = evaluate(&model, &split.validation, 3, 64, &inference).unwrap();
+    // Beam search finds outputs the model scores higher, which need not be the references:
+    // on 32 words it may differ from greedy decoding in a few.
+    assert!(beam.wer <= reloaded.wer + 0.1, "beam {} greedy {}", beam.wer, reloaded.wer);
+
+    // 16-bit weights: half the file, every weight within f16's rounding of the f32 one.
+    let half = dir.join("half.safetensors");
+    model
+        .save_as(&half, &[], padless::weights::StoredFloat::F16)
+        .unwrap();
+    let size = |p: &std::path::Path| std::fs::metadata(p).unwrap().len() as f64;
+    assert!(size(&half) < 0.55 * size(&path), "{} vs {}", size(&half), size(&path));
+    let (narrow, _) = G2p::load(&half, &inference).unwrap();
+    for (wide, narrow) in model.network.weights().iter().zip(narrow.network.weights()) {
+        assert_eq!(wide.name, narrow.name);
+        for (&a, &b) in wide.values.iter().zip(&narrow.values) {
+            // f16 keeps 11 significant bits: relative error at most 2^-11 (subnormals, below
+            // 2^-14, to within 2^-25 absolute).
+            assert!(
+                (a - b).abs() <= a.abs() * 2f32.powi(-11) + 2f32.powi(-25),
+                "{}: {a} vs {b}",
+                wide.name
+            );
+        }
+    }
+    let narrow_report = evaluate(&narrow, &split.validation, 1, 64, &inference).unwrap();
+    assert!(
+        (narrow_report.wer - reloaded.wer).abs() <= 2.0 / 32.0,
+        "16-bit WER {} vs {}",
+        narrow_report.wer,
+        reloaded.wer
+    );
+
+    // An LSTM and a Transformer decode together: the ensemble's one model of each family.
+    let lstm_path = dir.join("lstm.safetensors");
+    let lstm_config = TrainConfig {
+        max_epochs: 2,
+        ..tiny_config()
+    };
+    train(&split, &lstm_config, &lstm_path, &device, |_| {}).unwrap();
+    let (lstm, _) = G2p::load(&lstm_path, &inference).unwrap();
+    let both = padless_g2p::model::pronounce_ensemble(
+        &[lstm, model],
+        &["cat".to_string(), "dog".to_string()],
+        1,
+        8,
+        &inference,
+    )
+    .unwrap();
+    assert!(both.iter().all(|p| !p.is_empty() && p.len() <= 9), "{both:?}");
     std::fs::remove_dir_all(&dir).ok();
 }

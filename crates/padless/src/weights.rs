@@ -147,6 +147,74 @@ pub fn save_safetensors(
     write_atomically(path, &bytes)
 }
 
+/// The number format of the weights in a file that [`save_safetensors_as`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredFloat {
+    /// 32-bit floats, as computed.
+    F32,
+    /// IEEE half precision (11-bit significand, largest value 65,504): half the size; each
+    /// weight rounded to the nearest representable value.
+    F16,
+    /// bfloat16 (8-bit significand, f32's range): half the size, coarser than `F16`.
+    Bf16,
+}
+
+/// [`save_safetensors`] with the weights stored as `format` (rounded to nearest, ties to
+/// even); [`load_safetensors`] widens them back to f32. A value that `format` cannot hold
+/// (beyond f16's range, or not finite) is an error naming the weight, never a silent
+/// infinity.
+///
+/// # Errors
+/// [`Error::WeightFile`] for a value out of range, [`Error::Io`] when the file cannot be
+/// written.
+pub fn save_safetensors_as(
+    path: &Path,
+    weights: &[NamedWeight],
+    metadata: &HashMap<String, String>,
+    format: StoredFloat,
+) -> Result<()> {
+    let dtype = match format {
+        StoredFloat::F32 => return save_safetensors(path, weights, metadata),
+        StoredFloat::F16 => Dtype::F16,
+        StoredFloat::Bf16 => Dtype::BF16,
+    };
+    let bad = |message: String| Error::WeightFile {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut data = Vec::with_capacity(weights.len());
+    for w in weights {
+        let mut bytes = Vec::with_capacity(2 * w.values.len());
+        for (i, &v) in w.values.iter().enumerate() {
+            let narrow = match format {
+                StoredFloat::F16 => half::f16::from_f32(v).to_le_bytes(),
+                _ => half::bf16::from_f32(v).to_le_bytes(),
+            };
+            let wide = match format {
+                StoredFloat::F16 => half::f16::from_le_bytes(narrow).to_f32(),
+                _ => half::bf16::from_le_bytes(narrow).to_f32(),
+            };
+            if !wide.is_finite() {
+                return Err(bad(format!(
+                    "weight {} [{i}] = {v} does not fit {format:?}",
+                    w.name
+                )));
+            }
+            bytes.extend_from_slice(&narrow);
+        }
+        data.push(bytes);
+    }
+    let mut views = BTreeMap::new();
+    for (w, bytes) in weights.iter().zip(&data) {
+        let view = TensorView::new(dtype, w.shape.clone(), bytes)
+            .map_err(|e| bad(e.to_string()))?;
+        views.insert(w.name.clone(), view);
+    }
+    let bytes =
+        safetensors::serialize(views, Some(metadata.clone())).map_err(|e| bad(e.to_string()))?;
+    write_atomically(path, &bytes)
+}
+
 /// The bytes of a safetensors file holding `weights` as f32 tensors and each `raw` entry as a
 /// one-dimensional u8 tensor, with `metadata` in the header.
 ///
@@ -181,8 +249,9 @@ pub(crate) fn serialize_safetensors(
 /// A tensor kept as raw bytes under its name (read by name, not converted to f32).
 pub(crate) type RawTensor = (String, Vec<u8>);
 
-/// The tensors of a safetensors file: f32 weights, and the u8 tensors named in `raw_names`
-/// as bytes. Any other dtype is an error naming the tensor.
+/// The tensors of a safetensors file: f32 weights (f16 and bfloat16 ones widened to f32),
+/// and the u8 tensors named in `raw_names` as bytes. Any other dtype is an error naming the
+/// tensor.
 ///
 /// # Errors
 /// [`Error::WeightFile`] for a truncated or corrupt file or an unexpected dtype.
@@ -216,7 +285,26 @@ pub(crate) fn parse_tensors(
                     values,
                 });
             }
-            other => return Err(bad(format!("tensor {name}: expected F32, found {other:?}"))),
+            dtype @ (Dtype::F16 | Dtype::BF16) => {
+                let values = view
+                    .data()
+                    .chunks_exact(2)
+                    .map(|c| match dtype {
+                        Dtype::F16 => half::f16::from_le_bytes([c[0], c[1]]).to_f32(),
+                        _ => half::bf16::from_le_bytes([c[0], c[1]]).to_f32(),
+                    })
+                    .collect();
+                weights.push(NamedWeight {
+                    name,
+                    shape: view.shape().to_vec(),
+                    values,
+                });
+            }
+            other => {
+                return Err(bad(format!(
+                    "tensor {name}: expected F32, F16 or BF16, found {other:?}"
+                )));
+            }
         }
     }
     weights.sort_by(|a, b| a.name.cmp(&b.name));
@@ -255,6 +343,46 @@ mod tests {
                 values: vec![0.5, 0.25, -0.125],
             },
         ]
+    }
+
+    #[test]
+    fn sixteen_bit_files_round_to_nearest_and_widen_on_load() {
+        let dir = std::env::temp_dir().join(format!("padless-w16-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let meta = HashMap::new();
+        // 1 + 2^-11 is halfway between f16's 1 and 1 + 2^-10: ties go to even (1).
+        // 1 + 3 * 2^-12 rounds up to 1 + 2^-10. bfloat16 keeps 8 bits: 1 + 2^-8 is its step.
+        let w = vec![NamedWeight {
+            name: "w".into(),
+            shape: vec![5],
+            values: vec![1.0 + 2f32.powi(-11), 1.0 + 3.0 * 2f32.powi(-12), -0.5, 3.0e-5, 1.0 + 2f32.powi(-8)],
+        }];
+        let path = dir.join("f16.safetensors");
+        save_safetensors_as(&path, &w, &meta, StoredFloat::F16).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len() < 200, true);
+        let (loaded, _) = load_safetensors(&path).unwrap();
+        // 3e-5 is subnormal in f16 (step 2^-24): the nearest multiple of 2^-24.
+        let subnormal = (3.0e-5f64 * 2f64.powi(24)).round() * 2f64.powi(-24);
+        assert_eq!(
+            loaded[0].values,
+            vec![1.0, 1.0 + 2f32.powi(-10), -0.5, subnormal as f32, 1.0 + 2f32.powi(-8)]
+        );
+        let path = dir.join("bf16.safetensors");
+        save_safetensors_as(&path, &w, &meta, StoredFloat::Bf16).unwrap();
+        let (loaded, _) = load_safetensors(&path).unwrap();
+        // bfloat16: 1 + 2^-11 and 1 + 3 * 2^-12 both round to 1; 1 + 2^-8 is a tie, to even 1.
+        assert_eq!(loaded[0].values[..3], [1.0, 1.0, -0.5]);
+        assert_eq!(loaded[0].values[4], 1.0);
+        let too_large = vec![NamedWeight {
+            name: "big".into(),
+            shape: vec![1],
+            values: vec![1.0e5],
+        }];
+        let err = save_safetensors_as(&dir.join("x.safetensors"), &too_large, &meta, StoredFloat::F16)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("big") && err.contains("100000"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
