@@ -13,7 +13,6 @@ use burn::tensor::Device;
 use clap::{Args, Subcommand, ValueEnum};
 use padless::seq2seq::AttentionKind;
 use padless::weights::StoredFloat;
-use padless_g2p::{G2p, Network};
 use padless_g2p::cmudict::{Dictionary, Entry, Malformed, PhonemeSet, parse_with};
 use padless_g2p::eval::{evaluate, evaluate_ensemble};
 use padless_g2p::model::{letter_ids, max_phonemes, pronounce_ensemble};
@@ -21,6 +20,7 @@ use padless_g2p::split::{Side, Split, split_by_word};
 use padless_g2p::train::{
     RunFiles, SchedulePolicy, TrainConfig, saved_config, train_run, vocabularies,
 };
+use padless_g2p::{G2p, Network};
 
 use crate::{flags, paths};
 
@@ -72,7 +72,9 @@ fn shipped_model() -> PathBuf {
     if local.exists() {
         local
     } else {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(SHIPPED_MODEL)
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(SHIPPED_MODEL)
     }
 }
 
@@ -93,11 +95,21 @@ fn model_paths(given: &[PathBuf]) -> Result<Vec<PathBuf>> {
 
 fn export_command(args: ExportArgs) -> Result<()> {
     paths::check_output_file("--out", &args.out)?;
-    paths::check_outputs(&[("--model", Some(args.model.as_path()))], &[("--out", &args.out)])?;
+    paths::check_outputs(
+        &[("--model", Some(args.model.as_path()))],
+        &[("--out", &args.out)],
+    )?;
     let device = padless::default_device();
     let (model, header) = G2p::load(&args.model, &device).context("loading a model")?;
     // The training figures travel with the weights; the format's own entries are rewritten.
-    let own = ["format", "family", "config", "letters", "phonemes", "direction"];
+    let own = [
+        "format",
+        "family",
+        "config",
+        "letters",
+        "phonemes",
+        "direction",
+    ];
     let extra: Vec<(&str, String)> = header
         .iter()
         .filter(|(k, _)| !own.contains(&k.as_str()) && !k.starts_with("padless"))
@@ -238,7 +250,7 @@ pub struct TrainArgs {
     #[command(flatten)]
     data: DataArgs,
     /// The network family. A Transformer's presets: `quick` (2 + 2 layers of width 64) and
-    /// `full` (3 + 3 layers of width 256, 4 heads, feed-forward 1024, warmup then a cosine
+    /// `full` (3 + 3 layers of width 256, 4 heads, feed-forward 768, warmup then a cosine
     /// schedule, up to an hour on 2 cores).
     #[arg(long = "model", value_enum, default_value_t = Family::Lstm)]
     family: Family,
@@ -437,7 +449,11 @@ fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
     if let Some((flag, _)) = foreign.iter().find(|f| f.1) {
         bail!(
             "{flag} sets a {family} network, found --model {}",
-            if family == "lstm" { "transformer" } else { "lstm" }
+            if family == "lstm" {
+                "transformer"
+            } else {
+                "lstm"
+            }
         );
     }
     if let Some(t) = config.transformer.as_mut() {

@@ -7,6 +7,10 @@
 //! and the rest (the learning rate `lr`, for example). A validation series (`val_x`) is drawn
 //! dashed in the colour of `x`.
 //!
+//! With `--y COLUMN`, `padless plot` compares logs instead: that column of each log on one
+//! panel, against `--x` (the epoch, another column, or `minutes` from the `seconds` column),
+//! each log's curve named by its file, as a learning curve of several runs.
+//!
 //! The SVG holds its text as `<text>` elements that the viewer renders, so drawing it needs no
 //! font files (plotters' font features are off).
 
@@ -21,23 +25,169 @@ use plotters::prelude::*;
 #[derive(clap::Args, Debug)]
 pub struct PlotArgs {
     /// A CSV log: an `epoch` column, then numeric columns (the `log.csv` of `padless train`,
-    /// the log of `g2p train`).
-    log: PathBuf,
-    /// Where the SVG goes [default: the log's path with the extension `.svg`].
+    /// the log of `g2p train`); several logs with `--y` to compare them.
+    #[arg(required = true)]
+    logs: Vec<PathBuf>,
+    /// Where the SVG goes [default: the first log's path with the extension `.svg`].
     #[arg(long, value_name = "PLOT.svg")]
     out: Option<PathBuf>,
+    /// Compare the logs on this column (for example `val_wer`): one curve per log.
+    #[arg(long, value_name = "COLUMN")]
+    y: Option<String>,
+    /// The horizontal axis of `--y`: `epoch`, a numeric column, or `minutes` (the `seconds`
+    /// column divided by 60).
+    #[arg(long, value_name = "COLUMN", default_value = "epoch", requires = "y")]
+    x: String,
 }
 
-/// Runs `padless plot`: draws the log and prints the SVG's path on stdout.
+/// Runs `padless plot`: draws the log (or compares the logs on `--y`) and prints the SVG's
+/// path on stdout.
 ///
 /// # Errors
-/// As [`write_svg`].
+/// As [`write_svg`] and [`write_comparison_svg`]; several logs without `--y`.
 pub fn run(args: PlotArgs) -> Result<()> {
-    let out = args.out.unwrap_or_else(|| args.log.with_extension("svg"));
+    let out = args
+        .out
+        .unwrap_or_else(|| args.logs[0].with_extension("svg"));
     crate::paths::check_output_file("--out", &out)?;
-    crate::paths::check_outputs(&[("LOG", Some(&args.log))], &[("--out", &out)])?;
-    write_svg(&args.log, &out)?;
+    let inputs: Vec<(&str, Option<&Path>)> = args
+        .logs
+        .iter()
+        .map(|l| ("LOG", Some(l.as_path())))
+        .collect();
+    crate::paths::check_outputs(&inputs, &[("--out", &out)])?;
+    match &args.y {
+        Some(y) => write_comparison_svg(&args.logs, &args.x, y, &out)?,
+        None if args.logs.len() == 1 => write_svg(&args.logs[0], &out)?,
+        None => bail!(
+            "{} logs are compared on one column: expected --y COLUMN (such as val_wer), found none",
+            args.logs.len()
+        ),
+    }
     println!("{}", out.display());
+    Ok(())
+}
+
+/// The points `(x, y)` of one log for the columns `x` (`epoch`, `minutes` or a column) and
+/// `y`, where both are present.
+fn curve(log: &Log, x: &str, y: &str) -> Result<Vec<(f64, f64)>> {
+    let column = |name: &str| -> Result<&Series> {
+        log.series.iter().find(|s| s.name == name).ok_or_else(|| {
+            let names: Vec<&str> = log.series.iter().map(|s| s.name.as_str()).collect();
+            anyhow::anyhow!("expected a numeric column `{name}`, found {names:?}")
+        })
+    };
+    let xs: Vec<Option<f64>> = match x {
+        "epoch" => log.epochs.iter().map(|&e| Some(e as f64)).collect(),
+        "minutes" => column("seconds")?
+            .values
+            .iter()
+            .map(|v| v.map(|s| s / 60.0))
+            .collect(),
+        other => column(other)?.values.clone(),
+    };
+    let ys = &column(y)?.values;
+    Ok(xs
+        .iter()
+        .zip(ys)
+        .filter_map(|(x, y)| Some(((*x)?, (*y)?)))
+        .collect())
+}
+
+/// Draws column `y` of each log against `x` on one panel into `out_svg`, each curve named
+/// by its log's file name.
+///
+/// # Errors
+/// A missing or malformed log, a log without the columns, or an SVG that cannot be written.
+pub fn write_comparison_svg(logs: &[PathBuf], x: &str, y: &str, out_svg: &Path) -> Result<()> {
+    let mut curves = Vec::with_capacity(logs.len());
+    for path in logs {
+        let log = read_log(path)?;
+        let points = curve(&log, x, y).with_context(|| format!("reading {}", path.display()))?;
+        ensure!(
+            !points.is_empty(),
+            "{}: expected rows with both `{x}` and `{y}`, found none",
+            path.display()
+        );
+        let name = path.file_stem().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into(),
+        );
+        curves.push((name, points));
+    }
+    draw_comparison(&curves, x, y, out_svg)
+        .with_context(|| format!("writing {}", out_svg.display()))
+}
+
+fn draw_comparison(
+    curves: &[(String, Vec<(f64, f64)>)],
+    x: &str,
+    y: &str,
+    out: &Path,
+) -> Result<()> {
+    let points = || curves.iter().flat_map(|(_, p)| p.iter());
+    let bounds = |f: fn(&(f64, f64)) -> f64| {
+        points()
+            .map(f)
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(v), hi.max(v))
+            })
+    };
+    let padded = |(lo, hi): (f64, f64)| {
+        let pad = if hi > lo {
+            0.05 * (hi - lo)
+        } else {
+            0.1 * lo.abs().max(1e-3)
+        };
+        lo - pad..hi + pad
+    };
+    let root = SVGBackend::new(out, (720, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_error)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("{y} against {x}"), ("sans-serif", 20))
+        .margin(10)
+        .margin_right(24)
+        .x_label_area_size(40)
+        .y_label_area_size(64)
+        .build_cartesian_2d(padded(bounds(|p| p.0)), padded(bounds(|p| p.1)))
+        .map_err(plot_error)?;
+    chart
+        .configure_mesh()
+        .x_desc(x)
+        .y_desc(y)
+        .x_labels(10)
+        .y_labels(8)
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(BLACK.mix(0.12))
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 15))
+        .draw()
+        .map_err(plot_error)?;
+    for (index, (name, points)) in curves.iter().enumerate() {
+        let (r, g, b) = COLORS[index % COLORS.len()];
+        let style = ShapeStyle::from(RGBColor(r, g, b).to_rgba()).stroke_width(2);
+        chart
+            .draw_series(LineSeries::new(points.iter().copied(), style))
+            .map_err(plot_error)?;
+        chart
+            .draw_series(
+                points
+                    .iter()
+                    .map(|&p| Circle::new(p, 3, style.filled().stroke_width(1))),
+            )
+            .map_err(plot_error)?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 15))
+        .draw()
+        .map_err(plot_error)?;
+    root.present().map_err(plot_error)?;
     Ok(())
 }
 
@@ -411,6 +561,24 @@ mod tests {
         assert_eq!(
             format!("{err:#}"),
             "expected a numeric column besides `epoch`, found columns [\"epoch\", \"name\"]"
+        );
+    }
+
+    #[test]
+    fn a_comparison_curve_reads_minutes_from_seconds_and_skips_gaps() {
+        let log = parse_log("epoch,val_wer,seconds\n1,0.5,60\n2,,120\n3,0.25,270\n").unwrap();
+        assert_eq!(
+            curve(&log, "minutes", "val_wer").unwrap(),
+            vec![(1.0, 0.5), (4.5, 0.25)]
+        );
+        assert_eq!(
+            curve(&log, "epoch", "val_wer").unwrap(),
+            vec![(1.0, 0.5), (3.0, 0.25)]
+        );
+        let err = curve(&log, "epoch", "val_per").unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "expected a numeric column `val_per`, found [\"val_wer\", \"seconds\"]"
         );
     }
 

@@ -763,7 +763,9 @@ fn g2p_model() -> PathBuf {
             train.network.d_encoder = 4;
             let config = train.network(&letters, &phonemes);
             let model = padless_g2p::G2p {
-                network: padless_g2p::Network::Lstm(config.init(&padless::default_device()).unwrap()),
+                network: padless_g2p::Network::from(
+                    config.init(&padless::default_device()).unwrap(),
+                ),
                 letters,
                 phonemes,
                 right_to_left: false,

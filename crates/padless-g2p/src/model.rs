@@ -6,15 +6,13 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use burn::tensor::{Device, Int, Tensor};
+use padless::AnyModel;
 use padless::Padding;
 use padless::model::checkpoint_metadata;
-use padless::AnyModel;
-use padless::seq2seq::{
-    EncoderDecoderConfig, beam_decode_ensemble, greedy_decode_ensemble,
-};
-use padless::transformer::TransformerConfig;
+use padless::seq2seq::{EncoderDecoderConfig, beam_decode_ensemble, greedy_decode_ensemble};
 use padless::sequence::{Truncating, pad_sequences};
 use padless::tensor_util::int_tensor_from;
+use padless::transformer::TransformerConfig;
 use padless::weights::{StoredFloat, load_safetensors, save_safetensors_as};
 
 use crate::error::{G2pError, Result};
@@ -105,7 +103,12 @@ impl G2p {
     ///
     /// # Errors
     /// As [`G2p::save`], and a weight that `format` cannot hold.
-    pub fn save_as(&self, path: &Path, extra: &[(&str, String)], format: StoredFloat) -> Result<()> {
+    pub fn save_as(
+        &self,
+        path: &Path,
+        extra: &[(&str, String)],
+        format: StoredFloat,
+    ) -> Result<()> {
         let json = |v: serde_json::Result<String>| v.expect("plain data serialises");
         let mut metadata = HashMap::from([
             ("format".to_string(), MODEL_FORMAT.to_string()),
@@ -157,7 +160,7 @@ impl G2p {
         };
         if let Ok(metadata) = checkpoint_metadata(path) {
             let network = match padless::load::<AnyModel>(path, device)? {
-                AnyModel::EncoderDecoder(n) => Network::Lstm(*n),
+                AnyModel::EncoderDecoder(n) => Network::Lstm(n),
                 AnyModel::Transformer(n) => Network::Transformer(n),
                 other => {
                     return Err(bad(format!(
@@ -188,7 +191,7 @@ impl G2p {
                 network
                     .set_weights(&weights)
                     .map_err(|e| bad(e.to_string()))?;
-                Network::Lstm(network)
+                Network::from(network)
             }
             Some(TRANSFORMER) => {
                 let config: TransformerConfig =

@@ -11,10 +11,9 @@ use padless::weights::NamedWeight;
 /// The network of a G2P model.
 #[derive(Debug, Clone)]
 pub enum Network {
-    /// An LSTM encoder-decoder with attention (family `lstm`).
-    Lstm(EncoderDecoder),
-    /// A Transformer encoder-decoder (family `transformer`; boxed, as it is much larger
-    /// than the LSTM's handle).
+    /// An LSTM encoder-decoder with attention (family `lstm`; boxed, as `AnyModel` holds it).
+    Lstm(Box<EncoderDecoder>),
+    /// A Transformer encoder-decoder (family `transformer`; boxed).
     Transformer(Box<Transformer>),
 }
 
@@ -55,7 +54,7 @@ impl Network {
     /// Every weight, by name.
     pub fn weights(&self) -> Vec<NamedWeight> {
         match self {
-            Network::Lstm(n) => Model::weights(n),
+            Network::Lstm(n) => Model::weights(n.as_ref()),
             Network::Transformer(n) => Model::weights(n.as_ref()),
         }
     }
@@ -71,7 +70,7 @@ impl Network {
 
 impl From<EncoderDecoder> for Network {
     fn from(network: EncoderDecoder) -> Self {
-        Network::Lstm(network)
+        Network::Lstm(Box::new(network))
     }
 }
 

@@ -254,7 +254,7 @@ fn g2p_files() -> Vec<Vec<u8>> {
         .save_with(&checkpoint, &header)
         .unwrap();
     let model = G2p {
-        network: padless_g2p::Network::Lstm(network),
+        network: padless_g2p::Network::from(network),
         letters,
         phonemes,
         right_to_left: false,
@@ -293,8 +293,14 @@ fn g2p_model_files_load_or_fail_cleanly_whatever_the_bytes() {
             match G2p::load(&path, &device) {
                 Ok((model, _)) => {
                     // What loads is consistent: one symbol per id of the network.
-                    assert_eq!(model.letters.len(), padless::seq2seq::StepDecoder::n_source_tokens(&model.network));
-                    assert_eq!(model.phonemes.len(), padless::seq2seq::StepDecoder::n_target_tokens(&model.network));
+                    assert_eq!(
+                        model.letters.len(),
+                        padless::seq2seq::StepDecoder::n_source_tokens(&model.network)
+                    );
+                    assert_eq!(
+                        model.phonemes.len(),
+                        padless::seq2seq::StepDecoder::n_target_tokens(&model.network)
+                    );
                     let _ = model.pronounce(&["cab".to_string()], 2, 4, &device);
                     loaded.set(loaded.get() + 1);
                 }

@@ -206,8 +206,8 @@ pub fn save_safetensors_as(
     }
     let mut views = BTreeMap::new();
     for (w, bytes) in weights.iter().zip(&data) {
-        let view = TensorView::new(dtype, w.shape.clone(), bytes)
-            .map_err(|e| bad(e.to_string()))?;
+        let view =
+            TensorView::new(dtype, w.shape.clone(), bytes).map_err(|e| bad(e.to_string()))?;
         views.insert(w.name.clone(), view);
     }
     let bytes =
@@ -355,17 +355,29 @@ mod tests {
         let w = vec![NamedWeight {
             name: "w".into(),
             shape: vec![5],
-            values: vec![1.0 + 2f32.powi(-11), 1.0 + 3.0 * 2f32.powi(-12), -0.5, 3.0e-5, 1.0 + 2f32.powi(-8)],
+            values: vec![
+                1.0 + 2f32.powi(-11),
+                1.0 + 3.0 * 2f32.powi(-12),
+                -0.5,
+                3.0e-5,
+                1.0 + 2f32.powi(-8),
+            ],
         }];
         let path = dir.join("f16.safetensors");
         save_safetensors_as(&path, &w, &meta, StoredFloat::F16).unwrap();
-        assert_eq!(std::fs::metadata(&path).unwrap().len() < 200, true);
+        assert!(std::fs::metadata(&path).unwrap().len() < 200);
         let (loaded, _) = load_safetensors(&path).unwrap();
         // 3e-5 is subnormal in f16 (step 2^-24): the nearest multiple of 2^-24.
         let subnormal = (3.0e-5f64 * 2f64.powi(24)).round() * 2f64.powi(-24);
         assert_eq!(
             loaded[0].values,
-            vec![1.0, 1.0 + 2f32.powi(-10), -0.5, subnormal as f32, 1.0 + 2f32.powi(-8)]
+            vec![
+                1.0,
+                1.0 + 2f32.powi(-10),
+                -0.5,
+                subnormal as f32,
+                1.0 + 2f32.powi(-8)
+            ]
         );
         let path = dir.join("bf16.safetensors");
         save_safetensors_as(&path, &w, &meta, StoredFloat::Bf16).unwrap();
@@ -378,9 +390,14 @@ mod tests {
             shape: vec![1],
             values: vec![1.0e5],
         }];
-        let err = save_safetensors_as(&dir.join("x.safetensors"), &too_large, &meta, StoredFloat::F16)
-            .unwrap_err()
-            .to_string();
+        let err = save_safetensors_as(
+            &dir.join("x.safetensors"),
+            &too_large,
+            &meta,
+            StoredFloat::F16,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("big") && err.contains("100000"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
     }
