@@ -442,19 +442,12 @@ fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
         ("--heads", args.heads.is_some()),
         ("--d-ff", args.d_ff.is_some()),
     ];
-    let (foreign, family) = match args.family {
-        Family::Lstm => (transformer_only, "transformer"),
-        Family::Transformer => (lstm_only, "lstm"),
+    let (foreign, family, given) = match args.family {
+        Family::Lstm => (transformer_only, "a Transformer", "lstm"),
+        Family::Transformer => (lstm_only, "an LSTM", "transformer"),
     };
     if let Some((flag, _)) = foreign.iter().find(|f| f.1) {
-        bail!(
-            "{flag} sets a {family} network, found --model {}",
-            if family == "lstm" {
-                "transformer"
-            } else {
-                "lstm"
-            }
-        );
+        bail!("{flag} sets {family} network, found --model {given}");
     }
     if let Some(t) = config.transformer.as_mut() {
         t.d_model = args.d_model.unwrap_or(t.d_model);
