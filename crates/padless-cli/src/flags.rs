@@ -171,6 +171,12 @@ pub fn check_transformer_decoding(
     let d = config.d_model as u128;
     let per_hypothesis = 4 * (2 * config.decoder_layers as u128 * d * (letters + phonemes) as u128)
         + 24 * config.n_target_tokens as u128;
+    check_hypotheses(flags, rows, beam, per_hypothesis)
+}
+
+/// Checks that `rows` words of `beam` hypotheses of `per_hypothesis` bytes each fit in the
+/// memory budget, naming `flags` in the error.
+fn check_hypotheses(flags: &str, rows: usize, beam: usize, per_hypothesis: u128) -> Result<()> {
     let hypotheses = rows as u128 * beam as u128;
     check_elements(
         &format!("{flags}: {hypotheses} hypotheses of {per_hypothesis} bytes"),
@@ -198,13 +204,7 @@ pub fn check_decoding(
     let layers = (config.decoder_layers + config.post_attention_layers) as u128;
     let per_hypothesis =
         4 * (2 * layers * d + letters as u128 * d) + 24 * config.n_target_tokens as u128;
-    let hypotheses = rows as u128 * beam as u128;
-    check_elements(
-        &format!("{flags}: {hypotheses} hypotheses of {per_hypothesis} bytes"),
-        u64::try_from(hypotheses).unwrap_or(u64::MAX),
-        u64::try_from(per_hypothesis).unwrap_or(u64::MAX),
-    )?;
-    Ok(())
+    check_hypotheses(flags, rows, beam, per_hypothesis)
 }
 
 #[cfg(test)]

@@ -1,5 +1,4 @@
-//! [`G2p`]: a [`Network`] (an LSTM [`EncoderDecoder`](padless::seq2seq::EncoderDecoder) or a
-//! [`Transformer`](padless::transformer::Transformer)) with its letter
+//! [`G2p`]: a [`Network`] (an LSTM [`EncoderDecoder`] or a [`Transformer`]) with its letter
 //! and phoneme vocabularies, saved as one safetensors file.
 
 use std::collections::HashMap;
@@ -9,15 +8,17 @@ use burn::tensor::{Device, Int, Tensor};
 use padless::AnyModel;
 use padless::Padding;
 use padless::model::checkpoint_metadata;
-use padless::seq2seq::{EncoderDecoderConfig, beam_decode_ensemble, greedy_decode_ensemble};
+use padless::seq2seq::{EncoderDecoder, beam_decode_ensemble, greedy_decode_ensemble};
 use padless::sequence::{Truncating, pad_sequences};
 use padless::tensor_util::int_tensor_from;
-use padless::transformer::TransformerConfig;
+use padless::transformer::Transformer;
+use padless::weights::NamedWeight;
 use padless::weights::{StoredFloat, load_safetensors, save_safetensors_as};
 
 use crate::error::{G2pError, Result};
 use crate::network::{LSTM, Network, TRANSFORMER};
 use crate::rescore::rescore_both_directions;
+use crate::train::Trainable;
 use crate::vocab::{SOURCE_SPECIALS, TARGET_SPECIALS, Vocab};
 
 /// The file format tag in a saved model's header.
@@ -184,24 +185,8 @@ impl G2p {
         let config = get("config")?;
         // Models saved before the Transformer family existed name no family: LSTM.
         let network = match metadata.get("family").map(String::as_str) {
-            None | Some(LSTM) => {
-                let config: EncoderDecoderConfig =
-                    serde_json::from_str(config).map_err(|e| bad(format!("config: {e}")))?;
-                let mut network = config.init(device)?;
-                network
-                    .set_weights(&weights)
-                    .map_err(|e| bad(e.to_string()))?;
-                Network::from(network)
-            }
-            Some(TRANSFORMER) => {
-                let config: TransformerConfig =
-                    serde_json::from_str(config).map_err(|e| bad(format!("config: {e}")))?;
-                let mut network = config.init(device)?;
-                network
-                    .set_weights(&weights)
-                    .map_err(|e| bad(e.to_string()))?;
-                Network::from(network)
-            }
+            None | Some(LSTM) => network_from::<EncoderDecoder>(config, &weights, device, bad)?,
+            Some(TRANSFORMER) => network_from::<Transformer>(config, &weights, device, bad)?,
             Some(other) => {
                 return Err(bad(format!(
                     "family `{other}`, expected `{LSTM}` or `{TRANSFORMER}`"
@@ -274,6 +259,23 @@ impl G2p {
         };
         Ok((model, metadata))
     }
+}
+
+/// The network of family `N` that the JSON `config` describes, holding `weights`; `bad` makes
+/// the file's error from a reason.
+fn network_from<N: Trainable>(
+    config: &str,
+    weights: &[NamedWeight],
+    device: &Device,
+    bad: impl Fn(String) -> G2pError,
+) -> Result<Network> {
+    let config: N::Config =
+        serde_json::from_str(config).map_err(|e| bad(format!("config: {e}")))?;
+    let mut network = N::build(&config, device)?;
+    network
+        .set_weights(weights)
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(network.into())
 }
 
 /// Pronounces `words` (lower-cased) with `models` decoded together (their next-phoneme
