@@ -47,13 +47,7 @@ fn bench(c: &mut Criterion) {
         values(n * width, 3, 1.0),
         values(n * width, 4, 1.0),
     );
-    let inputs = PackedQkv {
-        q: &q,
-        k: &k,
-        v: &v,
-        cu_seqlens_q: &cu,
-        cu_seqlens_k: &cu,
-    };
+    let inputs = PackedQkv::new(&q, &k, &v, &cu, &cu);
     let mut group = c.benchmark_group("attention");
     group.measurement_time(Duration::from_secs(3));
     group.warm_up_time(Duration::from_secs(1));

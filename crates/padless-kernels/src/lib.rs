@@ -41,7 +41,7 @@
 //! threads share), `gemm` (the products: the `gemm` crate's wrapper, the packed panels,
 //! a microkernel per instruction set, the bfloat16 units), `rnn` (the recurrent kernels:
 //! entry point, packing, forward, backward, thread blocks, cells, [`reference`](mod@reference)) and `ops`
-//! (dense, Adam, softmax, `tanh`); `isa` chooses the instruction set, `real` the element
+//! (dense, Adam, softmax, `tanh`, a Transformer block's row passes); `isa` chooses the instruction set, `real` the element
 //! types.
 //!
 //! # Example
@@ -91,7 +91,13 @@ pub use ops::attention::{
     AttentionConfig, AttentionDropout, AttentionGradients, AttentionOutput, PackedQkv,
     attention_backward, attention_forward,
 };
-pub use ops::dense::{DenseGradients, dense_backward, dense_forward};
+pub use ops::dense::{
+    DenseGradients, dense_backward, dense_forward, linear_backward, linear_forward,
+};
+pub use ops::rows::{
+    AddNormGradients, AddNormOutput, ElementDropout, RowNorm, add_norm_backward, add_norm_forward,
+    dropout_backward, dropout_forward,
+};
 pub use ops::softmax::{softmax_backward_rows_in_place, softmax_rows_in_place};
 pub use ops::tanh::{tanh_backward_in_place, tanh_in_place};
 pub use real::Real;

@@ -88,13 +88,7 @@ impl Case {
     }
 
     fn packed<'a, T>(&'a self, q: &'a [T], k: &'a [T], v: &'a [T]) -> PackedQkv<'a, T> {
-        PackedQkv {
-            q,
-            k,
-            v,
-            cu_seqlens_q: &self.cu_q,
-            cu_seqlens_k: &self.cu_k,
-        }
+        PackedQkv::new(q, k, v, &self.cu_q, &self.cu_k)
     }
 
     fn forward(&self, config: &AttentionConfig) -> AttentionOutput<f64> {
@@ -393,20 +387,13 @@ fn a_causal_query_ignores_later_keys() {
 }
 
 #[test]
-#[should_panic(expected = "attention: k must be [3, 2, 4] (24 values), found 23 values")]
+#[should_panic(
+    expected = "attention: k must be [3, 2, 4] (24 values, tokens 8 apart), found 23 values"
+)]
 fn a_buffer_of_the_wrong_length_panics_naming_both() {
     let config = AttentionConfig::new(2, 4);
     let (q, k, v) = (vec![0.0f32; 16], vec![0.0f32; 23], vec![0.0f32; 24]);
-    attention_forward(
-        &config,
-        &PackedQkv {
-            q: &q,
-            k: &k,
-            v: &v,
-            cu_seqlens_q: &[0, 2],
-            cu_seqlens_k: &[0, 3],
-        },
-    );
+    attention_forward(&config, &PackedQkv::new(&q, &k, &v, &[0, 2], &[0, 3]));
 }
 
 #[test]
@@ -415,13 +402,7 @@ fn decreasing_offsets_panic() {
     let config = AttentionConfig::new(1, 1);
     attention_forward(
         &config,
-        &PackedQkv {
-            q: &[0.0f64],
-            k: &[0.0],
-            v: &[0.0],
-            cu_seqlens_q: &[0, 2, 1],
-            cu_seqlens_k: &[0, 1, 1],
-        },
+        &PackedQkv::new(&[0.0f64], &[0.0], &[0.0], &[0, 2, 1], &[0, 1, 1]),
     );
 }
 
@@ -499,4 +480,75 @@ fn dropout_keeps_one_minus_rate_of_the_weights() {
         (0..1000).all(|k| AttentionDropout { rate: 0.0, seed: 5 }.keeps(1, 2, k)),
         "rate 0 keeps everything"
     );
+}
+
+/// Queries, keys and values read in place from one fused projection (`[n, 3 width]`, tokens
+/// `3 width` apart) or keys and values from one `[n, 2 width]` buffer give the bits of the
+/// same values in buffers of their own, forward and backward, on random shapes.
+#[test]
+fn strided_inputs_give_the_dense_results() {
+    for seed in 0..40 {
+        let mut case = Case::random(seed, 20);
+        // Self-attention needs as many keys as queries per row.
+        case.cu_k = case.cu_q.clone();
+        let width = case.config.heads * case.config.d_head;
+        let n = *case.cu_q.last().unwrap();
+        let mut rng = Rng(seed + 7);
+        case.k = rng.values(n * width, 1.5);
+        case.v = rng.values(n * width, 1.0);
+        let (dense_out, dense_grads) = case.backward(&case.config);
+        // [q | k | v] per token.
+        let mut qkv = Vec::with_capacity(n * 3 * width);
+        for t in 0..n {
+            for part in [&case.q, &case.k, &case.v] {
+                qkv.extend_from_slice(&part[t * width..(t + 1) * width]);
+            }
+        }
+        let fused = PackedQkv {
+            q_stride: 3 * width,
+            kv_stride: 3 * width,
+            ..PackedQkv::new(
+                &qkv,
+                &qkv[width.min(qkv.len())..],
+                &qkv[(2 * width).min(qkv.len())..],
+                &case.cu_q,
+                &case.cu_k,
+            )
+        };
+        let out = attention_forward(&case.config, &fused);
+        assert!(
+            out == dense_out,
+            "seed {seed}: forward from a fused projection"
+        );
+        let grads = attention_backward(&case.config, &fused, &out, &case.d_out);
+        assert!(
+            grads == dense_grads,
+            "seed {seed}: backward from a fused projection"
+        );
+        // q alone, [k | v] per token.
+        let kv: Vec<f64> = (0..n)
+            .flat_map(|t| [&case.k, &case.v].map(|p| p[t * width..(t + 1) * width].to_vec()))
+            .flatten()
+            .collect();
+        let cross = PackedQkv {
+            kv_stride: 2 * width,
+            ..PackedQkv::new(
+                &case.q,
+                &kv,
+                &kv[width.min(kv.len())..],
+                &case.cu_q,
+                &case.cu_k,
+            )
+        };
+        let out = attention_forward(&case.config, &cross);
+        assert!(
+            out == dense_out,
+            "seed {seed}: forward from a fused key-value projection"
+        );
+        let grads = attention_backward(&case.config, &cross, &out, &case.d_out);
+        assert!(
+            grads == dense_grads,
+            "seed {seed}: backward from a fused key-value projection"
+        );
+    }
 }

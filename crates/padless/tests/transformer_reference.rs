@@ -187,13 +187,7 @@ fn the_attention_kernel_matches_the_same_pytorch_reference() {
             .with_causal(case["causal"].as_bool().unwrap());
         let (q, k, v) = (floats(&p["q"]), floats(&p["k"]), floats(&p["v"]));
         let (cu_q, cu_k) = (usizes(&p["cu_q"]), usizes(&p["cu_k"]));
-        let inputs = PackedQkv {
-            q: &q,
-            k: &k,
-            v: &v,
-            cu_seqlens_q: &cu_q,
-            cu_seqlens_k: &cu_k,
-        };
+        let inputs = PackedQkv::new(&q, &k, &v, &cu_q, &cu_k);
         for threads in [1, 2] {
             let config = config.with_threads(threads);
             let forward = attention_forward(&config, &inputs);

@@ -162,19 +162,54 @@ impl AttentionConfig {
 ///
 /// Row `b`'s queries are tokens `cu_seqlens_q[b]..cu_seqlens_q[b + 1]` of `q`, its keys and
 /// values tokens `cu_seqlens_k[b]..cu_seqlens_k[b + 1]` of `k` and `v`; each token holds
-/// `heads * d_head` values, head by head.
+/// `heads * d_head` values, head by head. Tokens follow one another (the stride 0 means
+/// `heads * d_head`), or `q_stride` / `kv_stride` values apart: the queries, keys and values
+/// can then be read in place from the output of one fused projection (`[n, 3 heads d_head]`,
+/// `k` and `v` starting `heads * d_head` and twice that into it).
 #[derive(Debug, Clone, Copy)]
 pub struct PackedQkv<'a, T> {
-    /// `[n_valid_q, heads, d_head]`.
+    /// `[n_valid_q, heads, d_head]`, tokens `q_stride` apart.
     pub q: &'a [T],
-    /// `[n_valid_k, heads, d_head]`.
+    /// `[n_valid_k, heads, d_head]`, tokens `kv_stride` apart.
     pub k: &'a [T],
-    /// `[n_valid_k, heads, d_head]`.
+    /// `[n_valid_k, heads, d_head]`, tokens `kv_stride` apart.
     pub v: &'a [T],
     /// `[batch + 1]`: 0, then the running total of each row's valid queries.
     pub cu_seqlens_q: &'a [usize],
     /// `[batch + 1]`: 0, then the running total of each row's valid keys.
     pub cu_seqlens_k: &'a [usize],
+    /// Values from one query token to the next (0: `heads * d_head`).
+    pub q_stride: usize,
+    /// Values from one key token to the next, and from one value token to the next (0:
+    /// `heads * d_head`).
+    pub kv_stride: usize,
+}
+
+impl<'a, T> PackedQkv<'a, T> {
+    /// Queries, keys and values each in a buffer of its own, tokens one after another.
+    pub fn new(
+        q: &'a [T],
+        k: &'a [T],
+        v: &'a [T],
+        cu_seqlens_q: &'a [usize],
+        cu_seqlens_k: &'a [usize],
+    ) -> Self {
+        PackedQkv {
+            q,
+            k,
+            v,
+            cu_seqlens_q,
+            cu_seqlens_k,
+            q_stride: 0,
+            kv_stride: 0,
+        }
+    }
+
+    /// The strides in effect for tokens of `width` values: `(queries, keys and values)`.
+    fn strides(&self, width: usize) -> (usize, usize) {
+        let or_width = |s: usize| if s == 0 { width } else { s };
+        (or_width(self.q_stride), or_width(self.kv_stride))
+    }
 }
 
 /// What [`attention_forward`] returns.
@@ -235,14 +270,31 @@ fn tasks<T>(config: &AttentionConfig, x: &PackedQkv<'_, T>) -> (usize, usize, Ve
         "attention: cu_seqlens_q and cu_seqlens_k must both have batch + 1 entries"
     );
     let width = config.heads * config.d_head;
-    for (buffer, tokens, what) in [(x.q, n_q, "q"), (x.k, n_k, "k"), (x.v, n_k, "v")] {
-        assert_eq!(
-            buffer.len(),
-            tokens * width,
-            "attention: {what} must be [{tokens}, {}, {}] ({} values), found {} values",
+    let (q_stride, kv_stride) = x.strides(width);
+    assert!(
+        q_stride >= width && kv_stride >= width,
+        "attention: tokens of {width} values cannot be {q_stride} (queries) or {kv_stride} \
+         (keys and values) apart"
+    );
+    let buffers = [
+        (x.q, n_q, q_stride, "q"),
+        (x.k, n_k, kv_stride, "k"),
+        (x.v, n_k, kv_stride, "v"),
+    ];
+    for (buffer, tokens, stride, what) in buffers {
+        // A dense buffer holds exactly its tokens; a strided one reaches at least the last.
+        let least = tokens.saturating_sub(1) * stride + if tokens > 0 { width } else { 0 };
+        let fits = if stride == width {
+            buffer.len() == tokens * width
+        } else {
+            buffer.len() >= least
+        };
+        assert!(
+            fits,
+            "attention: {what} must be [{tokens}, {}, {}] ({least} values, tokens {stride} \
+             apart), found {} values",
             config.heads,
             config.d_head,
-            tokens * width,
             buffer.len()
         );
     }
@@ -284,7 +336,7 @@ fn team_size(config: &AttentionConfig, tasks: &[Task]) -> usize {
 /// use padless_kernels::attention::{AttentionConfig, PackedQkv, attention_forward};
 /// // One head of width 1; row 0 has two tokens, row 1 none.
 /// let (q, k, v) = ([1.0f64, 1.0], [0.0f64, 2.0_f64.ln()], [3.0f64, 6.0]);
-/// let packed = PackedQkv { q: &q, k: &k, v: &v, cu_seqlens_q: &[0, 2, 2], cu_seqlens_k: &[0, 2, 2] };
+/// let packed = PackedQkv::new(&q, &k, &v, &[0, 2, 2], &[0, 2, 2]);
 /// let config = AttentionConfig::new(1, 1).with_scale(1.0);
 /// let result = attention_forward(&config, &packed);
 /// // Weights 1/3 and 2/3 for both queries: 3/3 + 12/3 = 5.
@@ -442,13 +494,13 @@ fn sized<T: Real>(buffer: &mut Vec<T>, len: usize) -> &mut [T] {
     &mut buffer[..len]
 }
 
-/// Copies head `head` (of width `d`) of `count` tokens from token `first` of `src` (`width`
-/// values per token) into `rows [count, d_pad]` (times `factor`), and into `cols [d,
+/// Copies head `head` (of width `d`) of `count` tokens from token `first` of `src` (tokens
+/// `stride` values apart) into `rows [count, d_pad]` (times `factor`), and into `cols [d,
 /// padded(count)]` when given; the padding is zero.
 #[inline(always)]
 fn gather<T: Real>(
     src: &[T],
-    width: usize,
+    stride: usize,
     (head, d): (usize, usize),
     (first, count): (usize, usize),
     factor: T,
@@ -458,7 +510,7 @@ fn gather<T: Real>(
     let d_pad = padded(d);
     let rows = sized(rows, count * d_pad);
     for (i, row) in rows.chunks_exact_mut(d_pad).enumerate() {
-        let from = &src[(first + i) * width + head * d..][..d];
+        let from = &src[(first + i) * stride + head * d..][..d];
         let (values, padding) = row.split_at_mut(d);
         for (r, &x) in values.iter_mut().zip(from) {
             *r = x * factor;
@@ -523,17 +575,18 @@ impl<T: Real> pulp::WithSimd for Forward<'_, T> {
         let kept = T::from_f64(config.dropout.map_or(1.0, |drop| 1.0 / (1.0 - drop.rate)));
         let h = task.head;
         let (queries, keys) = ((task.q0, task.n_q), (task.k0, task.n_k));
-        gather(inputs.q, width, (h, d), queries, scale, &mut w.q, None);
+        let (q_stride, kv_stride) = inputs.strides(width);
+        gather(inputs.q, q_stride, (h, d), queries, scale, &mut w.q, None);
         gather(
             inputs.k,
-            width,
+            kv_stride,
             (h, d),
             keys,
             T::ONE,
             &mut w.k,
             Some(&mut w.k_t),
         );
-        gather(inputs.v, width, (h, d), keys, T::ONE, &mut w.v, None);
+        gather(inputs.v, kv_stride, (h, d), keys, T::ONE, &mut w.v, None);
         let (n_k, n_k_pad) = (task.n_k, padded(task.n_k));
         let s = sized(&mut w.s, QUERY_BLOCK * KEY_BLOCK + TILE_ROWS);
         let acc = sized(&mut w.acc, QUERY_BLOCK * d_pad);
@@ -644,10 +697,11 @@ impl<T: Real> pulp::WithSimd for Backward<'_, T> {
         let kept = T::from_f64(config.dropout.map_or(1.0, |drop| 1.0 / (1.0 - drop.rate)));
         let h = task.head;
         let (queries, keys) = ((task.q0, task.n_q), (task.k0, task.n_k));
-        gather(inputs.q, width, (h, d), queries, scale, &mut w.q, None);
+        let (q_stride, kv_stride) = inputs.strides(width);
+        gather(inputs.q, q_stride, (h, d), queries, scale, &mut w.q, None);
         gather(
             inputs.k,
-            width,
+            kv_stride,
             (h, d),
             keys,
             T::ONE,
@@ -656,7 +710,7 @@ impl<T: Real> pulp::WithSimd for Backward<'_, T> {
         );
         gather(
             inputs.v,
-            width,
+            kv_stride,
             (h, d),
             keys,
             T::ONE,

@@ -1,11 +1,13 @@
 //! A dense layer over many rows (every step of a batch of sequences) on one or two threads:
-//! [`dense_forward`] and [`dense_backward`].
+//! [`dense_forward`] and [`dense_backward`] with the weight `[d_in, d_out]` (Keras' layout),
+//! [`linear_forward`] and [`linear_backward`] with the weight `[d_out, d_in]` (PyTorch's).
 //!
 //! burn's CPU backend runs its matrix products on one thread; the dense layer after a
 //! recurrent one multiplies `batch * time` rows, enough work for the kernels' thread pair. The
 //! forward pass splits the rows; the backward pass splits the rows for the input gradient, the
 //! input features for the weight gradient (`X^T · dY` over all rows) and the output features
-//! for the bias gradient.
+//! for the bias gradient. In PyTorch's layout the weight gradient `dY^T · X` is split over the
+//! output features instead, so that each thread writes whole rows of it.
 
 use crate::gemm::{View, matmul};
 use crate::real::Real;
@@ -34,8 +36,76 @@ pub fn dense_forward<T: Real>(
     bias: Option<&[T]>,
     threads: usize,
 ) -> Vec<T> {
+    forward(x, rows, d_in, w, WeightLayout::InOut, d_out, bias, threads)
+}
+
+/// `y = x W^T + b` for `x [rows, d_in]` and `W [d_out, d_in]` (PyTorch's `Linear` layout,
+/// read as it is: no transposed copy), `b [d_out]`: `y [rows, d_out]`.
+///
+/// # Panics
+/// If a buffer's length does not match its shape.
+///
+/// ```
+/// // Two rows, two inputs, one output: y = 1 * x0 + 2 * x1 + 0.5.
+/// let y = padless_kernels::linear_forward(&[1.0f32, 1.0, 3.0, -1.0], 2, 2, &[1.0, 2.0], 1, Some(&[0.5]), 2);
+/// assert_eq!(y, [3.5, 1.5]);
+/// ```
+pub fn linear_forward<T: Real>(
+    x: &[T],
+    rows: usize,
+    d_in: usize,
+    w: &[T],
+    d_out: usize,
+    bias: Option<&[T]>,
+    threads: usize,
+) -> Vec<T> {
+    forward(x, rows, d_in, w, WeightLayout::OutIn, d_out, bias, threads)
+}
+
+/// How a weight matrix is laid out, row-major.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WeightLayout {
+    /// `[d_in, d_out]` (Keras' `Dense` kernel).
+    InOut,
+    /// `[d_out, d_in]` (PyTorch's `Linear` weight).
+    OutIn,
+}
+
+impl WeightLayout {
+    /// `W` as the right operand of `x W`, `[d_in, d_out]`.
+    fn as_rhs<T>(self, w: &[T], d_in: usize, d_out: usize) -> View<T> {
+        match self {
+            WeightLayout::InOut => View::rows(w.as_ptr(), d_out),
+            WeightLayout::OutIn => View::transposed(w.as_ptr(), d_in),
+        }
+    }
+
+    /// `W^T` as the right operand of `dY W^T`, `[d_out, d_in]`.
+    fn as_transposed_rhs<T>(self, w: &[T], d_in: usize, d_out: usize) -> View<T> {
+        match self {
+            WeightLayout::InOut => View::transposed(w.as_ptr(), d_out),
+            WeightLayout::OutIn => View::rows(w.as_ptr(), d_in),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward<T: Real>(
+    x: &[T],
+    rows: usize,
+    d_in: usize,
+    w: &[T],
+    layout: WeightLayout,
+    d_out: usize,
+    bias: Option<&[T]>,
+    threads: usize,
+) -> Vec<T> {
     assert_eq!(x.len(), rows * d_in, "dense: x must be [{rows}, {d_in}]");
-    assert_eq!(w.len(), d_in * d_out, "dense: W must be [{d_in}, {d_out}]");
+    assert_eq!(
+        w.len(),
+        d_in * d_out,
+        "dense: W must hold {d_in} x {d_out} values"
+    );
     if let Some(b) = bias {
         assert_eq!(b.len(), d_out, "dense: b must be [{d_out}]");
     }
@@ -50,7 +120,8 @@ pub fn dense_forward<T: Real>(
             }
         }
         // SAFETY: writes this thread's rows `r0..r1` of `y` (`rows x d_out`); reads the same
-        // rows of `x` (`rows x d_in`) and `W` (`d_in x d_out`), shapes checked above.
+        // rows of `x` (`rows x d_in`) and all of `W` (`d_in x d_out` values), shapes checked
+        // above.
         unsafe {
             matmul(
                 r1 - r0,
@@ -60,7 +131,7 @@ pub fn dense_forward<T: Real>(
                 d_out,
                 bias.is_some(),
                 View::rows(x[r0 * d_in..].as_ptr(), d_in),
-                View::rows(w.as_ptr(), d_out),
+                layout.as_rhs(w, d_in, d_out),
             )
         };
     });
@@ -103,6 +174,50 @@ pub fn dense_backward<T: Real>(
     input_gradient: bool,
     threads: usize,
 ) -> DenseGradients<T> {
+    let options = (with_bias, input_gradient, threads);
+    backward(x, rows, d_in, w, WeightLayout::InOut, d_out, d_y, options)
+}
+
+/// The backward pass of [`linear_forward`] from `d_y [rows, d_out]`: as [`dense_backward`],
+/// with the weight and its gradient `dY^T · X` in `[d_out, d_in]`.
+///
+/// # Panics
+/// If a buffer's length does not match its shape.
+///
+/// ```
+/// // y = x W^T for one row x = (1, 2) and W = (3, 4), with dL/dy = 1.
+/// let g = padless_kernels::linear_backward(&[1.0f32, 2.0], 1, 2, &[3.0, 4.0], 1, &[1.0], true, true, 1);
+/// assert_eq!(g.d_x, [3.0, 4.0]);
+/// assert_eq!(g.d_w, [1.0, 2.0]);
+/// assert_eq!(g.d_bias, Some(vec![1.0]));
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward<T: Real>(
+    x: &[T],
+    rows: usize,
+    d_in: usize,
+    w: &[T],
+    d_out: usize,
+    d_y: &[T],
+    with_bias: bool,
+    input_gradient: bool,
+    threads: usize,
+) -> DenseGradients<T> {
+    let options = (with_bias, input_gradient, threads);
+    backward(x, rows, d_in, w, WeightLayout::OutIn, d_out, d_y, options)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backward<T: Real>(
+    x: &[T],
+    rows: usize,
+    d_in: usize,
+    w: &[T],
+    layout: WeightLayout,
+    d_out: usize,
+    d_y: &[T],
+    (with_bias, input_gradient, threads): (bool, bool, usize),
+) -> DenseGradients<T> {
     assert_eq!(
         x.len(),
         rows * d_in,
@@ -111,7 +226,7 @@ pub fn dense_backward<T: Real>(
     assert_eq!(
         w.len(),
         d_in * d_out,
-        "dense backward: W must be [{d_in}, {d_out}]"
+        "dense backward: W must hold {d_in} x {d_out} values"
     );
     assert_eq!(
         d_y.len(),
@@ -131,7 +246,7 @@ pub fn dense_backward<T: Real>(
         if input_gradient {
             let (r0, r1) = worker.part(rows);
             // SAFETY: writes this thread's rows `r0..r1` of `d_x` (`rows x d_in`); reads the
-            // same rows of `dY` (`rows x d_out`) and `W` (`d_in x d_out`, read transposed).
+            // same rows of `dY` (`rows x d_out`) and all of `W`.
             unsafe {
                 matmul(
                     r1 - r0,
@@ -141,26 +256,48 @@ pub fn dense_backward<T: Real>(
                     d_in,
                     false,
                     View::rows(d_y[r0 * d_out..].as_ptr(), d_out),
-                    View::transposed(w.as_ptr(), d_out),
+                    layout.as_transposed_rhs(w, d_in, d_out),
                 )
             };
         }
-        let (i0, i1) = worker.part(d_in);
-        // SAFETY: writes this thread's rows `i0..i1` (input features) of `d_w` (`d_in x
-        // d_out`); reads those columns of `x` (`rows x d_in`, read transposed) and all of
-        // `dY` (`rows x d_out`).
-        unsafe {
-            matmul(
-                i1 - i0,
-                d_out,
-                rows,
-                d_w_s.ptr_at(i0 * d_out),
-                d_out,
-                false,
-                View::transposed(x[i0.min(x.len())..].as_ptr(), d_in),
-                View::rows(d_y.as_ptr(), d_out),
-            )
-        };
+        match layout {
+            WeightLayout::InOut => {
+                let (i0, i1) = worker.part(d_in);
+                // SAFETY: writes this thread's rows `i0..i1` (input features) of `d_w`
+                // (`d_in x d_out`); reads those columns of `x` (`rows x d_in`, read
+                // transposed) and all of `dY` (`rows x d_out`).
+                unsafe {
+                    matmul(
+                        i1 - i0,
+                        d_out,
+                        rows,
+                        d_w_s.ptr_at(i0 * d_out),
+                        d_out,
+                        false,
+                        View::transposed(x[i0.min(x.len())..].as_ptr(), d_in),
+                        View::rows(d_y.as_ptr(), d_out),
+                    )
+                };
+            }
+            WeightLayout::OutIn => {
+                let (o0, o1) = worker.part(d_out);
+                // SAFETY: writes this thread's rows `o0..o1` (output features) of `d_w`
+                // (`d_out x d_in`); reads those columns of `dY` (`rows x d_out`, read
+                // transposed) and all of `x` (`rows x d_in`).
+                unsafe {
+                    matmul(
+                        o1 - o0,
+                        d_in,
+                        rows,
+                        d_w_s.ptr_at(o0 * d_in),
+                        d_in,
+                        false,
+                        View::transposed(d_y[o0.min(d_y.len())..].as_ptr(), d_out),
+                        View::rows(x.as_ptr(), d_in),
+                    )
+                };
+            }
+        }
         if with_bias {
             let (c0, c1) = worker.part(d_out);
             // SAFETY: entries `c0..c1` of the bias gradient are this thread's.
@@ -305,5 +442,24 @@ mod tests {
             .map(|(i, &v)| v + b[i % d_out])
             .collect();
         close(&shifted, &want[0], "y without bias + b");
+        // The same layer with its weight stored `[d_out, d_in]`, its gradient likewise.
+        let mut w_t = vec![T::ZERO; w.len()];
+        for i in 0..d_in {
+            for o in 0..d_out {
+                w_t[o * d_in + i] = w[i * d_out + o];
+            }
+        }
+        let y = linear_forward(&x, rows, d_in, &w_t, d_out, Some(&b), threads);
+        close(&y, &want[0], "linear y");
+        let g = linear_backward(&x, rows, d_in, &w_t, d_out, &d_y, true, true, threads);
+        close(&g.d_x, &want[1], "linear d_x");
+        let mut d_w = vec![T::ZERO; w.len()];
+        for i in 0..d_in {
+            for o in 0..d_out {
+                d_w[i * d_out + o] = g.d_w[o * d_in + i];
+            }
+        }
+        close(&d_w, &want[2], "linear d_w (transposed back)");
+        close(g.d_bias.as_deref().unwrap(), &want[3], "linear d_bias");
     }
 }

@@ -18,7 +18,7 @@ pub use dense::{Dense, DenseConfig, TimeDistributed, TimeDistributedConfig};
 pub(crate) use dropout::seed_from;
 pub use dropout::{Dropout, DropoutConfig, dropout};
 pub use embedding::{Embedding, EmbeddingConfig};
-pub(crate) use fused_dense::fused_affine;
+pub(crate) use fused_dense::fused_linear;
 pub use layer_norm::{DropMask, DropMaskConfig, LayerNormalization, LayerNormalizationConfig};
 pub use masking::{Masking, MaskingConfig};
 pub use merge::{Add, Concatenate, merge_masks};

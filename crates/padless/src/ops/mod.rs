@@ -15,7 +15,8 @@
 //! The operations: the recurrent loop and its pair (`rnn::fused`), `tanh` and softmax
 //! (`elementwise`), the dense layer's affine map (`layers::fused_dense`), the categorical
 //! cross-entropy (`losses::fused_cross_entropy`), and here the Transformer's packed attention
-//! (`attention.rs`) and the layer normalisation of rows (`layer_norm.rs`). Adam
+//! (`attention.rs`), the layer normalisation of rows (`layer_norm.rs`), and a Transformer
+//! block's residual LayerNorm with dropout and its feed-forward dropout (`rows.rs`). Adam
 //! (`train::fused_adam`) updates its parameter and moments in place, has no backward pass and
 //! three outputs, so it has a flex-only extension of its own.
 
@@ -23,6 +24,7 @@ mod attention;
 mod autodiff;
 mod backend;
 mod layer_norm;
+mod rows;
 
 use std::fmt::Debug;
 
@@ -32,9 +34,10 @@ use burn::tensor::{DType, Device, Element, Shape, Tensor};
 use padless_kernels::Real;
 
 use crate::cpu::{self, HostData};
-pub(crate) use attention::{RowOffsets, packed_attention};
+pub(crate) use attention::{RowOffsets, packed_cross_attention, packed_self_attention};
 use backend::{FusedOpBackend, TensorList};
 pub(crate) use layer_norm::layer_norm_rows;
+pub(crate) use rows::{add_norm_rows, dropout_rows, element_dropout};
 
 /// A float type the fused operations run in: `f32` or `f64`.
 pub(crate) trait HostFloat:

@@ -5,16 +5,16 @@
 //! into `[n_valid, d_model]` rows (row by row, each row's steps in order; per-row offsets say
 //! where each row starts), and every layer works on those rows only: the projections and the
 //! feed-forward block as fused dense products on the kernels' thread pair, each LayerNorm as
-//! one fused pass per row, residual sums, the activation and dropout as burn operations on
-//! the packed rows, and attention through the packed attention kernel (each row's queries
+//! one fused pass per row (with the residual sum and its dropout where the norm follows the
+//! block), the feed-forward ReLU and its dropout as one fused pass, and attention through the packed attention kernel (each row's queries
 //! over its own keys, block by block, no `[batch, heads, t_query, t_key]` score tensor). The
 //! result is scattered back to `[batch, time, d_model]`, zeros at masked steps, at the
 //! stack's output. Masked steps are never read, so neither their values (NaN included) nor
 //! their number changes any output or gradient, and padding costs no work past the gather.
 //!
-//! Dropout (training only) acts where the composite layers apply it; on the attention weights
-//! the kernel drops weights chosen by a hash of a seed drawn from the device's generator, so
-//! the dropped weights differ from the composite path's draw, as two draws do.
+//! Dropout (training only) acts where the composite layers apply it; the fused passes and the
+//! attention kernel drop elements chosen by a hash of a seed drawn from the device's
+//! generator, so the dropped elements differ from the composite path's draw, as two draws do.
 //!
 //! The stacks run their composite layers instead on other backends and float types, with
 //! the fused operations off ([`crate::cpu::with_composite`]), and when there is no valid
@@ -33,9 +33,13 @@ use super::layer::{
 };
 use super::stack::{TransformerDecoder, TransformerEncoder};
 use crate::error::{Error, Result};
-use crate::layers::{dropout, fused_affine, seed_from};
+use crate::layers::ActivationKind;
+use crate::layers::{fused_linear, seed_from};
 use crate::mask::Mask;
-use crate::ops::{self, RowOffsets, layer_norm_rows, packed_attention};
+use crate::ops::{
+    self, RowOffsets, add_norm_rows, dropout_rows, element_dropout, layer_norm_rows,
+    packed_cross_attention, packed_self_attention,
+};
 use crate::tensor_util::int_tensor_from;
 
 thread_local! {
@@ -289,17 +293,24 @@ fn decoder_layer(
 }
 
 /// One residual block on packed rows: `x + dropout(block(norm(x)))` pre-norm, `norm(x +
-/// dropout(block(x)))` post-norm.
+/// dropout(block(x)))` post-norm (the sum, dropout and norm one fused pass).
 fn residual(
     o: &LayerOptions,
     x: Tensor<2>,
     norm: &LayerNorm,
     block: impl FnOnce(Tensor<2>) -> Tensor<2>,
 ) -> Tensor<2> {
+    let dropout = element_dropout(o.dropout, &x.device());
     if o.norm_first {
-        x.clone() + dropout(block(layer_norm(norm, x)), o.dropout)
+        let y = block(layer_norm(norm, x.clone()));
+        x + match dropout {
+            Some(dropout) => dropout_rows(y, dropout, false),
+            None => y,
+        }
     } else {
-        layer_norm(norm, x.clone() + dropout(block(x), o.dropout))
+        let y = block(x.clone());
+        let (weight, bias) = (norm.weight.val(), norm.bias.val());
+        add_norm_rows(x, y, weight, bias, norm.epsilon, dropout)
     }
 }
 
@@ -307,19 +318,24 @@ fn layer_norm(norm: &LayerNorm, x: Tensor<2>) -> Tensor<2> {
     layer_norm_rows(x, norm.weight.val(), norm.bias.val(), norm.epsilon)
 }
 
-/// `x weight^T + bias` (PyTorch's layout) through the fused dense product.
+/// `x weight^T + bias` (PyTorch's layout, read in place) through the fused dense product.
 fn affine(x: Tensor<2>, weight: Tensor<2>, bias: Tensor<1>) -> Tensor<2> {
-    fused_affine(x, weight.transpose(), Some(bias))
+    fused_linear(x, weight, Some(bias))
 }
 
 fn linear(layer: &Linear, x: Tensor<2>) -> Tensor<2> {
     affine(x, layer.weight.val(), layer.bias.val())
 }
 
-/// `linear2(dropout(activation(linear1(x))))`.
+/// `linear2(dropout(activation(linear1(x))))` (a ReLU and the dropout one fused pass).
 fn feed_forward(o: &LayerOptions, linear1: &Linear, linear2: &Linear, x: Tensor<2>) -> Tensor<2> {
-    let hidden = o.activation.apply(linear(linear1, x));
-    linear(linear2, dropout(hidden, o.dropout))
+    let hidden = linear(linear1, x);
+    let hidden = match (element_dropout(o.dropout, &hidden.device()), o.activation) {
+        (Some(dropout), ActivationKind::Relu) => dropout_rows(hidden, dropout, true),
+        (Some(dropout), activation) => dropout_rows(activation.apply(hidden), dropout, false),
+        (None, activation) => activation.apply(hidden),
+    };
+    linear(linear2, hidden)
 }
 
 /// The dropout on `attention`'s weights: on a training device (as [`dropout`]), at its
@@ -339,15 +355,13 @@ fn self_attention(
     rows: &Rows,
     causal: bool,
 ) -> Tensor<2> {
-    let d = attention.d_model();
     let device = x.device();
     let qkv = affine(
         x,
         attention.in_proj_weight.val(),
         attention.in_proj_bias.val(),
     );
-    let qkv = [0, 1, 2].map(|i| qkv.clone().narrow(1, i * d, d));
-    let context = packed_attention(
+    let context = packed_self_attention(
         qkv,
         attention.heads,
         causal,
@@ -375,14 +389,7 @@ fn cross_attention(
         w.narrow(0, d, 2 * d),
         b.narrow(0, d, 2 * d),
     );
-    let (k, v) = (kv.clone().narrow(1, 0, d), kv.narrow(1, d, d));
-    let context = packed_attention(
-        [q, k, v],
-        attention.heads,
-        false,
-        dropout,
-        rows.over(&memory.rows),
-    );
+    let context = packed_cross_attention(q, kv, attention.heads, dropout, rows.over(&memory.rows));
     let out = linear(&attention.out_proj, context);
     match &memory.blind {
         Some(blind) => out.mask_fill(blind.clone(), 0.0),
