@@ -552,3 +552,72 @@ fn strided_inputs_give_the_dense_results() {
         );
     }
 }
+
+/// A decoding step over a key/value cache against the softmax written out in f64: masked
+/// keys get no weight, a row without valid keys gets zeros, f32 within its rounding, and one
+/// and two threads give the same bits.
+#[test]
+fn a_cached_step_matches_the_written_out_softmax() {
+    use padless_kernels::attention::cached_attention_step;
+    let (batch, heads, d, t_key) = (5, 3, 16, 37);
+    let groups = batch * heads;
+    let mut rng = Rng(99);
+    let q = rng.values(groups * d, 1.5);
+    let keys = rng.values(groups * t_key * d, 1.5);
+    let values = rng.values(groups * t_key * d, 1.0);
+    // Row 0 sees every key, row 3 none, the others a mixture.
+    let valid: Vec<bool> = (0..batch * t_key)
+        .map(|i| {
+            let (row, j) = (i / t_key, i % t_key);
+            row == 0 || (row != 3 && (rng.next() % 3 != 0 || j == 0))
+        })
+        .collect();
+    let scale = 0.25;
+    let mut want = vec![0.0; groups * d];
+    for g in 0..groups {
+        let row = g / heads;
+        let visible: Vec<usize> = (0..t_key).filter(|&j| valid[row * t_key + j]).collect();
+        let scores: Vec<f64> = visible
+            .iter()
+            .map(|&j| {
+                scale
+                    * (0..d)
+                        .map(|c| q[g * d + c] * keys[(g * t_key + j) * d + c])
+                        .sum::<f64>()
+            })
+            .collect();
+        let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let total: f64 = scores.iter().map(|s| (s - max).exp()).sum();
+        for (&j, s) in visible.iter().zip(&scores) {
+            for c in 0..d {
+                want[g * d + c] += (s - max).exp() / total * values[(g * t_key + j) * d + c];
+            }
+        }
+    }
+    let got = cached_attention_step(&q, &keys, &values, Some(&valid), (heads, d), scale, 1);
+    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+        assert!((a - b).abs() < 1e-12, "out[{i}]: {a} vs {b}");
+    }
+    assert!(
+        got[3 * heads * d..4 * heads * d].iter().all(|&v| v == 0.0),
+        "row 3 sees nothing"
+    );
+    let two = cached_attention_step(&q, &keys, &values, Some(&valid), (heads, d), scale, 2);
+    assert!(two == got, "two threads");
+    let cast = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    let got32 = cached_attention_step(
+        &cast(&q),
+        &cast(&keys),
+        &cast(&values),
+        Some(&valid),
+        (heads, d),
+        scale,
+        2,
+    );
+    for (i, (a, b)) in got32.iter().zip(&want).enumerate() {
+        assert!((f64::from(*a) - b).abs() < 1e-5, "f32 out[{i}]: {a} vs {b}");
+    }
+    // Without a mask every key is seen: row 0's results again.
+    let all = cached_attention_step(&q, &keys, &values, None, (heads, d), scale, 1);
+    assert_eq!(all[..heads * d], got[..heads * d]);
+}

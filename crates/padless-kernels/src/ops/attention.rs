@@ -1023,3 +1023,145 @@ fn multiply_add<T: Real>(t: &mut [T; TILE_COLS], x: T, row: &[T; TILE_COLS]) {
         }
     }
 }
+
+/// One decoding step's attention over a key/value cache: for each of the `groups = batch *
+/// heads` (row, head) pairs, its query `q [groups, d_head]` against its `t_key` keys `keys
+/// [groups, t_key, d_head]`, `softmax(scale q · k)` over the keys that `key_valid [batch,
+/// t_key]` marks valid (all of them without it), times its values `values [groups, t_key,
+/// d_head]`: `[groups, d_head]`, zeros for a row without a valid key. Forward only (decoding
+/// runs without gradients); the pairs are split over `threads` (1 or 2).
+///
+/// # Panics
+/// If a buffer's length does not match `heads` and `d_head`.
+///
+/// ```
+/// // One row, one head of width 1, two keys with scores 0 and ln 2: weights 1/3 and 2/3.
+/// let out = padless_kernels::attention::cached_attention_step(
+///     &[1.0f64], &[0.0, 2.0_f64.ln()], &[3.0, 6.0], None, (1, 1), 1.0, 1,
+/// );
+/// assert!((out[0] - 5.0).abs() < 1e-12);
+/// ```
+pub fn cached_attention_step<T: Real>(
+    q: &[T],
+    keys: &[T],
+    values: &[T],
+    key_valid: Option<&[bool]>,
+    (heads, d_head): (usize, usize),
+    scale: f64,
+    threads: usize,
+) -> Vec<T> {
+    assert!(
+        heads > 0 && d_head > 0 && q.len() % (heads * d_head) == 0,
+        "attention step: the queries must be [batch · {heads}, {d_head}], found {} values",
+        q.len()
+    );
+    let groups = q.len() / d_head;
+    let t_key = if groups == 0 {
+        0
+    } else {
+        keys.len() / (groups * d_head)
+    };
+    assert!(
+        keys.len() == groups * t_key * d_head && values.len() == keys.len(),
+        "attention step: keys and values must both be [{groups}, t_key, {d_head}], found {} \
+         and {} values",
+        keys.len(),
+        values.len()
+    );
+    if let Some(valid) = key_valid {
+        assert_eq!(
+            valid.len(),
+            groups / heads * t_key,
+            "attention step: the key mask must be [{}, {t_key}]",
+            groups / heads
+        );
+    }
+    let mut out = vec![T::ZERO; q.len()];
+    let out_s = Shared::new(&mut out);
+    let team = if keys.len() * 2 < TEAM_MIN_WORK {
+        1
+    } else {
+        threads.clamp(1, 2)
+    };
+    run_team(team, |worker| {
+        let (g0, g1) = worker.part(groups);
+        crate::isa::dispatch(CachedStep {
+            q,
+            keys,
+            values,
+            key_valid,
+            heads,
+            d_head,
+            t_key,
+            scale: T::from_f64(scale),
+            groups: (g0, g1),
+            out: out_s,
+        });
+    });
+    out
+}
+
+/// [`cached_attention_step`] for the pairs `groups.0..groups.1`.
+struct CachedStep<'a, T> {
+    q: &'a [T],
+    keys: &'a [T],
+    values: &'a [T],
+    key_valid: Option<&'a [bool]>,
+    heads: usize,
+    d_head: usize,
+    t_key: usize,
+    scale: T,
+    groups: (usize, usize),
+    out: Shared<'a, T>,
+}
+
+impl<T: Real> pulp::WithSimd for CachedStep<'_, T> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let (d, t_key) = (self.d_head, self.t_key);
+        let mut weights = vec![T::ZERO; t_key];
+        for g in self.groups.0..self.groups.1 {
+            let q = &self.q[g * d..(g + 1) * d];
+            let keys = &self.keys[g * t_key * d..(g + 1) * t_key * d];
+            let values = &self.values[g * t_key * d..(g + 1) * t_key * d];
+            let valid = self
+                .key_valid
+                .map(|v| &v[g / self.heads * t_key..(g / self.heads + 1) * t_key]);
+            let mut max = T::from_f64(f64::NEG_INFINITY);
+            let mut any = false;
+            for (j, (w, key)) in weights.iter_mut().zip(keys.chunks_exact(d)).enumerate() {
+                if valid.is_some_and(|v| !v[j]) {
+                    continue;
+                }
+                *w = lane_dot(q, key) * self.scale;
+                if !any || *w > max {
+                    max = *w;
+                }
+                any = true;
+            }
+            // SAFETY: the pairs `groups.0..groups.1` of `out` are this thread's.
+            let out = unsafe { self.out.slice_mut(g * d, d) };
+            if !any {
+                continue;
+            }
+            let mut sum = T::ZERO;
+            for (j, w) in weights.iter_mut().enumerate() {
+                *w = if valid.is_some_and(|v| !v[j]) {
+                    T::ZERO
+                } else {
+                    (*w - max).exp()
+                };
+                sum += *w;
+            }
+            let inverse = T::ONE / sum;
+            for (&w, value) in weights.iter().zip(values.chunks_exact(d)) {
+                let w = w * inverse;
+                for (o, &v) in out.iter_mut().zip(value) {
+                    *o += w * v;
+                }
+            }
+        }
+    }
+}

@@ -4,7 +4,8 @@
 //!
 //! burn's CPU backend runs its matrix products on one thread; the dense layer after a
 //! recurrent one multiplies `batch * time` rows, enough work for the kernels' thread pair. The
-//! forward pass splits the rows; the backward pass splits the rows for the input gradient, the
+//! forward pass splits the rows (the output features when there are few rows, as in a decoding
+//! step); the backward pass splits the rows for the input gradient, the
 //! input features for the weight gradient (`X^T · dY` over all rows) and the output features
 //! for the bias gradient. In PyTorch's layout the weight gradient `dY^T · X` is split over the
 //! output features instead, so that each thread writes whole rows of it.
@@ -13,8 +14,11 @@ use crate::gemm::{View, matmul};
 use crate::real::Real;
 use crate::threads::{Shared, run_team};
 
-/// Rows below which the product runs on one thread (a thread start costs more).
+/// Multiply-adds below which the product runs on one thread (a thread start costs more).
 const TEAM_MIN_WORK: usize = 1 << 18;
+/// Rows below which the forward pass splits the output features over the threads, not the
+/// rows.
+const FEATURE_SPLIT_ROWS: usize = 256;
 
 /// `y = x W + b` for `x [rows, d_in]` and `W [d_in, d_out]` (row-major), `b [d_out]`:
 /// `y [rows, d_out]`.
@@ -72,11 +76,12 @@ enum WeightLayout {
 }
 
 impl WeightLayout {
-    /// `W` as the right operand of `x W`, `[d_in, d_out]`.
-    fn as_rhs<T>(self, w: &[T], d_in: usize, d_out: usize) -> View<T> {
+    /// `W` from output feature `first` on as the right operand of `x W`, `[d_in, d_out -
+    /// first]`.
+    fn as_rhs<T>(self, w: &[T], d_in: usize, d_out: usize, first: usize) -> View<T> {
         match self {
-            WeightLayout::InOut => View::rows(w.as_ptr(), d_out),
-            WeightLayout::OutIn => View::transposed(w.as_ptr(), d_in),
+            WeightLayout::InOut => View::rows(w[first..].as_ptr(), d_out),
+            WeightLayout::OutIn => View::transposed(w[first * d_in..].as_ptr(), d_in),
         }
     }
 
@@ -111,27 +116,34 @@ fn forward<T: Real>(
     }
     let mut y = vec![T::ZERO; rows * d_out];
     let y_s = Shared::new(&mut y);
+    // Few rows (a decoding step): each thread takes half of the output features, so that
+    // each reads (and the product packs) only half of the weight.
+    let by_features = rows < FEATURE_SPLIT_ROWS;
     run_team(team_size(rows * d_in * d_out, threads), |worker| {
-        let (r0, r1) = worker.part(rows);
+        let ((r0, r1), (c0, c1)) = if by_features {
+            ((0, rows), worker.part(d_out))
+        } else {
+            (worker.part(rows), (0, d_out))
+        };
         if let Some(b) = bias {
             for r in r0..r1 {
-                // SAFETY: rows `r0..r1` of `y` are this thread's.
-                unsafe { y_s.write(r * d_out, b) };
+                // SAFETY: columns `c0..c1` of rows `r0..r1` of `y` are this thread's.
+                unsafe { y_s.write(r * d_out + c0, &b[c0..c1]) };
             }
         }
-        // SAFETY: writes this thread's rows `r0..r1` of `y` (`rows x d_out`); reads the same
-        // rows of `x` (`rows x d_in`) and all of `W` (`d_in x d_out` values), shapes checked
-        // above.
+        // SAFETY: writes this thread's columns `c0..c1` of rows `r0..r1` of `y` (`rows x
+        // d_out`); reads the same rows of `x` (`rows x d_in`) and those output features of
+        // `W` (`d_in x d_out` values), shapes checked above.
         unsafe {
             matmul(
                 r1 - r0,
-                d_out,
+                c1 - c0,
                 d_in,
-                y_s.ptr_at(r0 * d_out),
+                y_s.ptr_at(r0 * d_out + c0),
                 d_out,
                 bias.is_some(),
                 View::rows(x[r0 * d_in..].as_ptr(), d_in),
-                layout.as_rhs(w, d_in, d_out),
+                layout.as_rhs(w, d_in, d_out, c0),
             )
         };
     });
@@ -338,13 +350,14 @@ mod tests {
             .collect()
     }
 
-    /// The textbook triple loops in f64 against both thread counts, on a product large
-    /// enough for the thread pair and an odd one small enough for one thread; in f64 and, on
+    /// The textbook triple loops in f64 against both thread counts, on products large enough
+    /// for the thread pair (split by rows, and with few rows by output features) and an odd
+    /// one small enough for one thread; in f64 and, on
     /// each instruction set, in f32 (whose sums of up to 4096 terms round at a few 1e-6 of
     /// their size).
     #[test]
     fn forward_and_backward_match_the_triple_loops() {
-        for (rows, d_in, d_out) in [(517, 33, 19), (3, 2, 5), (4096, 128, 32)] {
+        for (rows, d_in, d_out) in [(517, 33, 19), (3, 2, 5), (4096, 128, 32), (64, 256, 97)] {
             let (x, w, b, d_y) = (
                 values(rows * d_in, 1),
                 values(d_in * d_out, 2),

@@ -242,3 +242,75 @@ pub(crate) fn packed_cross_attention(
         [q.into_dispatch(), kv.into_dispatch()],
     )
 }
+
+/// One decoding step's attention over a key/value cache
+/// ([`padless_kernels::attention::cached_attention_step`]): inputs the queries `[batch,
+/// d_model]`, the keys and values `[batch · heads, t_key, d_head]` and the keys' validity
+/// `[batch, t_key]` as 1 or 0 (a stand-in of one value when every key is valid).
+#[derive(Debug, Clone, Copy)]
+struct CachedStepOp {
+    heads: usize,
+    masked: bool,
+}
+
+impl FusedOp<4> for CachedStepOp {
+    const NAME: &'static str = "the cached attention step";
+    type Saved<T: HostFloat> = ();
+
+    fn forward<T: HostFloat>(
+        &self,
+        [q, keys, values, valid]: [HostData<T>; 4],
+        _keep: bool,
+    ) -> Forward<T, ()> {
+        let [batch, width] = [q.shape()[0], q.shape()[1]];
+        let valid: Option<Vec<bool>> = self
+            .masked
+            .then(|| valid.as_slice().iter().map(|&v| v != T::ZERO).collect());
+        let d_head = width / self.heads;
+        let values = padless_kernels::attention::cached_attention_step(
+            q.as_slice(),
+            keys.as_slice(),
+            values.as_slice(),
+            valid.as_deref(),
+            (self.heads, d_head),
+            1.0 / (d_head as f64).sqrt(),
+            cpu::threads(),
+        );
+        Forward {
+            values,
+            shape: Shape::new([batch, width]),
+            saved: None,
+        }
+    }
+
+    fn backward<T: HostFloat>(&self, _args: BackwardInputs<T, (), 4>) -> [Option<Vec<T>>; 4] {
+        unreachable!("{} runs only on devices without autodiff", Self::NAME)
+    }
+}
+
+/// `softmax(q k^T / sqrt(d_head)) v` of one query step `q [batch, d_model]` per row and head
+/// over that row's cached `keys`, `values [batch · heads, t_key, d_head]` (the keys `valid
+/// [batch, t_key]`, 1 or 0, marks; all when `None`): `[batch, d_model]`, 0 for a row without
+/// a valid key. Forward only.
+///
+/// The caller checks [`super::applies`] first and that the device has no autodiff; all
+/// inputs have one float type.
+pub(crate) fn cached_attention_step(
+    q: Tensor<2>,
+    keys: Tensor<3>,
+    values: Tensor<3>,
+    valid: Option<Tensor<2>>,
+    heads: usize,
+) -> Tensor<2> {
+    let masked = valid.is_some();
+    let valid = valid.unwrap_or_else(|| Tensor::zeros([1, 1], (&q.device(), q.dtype())));
+    super::apply(
+        CachedStepOp { heads, masked },
+        [
+            q.into_dispatch(),
+            keys.into_dispatch(),
+            values.into_dispatch(),
+            valid.into_dispatch(),
+        ],
+    )
+}

@@ -34,7 +34,9 @@ use burn::tensor::{DType, Device, Element, Shape, Tensor};
 use padless_kernels::Real;
 
 use crate::cpu::{self, HostData};
-pub(crate) use attention::{RowOffsets, packed_cross_attention, packed_self_attention};
+pub(crate) use attention::{
+    RowOffsets, cached_attention_step, packed_cross_attention, packed_self_attention,
+};
 use backend::{FusedOpBackend, TensorList};
 pub(crate) use layer_norm::layer_norm_rows;
 pub(crate) use rows::{add_norm_rows, dropout_rows, element_dropout};

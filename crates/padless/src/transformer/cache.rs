@@ -13,8 +13,9 @@ use super::attention::softmax_over_valid;
 use super::layer::TransformerDecoderLayer;
 use super::model::{Transformer, TransformerEncoded};
 use crate::error::{Error, Result};
-use crate::layers::dropout;
+use crate::layers::{dropout, fused_linear};
 use crate::mask::{Mask, zero_masked};
+use crate::ops;
 use crate::seq2seq::StepDecoder;
 
 /// One attention's projected keys and values with the heads split, `[batch · heads, time,
@@ -105,7 +106,7 @@ impl TransformerAttention {
         let d = self.d_model();
         let w = self.in_proj_weight.val().narrow(0, part * d, n * d);
         let b = self.in_proj_bias.val().narrow(0, part * d, n * d);
-        x.matmul(w.transpose()) + b.unsqueeze_dim::<2>(0)
+        fused_linear(x, w, Some(b))
     }
 
     /// The keys and values projected from `x [batch, time, d_model]`, whose masked steps are
@@ -132,6 +133,14 @@ impl TransformerAttention {
     fn attend_over(&self, query: Tensor<2>, kv: &KeyValues, key_mask: Option<&Mask>) -> Tensor<3> {
         let [batch, d] = query.dims();
         let (h, d_head, t_key) = (self.heads, d / self.heads, kv.steps());
+        let device = query.device();
+        if ops::applies(&device, query.dtype()) && !device.is_autodiff() {
+            // Inference on the CPU backend: the cached-step kernel, no score tensors.
+            let valid = key_mask.map(|mask| mask.valid().float().cast(query.dtype()));
+            let context =
+                ops::cached_attention_step(query, kv.keys.clone(), kv.values.clone(), valid, h);
+            return self.project_out(context, key_mask);
+        }
         // PyTorch scales the queries before the product.
         let q = query.reshape([batch * h, 1, d_head]) * (1.0 / (d_head as f64).sqrt());
         let scores = q.matmul(kv.keys.clone().swap_dims(1, 2));
@@ -149,6 +158,13 @@ impl TransformerAttention {
         let context = dropout(weights, self.dropout)
             .matmul(kv.values.clone())
             .reshape([batch, d]);
+        self.project_out(context, key_mask)
+    }
+
+    /// The output projection of one step's attention `context [batch, d_model]`: `[batch, 1,
+    /// d_model]`, 0 for a row whose keys `key_mask` masks entirely.
+    fn project_out(&self, context: Tensor<2>, key_mask: Option<&Mask>) -> Tensor<3> {
+        let [batch, d] = context.dims();
         let out = self.out_proj.forward(context).reshape([batch, 1, d]);
         match key_mask {
             // A row that sees no key outputs 0, not the output bias.
