@@ -1051,7 +1051,7 @@ pub fn cached_attention_step<T: Real>(
     threads: usize,
 ) -> Vec<T> {
     assert!(
-        heads > 0 && d_head > 0 && q.len() % (heads * d_head) == 0,
+        heads > 0 && d_head > 0 && q.len().is_multiple_of(heads * d_head),
         "attention step: the queries must be [batch · {heads}, {d_head}], found {} values",
         q.len()
     );
