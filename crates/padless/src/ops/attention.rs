@@ -1,5 +1,6 @@
 //! Multi-head attention over packed valid tokens as one fused operation:
-//! [`packed_self_attention`] and [`packed_cross_attention`].
+//! [`packed_self_attention`] and [`packed_cross_attention`]; and a decoding step's attention
+//! over a key/value cache, forward only: [`cached_attention_step`].
 //!
 //! The queries, keys and values of a batch come in packed (each row's valid tokens one after
 //! the other, the rows' starts in per-row offsets), read in place from the projections'
@@ -101,7 +102,7 @@ impl Attention {
 }
 
 /// `parts` (each `[n, width]`) side by side: `[n, parts.len() width]`.
-fn side_by_side<T: HostFloat>(parts: &[&[T]], width: usize) -> Vec<T> {
+fn interleave_tokens<T: HostFloat>(parts: &[&[T]], width: usize) -> Vec<T> {
     let n = parts.first().map_or(0, |p| p.len() / width.max(1));
     let mut out = Vec::with_capacity(n * parts.len() * width);
     for t in 0..n {
@@ -145,7 +146,7 @@ impl FusedOp<1> for SelfAttentionOp {
         let g = self
             .0
             .backward(&inputs, width, args.output, args.saved, &args.grad);
-        [Some(side_by_side(&[&g.d_q, &g.d_k, &g.d_v], width))]
+        [Some(interleave_tokens(&[&g.d_q, &g.d_k, &g.d_v], width))]
     }
 }
 
@@ -191,7 +192,10 @@ impl FusedOp<2> for CrossAttentionOp {
         let g = self
             .0
             .backward(&inputs, width, args.output, args.saved, &args.grad);
-        [Some(g.d_q), Some(side_by_side(&[&g.d_k, &g.d_v], width))]
+        [
+            Some(g.d_q),
+            Some(interleave_tokens(&[&g.d_k, &g.d_v], width)),
+        ]
     }
 }
 

@@ -6,7 +6,8 @@
 //! where each row starts), and every layer works on those rows only: the projections and the
 //! feed-forward block as fused dense products on the kernels' thread pair, each LayerNorm as
 //! one fused pass per row (with the residual sum and its dropout where the norm follows the
-//! block), the feed-forward ReLU and its dropout as one fused pass, and attention through the packed attention kernel (each row's queries
+//! block), the feed-forward ReLU and its dropout as one fused pass, and attention through
+//! the packed attention kernel, reading the fused projections in place (each row's queries
 //! over its own keys, block by block, no `[batch, heads, t_query, t_key]` score tensor). The
 //! result is scattered back to `[batch, time, d_model]`, zeros at masked steps, at the
 //! stack's output. Masked steps are never read, so neither their values (NaN included) nor
@@ -338,8 +339,9 @@ fn feed_forward(o: &LayerOptions, linear1: &Linear, linear2: &Linear, x: Tensor<
     linear(linear2, hidden)
 }
 
-/// The dropout on `attention`'s weights: on a training device (as [`dropout`]), at its
-/// rate, the dropped weights selected by a seed from the device's generator.
+/// The dropout on `attention`'s weights: on a training device (as
+/// [`crate::layers::dropout`]), at its rate, the dropped weights selected by a seed from the
+/// device's generator.
 fn weight_dropout(attention: &TransformerAttention, device: &Device) -> Option<AttentionDropout> {
     (attention.dropout > 0.0 && device.is_autodiff()).then(|| AttentionDropout {
         rate: attention.dropout,
