@@ -126,30 +126,13 @@ fn draw_comparison(
     out: &Path,
 ) -> Result<()> {
     let points = || curves.iter().flat_map(|(_, p)| p.iter());
-    let bounds = |f: fn(&(f64, f64)) -> f64| {
-        points()
-            .map(f)
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-                (lo.min(v), hi.max(v))
-            })
-    };
-    let padded = |(lo, hi): (f64, f64)| {
-        let pad = if hi > lo {
-            0.05 * (hi - lo)
-        } else {
-            0.1 * lo.abs().max(1e-3)
-        };
-        lo - pad..hi + pad
-    };
     let root = SVGBackend::new(out, (720, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_error)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(format!("{y} against {x}"), ("sans-serif", 20))
-        .margin(10)
-        .margin_right(24)
-        .x_label_area_size(40)
-        .y_label_area_size(64)
-        .build_cartesian_2d(padded(bounds(|p| p.0)), padded(bounds(|p| p.1)))
+    let mut chart = chart_on(&root, format!("{y} against {x}"))
+        .build_cartesian_2d(
+            padded(bounds(points().map(|p| p.0))),
+            padded(bounds(points().map(|p| p.1))),
+        )
         .map_err(plot_error)?;
     chart
         .configure_mesh()
@@ -396,22 +379,13 @@ fn draw_panel(
     } else {
         first..last
     };
-    let values = series.iter().flat_map(|s| s.values.iter().flatten());
-    let (low, high) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
-        (lo.min(v), hi.max(v))
-    });
-    let pad = if high > low {
-        0.05 * (high - low)
-    } else {
-        0.1 * low.abs().max(1e-3)
-    };
-    let mut chart = ChartBuilder::on(area)
-        .caption(panel.title(), ("sans-serif", 20))
-        .margin(10)
-        .margin_right(24)
-        .x_label_area_size(40)
-        .y_label_area_size(64)
-        .build_cartesian_2d(x_range, low - pad..high + pad)
+    let (low, high) = bounds(
+        series
+            .iter()
+            .flat_map(|s| s.values.iter().flatten().copied()),
+    );
+    let mut chart = chart_on(area, panel.title())
+        .build_cartesian_2d(x_range, padded((low, high)))
         .map_err(plot_error)?;
     chart
         .configure_mesh()
@@ -496,6 +470,39 @@ fn draw_panel(
 }
 
 /// The runs of consecutive present values of a series, as points.
+/// A chart on `area` with `caption` and the margins and label areas every plot here uses.
+fn chart_on<'a, 'b>(
+    area: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    caption: impl AsRef<str>,
+) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .caption(caption, ("sans-serif", 20))
+        .margin(10)
+        .margin_right(24)
+        .x_label_area_size(40)
+        .y_label_area_size(64);
+    builder
+}
+
+/// The smallest and the largest of `values`.
+fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    })
+}
+
+/// `lo..hi` with 5% of its width added on each side (10% of the value, at least 1e-4, when
+/// the two are equal), so no point sits on the frame.
+fn padded((lo, hi): (f64, f64)) -> std::ops::Range<f64> {
+    let pad = if hi > lo {
+        0.05 * (hi - lo)
+    } else {
+        0.1 * lo.abs().max(1e-3)
+    };
+    lo - pad..hi + pad
+}
+
 fn runs(epochs: &[i64], values: &[Option<f64>]) -> Vec<Vec<(i64, f64)>> {
     let mut runs: Vec<Vec<(i64, f64)>> = Vec::new();
     let mut current = Vec::new();
