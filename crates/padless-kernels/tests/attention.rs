@@ -497,59 +497,52 @@ fn strided_inputs_give_the_dense_results() {
         case.k = rng.values(n * width, 1.5);
         case.v = rng.values(n * width, 1.0);
         let (dense_out, dense_grads) = case.backward(&case.config);
-        // [q | k | v] per token.
-        let mut qkv = Vec::with_capacity(n * 3 * width);
-        for t in 0..n {
-            for part in [&case.q, &case.k, &case.v] {
-                qkv.extend_from_slice(&part[t * width..(t + 1) * width]);
-            }
+        // The given parts of each token side by side: [q | k | v] and [k | v].
+        let interleave = |parts: &[&Vec<f64>]| -> Vec<f64> {
+            (0..n)
+                .flat_map(|t| {
+                    parts
+                        .iter()
+                        .flat_map(move |p| &p[t * width..(t + 1) * width])
+                })
+                .copied()
+                .collect()
+        };
+        let (qkv, kv) = (
+            interleave(&[&case.q, &case.k, &case.v]),
+            interleave(&[&case.k, &case.v]),
+        );
+        // Buffer `b` from its `part`-th block of `width` values on.
+        let from = |b: &[f64], part: usize| (part * width).min(b.len());
+        let layouts = [
+            (
+                "a fused projection",
+                PackedQkv {
+                    q_stride: 3 * width,
+                    kv_stride: 3 * width,
+                    ..PackedQkv::new(
+                        &qkv,
+                        &qkv[from(&qkv, 1)..],
+                        &qkv[from(&qkv, 2)..],
+                        &case.cu_q,
+                        &case.cu_k,
+                    )
+                },
+            ),
+            (
+                "a fused key-value projection",
+                PackedQkv {
+                    kv_stride: 2 * width,
+                    ..PackedQkv::new(&case.q, &kv, &kv[from(&kv, 1)..], &case.cu_q, &case.cu_k)
+                },
+            ),
+        ];
+        for (what, inputs) in layouts {
+            let out = attention_forward(&case.config, &inputs);
+            assert!(out == dense_out, "seed {seed}: forward from {what}");
+            let grads = attention_backward(&case.config, &inputs, &out, &case.d_out);
+            assert!(grads == dense_grads, "seed {seed}: backward from {what}");
         }
-        let fused = PackedQkv {
-            q_stride: 3 * width,
-            kv_stride: 3 * width,
-            ..PackedQkv::new(
-                &qkv,
-                &qkv[width.min(qkv.len())..],
-                &qkv[(2 * width).min(qkv.len())..],
-                &case.cu_q,
-                &case.cu_k,
-            )
-        };
-        let out = attention_forward(&case.config, &fused);
-        assert!(
-            out == dense_out,
-            "seed {seed}: forward from a fused projection"
-        );
-        let grads = attention_backward(&case.config, &fused, &out, &case.d_out);
-        assert!(
-            grads == dense_grads,
-            "seed {seed}: backward from a fused projection"
-        );
-        // q alone, [k | v] per token.
-        let kv: Vec<f64> = (0..n)
-            .flat_map(|t| [&case.k, &case.v].map(|p| p[t * width..(t + 1) * width].to_vec()))
-            .flatten()
-            .collect();
-        let cross = PackedQkv {
-            kv_stride: 2 * width,
-            ..PackedQkv::new(
-                &case.q,
-                &kv,
-                &kv[width.min(kv.len())..],
-                &case.cu_q,
-                &case.cu_k,
-            )
-        };
-        let out = attention_forward(&case.config, &cross);
-        assert!(
-            out == dense_out,
-            "seed {seed}: forward from a fused key-value projection"
-        );
-        let grads = attention_backward(&case.config, &cross, &out, &case.d_out);
-        assert!(
-            grads == dense_grads,
-            "seed {seed}: backward from a fused key-value projection"
-        );
     }
 }
 

@@ -340,15 +340,7 @@ fn team_size(work: usize, threads: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Deterministic values in about [-1, 1].
-    fn values(n: usize, seed: u64) -> Vec<f64> {
-        (0..n)
-            .map(|i| {
-                (((i as u64 + 1) * (seed * 2 + 1) * 2_654_435_761) % 2001) as f64 / 1000.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::ops::test_values as values;
 
     /// The textbook triple loops in f64 against both thread counts, on products large enough
     /// for the thread pair (split by rows, and with few rows by output features) and an odd

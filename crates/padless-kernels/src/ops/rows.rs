@@ -256,7 +256,13 @@ pub fn add_norm_forward<T: Real>(
     threads: usize,
 ) -> AddNormOutput<T> {
     let d = norm.weight.len();
-    let rows = check_rows(x, y, norm, "add_norm");
+    assert_eq!(
+        norm.bias.len(),
+        d,
+        "add_norm: the weight and bias must both be [d], found {d} and {} values",
+        norm.bias.len()
+    );
+    let rows = check_rows(x, y, d, "add_norm");
     let mut out = vec![T::ZERO; rows * d];
     let mut stats = vec![T::ZERO; rows * 2];
     let (out_s, stats_s) = (Shared::new(&mut out), Shared::new(&mut stats));
@@ -296,7 +302,8 @@ pub struct AddNormGradients<T> {
 }
 
 /// The backward pass of [`add_norm_forward`] from `d_out [rows, d]`, with the forward pass's
-/// `stats`; `y`'s gradient only with `y_gradient`. With `x̂ = (z - mean) inverse` and `g =
+/// `stats` and the norm's `weight [d]` (the backward pass reads neither the bias nor
+/// epsilon); `y`'s gradient only with `y_gradient`. With `x̂ = (z - mean) inverse` and `g =
 /// d_out ⊙ weight`: `dz = inverse (g - mean(g) - x̂ mean(g ⊙ x̂))` per row, `d weight =
 /// Σ_rows d_out ⊙ x̂`, `d bias = Σ_rows d_out`.
 ///
@@ -307,14 +314,14 @@ pub fn add_norm_backward<T: Real>(
     x: &[T],
     y: &[T],
     dropout: Option<&ElementDropout>,
-    norm: &RowNorm<'_, T>,
+    weight: &[T],
     stats: &[T],
     d_out: &[T],
     y_gradient: bool,
     threads: usize,
 ) -> AddNormGradients<T> {
-    let d = norm.weight.len();
-    let rows = check_rows(x, y, norm, "add_norm backward");
+    let d = weight.len();
+    let rows = check_rows(x, y, d, "add_norm backward");
     assert!(
         stats.len() == rows * 2 && d_out.len() == rows * d,
         "add_norm backward: stats must be [{rows}, 2] and d_out [{rows}, {d}], found {} and {} \
@@ -350,7 +357,7 @@ pub fn add_norm_backward<T: Real>(
             d_out: &d_out[r0 * d..r1 * d],
             start: r0 * d,
             dropout,
-            norm,
+            weight,
             d_x,
             d_y,
             sums,
@@ -366,15 +373,9 @@ pub fn add_norm_backward<T: Real>(
     }
 }
 
-/// The rows of `x` and `y` (checked to match each other and `norm`).
-fn check_rows<T>(x: &[T], y: &[T], norm: &RowNorm<'_, T>, what: &str) -> usize {
-    let d = norm.weight.len();
-    assert!(
-        d > 0 && norm.bias.len() == d,
-        "{what}: the weight and bias must both be [d] with d > 0, found {} and {}",
-        d,
-        norm.bias.len()
-    );
+/// The rows of `x` and `y` (checked to match each other and rows of `d > 0` values).
+fn check_rows<T>(x: &[T], y: &[T], d: usize, what: &str) -> usize {
+    assert!(d > 0, "{what}: the weight must have at least one value");
     assert!(
         x.len() == y.len() && x.len().is_multiple_of(d),
         "{what}: x and y must both be [rows, {d}], found {} and {} values",
@@ -455,7 +456,7 @@ struct NormBackward<'a, T> {
     d_out: &'a [T],
     start: usize,
     dropout: Option<&'a ElementDropout>,
-    norm: &'a RowNorm<'a, T>,
+    weight: &'a [T],
     d_x: &'a mut [T],
     d_y: Option<&'a mut [T]>,
     /// `[2, d]`: this thread's column sums of the weight's and the bias's gradients.
@@ -467,7 +468,7 @@ impl<T: Real> pulp::WithSimd for NormBackward<'_, T> {
 
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        let weight = self.norm.weight;
+        let weight = self.weight;
         let d = weight.len();
         let n = T::from_f64(d as f64);
         let (d_weight, d_bias) = self.sums.split_at_mut(d);
@@ -521,15 +522,7 @@ impl<T: Real> pulp::WithSimd for NormBackward<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Deterministic values in about [-1, 1].
-    fn values(n: usize, seed: u64) -> Vec<f64> {
-        (0..n)
-            .map(|i| {
-                (((i as u64 + 1) * (seed * 2 + 1) * 2_654_435_761) % 2001) as f64 / 1000.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::ops::test_values as values;
 
     fn close(got: &[f64], want: &[f64], tolerance: f64, what: &str) {
         assert_eq!(got.len(), want.len(), "{what}: length");
@@ -646,7 +639,7 @@ mod tests {
                 &x,
                 &y,
                 dropout.as_ref(),
-                &norm,
+                &weight,
                 &forward.stats,
                 &w_out,
                 true,
@@ -660,54 +653,51 @@ mod tests {
                 (value - base).abs() < 1e-9 * base.abs().max(1.0),
                 "{value} vs {base}"
             );
+            // The loss's derivative in element `i` of input `k` (x, y, weight, bias) by
+            // central differences.
             let h = 1e-6;
-            let nudged = |v: &[f64], i: usize, by: f64| {
-                let mut v = v.to_vec();
-                v[i] += by;
-                v
+            let slope = |k: usize, i: usize| {
+                let at = |by: f64| {
+                    let mut v = [&x, &y, &weight, &bias].map(|v| v.to_vec());
+                    v[k][i] += by;
+                    loss(&v[0], &v[1], &v[2], &v[3], &f)
+                };
+                (at(h) - at(-h)) / (2.0 * h)
             };
             for i in [0, 5, d + 3, rows * d - 1, 4321] {
-                let dx = (loss(&nudged(&x, i, h), &y, &weight, &bias, &f)
-                    - loss(&nudged(&x, i, -h), &y, &weight, &bias, &f))
-                    / (2.0 * h);
-                let dy = (loss(&x, &nudged(&y, i, h), &weight, &bias, &f)
-                    - loss(&x, &nudged(&y, i, -h), &weight, &bias, &f))
-                    / (2.0 * h);
-                assert!(
-                    (g.d_x[i] - dx).abs() < 1e-6,
-                    "d_x[{i}] {} vs {dx}",
-                    g.d_x[i]
-                );
-                assert!(
-                    (g.d_y[i] - dy).abs() < 1e-6,
-                    "d_y[{i}] {} vs {dy}",
-                    g.d_y[i]
-                );
+                for (k, got, what) in [(0, &g.d_x, "d_x"), (1, &g.d_y, "d_y")] {
+                    let want = slope(k, i);
+                    assert!(
+                        (got[i] - want).abs() < 1e-6,
+                        "{what}[{i}] {} vs {want}",
+                        got[i]
+                    );
+                }
             }
             for j in [0, d / 2, d - 1] {
-                let dw = (loss(&x, &y, &nudged(&weight, j, h), &bias, &f)
-                    - loss(&x, &y, &nudged(&weight, j, -h), &bias, &f))
-                    / (2.0 * h);
-                let db = (loss(&x, &y, &weight, &nudged(&bias, j, h), &f)
-                    - loss(&x, &y, &weight, &nudged(&bias, j, -h), &f))
-                    / (2.0 * h);
-                assert!(
-                    (g.d_weight[j] - dw).abs() < 1e-5,
-                    "d_weight[{j}] {} vs {dw}",
-                    g.d_weight[j]
-                );
-                assert!(
-                    (g.d_bias[j] - db).abs() < 1e-5,
-                    "d_bias[{j}] {} vs {db}",
-                    g.d_bias[j]
-                );
+                for (k, got, what) in [(2, &g.d_weight, "d_weight"), (3, &g.d_bias, "d_bias")] {
+                    let want = slope(k, j);
+                    assert!(
+                        (got[j] - want).abs() < 1e-5,
+                        "{what}[{j}] {} vs {want}",
+                        got[j]
+                    );
+                }
             }
             crate::isa::for_each_available(|isa| {
                 // Two threads: the same rows, column sums added in another order.
                 let two = add_norm_forward(&x, &y, dropout.as_ref(), &norm, 2);
                 assert!(two == forward, "two threads' forward ({isa})");
-                let g2 =
-                    add_norm_backward(&x, &y, dropout.as_ref(), &norm, &two.stats, &w_out, true, 2);
+                let g2 = add_norm_backward(
+                    &x,
+                    &y,
+                    dropout.as_ref(),
+                    &weight,
+                    &two.stats,
+                    &w_out,
+                    true,
+                    2,
+                );
                 close(&g2.d_x, &g.d_x, 1e-14, &format!("two threads' d_x ({isa})"));
                 close(&g2.d_y, &g.d_y, 1e-14, "two threads' d_y");
                 close(&g2.d_weight, &g.d_weight, 1e-12, "two threads' d_weight");
@@ -716,7 +706,7 @@ mod tests {
                     &x,
                     &y,
                     dropout.as_ref(),
-                    &norm,
+                    &weight,
                     &two.stats,
                     &w_out,
                     false,
@@ -744,7 +734,7 @@ mod tests {
                     &x32,
                     &y32,
                     dropout.as_ref(),
-                    &norm32,
+                    &w32,
                     &f32_out.stats,
                     &o32,
                     true,

@@ -64,19 +64,11 @@ impl FusedOp<4> for AddNormOp {
         let [Some(x), Some(y), Some(weight), _] = args.inputs else {
             unreachable!("x, y and the weight are kept");
         };
-        let d = weight.as_slice().len();
-        // The bias's values are not read by the backward pass; its length is the weight's.
-        let bias = vec![T::ZERO; d];
-        let norm = RowNorm {
-            weight: weight.as_slice(),
-            bias: &bias,
-            epsilon: self.epsilon,
-        };
         let g = padless_kernels::add_norm_backward(
             x.as_slice(),
             y.as_slice(),
             self.dropout.as_ref(),
-            &norm,
+            weight.as_slice(),
             &args.saved,
             args.grad.as_slice(),
             args.wanted[1],
